@@ -1,0 +1,770 @@
+//! The platform policy as data: loading, validation and defaults. No evaluation here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use kube_quantity::ParsedQuantity;
+use serde::{Deserialize, Serialize};
+
+/// The policy compiled into the binary, used when no `--policy` is given.
+pub const BUILT_IN_POLICY: &str = include_str!("../policies/ray-platform.yaml");
+const BUILT_IN_POLICY_NAME: &str = "policies/ray-platform.yaml (built in)";
+
+pub const API_VERSION: &str = "raygate.dev/v1alpha1";
+pub const KIND: &str = "RayPlatformPolicy";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{source_name}: cannot read: {error}")]
+    Read {
+        source_name: String,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("{source_name}: {path}: {message}")]
+    Parse {
+        source_name: String,
+        path: String,
+        message: String,
+    },
+    #[error("{source_name}: invalid policy:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        source_name: String,
+        problems: Vec<String>,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What happens to a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Off,
+    Audit,
+    Warn,
+    Deny,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Off => "off",
+            Action::Audit => "audit",
+            Action::Warn => "warn",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `enforce` denies and fills in; `audit` only reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
+}
+
+/// The four rule families of the platform plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Family {
+    #[serde(rename = "ports")]
+    Ports,
+    #[serde(rename = "placement")]
+    Placement,
+    #[serde(rename = "network-policy")]
+    NetworkPolicy,
+    #[serde(rename = "resources")]
+    Resources,
+}
+
+impl Family {
+    pub const ALL: [Family; 4] = [
+        Family::Ports,
+        Family::Placement,
+        Family::NetworkPolicy,
+        Family::Resources,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Ports => "ports",
+            Family::Placement => "placement",
+            Family::NetworkPolicy => "network-policy",
+            Family::Resources => "resources",
+        }
+    }
+
+    pub fn of_rule(rule: &str) -> Option<Family> {
+        let prefix = rule.split_once('/')?.0;
+        Family::ALL.into_iter().find(|f| f.as_str() == prefix)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyDocument {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: PolicyMetadata,
+    pub spec: PolicySpec,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyMetadata {
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicySpec {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub scope: Scope,
+    pub ports: PortPolicy,
+    pub placement: PlacementPolicy,
+    pub network_policy: NetworkPolicyRule,
+    pub resources: ResourcePolicy,
+    /// Overrides of a single rule's action, keyed by rule id (`family/name`).
+    #[serde(default)]
+    pub rule_actions: BTreeMap<String, Action>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Scope {
+    #[serde(default)]
+    pub exempt_namespaces: Vec<String>,
+    #[serde(default)]
+    pub exemptions: Vec<Exemption>,
+}
+
+/// Exempts objects in `namespace` (all of them, or the one called `name`; for a Ray Pod,
+/// `name` also matches its cluster) from the listed families, or from all of them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Exemption {
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub families: Option<Vec<Family>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortPolicy {
+    pub action: Action,
+    pub planned: Vec<PlannedPort>,
+    #[serde(default)]
+    pub node_ranges: Vec<NodePortRange>,
+    #[serde(default)]
+    pub forbidden: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlannedPort {
+    /// The container port name KubeRay uses for it.
+    pub name: String,
+    pub port: u16,
+    /// The `rayStartParams` key that makes Ray listen there, if Ray takes one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ray_start_param: Option<String>,
+    /// The default the plan replaces; only used to word fixes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_ray_default: Option<u16>,
+    /// Pinned on every Ray node (head and workers), not only on the head.
+    #[serde(default)]
+    pub every_node: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodePortRange {
+    pub ray_start_param: String,
+    pub from: u16,
+    pub to: u16,
+}
+
+impl NodePortRange {
+    pub fn contains(&self, port: u32) -> bool {
+        (u32::from(self.from)..=u32::from(self.to)).contains(&port)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlacementPolicy {
+    pub action: Action,
+    pub master_hostnames: Vec<String>,
+    pub worker_label: LabelPair,
+    pub control_plane_label: String,
+    pub control_plane_taint_keys: Vec<String>,
+    #[serde(default)]
+    pub gpu_resources: Vec<String>,
+    #[serde(default = "default_true")]
+    pub gpu_groups_may_use_masters: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelPair {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkPolicyRule {
+    pub action: Action,
+    #[serde(default = "default_unverified")]
+    pub unverified_action: Action,
+}
+
+fn default_unverified() -> Action {
+    Action::Audit
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourcePolicy {
+    pub action: Action,
+    pub defaults: ResourceDefaults,
+    #[serde(default)]
+    pub maximum: CpuMemory,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceDefaults {
+    pub requests: CpuMemory,
+    pub limits: CpuMemory,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CpuMemory {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+}
+
+/// A resource quantity kept as written (for patches and messages) and parsed (for comparison).
+#[derive(Debug, Clone)]
+pub struct Quantity {
+    pub text: String,
+    pub parsed: ParsedQuantity,
+}
+
+impl Quantity {
+    pub fn parse(text: &str) -> Option<Quantity> {
+        let parsed = ParsedQuantity::try_from(text).ok()?;
+        Some(Quantity {
+            text: text.to_owned(),
+            parsed,
+        })
+    }
+}
+
+/// The two resources every container must declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Cpu,
+    Memory,
+}
+
+impl Resource {
+    pub const BOTH: [Resource; 2] = [Resource::Cpu, Resource::Memory];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Cpu => "cpu",
+            Resource::Memory => "memory",
+        }
+    }
+}
+
+/// Per-resource values of the compiled policy, parsed once at load.
+#[derive(Debug, Clone)]
+pub struct PerResource<T> {
+    pub cpu: T,
+    pub memory: T,
+}
+
+impl<T> PerResource<T> {
+    pub fn get(&self, resource: Resource) -> &T {
+        match resource {
+            Resource::Cpu => &self.cpu,
+            Resource::Memory => &self.memory,
+        }
+    }
+}
+
+/// A validated policy, ready for the engine. Built only by [`Policy::from_yaml`].
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub document: PolicyDocument,
+    pub default_requests: PerResource<Quantity>,
+    pub default_limits: PerResource<Quantity>,
+    pub maximum: PerResource<Option<Quantity>>,
+}
+
+impl Policy {
+    pub fn built_in() -> Policy {
+        Policy::from_yaml(BUILT_IN_POLICY, BUILT_IN_POLICY_NAME)
+            .expect("the built-in policy is validated by the test suite")
+    }
+
+    pub fn load(path: &Path) -> Result<Policy> {
+        let source_name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| Error::Read {
+            source_name: source_name.clone(),
+            error,
+        })?;
+        Policy::from_yaml(&text, &source_name)
+    }
+
+    /// Parses and validates a policy; a policy with any problem is rejected whole.
+    pub fn from_yaml(text: &str, source_name: &str) -> Result<Policy> {
+        let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+        let document: PolicyDocument =
+            serde_path_to_error::deserialize(deserializer).map_err(|err| {
+                let path = err.path().to_string();
+                let inner = err.into_inner();
+                Error::Parse {
+                    source_name: source_name.to_owned(),
+                    path: if path == "." {
+                        "(document)".into()
+                    } else {
+                        path
+                    },
+                    message: inner.to_string(),
+                }
+            })?;
+        compile(document).map_err(|problems| Error::Invalid {
+            source_name: source_name.to_owned(),
+            problems,
+        })
+    }
+
+    pub fn spec(&self) -> &PolicySpec {
+        &self.document.spec
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.document.spec.mode
+    }
+
+    pub fn with_mode(mut self, mode: Mode) -> Policy {
+        self.document.spec.mode = mode;
+        self
+    }
+
+    /// The action of a rule: its override if any, else its family's action.
+    pub fn action_for(&self, rule: &str) -> Action {
+        let spec = &self.document.spec;
+        if let Some(action) = spec.rule_actions.get(rule) {
+            return *action;
+        }
+        match Family::of_rule(rule) {
+            Some(family) if self.family_action(family) == Action::Off => Action::Off,
+            // Unverifiable is never a reason to deny: it has its own action.
+            Some(Family::NetworkPolicy) if rule == crate::rules::network_policy::NOT_VERIFIED => {
+                spec.network_policy.unverified_action
+            }
+            Some(family) => self.family_action(family),
+            None => Action::Off,
+        }
+    }
+
+    pub fn family_action(&self, family: Family) -> Action {
+        let spec = &self.document.spec;
+        match family {
+            Family::Ports => spec.ports.action,
+            Family::Placement => spec.placement.action,
+            Family::NetworkPolicy => spec.network_policy.action,
+            Family::Resources => spec.resources.action,
+        }
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(&self.document).unwrap_or_default()
+    }
+}
+
+fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>> {
+    let mut problems = Vec::new();
+    if document.api_version != API_VERSION {
+        problems.push(format!(
+            "apiVersion: {:?} is not supported; use {API_VERSION}",
+            document.api_version
+        ));
+    }
+    if document.kind != KIND {
+        problems.push(format!("kind: {:?} must be {KIND}", document.kind));
+    }
+    let spec = &document.spec;
+    validate_ports(&spec.ports, &mut problems);
+    validate_placement(&spec.placement, &mut problems);
+    if spec.network_policy.unverified_action == Action::Deny {
+        problems.push(
+            "spec.networkPolicy.unverifiedAction: deny would lock out every Ray cluster \
+             whenever NetworkPolicies cannot be read; use audit, warn or off"
+                .into(),
+        );
+    }
+    for rule in spec.rule_actions.keys() {
+        if !crate::rules::ALL_RULES.contains(&rule.as_str()) {
+            problems.push(format!(
+                "spec.ruleActions.{rule}: unknown rule; known rules: {}",
+                crate::rules::ALL_RULES.join(", ")
+            ));
+        }
+    }
+    if spec
+        .rule_actions
+        .get(crate::rules::network_policy::NOT_VERIFIED)
+        == Some(&Action::Deny)
+    {
+        problems.push(format!(
+            "spec.ruleActions.{}: must not be deny",
+            crate::rules::network_policy::NOT_VERIFIED
+        ));
+    }
+
+    let resources = &spec.resources;
+    let mut quantity = |field: &str, value: &Option<String>, required: bool| -> Option<Quantity> {
+        match value {
+            None if required => {
+                problems.push(format!("spec.resources.{field}: required"));
+                None
+            }
+            None => None,
+            Some(text) => {
+                let parsed = Quantity::parse(text);
+                if parsed.is_none() {
+                    problems.push(format!(
+                        "spec.resources.{field}: {text:?} is not a Kubernetes quantity"
+                    ));
+                }
+                parsed
+            }
+        }
+    };
+    let requests = (
+        quantity(
+            "defaults.requests.cpu",
+            &resources.defaults.requests.cpu,
+            true,
+        ),
+        quantity(
+            "defaults.requests.memory",
+            &resources.defaults.requests.memory,
+            true,
+        ),
+    );
+    let limits = (
+        quantity("defaults.limits.cpu", &resources.defaults.limits.cpu, true),
+        quantity(
+            "defaults.limits.memory",
+            &resources.defaults.limits.memory,
+            true,
+        ),
+    );
+    let maximum = PerResource {
+        cpu: quantity("maximum.cpu", &resources.maximum.cpu, false),
+        memory: quantity("maximum.memory", &resources.maximum.memory, false),
+    };
+    let (Some(req_cpu), Some(req_mem), Some(lim_cpu), Some(lim_mem)) =
+        (requests.0, requests.1, limits.0, limits.1)
+    else {
+        return Err(problems);
+    };
+    let default_requests = PerResource {
+        cpu: req_cpu,
+        memory: req_mem,
+    };
+    let default_limits = PerResource {
+        cpu: lim_cpu,
+        memory: lim_mem,
+    };
+    for resource in Resource::BOTH {
+        let name = resource.as_str();
+        let (request, limit) = (default_requests.get(resource), default_limits.get(resource));
+        if limit.parsed < request.parsed {
+            problems.push(format!(
+                "spec.resources.defaults.limits.{name}: {} is below the default request {}",
+                limit.text, request.text
+            ));
+        }
+        if let Some(max) = maximum.get(resource)
+            && limit.parsed > max.parsed
+        {
+            problems.push(format!(
+                "spec.resources.defaults.limits.{name}: {} is above maximum.{name} {}",
+                limit.text, max.text
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Policy {
+        document,
+        default_requests,
+        default_limits,
+        maximum,
+    })
+}
+
+fn validate_ports(ports: &PortPolicy, problems: &mut Vec<String>) {
+    let mut names = BTreeMap::new();
+    let mut numbers = BTreeMap::new();
+    let mut params = BTreeMap::new();
+    for (i, planned) in ports.planned.iter().enumerate() {
+        let at = format!("spec.ports.planned[{i}]");
+        if planned.port == 0 {
+            problems.push(format!("{at}.port: 0 is not a port"));
+        }
+        if planned.name.is_empty() || planned.name.len() > 15 {
+            problems.push(format!(
+                "{at}.name: {:?} must be 1 to 15 characters (a Kubernetes port name)",
+                planned.name
+            ));
+        }
+        if let Some(j) = names.insert(planned.name.as_str(), i) {
+            problems.push(format!(
+                "{at}.name: {:?} repeats spec.ports.planned[{j}]",
+                planned.name
+            ));
+        }
+        if let Some(j) = numbers.insert(planned.port, i) {
+            problems.push(format!(
+                "{at}.port: {} repeats spec.ports.planned[{j}]",
+                planned.port
+            ));
+        }
+        if ports.forbidden.contains(&planned.port) {
+            problems.push(format!(
+                "{at}.port: {} is also listed in spec.ports.forbidden",
+                planned.port
+            ));
+        }
+        if let Some(param) = &planned.ray_start_param
+            && let Some(other) = params.insert(param.as_str(), at.clone())
+        {
+            problems.push(format!(
+                "{at}.rayStartParam: {param:?} is already set by {other}"
+            ));
+        }
+        for (k, range) in ports.node_ranges.iter().enumerate() {
+            if range.contains(planned.port.into()) {
+                problems.push(format!(
+                    "{at}.port: {} lies inside spec.ports.nodeRanges[{k}] ({}-{})",
+                    planned.port, range.from, range.to
+                ));
+            }
+        }
+    }
+    for (i, range) in ports.node_ranges.iter().enumerate() {
+        let at = format!("spec.ports.nodeRanges[{i}]");
+        if range.from == 0 || range.from > range.to {
+            problems.push(format!(
+                "{at}: from {} to {} is not a range of ports (need 1 <= from <= to)",
+                range.from, range.to
+            ));
+        }
+        if let Some(other) = params.insert(range.ray_start_param.as_str(), at.clone()) {
+            problems.push(format!(
+                "{at}.rayStartParam: {:?} is already set by {other}",
+                range.ray_start_param
+            ));
+        }
+        for (j, other) in ports.node_ranges.iter().enumerate().skip(i + 1) {
+            if range.from <= other.to && other.from <= range.to {
+                problems.push(format!(
+                    "{at}: {}-{} overlaps spec.ports.nodeRanges[{j}] ({}-{})",
+                    range.from, range.to, other.from, other.to
+                ));
+            }
+        }
+        for port in &ports.forbidden {
+            if range.contains((*port).into()) {
+                problems.push(format!(
+                    "{at}: {}-{} contains the forbidden port {port}",
+                    range.from, range.to
+                ));
+            }
+        }
+    }
+    for (i, port) in ports.forbidden.iter().enumerate() {
+        if *port == 0 {
+            problems.push(format!("spec.ports.forbidden[{i}]: 0 is not a port"));
+        }
+    }
+}
+
+fn validate_placement(placement: &PlacementPolicy, problems: &mut Vec<String>) {
+    if placement.worker_label.key.is_empty() || placement.worker_label.value.is_empty() {
+        problems.push("spec.placement.workerLabel: key and value must not be empty".into());
+    }
+    if placement.control_plane_label.is_empty() {
+        problems.push("spec.placement.controlPlaneLabel: must not be empty".into());
+    }
+    if placement.master_hostnames.iter().any(String::is_empty) {
+        problems.push("spec.placement.masterHostnames: names must not be empty".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn built_in_with(edit: impl Fn(&mut serde_yaml_ng::Value)) -> Result<Policy> {
+        let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(BUILT_IN_POLICY).unwrap();
+        edit(&mut doc);
+        Policy::from_yaml(&serde_yaml_ng::to_string(&doc).unwrap(), "test.yaml")
+    }
+
+    #[test]
+    fn built_in_policy_is_valid_and_states_the_plan() {
+        let policy = Policy::built_in();
+        let spec = policy.spec();
+        let planned: Vec<(&str, u16)> = spec
+            .ports
+            .planned
+            .iter()
+            .map(|p| (p.name.as_str(), p.port))
+            .collect();
+        assert_eq!(
+            planned,
+            [
+                ("gcs-server", 6380),
+                ("client", 10002),
+                ("dashboard", 8266),
+                ("serve", 8001),
+                ("metrics", 8081)
+            ]
+        );
+        assert_eq!(spec.ports.forbidden, [6379, 10001, 8265, 8000, 8080]);
+        assert_eq!(spec.placement.master_hostnames, ["gpu-node"]);
+        assert_eq!(policy.mode(), Mode::Enforce);
+        assert_eq!(policy.action_for("ports/serve-port-name"), Action::Warn);
+        assert_eq!(policy.action_for("ports/head-port"), Action::Deny);
+    }
+
+    #[test]
+    fn unknown_field_names_its_path() {
+        let err = Policy::from_yaml(
+            &BUILT_IN_POLICY.replace("masterHostnames:", "masterHostname:"),
+            "p.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("p.yaml: spec.placement"), "{err}");
+        assert!(err.contains("masterHostname"), "{err}");
+    }
+
+    #[test]
+    fn port_above_65535_is_rejected_with_its_path() {
+        let err = Policy::from_yaml(
+            &BUILT_IN_POLICY.replace("port: 6380,", "port: 70000,"),
+            "p.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("spec.ports.planned[0].port"), "{err}");
+        assert!(err.contains("70000"), "{err}");
+    }
+
+    #[test]
+    fn broken_yaml_names_the_line() {
+        let err = Policy::from_yaml("spec:\n  ports: [\n", "p.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("p.yaml:"), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn overlapping_ranges_are_rejected() {
+        let err = built_in_with(|doc| {
+            doc["spec"]["ports"]["nodeRanges"][1]["from"] = 8350.into();
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("spec.ports.nodeRanges[0]: 8301-8400 overlaps spec.ports.nodeRanges[1]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = built_in_with(|doc| {
+            doc["spec"]["ports"]["nodeRanges"][0]["from"] = 9000.into();
+            doc["spec"]["resources"]["defaults"]["limits"]["memory"] = "1Gi".into();
+            doc["spec"]["ruleActions"]["ports/nonsense"] = "warn".into();
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("nodeRanges[0]: from 9000 to 8400"), "{err}");
+        assert!(
+            err.contains("limits.memory: 1Gi is below the default request 2Gi"),
+            "{err}"
+        );
+        assert!(
+            err.contains("ruleActions.ports/nonsense: unknown rule"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unverified_network_policy_may_never_deny() {
+        let err = built_in_with(|doc| {
+            doc["spec"]["networkPolicy"]["unverifiedAction"] = "deny".into();
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unverifiedAction"), "{err}");
+    }
+
+    #[test]
+    fn bad_quantity_is_rejected() {
+        let err = built_in_with(|doc| {
+            doc["spec"]["resources"]["maximum"]["cpu"] = "lots".into();
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("spec.resources.maximum.cpu: \"lots\""),
+            "{err}"
+        );
+    }
+}

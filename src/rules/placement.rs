@@ -1,0 +1,265 @@
+//! Placement: Ray pods run on `node-role=worker` nodes and never on a master.
+
+use serde_json::{Map, Value};
+
+use super::Findings;
+use crate::policy::PlacementPolicy;
+use crate::ray::{PodSpecRef, child};
+
+pub const NODE_NAME: &str = "placement/node-name";
+pub const TARGETS_MASTER: &str = "placement/targets-master";
+pub const TOLERATES_CONTROL_PLANE: &str = "placement/tolerates-control-plane";
+pub const NOT_PINNED: &str = "placement/not-pinned-to-workers";
+
+const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+const REQUIRED_TERMS: &str =
+    "/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution";
+
+/// Checks one pod spec; `subject` names it in messages ("head group", "Pod", ...).
+pub fn check_pod_spec(pod: &PodSpecRef<'_>, subject: &str, out: &mut Findings<'_>) {
+    let placement = &out.policy().spec().placement;
+    if placement.gpu_groups_may_use_masters && requests_gpu(pod, placement) {
+        return;
+    }
+    let spec = pod.spec;
+    let mut targets_master = false;
+    let mut kept_off = false;
+
+    let node_name = spec.get("nodeName").and_then(Value::as_str).unwrap_or("");
+    if !node_name.is_empty() {
+        if is_master(placement, node_name) {
+            targets_master = true;
+            out.report(
+                NODE_NAME,
+                &child(&pod.path, "nodeName"),
+                format!(
+                    "{subject} sets nodeName: {node_name}, a master kept for the control plane and GPU work; remove nodeName"
+                ),
+            );
+        } else {
+            kept_off = true;
+        }
+    }
+
+    let node_selector = spec.get("nodeSelector").and_then(Value::as_object);
+    if let Some(selector) = node_selector {
+        for (key, value) in selector {
+            let value = value.as_str().unwrap_or("");
+            if selects_master(placement, key, "In", std::slice::from_ref(&value)) {
+                targets_master = true;
+                out.report(
+                    TARGETS_MASTER,
+                    &child(&child(&pod.path, "nodeSelector"), key),
+                    format!(
+                        "{subject} nodeSelector {key}: {value:?} targets a master; select {}: {} instead",
+                        placement.worker_label.key, placement.worker_label.value
+                    ),
+                );
+            }
+        }
+        if selector
+            .get(&placement.worker_label.key)
+            .and_then(Value::as_str)
+            == Some(placement.worker_label.value.as_str())
+            || selector
+                .get(HOSTNAME_LABEL)
+                .and_then(Value::as_str)
+                .is_some_and(|host| !is_master(placement, host))
+        {
+            kept_off = true;
+        }
+    }
+
+    let required = spec.pointer(REQUIRED_TERMS);
+    let terms = required
+        .and_then(|r| r.get("nodeSelectorTerms"))
+        .and_then(Value::as_array)
+        .filter(|terms| !terms.is_empty());
+    if let Some(terms) = terms {
+        let terms_path = [
+            "affinity",
+            "nodeAffinity",
+            "requiredDuringSchedulingIgnoredDuringExecution",
+            "nodeSelectorTerms",
+        ]
+        .iter()
+        .fold(pod.path.clone(), |path, token| child(&path, token));
+        let mut every_term_keeps_off = true;
+        for (i, term) in terms.iter().enumerate() {
+            let term_path = child(&terms_path, &i.to_string());
+            let mut term_keeps_off = false;
+            for (field, names_label) in [("matchExpressions", true), ("matchFields", false)] {
+                let Some(requirements) = term.get(field).and_then(Value::as_array) else {
+                    continue;
+                };
+                for (j, requirement) in requirements.iter().enumerate() {
+                    let key = requirement.get("key").and_then(Value::as_str).unwrap_or("");
+                    let operator = requirement
+                        .get("operator")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    let values: Vec<&str> = requirement
+                        .get("values")
+                        .and_then(Value::as_array)
+                        .map(|v| v.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    // matchFields can only name the node (metadata.name), which is its hostname.
+                    let key = if !names_label && key == "metadata.name" {
+                        HOSTNAME_LABEL
+                    } else if names_label {
+                        key
+                    } else {
+                        continue;
+                    };
+                    if selects_master(placement, key, operator, &values) {
+                        targets_master = true;
+                        out.report(
+                            TARGETS_MASTER,
+                            &child(&child(&term_path, field), &j.to_string()),
+                            format!(
+                                "{subject} node affinity {key} {operator} {values:?} targets a master; require {}={} instead",
+                                placement.worker_label.key, placement.worker_label.value
+                            ),
+                        );
+                    }
+                    term_keeps_off |= keeps_off_masters(placement, key, operator, &values);
+                }
+            }
+            every_term_keeps_off &= term_keeps_off;
+        }
+        kept_off |= every_term_keeps_off;
+    }
+
+    if let Some(tolerations) = spec.get("tolerations").and_then(Value::as_array) {
+        for (i, toleration) in tolerations.iter().enumerate() {
+            let key = toleration.get("key").and_then(Value::as_str).unwrap_or("");
+            let operator = toleration
+                .get("operator")
+                .and_then(Value::as_str)
+                .unwrap_or("Equal");
+            let path = child(&child(&pod.path, "tolerations"), &i.to_string());
+            if key.is_empty() && operator == "Exists" {
+                out.report(
+                    TOLERATES_CONTROL_PLANE,
+                    &path,
+                    format!(
+                        "{subject} tolerates every taint (operator Exists, no key), the masters' included; list only the taints it needs"
+                    ),
+                );
+            } else if placement.control_plane_taint_keys.iter().any(|k| k == key) {
+                out.report(
+                    TOLERATES_CONTROL_PLANE,
+                    &path,
+                    format!("{subject} tolerates the master taint {key:?}; remove this toleration"),
+                );
+            }
+        }
+    }
+
+    if !kept_off && !targets_master {
+        let unconstrained =
+            node_name.is_empty() && node_selector.is_none_or(Map::is_empty) && required.is_none();
+        let worker = &placement.worker_label;
+        if unconstrained && out.enabled(NOT_PINNED) {
+            out.report_fillable(
+                NOT_PINNED,
+                &pod.path,
+                format!(
+                    "{subject} may be scheduled on a master; add nodeSelector {}: {}",
+                    worker.key, worker.value
+                ),
+            );
+            let selector_path = child(&pod.path, "nodeSelector");
+            if node_selector.is_some() {
+                out.fill(
+                    child(&selector_path, &worker.key),
+                    Value::String(worker.value.clone()),
+                );
+            } else {
+                let mut selector = Map::new();
+                selector.insert(worker.key.clone(), Value::String(worker.value.clone()));
+                out.fill(selector_path, Value::Object(selector));
+            }
+        } else {
+            out.report(
+                NOT_PINNED,
+                &pod.path,
+                format!(
+                    "{subject}'s nodeSelector and node affinity do not keep it off masters; add {}: {} to its nodeSelector",
+                    worker.key, worker.value
+                ),
+            );
+        }
+    }
+}
+
+fn is_master(placement: &PlacementPolicy, host: &str) -> bool {
+    placement.master_hostnames.iter().any(|m| m == host)
+}
+
+fn is_control_plane_key(placement: &PlacementPolicy, key: &str) -> bool {
+    key == placement.control_plane_label
+        || placement.control_plane_taint_keys.iter().any(|k| k == key)
+}
+
+/// Whether a node requirement picks out a master.
+fn selects_master(placement: &PlacementPolicy, key: &str, operator: &str, values: &[&str]) -> bool {
+    match operator {
+        "In" if key == HOSTNAME_LABEL => values.iter().any(|v| is_master(placement, v)),
+        "In" | "Exists" => is_control_plane_key(placement, key),
+        _ => false,
+    }
+}
+
+/// Whether a node requirement, on its own, rules out every master.
+fn keeps_off_masters(
+    placement: &PlacementPolicy,
+    key: &str,
+    operator: &str,
+    values: &[&str],
+) -> bool {
+    let worker = &placement.worker_label;
+    match operator {
+        "In" if key == worker.key => {
+            !values.is_empty() && values.iter().all(|v| *v == worker.value)
+        }
+        "In" if key == HOSTNAME_LABEL => {
+            !values.is_empty() && !values.iter().any(|v| is_master(placement, v))
+        }
+        "NotIn" if key == HOSTNAME_LABEL => placement
+            .master_hostnames
+            .iter()
+            .all(|m| values.contains(&m.as_str())),
+        "DoesNotExist" => key == placement.control_plane_label,
+        _ => false,
+    }
+}
+
+/// Whether the Ray container asks for a GPU resource listed in the policy.
+fn requests_gpu(pod: &PodSpecRef<'_>, placement: &PlacementPolicy) -> bool {
+    let Some(ray) = pod.ray_container() else {
+        return false;
+    };
+    let Some(resources) = ray.value.get("resources") else {
+        return false;
+    };
+    ["requests", "limits"].iter().any(|kind| {
+        resources
+            .get(kind)
+            .and_then(Value::as_object)
+            .is_some_and(|map| {
+                placement
+                    .gpu_resources
+                    .iter()
+                    .any(|gpu| map.get(gpu).is_some_and(|q| !is_zero(q)))
+            })
+    })
+}
+
+fn is_zero(quantity: &Value) -> bool {
+    match quantity {
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.trim() == "0",
+        _ => false,
+    }
+}

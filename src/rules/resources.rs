@@ -1,0 +1,243 @@
+//! Resources: every container of a Ray pod sets CPU and memory requests and limits.
+
+use kube_quantity::ParsedQuantity;
+use serde_json::{Map, Value};
+
+use super::Findings;
+use crate::policy::{Policy, Resource};
+use crate::ray::{ContainerRef, PodSpecRef, child};
+
+pub const MISSING: &str = "resources/missing";
+pub const INVALID_QUANTITY: &str = "resources/invalid-quantity";
+pub const LIMIT_BELOW_REQUEST: &str = "resources/limit-below-request";
+pub const ABOVE_MAXIMUM: &str = "resources/above-maximum";
+pub const GPU_MISMATCH: &str = "resources/gpu-mismatch";
+
+pub fn check_pod_spec(pod: &PodSpecRef<'_>, subject: &str, out: &mut Findings<'_>) {
+    for container in pod.all_containers() {
+        check_container(pod, &container, subject, out);
+    }
+}
+
+/// A quantity as written in the object, number or string.
+fn quantity_text(value: &Value) -> Option<std::borrow::Cow<'_, str>> {
+    match value {
+        Value::String(s) => Some(s.as_str().into()),
+        Value::Number(n) => Some(n.to_string().into()),
+        _ => None,
+    }
+}
+
+fn parse(value: &Value) -> Option<ParsedQuantity> {
+    ParsedQuantity::try_from(quantity_text(value)?.as_ref()).ok()
+}
+
+fn check_container(
+    pod: &PodSpecRef<'_>,
+    container: &ContainerRef<'_>,
+    subject: &str,
+    out: &mut Findings<'_>,
+) {
+    let policy = out.policy();
+    let resources_path = child(&pod.container_path(container), "resources");
+    let resources = container.value.get("resources").and_then(Value::as_object);
+    let requests = resources
+        .and_then(|r| r.get("requests"))
+        .and_then(Value::as_object);
+    let limits = resources
+        .and_then(|r| r.get("limits"))
+        .and_then(Value::as_object);
+    let who = format!("{} of the {subject}", container.describe());
+
+    // Parse what is there once; report what does not parse.
+    let mut parsed = |map: Option<&Map<String, Value>>, kind: &str, resource: &str| {
+        let value = map?.get(resource)?;
+        let quantity = parse(value);
+        if quantity.is_none() {
+            out.report(
+                INVALID_QUANTITY,
+                &child(&child(&resources_path, kind), resource),
+                format!("{who} {kind}.{resource} is {value}, not a Kubernetes quantity; write e.g. \"500m\" or \"2Gi\""),
+            );
+        }
+        Some(quantity)
+    };
+    let cpu = (
+        parsed(requests, "requests", "cpu"),
+        parsed(limits, "limits", "cpu"),
+    );
+    let memory = (
+        parsed(requests, "requests", "memory"),
+        parsed(limits, "limits", "memory"),
+    );
+
+    let mut missing = Vec::new();
+    let mut fill_requests = Map::new();
+    let mut fill_limits = Map::new();
+    for (resource, (request, limit)) in [(Resource::Cpu, cpu), (Resource::Memory, memory)] {
+        let name = resource.as_str();
+        if let (Some(Some(request_q)), Some(Some(limit_q))) = (&request, &limit)
+            && limit_q < request_q
+        {
+            out.report(
+                LIMIT_BELOW_REQUEST,
+                &child(&child(&resources_path, "limits"), name),
+                format!(
+                    "{who} limits.{name} {} is below its request {}; raise the limit to at least the request",
+                    text(limits, name),
+                    text(requests, name)
+                ),
+            );
+        }
+        if let Some(max) = policy.maximum.get(resource) {
+            for (kind, map, value) in [("requests", requests, &request), ("limits", limits, &limit)]
+            {
+                if let Some(Some(q)) = value
+                    && *q > max.parsed
+                {
+                    out.report(
+                        ABOVE_MAXIMUM,
+                        &child(&child(&resources_path, kind), name),
+                        format!(
+                            "{who} {kind}.{name} {} is above the platform maximum {}; lower it",
+                            text(map, name),
+                            max.text
+                        ),
+                    );
+                }
+            }
+        }
+        // Fill so that the result is valid: a request defaults to the limit (as Kubernetes
+        // does for Pods) and a filled limit is never below the request.
+        match (&request, &limit) {
+            (None, None) => {
+                missing.push(format!("requests.{name}"));
+                missing.push(format!("limits.{name}"));
+                fill_requests.insert(name.into(), policy_default(policy, resource, true));
+                fill_limits.insert(name.into(), policy_default(policy, resource, false));
+            }
+            (None, Some(_)) => {
+                missing.push(format!("requests.{name}"));
+                fill_requests.insert(
+                    name.into(),
+                    limits
+                        .and_then(|l| l.get(name))
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+            }
+            (Some(request_q), None) => {
+                missing.push(format!("limits.{name}"));
+                let default = &policy.default_limits.get(resource).parsed;
+                let value = match request_q {
+                    Some(q) if q > default => requests
+                        .and_then(|r| r.get(name))
+                        .cloned()
+                        .unwrap_or_default(),
+                    _ => policy_default(policy, resource, false),
+                };
+                fill_limits.insert(name.into(), value);
+            }
+            (Some(_), Some(_)) => {}
+        }
+    }
+
+    if !missing.is_empty() && out.enabled(MISSING) {
+        let filled: Vec<String> = fill_requests
+            .iter()
+            .map(|(k, v)| format!("requests.{k}: {}", shown(v)))
+            .chain(
+                fill_limits
+                    .iter()
+                    .map(|(k, v)| format!("limits.{k}: {}", shown(v))),
+            )
+            .collect();
+        out.report_fillable(
+            MISSING,
+            &resources_path,
+            format!(
+                "{who} has no {}; set {}",
+                super::and_list(&missing),
+                filled.join(", ")
+            ),
+        );
+        let section_present = |map: Option<&Map<String, Value>>| map.is_some();
+        if resources.is_none() {
+            let mut all = Map::new();
+            all.insert("requests".into(), Value::Object(fill_requests));
+            all.insert("limits".into(), Value::Object(fill_limits));
+            out.fill(resources_path.clone(), Value::Object(all));
+        } else {
+            for (kind, map, fills) in [
+                ("requests", requests, fill_requests),
+                ("limits", limits, fill_limits),
+            ] {
+                if fills.is_empty() {
+                    continue;
+                }
+                let kind_path = child(&resources_path, kind);
+                if section_present(map) {
+                    for (key, value) in fills {
+                        out.fill(child(&kind_path, &key), value);
+                    }
+                } else {
+                    out.fill(kind_path, Value::Object(fills));
+                }
+            }
+        }
+    }
+
+    check_gpus(policy, &resources_path, requests, limits, &who, out);
+}
+
+fn check_gpus(
+    policy: &Policy,
+    resources_path: &json_patch::jsonptr::PointerBuf,
+    requests: Option<&Map<String, Value>>,
+    limits: Option<&Map<String, Value>>,
+    who: &str,
+    out: &mut Findings<'_>,
+) {
+    for gpu in &policy.spec().placement.gpu_resources {
+        let Some(request) = requests.and_then(|r| r.get(gpu)) else {
+            continue;
+        };
+        let limit = limits.and_then(|l| l.get(gpu));
+        let equal = match limit {
+            Some(limit) => match (parse(request), parse(limit)) {
+                (Some(r), Some(l)) => r == l,
+                _ => quantity_text(request) == quantity_text(limit),
+            },
+            None => false,
+        };
+        if !equal {
+            let limit_text = limit.map_or_else(|| "unset".to_owned(), |l| l.to_string());
+            out.report(
+                GPU_MISMATCH,
+                &child(&child(resources_path, "limits"), gpu),
+                format!(
+                    "{who} requests {gpu} {request} but its limit is {limit_text}; set limits.{gpu} equal to the request"
+                ),
+            );
+        }
+    }
+}
+
+fn policy_default(policy: &Policy, resource: Resource, request: bool) -> Value {
+    let defaults = if request {
+        &policy.default_requests
+    } else {
+        &policy.default_limits
+    };
+    Value::String(defaults.get(resource).text.clone())
+}
+
+fn text(map: Option<&Map<String, Value>>, key: &str) -> String {
+    map.and_then(|m| m.get(key)).map(shown).unwrap_or_default()
+}
+
+fn shown(value: &Value) -> String {
+    quantity_text(value)
+        .map(|c| c.into_owned())
+        .unwrap_or_else(|| value.to_string())
+}
