@@ -150,7 +150,9 @@ fn check_ray_container_ports(
         for (i, port) in declared.iter().enumerate() {
             let name = port_name(port);
             let is_serve_name = name == SERVE_PORT || name.starts_with("serve-");
-            let looks_like_serve = name.contains(SERVE_PORT)
+            let looks_like_serve = name
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|token| token == SERVE_PORT || token == "rayserve")
                 || container_port(port).is_some_and(|n| serve_numbers.contains(&n));
             if looks_like_serve && !is_serve_name {
                 out.report(

@@ -1,0 +1,215 @@
+//! The `raygate` binary as a user runs it: exit codes, output shapes, errors naming file and line.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn raygate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_raygate"))
+        .args(args)
+        .output()
+        .expect("raygate runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const COMPLETE: &str = "tests/fixtures/kuberay/samples/ray-cluster.complete.yaml";
+
+#[test]
+fn check_denies_a_sample_on_default_ports_with_fixes() {
+    let out = raygate(&["check", "-f", COMPLETE]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("RayCluster raycluster-complete: DENIED"),
+        "{text}"
+    );
+    assert!(text.contains("use 6380 (gcs-server)"), "{text}");
+    assert!(text.contains("1 Ray object(s) checked: 1 denied"), "{text}");
+}
+
+#[test]
+fn check_json_has_the_documented_shape() {
+    let out = raygate(&["check", "-f", COMPLETE, "-o", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let result = &report["results"][0];
+    for field in [
+        "source",
+        "kind",
+        "namespace",
+        "name",
+        "allowed",
+        "violations",
+        "patch",
+    ] {
+        assert!(result.get(field).is_some(), "missing {field}: {result}");
+    }
+    assert_eq!(result["allowed"], false);
+    let violation = &result["violations"][0];
+    for field in ["rule", "action", "path", "message"] {
+        assert!(violation[field].is_string(), "{violation}");
+    }
+    assert!(
+        result["patch"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|op| op["op"] == "add")
+    );
+}
+
+#[test]
+fn audit_mode_exits_zero() {
+    let out = raygate(&["check", "-f", COMPLETE, "--mode", "audit"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("allowed (audit mode)"));
+}
+
+#[test]
+fn a_fixed_cluster_with_its_network_policy_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixed = raygate(&[
+        "fix",
+        "-f",
+        "tests/fixtures/manifests/fillable-cluster.yaml",
+    ]);
+    assert_eq!(fixed.status.code(), Some(0), "{}", stderr(&fixed));
+    let path = dir.path().join("fixed.yaml");
+    std::fs::write(&path, &fixed.stdout).unwrap();
+    let out = raygate(&["check", "-f", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains(": ok"), "{}", stdout(&out));
+    // And check, before fixing, says the same: admission would fill and allow.
+    let before = raygate(&[
+        "check",
+        "-f",
+        "tests/fixtures/manifests/fillable-cluster.yaml",
+    ]);
+    assert_eq!(before.status.code(), Some(0), "{}", stdout(&before));
+    assert!(stdout(&before).contains("allowed once filled in"));
+}
+
+#[test]
+fn fix_in_place_keeps_unchanged_documents_and_refuses_to_drop_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::fs::read_to_string("tests/fixtures/manifests/fillable-cluster.yaml").unwrap();
+    let path = dir.path().join("m.yaml");
+    std::fs::write(&path, &source).unwrap();
+    let p = path.to_str().unwrap();
+
+    let refused = raygate(&["fix", "-f", p, "--in-place"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr(&refused).contains("comments"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        source,
+        "nothing written"
+    );
+
+    let done = raygate(&["fix", "-f", p, "--in-place", "--discard-comments"]);
+    assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
+    let written = std::fs::read_to_string(&path).unwrap();
+    // The NetworkPolicy document needed nothing and is kept byte for byte.
+    let policy_doc = source.split("---\n").last().unwrap();
+    assert!(written.ends_with(policy_doc), "{written}");
+    assert!(
+        written.contains("object-manager-port: '8301'")
+            || written.contains("object-manager-port: \"8301\"")
+    );
+    let again = raygate(&["fix", "-f", p, "--in-place"]);
+    assert_eq!(again.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        written,
+        "idempotent"
+    );
+}
+
+#[test]
+fn unusable_input_exits_two_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.yaml");
+    std::fs::write(
+        &path,
+        "kind: ConfigMap\n---\nkind: RayCluster\nspec: [oops\n",
+    )
+    .unwrap();
+    let out = raygate(&["check", "-f", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{}:", path.display())), "{err}");
+    assert!(err.contains("invalid YAML"), "{err}");
+
+    let missing = raygate(&["check", "-f", "no/such/file.yaml"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("no/such/file.yaml"));
+
+    let usage = raygate(&["check"]);
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn stdin_folders_and_lists_are_read() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raygate"))
+        .args(["check", "-f", "-", "-o", "json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        serde_yaml_ng::from_str::<Value>(&std::fs::read_to_string(COMPLETE).unwrap()).unwrap()
+    ]});
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(list.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["results"][0]["source"], "<stdin>:1 items[0]");
+
+    let folder = raygate(&["check", "-f", "tests/fixtures/manifests", "-o", "json"]);
+    let report: Value = serde_json::from_slice(&folder.stdout).unwrap();
+    assert!(report["results"].as_array().unwrap().len() >= 2);
+    assert!(Path::new("tests/fixtures/manifests").is_dir());
+}
+
+#[test]
+fn policy_prints_the_effective_policy_and_rejects_a_bad_one() {
+    let out = raygate(&["policy"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("kind: RayPlatformPolicy"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.yaml");
+    std::fs::write(
+        &path,
+        raygate::policy::BUILT_IN_POLICY.replace("port: 8266,", "port: 99999,"),
+    )
+    .unwrap();
+    let bad = raygate(&["policy", "--policy", path.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = stderr(&bad);
+    assert!(err.contains("spec.ports.planned[2].port"), "{err}");
+    let check = raygate(&["check", "-f", COMPLETE, "--policy", path.to_str().unwrap()]);
+    assert_eq!(
+        check.status.code(),
+        Some(2),
+        "a bad policy is never half-applied"
+    );
+}

@@ -1,0 +1,757 @@
+//! Each rule family, broken one way at a time from a compliant object.
+
+mod support;
+
+use raygate::engine::Context;
+use raygate::policy::{Action, Mode, Policy};
+use raygate::ray::ObjectRef;
+use serde_json::{Value, json};
+use support::*;
+
+fn only(decision: &raygate::Decision) -> (&'static str, String, bool) {
+    assert_eq!(
+        decision.violations.len(),
+        1,
+        "expected one violation, got {:#?}",
+        decision.violations
+    );
+    let v = &decision.violations[0];
+    (v.rule, v.path.clone(), v.fillable)
+}
+
+#[test]
+fn the_compliant_builders_break_no_rule() {
+    for object in [cluster("c"), ray_pod("c", true), ray_pod("c", false)] {
+        let decision = evaluate(&object);
+        assert!(decision.violations.is_empty(), "{:#?}", decision.violations);
+        assert!(decision.patch.0.is_empty());
+        assert!(decision.allowed() && decision.allowed_as_is());
+    }
+}
+
+mod ports {
+    use super::*;
+
+    #[test]
+    fn a_missing_head_port_is_filled_in() {
+        let mut c = cluster("c");
+        remove(&mut c, &format!("{HEAD_RAY}/ports/1"));
+        let d = evaluate(&c);
+        assert_eq!(
+            only(&d),
+            ("ports/head-port", format!("{HEAD_RAY}/ports"), true)
+        );
+        assert!(
+            d.violations[0]
+                .message
+                .contains("add {name: client, containerPort: 10002}")
+        );
+        assert!(d.allowed() && !d.allowed_as_is());
+        let fixed = apply(&c, &d.patch);
+        assert!(
+            fixed["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "client" && p["containerPort"] == 10002)
+        );
+        assert!(evaluate(&fixed).violations.is_empty());
+    }
+
+    #[test]
+    fn a_head_port_on_the_default_number_is_denied_and_not_changed() {
+        let mut c = cluster("c");
+        set(
+            &mut c,
+            &format!("{HEAD_RAY}/ports/0/containerPort"),
+            json!(6379),
+        );
+        let d = evaluate(&c);
+        let rules = rules(&d);
+        assert_eq!(rules, ["ports/head-port", "ports/forbidden-port"]);
+        assert!(d.violations.iter().all(|v| !v.fillable));
+        assert!(d.violations[0].message.contains("set containerPort: 6380"));
+        assert!(d.violations[1].message.contains("use 6380 (gcs-server)"));
+        assert!(d.patch.0.is_empty());
+        assert!(!d.allowed());
+    }
+
+    #[test]
+    fn a_planned_number_under_another_name_must_be_renamed() {
+        let mut c = cluster("c");
+        set(&mut c, &format!("{HEAD_RAY}/ports/2/name"), json!("dash"));
+        let d = evaluate(&c);
+        assert_eq!(
+            only(&d),
+            ("ports/head-port", format!("{HEAD_RAY}/ports/2/name"), false)
+        );
+        assert!(
+            d.violations[0]
+                .message
+                .contains("rename it to \"dashboard\"")
+        );
+    }
+
+    #[test]
+    fn a_serve_port_kuberay_ignores_is_only_a_warning() {
+        let mut c = cluster("c");
+        set(
+            &mut c,
+            &format!("{HEAD_RAY}/ports/3/name"),
+            json!("ray-serve"),
+        );
+        let d = evaluate(&c);
+        assert_eq!(
+            only(&d),
+            (
+                "ports/serve-port-name",
+                format!("{HEAD_RAY}/ports/3/name"),
+                false
+            )
+        );
+        assert_eq!(d.violations[0].action, Action::Warn);
+        assert!(d.allowed());
+    }
+
+    #[test]
+    fn workers_without_a_metrics_port_get_one() {
+        let mut c = cluster("c");
+        remove(&mut c, &format!("{WORKER_RAY}/ports"));
+        let d = evaluate(&c);
+        assert_eq!(
+            only(&d),
+            ("ports/metrics-port", format!("{WORKER_RAY}/ports"), true)
+        );
+        assert_eq!(
+            serde_json::to_value(&d.patch).unwrap(),
+            json!([{"op": "add", "path": format!("{WORKER_RAY}/ports"),
+                    "value": [{"name": "metrics", "containerPort": 8081, "protocol": "TCP"}]}])
+        );
+    }
+
+    #[test]
+    fn absent_ray_start_params_are_filled_as_one_map() {
+        let mut c = cluster("c");
+        remove(&mut c, &format!("{WORKER}/rayStartParams"));
+        let d = evaluate(&c);
+        assert_eq!(
+            rules(&d),
+            [
+                "ports/ray-start-param",
+                "ports/node-port-range",
+                "ports/node-port-range",
+                "ports/node-port-range"
+            ]
+        );
+        let fixed = apply(&c, &d.patch);
+        assert_eq!(
+            fixed.pointer(&format!("{WORKER}/rayStartParams")).unwrap(),
+            &json!({"metrics-export-port": "8081", "object-manager-port": "8301",
+                    "node-manager-port": "8401", "runtime-env-agent-port": "8501"})
+        );
+    }
+
+    #[test]
+    fn a_head_param_on_the_default_is_denied() {
+        let mut c = cluster("c");
+        set(
+            &mut c,
+            &format!("{HEAD}/rayStartParams/port"),
+            json!("6379"),
+        );
+        let d = evaluate(&c);
+        assert_eq!(
+            only(&d),
+            (
+                "ports/ray-start-param",
+                format!("{HEAD}/rayStartParams/port"),
+                false
+            )
+        );
+        assert!(d.violations[0].message.contains("set it to \"6380\""));
+    }
+
+    #[test]
+    fn a_node_port_outside_its_range_is_denied() {
+        let mut c = cluster("c");
+        set(
+            &mut c,
+            &format!("{WORKER}/rayStartParams/node-manager-port"),
+            json!("9000"),
+        );
+        let d = evaluate(&c);
+        assert_eq!(
+            only(&d),
+            (
+                "ports/node-port-range",
+                format!("{WORKER}/rayStartParams/node-manager-port"),
+                false
+            )
+        );
+        assert!(d.violations[0].message.contains("8401-8500"));
+    }
+
+    #[test]
+    fn a_worker_port_range_over_the_plan_is_denied() {
+        let mut c = cluster("c");
+        let params = c.pointer_mut(&format!("{WORKER}/rayStartParams")).unwrap();
+        params["min-worker-port"] = json!("8000");
+        params["max-worker-port"] = json!("8350");
+        let d = evaluate(&c);
+        let (rule, _, fillable) = only(&d);
+        assert_eq!((rule, fillable), ("ports/worker-port-overlap", false));
+        assert!(d.violations[0].message.contains("8081 (metrics)"));
+        assert!(
+            d.violations[0]
+                .message
+                .contains("8301-8400 (object-manager-port)")
+        );
+    }
+
+    #[test]
+    fn forbidden_ports_are_denied_in_sidecars_and_init_containers() {
+        let mut c = cluster("c");
+        let pod = c.pointer_mut(WORKER_POD).unwrap();
+        let mut sidecar = ray_container("redis", false);
+        sidecar["ports"] = json!([{"name": "redis", "containerPort": 6379}]);
+        pod["initContainers"] = json!([sidecar]);
+        let d = evaluate(&c);
+        assert_eq!(
+            only(&d),
+            (
+                "ports/forbidden-port",
+                format!("{WORKER_POD}/initContainers/0/ports/0/containerPort"),
+                false
+            )
+        );
+    }
+
+    #[test]
+    fn a_ray_pod_on_a_default_port_is_denied() {
+        let mut p = ray_pod("c", false);
+        set(
+            &mut p,
+            "/spec/containers/0/ports/0/containerPort",
+            json!(8080),
+        );
+        let d = evaluate(&p);
+        assert_eq!(rules(&d), ["ports/forbidden-port"]);
+        assert!(!d.allowed());
+    }
+}
+
+mod placement {
+    use super::*;
+
+    #[test]
+    fn an_unconstrained_group_is_pinned_to_workers() {
+        let mut c = cluster("c");
+        remove(&mut c, &format!("{WORKER_POD}/nodeSelector"));
+        let d = evaluate(&c);
+        assert_eq!(
+            only(&d),
+            (
+                "placement/not-pinned-to-workers",
+                WORKER_POD.to_owned(),
+                true
+            )
+        );
+        let fixed = apply(&c, &d.patch);
+        assert_eq!(
+            fixed
+                .pointer(&format!("{WORKER_POD}/nodeSelector"))
+                .unwrap(),
+            &json!({"node-role": "worker"})
+        );
+    }
+
+    #[test]
+    fn node_name_on_the_master_is_denied() {
+        let mut p = ray_pod("c", false);
+        p["spec"]["nodeName"] = json!("gpu-node");
+        let d = evaluate(&p);
+        assert_eq!(
+            only(&d),
+            ("placement/node-name", "/spec/nodeName".into(), false)
+        );
+    }
+
+    #[test]
+    fn a_selector_for_the_master_is_denied_not_overwritten() {
+        let mut c = cluster("c");
+        set(
+            &mut c,
+            &format!("{WORKER_POD}/nodeSelector"),
+            json!({"kubernetes.io/hostname": "gpu-node"}),
+        );
+        let d = evaluate(&c);
+        assert_eq!(
+            only(&d),
+            (
+                "placement/targets-master",
+                format!("{WORKER_POD}/nodeSelector/kubernetes.io~1hostname"),
+                false
+            )
+        );
+        assert!(d.patch.0.is_empty());
+    }
+
+    #[test]
+    fn tolerating_the_control_plane_taint_is_denied() {
+        for toleration in [
+            json!({"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}),
+            json!({"key": "node-role.kubernetes.io/master", "operator": "Exists"}),
+            json!({"operator": "Exists"}),
+        ] {
+            let mut c = cluster("c");
+            c.pointer_mut(WORKER_POD).unwrap()["tolerations"] = json!([toleration]);
+            let d = evaluate(&c);
+            assert_eq!(
+                only(&d),
+                (
+                    "placement/tolerates-control-plane",
+                    format!("{WORKER_POD}/tolerations/0"),
+                    false
+                ),
+                "{toleration}"
+            );
+        }
+    }
+
+    fn with_required_terms(terms: Value) -> Value {
+        let mut c = cluster("c");
+        let pod = c.pointer_mut(WORKER_POD).unwrap();
+        pod.as_object_mut().unwrap().shift_remove("nodeSelector");
+        pod["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": terms}}});
+        c
+    }
+
+    #[test]
+    fn affinity_terms_keep_off_masters_only_if_every_term_does() {
+        let worker = json!({"matchExpressions": [{"key": "node-role", "operator": "In", "values": ["worker"]}]});
+        let not_master = json!({"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "NotIn", "values": ["gpu-node"]}]});
+        let no_cp = json!({"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}]});
+        let zone = json!({"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a"]}]});
+
+        for terms in [
+            json!([worker]),
+            json!([not_master]),
+            json!([no_cp]),
+            json!([worker, not_master]),
+        ] {
+            let d = evaluate(&with_required_terms(terms.clone()));
+            assert!(d.violations.is_empty(), "{terms}: {:#?}", d.violations);
+        }
+        // Terms are ORed: one term that allows the master lets the pod onto it.
+        let d = evaluate(&with_required_terms(json!([worker, zone])));
+        assert_eq!(
+            only(&d),
+            (
+                "placement/not-pinned-to-workers",
+                WORKER_POD.to_owned(),
+                false
+            )
+        );
+    }
+
+    #[test]
+    fn affinity_for_the_master_is_denied() {
+        let d = evaluate(&with_required_terms(json!([{"matchFields": [
+            {"key": "metadata.name", "operator": "In", "values": ["gpu-node"]}]}])));
+        assert_eq!(
+            only(&d),
+            (
+                "placement/targets-master",
+                format!(
+                    "{WORKER_POD}/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchFields/0"
+                ),
+                false
+            )
+        );
+    }
+
+    #[test]
+    fn a_gpu_group_may_run_on_the_master() {
+        let mut c = cluster("c");
+        let pod = c.pointer_mut(WORKER_POD).unwrap();
+        pod["nodeSelector"] = json!({"kubernetes.io/hostname": "gpu-node"});
+        pod["tolerations"] =
+            json!([{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]);
+        let resources = &mut pod["containers"][0]["resources"];
+        resources["requests"]["nvidia.com/gpu"] = json!(1);
+        resources["limits"]["nvidia.com/gpu"] = json!(1);
+        let d = evaluate(&c);
+        assert!(d.violations.is_empty(), "{:#?}", d.violations);
+        // And a GPU group is never pinned to the worker nodes by filling in.
+        remove(&mut c, &format!("{WORKER_POD}/nodeSelector"));
+        assert!(evaluate(&c).patch.0.is_empty());
+    }
+}
+
+mod resources {
+    use super::*;
+
+    #[test]
+    fn missing_values_are_filled_without_going_below_a_request() {
+        let mut c = cluster("c");
+        set(
+            &mut c,
+            &format!("{WORKER_RAY}/resources"),
+            json!({"requests": {"cpu": "4"}}),
+        );
+        let d = evaluate(&c);
+        let (rule, path, fillable) = only(&d);
+        assert_eq!((rule, fillable), ("resources/missing", true));
+        assert_eq!(path, format!("{WORKER_RAY}/resources"));
+        let fixed = apply(&c, &d.patch);
+        assert_eq!(
+            fixed.pointer(&format!("{WORKER_RAY}/resources")).unwrap(),
+            &json!({"requests": {"cpu": "4", "memory": "2Gi"},
+                    "limits": {"cpu": "4", "memory": "2Gi"}})
+        );
+        assert!(evaluate(&fixed).violations.is_empty());
+    }
+
+    #[test]
+    fn a_request_defaults_to_its_limit() {
+        let mut c = cluster("c");
+        set(
+            &mut c,
+            &format!("{WORKER_RAY}/resources"),
+            json!({"limits": {"cpu": "500m", "memory": "1Gi"}}),
+        );
+        let fixed = apply(&c, &evaluate(&c).patch);
+        assert_eq!(
+            fixed
+                .pointer(&format!("{WORKER_RAY}/resources/requests"))
+                .unwrap(),
+            &json!({"cpu": "500m", "memory": "1Gi"})
+        );
+    }
+
+    #[test]
+    fn a_limit_below_its_request_is_denied() {
+        let mut c = cluster("c");
+        set(
+            &mut c,
+            &format!("{HEAD_RAY}/resources/limits/memory"),
+            json!("1Gi"),
+        );
+        let d = evaluate(&c);
+        assert_eq!(
+            only(&d),
+            (
+                "resources/limit-below-request",
+                format!("{HEAD_RAY}/resources/limits/memory"),
+                false
+            )
+        );
+    }
+
+    #[test]
+    fn quantities_compare_across_units() {
+        let mut c = cluster("c");
+        set(
+            &mut c,
+            &format!("{HEAD_RAY}/resources/requests/cpu"),
+            json!("1500m"),
+        );
+        set(
+            &mut c,
+            &format!("{HEAD_RAY}/resources/limits/cpu"),
+            json!(2),
+        );
+        set(
+            &mut c,
+            &format!("{HEAD_RAY}/resources/limits/memory"),
+            json!("2048Mi"),
+        );
+        assert!(evaluate(&c).violations.is_empty());
+    }
+
+    #[test]
+    fn maxima_and_gpu_equality_hold() {
+        let text = raygate::policy::BUILT_IN_POLICY.replace("maximum: {}", "maximum: {cpu: \"1\"}");
+        let engine = raygate::Engine::new(Policy::from_yaml(&text, "max.yaml").unwrap());
+        let mut c = cluster("c");
+        let resources = c.pointer_mut(&format!("{WORKER_RAY}/resources")).unwrap();
+        resources["requests"]["nvidia.com/gpu"] = json!("1");
+        resources["limits"]["nvidia.com/gpu"] = json!("2");
+        let d = evaluate_with(&engine, &c, &[network_policy("c")]);
+        let found: Vec<(&str, &str)> = d
+            .violations
+            .iter()
+            .map(|v| (v.rule, v.path.as_str()))
+            .collect();
+        let head_limit = format!("{HEAD_RAY}/resources/limits/cpu");
+        let worker_limit = format!("{WORKER_RAY}/resources/limits/cpu");
+        let gpu = format!("{WORKER_RAY}/resources/limits/nvidia.com~1gpu");
+        assert_eq!(
+            found,
+            [
+                ("resources/above-maximum", head_limit.as_str()),
+                ("resources/above-maximum", worker_limit.as_str()),
+                ("resources/gpu-mismatch", gpu.as_str())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_nonsense_quantity_is_reported() {
+        let mut c = cluster("c");
+        set(
+            &mut c,
+            &format!("{HEAD_RAY}/resources/requests/cpu"),
+            json!("lots"),
+        );
+        let d = evaluate(&c);
+        assert_eq!(rules(&d), ["resources/invalid-quantity"]);
+    }
+}
+
+mod network_policy {
+    use super::*;
+
+    #[test]
+    fn a_cluster_without_a_network_policy_is_denied() {
+        let d = evaluate_with(&engine(), &cluster("c"), &[]);
+        assert_eq!(
+            rules(&d),
+            ["network-policy/missing", "network-policy/missing"]
+        );
+        assert!(d.violations[0].message.contains("ray.io/cluster=c"));
+        assert!(!d.allowed());
+    }
+
+    #[test]
+    fn a_policy_in_another_namespace_does_not_count() {
+        let mut np = network_policy("c");
+        np["metadata"]["namespace"] = json!("elsewhere");
+        let d = evaluate_with(&engine(), &cluster("c"), &[np]);
+        assert_eq!(
+            rules(&d),
+            ["network-policy/missing", "network-policy/missing"]
+        );
+    }
+
+    fn blocked(d: &raygate::Decision) -> Vec<&raygate::rules::Violation> {
+        d.violations
+            .iter()
+            .filter(|v| v.rule == "network-policy/blocked-ports")
+            .collect()
+    }
+
+    #[test]
+    fn a_policy_with_only_the_head_ports_blocks_the_node_ranges() {
+        let mut np = network_policy("c");
+        np["spec"]["ingress"][0]["ports"] = json!([{"port": 6380}, {"port": 10002}, {"port": 8266}, {"port": 8001}, {"port": 8081}]);
+        let d = evaluate_with(&engine(), &cluster("c"), &[np]);
+        let blocked = blocked(&d);
+        assert_eq!(blocked.len(), 2, "{:#?}", d.violations);
+        assert_eq!(blocked[0].path, HEAD);
+        let message = &blocked[1].message;
+        assert!(
+            message.contains("8301-8400 (object-manager-port)"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("6380"),
+            "workers do not serve GCS: {message}"
+        );
+        assert!(!d.allowed());
+    }
+
+    #[test]
+    fn named_ports_and_end_ports_count() {
+        let mut np = network_policy("c");
+        let mut ports = planned_policy_ports();
+        ports[0] = json!({"port": "gcs-server"});
+        np["spec"]["ingress"][0]["ports"] = ports;
+        let d = evaluate_with(&engine(), &cluster("c"), &[np]);
+        assert!(blocked(&d).is_empty(), "{:#?}", d.violations);
+    }
+
+    #[test]
+    fn a_listed_ports_policy_warns_about_worker_process_ports() {
+        let mut np = network_policy("c");
+        np["spec"]["ingress"][0]["ports"] = planned_policy_ports();
+        let d = evaluate_with(&engine(), &cluster("c"), &[np.clone()]);
+        assert_eq!(rules(&d), ["network-policy/worker-ports"]);
+        assert_eq!(d.violations[0].action, Action::Warn);
+        assert!(d.violations[0].message.contains("random ports"));
+        assert!(d.allowed());
+
+        // With a worker port range set and admitted, the warning goes.
+        let mut c = cluster("c");
+        for group in [HEAD, WORKER] {
+            let params = c.pointer_mut(&format!("{group}/rayStartParams")).unwrap();
+            params["min-worker-port"] = json!("11000");
+            params["max-worker-port"] = json!("11999");
+        }
+        let mut ports = planned_policy_ports();
+        ports
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"port": 11000, "endPort": 11999}));
+        np["spec"]["ingress"][0]["ports"] = ports;
+        assert!(evaluate_with(&engine(), &c, &[np]).violations.is_empty());
+    }
+
+    #[test]
+    fn an_egress_policy_must_admit_the_plan_too() {
+        let mut np = network_policy("c");
+        np["spec"]["policyTypes"] = json!(["Ingress", "Egress"]);
+        np["spec"]["egress"] = json!([{"ports": [{"port": 53, "protocol": "UDP"}]}]);
+        let d = evaluate_with(&engine(), &cluster("c"), &[np]);
+        assert_eq!(blocked(&d).len(), 2, "{:#?}", d.violations);
+    }
+
+    #[test]
+    fn kuberays_own_network_policy_satisfies_the_rule() {
+        let mut c = cluster("c");
+        c["spec"]["networkPolicy"] = json!({"mode": "DenyAllIngress"});
+        assert!(evaluate_with(&engine(), &c, &[]).violations.is_empty());
+    }
+
+    #[test]
+    fn a_rayjob_cluster_is_selected_by_its_origin_label() {
+        let spec = cluster("j")["spec"].clone();
+        let job = json!({"apiVersion": "ray.io/v1", "kind": "RayJob",
+            "metadata": {"name": "j", "namespace": "kuberay"},
+            "spec": {"entrypoint": "python x.py", "rayClusterSpec": spec}});
+        let mut np = network_policy("j");
+        let selector = json!({"matchLabels": {"ray.io/originated-from-cr-name": "j"}});
+        np["spec"]["podSelector"] = selector.clone();
+        np["spec"]["ingress"][0]["from"][0]["podSelector"] = selector;
+        assert!(evaluate_with(&engine(), &job, &[np]).violations.is_empty());
+        // ray.io/cluster is generated for a RayJob, so a policy on it cannot be trusted.
+        let d = evaluate_with(&engine(), &job, &[network_policy("j")]);
+        assert_eq!(d.violations[0].rule, "network-policy/missing");
+        assert!(d.violations[0].path.starts_with("/spec/rayClusterSpec/"));
+    }
+
+    #[test]
+    fn without_cluster_access_it_is_audited_never_denied() {
+        let view_object = cluster("c");
+        let view = ObjectRef::from_value(&view_object).unwrap();
+        let d = engine().evaluate(&view, &Context::WITHOUT_CLUSTER);
+        assert_eq!(rules(&d), ["network-policy/not-verified"]);
+        assert_eq!(d.violations[0].action, Action::Audit);
+        assert!(d.allowed_as_is());
+    }
+}
+
+mod kinds_and_scope {
+    use super::*;
+
+    #[test]
+    fn embedded_cluster_specs_are_checked_at_their_paths() {
+        let mut spec = cluster("x")["spec"].clone();
+        spec["headGroupSpec"]["rayStartParams"]["port"] = json!("6379");
+        for (kind, pointer) in [
+            ("RayJob", "/spec/rayClusterSpec"),
+            ("RayService", "/spec/rayClusterConfig"),
+            ("RayCronJob", "/spec/jobTemplate/rayClusterSpec"),
+        ] {
+            let mut object = json!({"apiVersion": "ray.io/v1", "kind": kind,
+                "metadata": {"name": "x", "namespace": "kuberay"}, "spec": {}});
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            if parent != "/spec" {
+                object["spec"]["jobTemplate"] = json!({});
+            }
+            object.pointer_mut(parent).unwrap()[key] = spec.clone();
+            let view = ObjectRef::from_value(&object).unwrap();
+            let d = engine().evaluate(&view, &Context::WITHOUT_CLUSTER);
+            let denied: Vec<_> = d
+                .violations
+                .iter()
+                .filter(|v| v.action == Action::Deny)
+                .collect();
+            assert_eq!(denied.len(), 1, "{kind}: {denied:#?}");
+            assert_eq!(
+                denied[0].path,
+                format!("{pointer}/headGroupSpec/rayStartParams/port")
+            );
+        }
+    }
+
+    #[test]
+    fn other_objects_are_out_of_scope() {
+        let plain_pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"nodeName": "gpu-node", "containers": [{"name": "c", "ports": [{"containerPort": 6379}]}]}});
+        let job_with_selector = json!({"apiVersion": "ray.io/v1", "kind": "RayJob",
+            "metadata": {"name": "j"}, "spec": {"clusterSelector": {"ray.io/cluster": "shared"}}});
+        let config_map =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
+        for object in [plain_pod, job_with_selector, config_map] {
+            let d = evaluate_with(&engine(), &object, &[]);
+            assert_eq!(d.coverage, raygate::Coverage::OutOfScope, "{object}");
+            assert!(d.violations.is_empty());
+        }
+    }
+
+    #[test]
+    fn exempt_namespaces_and_exemptions_come_from_the_policy() {
+        let mut c = cluster("legacy");
+        c["metadata"]["namespace"] = json!("kube-system");
+        assert_eq!(
+            evaluate_with(&engine(), &c, &[]).coverage,
+            raygate::Coverage::Exempt
+        );
+
+        let text = raygate::policy::BUILT_IN_POLICY.replace(
+            "exemptions: []",
+            "exemptions: [{namespace: kuberay, name: legacy, families: [network-policy]}]",
+        );
+        let engine = raygate::Engine::new(Policy::from_yaml(&text, "p.yaml").unwrap());
+        let d = evaluate_with(&engine, &cluster("legacy"), &[]);
+        assert!(d.violations.is_empty(), "{:#?}", d.violations);
+        // The exemption also covers the cluster's Pods, and only the named family.
+        let mut pod = ray_pod("legacy", true);
+        pod["spec"]["nodeName"] = json!("gpu-node");
+        assert_eq!(
+            rules(&evaluate_with(&engine, &pod, &[])),
+            ["placement/node-name"]
+        );
+        // A label on the object exempts nothing.
+        let mut labelled = cluster("other");
+        labelled["metadata"]["labels"] = json!({"raygate.dev/exempt": "true"});
+        assert!(!evaluate_with(&engine, &labelled, &[]).allowed());
+    }
+
+    #[test]
+    fn audit_mode_never_denies_and_never_patches() {
+        let engine = raygate::Engine::new(Policy::built_in().with_mode(Mode::Audit));
+        let mut c = cluster("c");
+        remove(&mut c, &format!("{WORKER_POD}/nodeSelector"));
+        set(
+            &mut c,
+            &format!("{HEAD_RAY}/ports/0/containerPort"),
+            json!(6379),
+        );
+        let d = evaluate_with(&engine, &c, &[]);
+        assert!(d.allowed() && d.allowed_as_is());
+        assert!(d.patch.0.is_empty());
+        assert!(d.violations.iter().all(|v| !v.fillable));
+        assert!(
+            d.violations
+                .iter()
+                .any(|v| v.rule == "placement/not-pinned-to-workers")
+        );
+    }
+
+    #[test]
+    fn a_rule_switched_off_neither_reports_nor_fills() {
+        let text = raygate::policy::BUILT_IN_POLICY.replace(
+            "ports/serve-port-name: warn",
+            "ports/serve-port-name: warn\n    placement/not-pinned-to-workers: off",
+        );
+        let engine = raygate::Engine::new(Policy::from_yaml(&text, "p.yaml").unwrap());
+        let mut c = cluster("c");
+        remove(&mut c, &format!("{WORKER_POD}/nodeSelector"));
+        let d = evaluate_with(&engine, &c, &[network_policy("c")]);
+        assert!(!rules(&d).contains(&"placement/not-pinned-to-workers"));
+        assert!(d.patch.0.is_empty());
+    }
+}
