@@ -1,5 +1,6 @@
 //! Command-line definitions only.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -52,9 +53,51 @@ pub enum Command {
         #[arg(long, requires = "in_place")]
         discard_comments: bool,
     },
+    /// Run the admission webhook (HTTPS) for kubectl apply, Argo CD dry runs and audit mode.
+    Serve {
+        #[arg(long, default_value = "0.0.0.0:8443")]
+        listen: SocketAddr,
+        /// Serving certificate (PEM). Without it, a development CA and certificate are
+        /// created under certs/ on first start.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Require client certificates signed by this CA (the API server's).
+        #[arg(long, value_name = "FILE")]
+        client_ca: Option<PathBuf>,
+        /// Prometheus metrics over plain HTTP.
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9090")]
+        metrics_listen: SocketAddr,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+        /// Seconds to stay up, unready, after SIGTERM before draining (lets endpoints update).
+        #[arg(long, default_value_t = 2)]
+        shutdown_delay: u64,
+    },
+    /// Write a CA and a serving certificate, and print the caBundle for webhook configurations.
+    Certs {
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+        /// A DNS name or IP address the certificate serves (repeat).
+        #[arg(long = "host", value_name = "NAME", required = true)]
+        hosts: Vec<String>,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
     /// Validate a policy file and print the effective policy.
     Policy {
         #[command(flatten)]
         policy: PolicyArgs,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }

@@ -1,12 +1,16 @@
 //! raygate: an admission webhook and CLI that hold Ray clusters on Kubernetes to a platform plan.
 
+pub mod admission;
 pub mod commands;
 pub mod engine;
 pub mod manifest;
+pub mod metrics;
 pub mod policy;
 pub mod ray;
 pub mod report;
 pub mod rules;
+pub mod server;
+pub mod tls;
 
 pub use engine::{Context, Coverage, Decision, Engine};
 pub use policy::{Action, Mode, Policy};

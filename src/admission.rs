@@ -1,0 +1,299 @@
+//! AdmissionReview in, engine [`Decision`] out, AdmissionReview bytes back.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde::Serialize;
+
+use crate::engine::{Context, Coverage, Decision, Engine};
+use crate::policy::{Action, Mode};
+use crate::ray::ObjectRef;
+use crate::rules::Violation;
+
+/// Which webhook path was called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Fills in what the plan supplies; never denies (the validating webhook does).
+    Mutate,
+    /// Judges the object as it will be stored.
+    Validate,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Mutate => "mutate",
+            Endpoint::Validate => "validate",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the body is not an admission.k8s.io/v1 AdmissionReview: {0}")]
+    Decode(#[source] serde_json::Error),
+    #[error("the AdmissionReview has no request")]
+    NoRequest,
+    #[error("cannot encode the response: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// Kubernetes shows each warning whole only up to about 120 characters.
+const MAX_WARNING: usize = 119;
+/// Denial messages list at most this many violations, so that kubectl shows them whole.
+const MAX_LISTED: usize = 12;
+
+/// What the server records about one review (for logs and metrics).
+#[derive(Debug)]
+pub struct Outcome {
+    pub uid: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub operation: &'static str,
+    pub dry_run: bool,
+    /// `allowed`, `denied`, `patched` or `skipped`.
+    pub decision: &'static str,
+    pub violations: Vec<Violation>,
+}
+
+/// The wire form of the response. kube-core's `AdmissionResponse` serialises `patch` as an
+/// array of numbers (kube-rs#1781); the API documents a base64 string, so encode it here.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireReview<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    response: WireResponse<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponse<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<WireStatus<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    audit_annotations: &'a HashMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<&'a Vec<String>>,
+}
+
+#[derive(Serialize)]
+struct WireStatus<'a> {
+    code: u16,
+    message: &'a str,
+    reason: &'static str,
+}
+
+fn operation_name(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+/// Decodes a review, decides, and encodes the answer.
+pub fn review(
+    engine: &Engine,
+    context: &Context<'_>,
+    endpoint: Endpoint,
+    body: &[u8],
+) -> Result<(Vec<u8>, Outcome), Error> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(Error::Decode)?;
+    let types = review.types.clone();
+    let request: AdmissionRequest<DynamicObject> =
+        review.try_into().map_err(|_| Error::NoRequest)?;
+    let mut outcome = Outcome {
+        uid: request.uid.clone(),
+        kind: request.kind.kind.clone(),
+        namespace: request.namespace.clone().unwrap_or_default(),
+        name: request.name.clone(),
+        operation: operation_name(&request.operation),
+        dry_run: request.dry_run,
+        decision: "skipped",
+        violations: Vec::new(),
+    };
+    let mut response = AdmissionResponse::from(&request);
+
+    let decision = match (&request.operation, &request.object) {
+        (Operation::Create | Operation::Update, Some(object)) => {
+            let mut view = ObjectRef::from_dynamic(object);
+            // On CREATE the object may not carry its namespace yet.
+            if view.namespace.is_none() {
+                view.namespace = request.namespace.as_deref();
+            }
+            if view.name.is_empty() {
+                view.name = &request.name;
+            }
+            Some(engine.evaluate(&view, context))
+        }
+        _ => None,
+    };
+
+    if let Some(decision) =
+        decision.filter(|d| !matches!(d.coverage, Coverage::OutOfScope | Coverage::Exempt))
+    {
+        response = respond(response, endpoint, &decision, &mut outcome);
+        outcome.violations = decision.violations;
+    }
+
+    let encoded = encode(&types.api_version, &types.kind, &response)?;
+    Ok((encoded, outcome))
+}
+
+fn respond(
+    mut response: AdmissionResponse,
+    endpoint: Endpoint,
+    decision: &Decision,
+    outcome: &mut Outcome,
+) -> AdmissionResponse {
+    match endpoint {
+        Endpoint::Mutate => {
+            outcome.decision = "allowed";
+            if !decision.patch.0.is_empty() {
+                let filled = decision.violations.iter().filter(|v| v.fillable).count();
+                response.warnings = Some(vec![short(&format!(
+                    "raygate filled in {filled} missing value(s) from the platform plan"
+                ))]);
+                match response.clone().with_patch(decision.patch.clone()) {
+                    Ok(patched) => {
+                        response = patched;
+                        outcome.decision = "patched";
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot serialise the patch"),
+                }
+            }
+        }
+        Endpoint::Validate => {
+            let audit = decision.mode == Mode::Audit;
+            // What the user must fix by hand comes before what the mutating webhook fills.
+            let mut denials: Vec<&Violation> = decision
+                .violations
+                .iter()
+                .filter(|v| v.action == Action::Deny && !audit)
+                .collect();
+            denials.sort_by_key(|v| v.fillable);
+            let warnings: Vec<String> = decision
+                .violations
+                .iter()
+                .filter(|v| v.action == Action::Warn || (audit && v.action != Action::Audit))
+                .map(|v| short(&format!("{}: {}", v.rule, v.message)))
+                .collect();
+            if !warnings.is_empty() {
+                response.warnings = Some(warnings);
+            }
+            let audited: Vec<String> = decision
+                .violations
+                .iter()
+                .filter(|v| audit || v.action == Action::Audit)
+                .map(|v| format!("{} {}", v.rule, v.path))
+                .collect();
+            if !audited.is_empty() {
+                // The API server prefixes each key with the webhook's name
+                // (e.g. rayclusters.validate.raygate.dev/violations).
+                response
+                    .audit_annotations
+                    .insert("violations".into(), audited.join("; "));
+                response
+                    .audit_annotations
+                    .insert("mode".into(), decision.mode.as_str().into());
+            }
+            if denials.is_empty() {
+                outcome.decision = "allowed";
+            } else {
+                outcome.decision = "denied";
+                response = response.deny(denial_message(&denials));
+                response.result.code = 403;
+                response.result.reason = "Forbidden".into();
+            }
+        }
+    }
+    response
+}
+
+fn denial_message(denials: &[&Violation]) -> String {
+    let mut message = format!(
+        "raygate: {} violation(s) of the Ray platform plan:",
+        denials.len()
+    );
+    for v in denials.iter().take(MAX_LISTED) {
+        message.push_str(&format!("\n- {} at {}: {}", v.rule, v.path, v.message));
+    }
+    if denials.len() > MAX_LISTED {
+        message.push_str(&format!(
+            "\n- and {} more: run `raygate check -f <manifest>` for all of them",
+            denials.len() - MAX_LISTED
+        ));
+    }
+    message
+}
+
+/// Cuts a warning to what kubectl shows whole, at a character boundary.
+fn short(text: &str) -> String {
+    if text.len() <= MAX_WARNING {
+        return text.to_owned();
+    }
+    let mut end = MAX_WARNING - 3;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+fn encode(api_version: &str, kind: &str, response: &AdmissionResponse) -> Result<Vec<u8>, Error> {
+    let status = (!response.allowed).then(|| WireStatus {
+        code: response.result.code,
+        message: &response.result.message,
+        reason: "Forbidden",
+    });
+    let wire = WireReview {
+        api_version: if api_version.is_empty() {
+            "admission.k8s.io/v1"
+        } else {
+            api_version
+        },
+        kind: if kind.is_empty() {
+            "AdmissionReview"
+        } else {
+            kind
+        },
+        response: WireResponse {
+            uid: &response.uid,
+            allowed: response.allowed,
+            status,
+            patch: response
+                .patch
+                .as_ref()
+                .map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
+            patch_type: response.patch.as_ref().map(|_| "JSONPatch"),
+            audit_annotations: &response.audit_annotations,
+            warnings: response.warnings.as_ref(),
+        },
+    };
+    serde_json::to_vec(&wire).map_err(Error::Encode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(100);
+        let cut = short(&long);
+        assert!(cut.len() <= MAX_WARNING);
+        assert!(cut.ends_with("..."));
+        assert_eq!(short("fine"), "fine");
+    }
+}

@@ -1,0 +1,308 @@
+//! The webhook server: HTTPS only, thin handlers over [`crate::admission`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum_server::Handle;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use hyper_util::rt::TokioTimer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::admission::{self, Endpoint, Outcome};
+use crate::engine::{Context, Engine};
+use crate::metrics::{Metrics, RequestLabels, ViolationLabels};
+use crate::tls;
+
+/// The API server's own body limit is 3 MiB; 8 MiB leaves room and still bounds memory.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Tls(#[from] tls::Error),
+    #[error("cannot watch {dir} for certificate changes: {source}")]
+    Watch {
+        dir: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    pub engine: Engine,
+}
+
+pub struct AppState {
+    pub engine: Engine,
+    pub metrics: Metrics,
+    pub ready: AtomicBool,
+}
+
+/// The webhook's routes, without a socket: tests may drive it in-process.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .route("/mutate", post(mutate))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(state)
+}
+
+fn metrics_app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(state): State<Arc<AppState>>| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    state.metrics.encode(),
+                )
+            }),
+        )
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        "ok".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    }
+}
+
+async fn validate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    answer(&state, Endpoint::Validate, &body)
+}
+
+async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    answer(&state, Endpoint::Mutate, &body)
+}
+
+/// Decodes, evaluates and encodes; evaluation is microseconds of CPU, so it runs inline.
+fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
+    let started = Instant::now();
+    let context = Context::WITHOUT_CLUSTER;
+    match admission::review(&state.engine, &context, endpoint, body) {
+        Ok((bytes, outcome)) => {
+            state
+                .metrics
+                .duration
+                .observe(started.elapsed().as_secs_f64());
+            record(state, endpoint, &outcome);
+            ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+        }
+        Err(error) => {
+            state.metrics.bad_requests.inc();
+            tracing::warn!(endpoint = endpoint.as_str(), %error, "rejected a malformed request");
+            (
+                StatusCode::BAD_REQUEST,
+                [(header::CONTENT_TYPE, "application/json")],
+                serde_json::json!({"error": error.to_string()}).to_string(),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn record(state: &AppState, endpoint: Endpoint, outcome: &Outcome) {
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            kind: outcome.kind.clone(),
+            operation: outcome.operation.to_owned(),
+            decision: outcome.decision.to_owned(),
+        })
+        .inc();
+    // Violations are counted once per review, on the validating call.
+    if endpoint == Endpoint::Validate {
+        for v in &outcome.violations {
+            state
+                .metrics
+                .violations
+                .get_or_create(&ViolationLabels {
+                    rule: v.rule.to_owned(),
+                    action: v.action.as_str().to_owned(),
+                })
+                .inc();
+        }
+    }
+    let span = tracing::info_span!(
+        "admission",
+        uid = %outcome.uid,
+        kind = %outcome.kind,
+        namespace = %outcome.namespace,
+        name = %outcome.name,
+        operation = outcome.operation,
+        decision = outcome.decision,
+        endpoint = endpoint.as_str(),
+        dry_run = outcome.dry_run,
+    );
+    let _entered = span.enter();
+    if outcome.violations.is_empty() {
+        tracing::debug!("reviewed");
+    } else {
+        let rules: Vec<&str> = outcome.violations.iter().map(|v| v.rule).collect();
+        tracing::info!(violations = rules.len(), rules = ?rules, "reviewed");
+    }
+}
+
+/// A started server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub state: Arc<AppState>,
+    handle: Handle<SocketAddr>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl Running {
+    /// Stops taking new connections, marks the server unready, and lets requests in flight
+    /// finish within `grace`.
+    pub fn shutdown(&self, grace: Duration) {
+        self.state.ready.store(false, Ordering::Relaxed);
+        self.handle.graceful_shutdown(Some(grace));
+    }
+
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.server
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+pub async fn start(config: ServeConfig) -> Result<Running, Error> {
+    let loaded = tls::load(
+        &config.tls_cert,
+        &config.tls_key,
+        config.client_ca.as_deref(),
+    )?;
+    let state = Arc::new(AppState {
+        engine: config.engine,
+        metrics: Metrics::default(),
+        ready: AtomicBool::new(true),
+    });
+    state.metrics.cert_expiry.set(loaded.not_after);
+    let rustls_config = RustlsConfig::from_config(loaded.config);
+
+    let watcher = {
+        let dir = config
+            .tls_cert
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), PathBuf::from);
+        let (cert, key, client_ca) = (
+            config.tls_cert.clone(),
+            config.tls_key.clone(),
+            config.client_ca.clone(),
+        );
+        let reload_config = rustls_config.clone();
+        let reload_state = state.clone();
+        tls::watch(dir.clone(), move || {
+            match tls::load(&cert, &key, client_ca.as_deref()) {
+                Ok(loaded) => {
+                    reload_config.reload_from_config(loaded.config);
+                    reload_state.metrics.cert_expiry.set(loaded.not_after);
+                    tracing::info!(cert = %cert.display(), "reloaded the serving certificate");
+                }
+                // Keep serving the old certificate; a half-written pair is retried on the next event.
+                Err(error) => tracing::warn!(%error, "certificate change not loaded"),
+            }
+        })
+        .map_err(|source| Error::Watch { dir, source })?
+    };
+
+    let metrics_addr = match config.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Listen { addr, source })?;
+            let bound = listener.local_addr().ok();
+            let app = metrics_app(state.clone());
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, app).await {
+                    tracing::error!(%error, "metrics listener stopped");
+                }
+            });
+            bound
+        }
+        None => None,
+    };
+
+    let listener = std::net::TcpListener::bind(config.listen).map_err(|source| Error::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| Error::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let handle = Handle::new();
+    let mut server = axum_server::from_tcp(listener)
+        .map_err(|source| Error::Listen {
+            addr: config.listen,
+            source,
+        })?
+        .acceptor(RustlsAcceptor::new(rustls_config).handshake_timeout(HANDSHAKE_TIMEOUT))
+        .handle(handle.clone())
+        .first_request_timeout(HEADER_TIMEOUT);
+    server
+        .http_builder()
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    server
+        .http_builder()
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
+    let app = app(state.clone());
+    let task = tokio::spawn(server.serve(app.into_make_service()));
+    tracing::info!(%addr, metrics = ?metrics_addr, "raygate is serving");
+    Ok(Running {
+        addr,
+        metrics_addr,
+        state,
+        handle,
+        server: task,
+        _watcher: watcher,
+    })
+}
