@@ -1,0 +1,507 @@
+//! The real server on 127.0.0.1 with generated certificates, spoken to over verified HTTPS.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use raygate::policy::{Mode, Policy};
+use raygate::server::{Running, ServeConfig};
+use raygate::{Engine, tls};
+use serde_json::{Value, json};
+use support::*;
+
+struct Harness {
+    running: Running,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Certificates laid out like a Kubernetes Secret volume: files are symlinks through `..data`.
+fn secret_volume(dir: &Path, generation: &str) -> tls::GeneratedCerts {
+    let certs = tls::generate(&["localhost".into(), "127.0.0.1".into()], 2).unwrap();
+    let version = dir.join(format!("..{generation}"));
+    tls::write(&version, &certs).unwrap();
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(format!("..{generation}"), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for name in [tls::CERT_FILE, tls::KEY_FILE, tls::CA_FILE] {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), &link).unwrap();
+        }
+    }
+    certs
+}
+
+fn client_trusting(cas: &[&str]) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .tls_info(true)
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10));
+    for ca in cas {
+        builder =
+            builder.add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+async fn start(mode: Mode) -> Harness {
+    install_crypto();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let certs = secret_volume(&dir, "first");
+    let running = raygate::server::start(ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        tls_cert: dir.join(tls::CERT_FILE),
+        tls_key: dir.join(tls::KEY_FILE),
+        client_ca: None,
+        engine: Engine::new(Policy::built_in().with_mode(mode)),
+    })
+    .await
+    .unwrap();
+    Harness {
+        running,
+        client: client_trusting(&[&certs.ca_pem]),
+        _dir: tmp,
+        dir,
+    }
+}
+
+fn review(object: &Value, operation: &str, dry_run: bool) -> Value {
+    let kind = object["kind"].as_str().unwrap_or("");
+    let (group, version) = match object["apiVersion"].as_str().unwrap_or("").rsplit_once('/') {
+        Some((g, v)) => (g.to_owned(), v.to_owned()),
+        None => (
+            String::new(),
+            object["apiVersion"].as_str().unwrap_or("").to_owned(),
+        ),
+    };
+    let (new, old) = match operation {
+        "DELETE" => (Value::Null, object.clone()),
+        _ => (object.clone(), Value::Null),
+    };
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": group, "version": version, "kind": kind},
+            "resource": {"group": group, "version": version, "resource": format!("{}s", kind.to_lowercase())},
+            "name": object["metadata"]["name"],
+            "namespace": object["metadata"]["namespace"],
+            "operation": operation,
+            "userInfo": {"username": "admin", "groups": ["system:masters"]},
+            "object": new,
+            "oldObject": old,
+            "dryRun": dry_run,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    })
+}
+
+impl Harness {
+    fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.running.addr.port())
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Value {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        response.json().await.unwrap()
+    }
+
+    async fn metrics(&self) -> String {
+        let addr = self.running.metrics_addr.unwrap();
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+fn response(review: &Value) -> &Value {
+    assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(review["kind"], "AdmissionReview");
+    assert_eq!(
+        review["response"]["uid"],
+        "705ab4f5-6393-11e8-b7cc-42010a800002"
+    );
+    &review["response"]
+}
+
+fn sample_on_default_ports() -> Value {
+    let mut object = cluster("ray");
+    set(
+        &mut object,
+        &format!("{HEAD_RAY}/ports/0/containerPort"),
+        json!(6379),
+    );
+    object
+}
+
+#[tokio::test]
+async fn a_cluster_on_default_ports_is_denied_with_its_fixes() {
+    let h = start(Mode::Enforce).await;
+    let answer = h
+        .post(
+            "/validate",
+            &review(&sample_on_default_ports(), "CREATE", false),
+        )
+        .await;
+    let r = response(&answer);
+    assert_eq!(r["allowed"], false);
+    assert_eq!(r["status"]["code"], 403);
+    let message = r["status"]["message"].as_str().unwrap();
+    assert!(message.contains("ports/forbidden-port at /spec/headGroupSpec/template/spec/containers/0/ports/0/containerPort"), "{message}");
+    assert!(message.contains("use 6380 (gcs-server)"), "{message}");
+    // Without cluster access the NetworkPolicy rule is audited, never a reason to deny.
+    assert!(!message.contains("network-policy"), "{message}");
+    assert!(
+        r["auditAnnotations"]["violations"]
+            .as_str()
+            .unwrap()
+            .contains("network-policy/not-verified")
+    );
+
+    // A dry run (Argo CD's server-side diff) gets the same answer.
+    let dry = h
+        .post(
+            "/validate",
+            &review(&sample_on_default_ports(), "CREATE", true),
+        )
+        .await;
+    assert_eq!(dry, answer);
+}
+
+#[tokio::test]
+async fn warnings_are_short_and_do_not_deny() {
+    let h = start(Mode::Enforce).await;
+    let mut object = cluster("ray");
+    set(
+        &mut object,
+        &format!("{HEAD_RAY}/ports/3/name"),
+        json!("ray-serve"),
+    );
+    let answer = h.post("/validate", &review(&object, "UPDATE", false)).await;
+    let r = response(&answer);
+    assert_eq!(r["allowed"], true);
+    let warnings = r["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let warning = warnings[0].as_str().unwrap();
+    assert!(warning.starts_with("ports/serve-port-name: "), "{warning}");
+    assert!(warning.len() < 120, "{warning}");
+}
+
+#[tokio::test]
+async fn mutation_fills_in_and_the_result_validates() {
+    let h = start(Mode::Enforce).await;
+    let text = std::fs::read_to_string("tests/fixtures/manifests/fillable-cluster.yaml").unwrap();
+    let object: Value = serde_yaml_ng::from_str(text.split("---\n").next().unwrap()).unwrap();
+    let denied = h.post("/validate", &review(&object, "CREATE", false)).await;
+    assert_eq!(
+        response(&denied)["allowed"],
+        false,
+        "validation alone sees the gaps"
+    );
+
+    let answer = h.post("/mutate", &review(&object, "CREATE", false)).await;
+    let r = response(&answer);
+    assert_eq!(r["allowed"], true);
+    assert_eq!(r["patchType"], "JSONPatch");
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(r["patch"].as_str().expect("patch is a base64 string"))
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let patched = apply(&object, &patch);
+    assert_eq!(
+        patched
+            .pointer(&format!("{WORKER_POD}/nodeSelector"))
+            .unwrap(),
+        &json!({"node-role": "worker"})
+    );
+    let validated = h
+        .post("/validate", &review(&patched, "CREATE", false))
+        .await;
+    assert_eq!(response(&validated)["allowed"], true, "{validated}");
+    // Filling in twice changes nothing.
+    let again = h.post("/mutate", &review(&patched, "CREATE", false)).await;
+    assert!(response(&again).get("patch").is_none(), "{again}");
+}
+
+#[tokio::test]
+async fn audit_mode_never_denies_or_patches_but_reports() {
+    let h = start(Mode::Audit).await;
+    let answer = h
+        .post(
+            "/validate",
+            &review(&sample_on_default_ports(), "CREATE", false),
+        )
+        .await;
+    let r = response(&answer);
+    assert_eq!(r["allowed"], true);
+    assert!(
+        r["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with("ports/forbidden-port"))
+    );
+    assert_eq!(r["auditAnnotations"]["mode"], "audit");
+    assert!(
+        r["auditAnnotations"]["violations"]
+            .as_str()
+            .unwrap()
+            .contains("ports/forbidden-port")
+    );
+    let mutated = h
+        .post(
+            "/mutate",
+            &review(&sample_on_default_ports(), "CREATE", false),
+        )
+        .await;
+    assert!(response(&mutated).get("patch").is_none());
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"raygate_policy_violations_total{rule="ports/forbidden-port",action="deny"} 1"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn delete_and_out_of_scope_objects_are_allowed() {
+    let h = start(Mode::Enforce).await;
+    let delete = h
+        .post(
+            "/validate",
+            &review(&sample_on_default_ports(), "DELETE", false),
+        )
+        .await;
+    assert_eq!(response(&delete)["allowed"], true);
+
+    // A real Pod CREATE as an API server sent it (kube-rs fixture): not a Ray pod.
+    let body: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            "tests/fixtures/admission/kube-rs/webhook_body.v1.pod-create.json",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let answer = h
+        .client
+        .post(h.url("/validate"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer["response"]["uid"], body["request"]["uid"]);
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"].get("warnings").is_none());
+
+    // The API's round-trip fixture sets every field of the request.
+    let body: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            "tests/fixtures/admission/kubernetes-api/admission.k8s.io.v1.AdmissionReview.json",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    // Its placeholder operation is no operation at all: a clear 400 names it.
+    let refused = h
+        .client
+        .post(h.url("/mutate"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().await.unwrap().contains("operationValue"));
+    let mut body = body;
+    body["request"]["operation"] = json!("CREATE");
+    // A real API server never sends a response; this fixture's holds placeholders.
+    body.as_object_mut().unwrap().remove("response");
+    let answer: Value = h
+        .client
+        .post(h.url("/mutate"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["response"]["uid"], "uidValue");
+    assert_eq!(answer["response"]["allowed"], true);
+}
+
+#[tokio::test]
+async fn a_ray_pod_bound_to_the_master_is_denied() {
+    let h = start(Mode::Enforce).await;
+    let mut pod = ray_pod("ray", false);
+    pod["spec"]["nodeName"] = json!("gpu-node");
+    let answer = h.post("/validate", &review(&pod, "CREATE", false)).await;
+    let r = response(&answer);
+    assert_eq!(r["allowed"], false);
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("placement/node-name")
+    );
+}
+
+#[tokio::test]
+async fn bad_bodies_get_clear_errors_and_the_server_stays_healthy() {
+    let h = start(Mode::Enforce).await;
+    for body in ["not json", "{\"kind\":\"AdmissionReview\"}", "[1,2,3]"] {
+        let response = h
+            .client
+            .post(h.url("/validate"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert!(error["error"].is_string());
+    }
+    let huge = vec![b' '; raygate::server::MAX_BODY_BYTES + 1];
+    let response = h
+        .client
+        .post(h.url("/validate"))
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+
+    let ok = h.client.get(h.url("/healthz")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let answer = h
+        .post("/validate", &review(&cluster("ray"), "CREATE", false))
+        .await;
+    assert!(response_allowed(&answer));
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("raygate_bad_requests_total 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"raygate_admission_requests_total{kind="RayCluster",operation="CREATE",decision="allowed"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains("raygate_admission_duration_seconds_bucket{le=\"0.000025\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("raygate_tls_cert_expiry_timestamp_seconds"),
+        "{metrics}"
+    );
+}
+
+fn response_allowed(review: &Value) -> bool {
+    review["response"]["allowed"].as_bool().unwrap()
+}
+
+#[tokio::test]
+async fn plaintext_is_refused_on_the_webhook_port() {
+    let h = start(Mode::Enforce).await;
+    let plain = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{}/healthz",
+            h.running.addr.port()
+        ))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    let ok = h.client.get(h.url("/healthz")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn a_secret_volume_swap_rotates_the_certificate_without_restart() {
+    let h = start(Mode::Enforce).await;
+    let peer = |client: reqwest::Client, url: String| async move {
+        let response = client.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|i| i.peer_certificate().map(<[u8]>::to_vec))
+            .unwrap()
+    };
+    let before = peer(h.client.clone(), h.url("/healthz")).await;
+    let old_ca = std::fs::read_to_string(h.dir.join(tls::CA_FILE)).unwrap();
+    let new = secret_volume(&h.dir, "second");
+    let both = client_trusting(&[&old_ca, &new.ca_pem]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = peer(both.clone(), h.url("/healthz")).await;
+        if now != before {
+            let pem = rustls_pki_types::pem::PemObject::from_pem_slice(new.cert_pem.as_bytes());
+            let expected: rustls_pki_types::CertificateDer = pem.unwrap();
+            assert_eq!(now, expected.as_ref());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was not served within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Clients that trust only the new CA now connect.
+    let fresh = client_trusting(&[&new.ca_pem]);
+    assert_eq!(
+        fresh.get(h.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn shutdown_turns_readiness_off_first() {
+    let h = start(Mode::Enforce).await;
+    assert_eq!(
+        h.client
+            .get(h.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    h.running
+        .state
+        .ready
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        h.client
+            .get(h.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    h.running.shutdown(Duration::from_secs(1));
+    h.running.wait().await.unwrap();
+}
