@@ -6,6 +6,7 @@ pub mod engine;
 pub mod manifest;
 pub mod metrics;
 pub mod policy;
+pub mod quantity;
 pub mod ray;
 pub mod report;
 pub mod rules;

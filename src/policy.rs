@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use kube_quantity::ParsedQuantity;
 use serde::{Deserialize, Serialize};
 
 /// The policy compiled into the binary, used when no `--policy` is given.
@@ -278,17 +277,16 @@ pub struct CpuMemory {
 
 /// A resource quantity kept as written (for patches and messages) and parsed (for comparison).
 #[derive(Debug, Clone)]
-pub struct Quantity {
+pub struct Amount {
     pub text: String,
-    pub parsed: ParsedQuantity,
+    pub parsed: crate::quantity::Quantity,
 }
 
-impl Quantity {
-    pub fn parse(text: &str) -> Option<Quantity> {
-        let parsed = ParsedQuantity::try_from(text).ok()?;
-        Some(Quantity {
+impl Amount {
+    pub fn parse(text: &str) -> Option<Amount> {
+        Some(Amount {
             text: text.to_owned(),
-            parsed,
+            parsed: crate::quantity::Quantity::parse(text)?,
         })
     }
 }
@@ -330,9 +328,9 @@ impl<T> PerResource<T> {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub document: PolicyDocument,
-    pub default_requests: PerResource<Quantity>,
-    pub default_limits: PerResource<Quantity>,
-    pub maximum: PerResource<Option<Quantity>>,
+    pub default_requests: PerResource<Amount>,
+    pub default_limits: PerResource<Amount>,
+    pub maximum: PerResource<Option<Amount>>,
 }
 
 impl Policy {
@@ -459,7 +457,7 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
     }
 
     let resources = &spec.resources;
-    let mut quantity = |field: &str, value: &Option<String>, required: bool| -> Option<Quantity> {
+    let mut quantity = |field: &str, value: &Option<String>, required: bool| -> Option<Amount> {
         match value {
             None if required => {
                 problems.push(format!("spec.resources.{field}: required"));
@@ -467,7 +465,7 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
             }
             None => None,
             Some(text) => {
-                let parsed = Quantity::parse(text);
+                let parsed = Amount::parse(text);
                 if parsed.is_none() {
                     problems.push(format!(
                         "spec.resources.{field}: {text:?} is not a Kubernetes quantity"

@@ -1,10 +1,10 @@
 //! Resources: every container of a Ray pod sets CPU and memory requests and limits.
 
-use kube_quantity::ParsedQuantity;
 use serde_json::{Map, Value};
 
 use super::Findings;
 use crate::policy::{Policy, Resource};
+use crate::quantity::Quantity;
 use crate::ray::{ContainerRef, PodSpecRef, child};
 
 pub const MISSING: &str = "resources/missing";
@@ -28,8 +28,8 @@ fn quantity_text(value: &Value) -> Option<std::borrow::Cow<'_, str>> {
     }
 }
 
-fn parse(value: &Value) -> Option<ParsedQuantity> {
-    ParsedQuantity::try_from(quantity_text(value)?.as_ref()).ok()
+fn parse(value: &Value) -> Option<Quantity> {
+    Quantity::parse(quantity_text(value)?.as_ref())
 }
 
 fn check_container(
