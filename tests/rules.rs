@@ -468,6 +468,21 @@ mod resources {
             json!("2048Mi"),
         );
         assert!(evaluate(&c).violations.is_empty());
+        // Exact, not floating point: 1Gi is 1073741824 bytes, not a byte more.
+        let memory = format!("{HEAD_RAY}/resources");
+        set(&mut c, &format!("{memory}/requests/memory"), json!("1Gi"));
+        set(
+            &mut c,
+            &format!("{memory}/limits/memory"),
+            json!("1073741824"),
+        );
+        assert!(evaluate(&c).violations.is_empty());
+        set(
+            &mut c,
+            &format!("{memory}/limits/memory"),
+            json!("1073741823"),
+        );
+        assert_eq!(rules(&evaluate(&c)), ["resources/limit-below-request"]);
     }
 
     #[test]
