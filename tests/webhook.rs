@@ -505,3 +505,61 @@ async fn shutdown_turns_readiness_off_first() {
     h.running.shutdown(Duration::from_secs(1));
     h.running.wait().await.unwrap();
 }
+
+#[test]
+fn the_binary_drains_and_exits_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tls::generate(&["localhost".into()], 1).unwrap();
+    tls::write(dir.path(), &certs).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raygate"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--shutdown-delay",
+            "0",
+            "--log-format",
+            "json",
+            "--tls-cert",
+        ])
+        .arg(dir.path().join(tls::CERT_FILE))
+        .arg("--tls-key")
+        .arg(dir.path().join(tls::KEY_FILE))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let serving = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("raygate is serving"))
+        .expect("a start-up log line");
+    let line: Value = serde_json::from_str(&serving).expect("JSON logs");
+    assert!(line["addr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 15 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+}
