@@ -15,7 +15,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/tests/e2e/tools"
-CACHE="$ROOT/.cache/e2e"
+# E2E_CACHE may point outside the work tree (e.g. a persistent CI cache).
+CACHE="${E2E_CACHE:-$ROOT/.cache/e2e}"
 BIN="$CACHE/bin"
 CRDS="$CACHE/crds"
 
@@ -42,8 +43,6 @@ log() { printf '[e2e-tools] %s\n' "$*" >&2; }
 NICE=()
 command -v nice >/dev/null && NICE=(nice -n 10)
 
-mod_version() { (cd "$1" && "$GO" list -m -f '{{.Version}}' "$2"); }
-
 # stamp DIR FILES... -> hash of the inputs that determine a binary.
 stamp() {
 	local dir="$1"
@@ -51,61 +50,94 @@ stamp() {
 	(cd "$dir" && cat "$@" && "$GO" env GOVERSION) | sha256sum | cut -d' ' -f1
 }
 
+# pinned MODULE_DIR MODULE: version as written in go.mod (no module cache needed).
+pinned() { awk -v m="$2" '$1 == m { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$1/go.mod"; }
+
+total_start=$SECONDS
+log "go: $("$GO" version)"
+log "pins: kubernetes $(pinned "$TOOLS" k8s.io/kubernetes), etcd $(pinned "$TOOLS" go.etcd.io/etcd/server/v3)," \
+	"kuberay $(pinned "$TOOLS/kuberay" github.com/ray-project/kuberay/ray-operator)"
+
+# Module downloads and version look-ups happen only when something must be
+# built, so a warm run never touches the module cache (it may be pruned).
+declare -A READY=()
+prepare() {
+	local dir="$1"
+	[[ -n "${READY[$dir]:-}" ]] && return
+	local start=$SECONDS
+	(cd "$dir" && "$GO" mod download)
+	log "modules for ${dir#"$ROOT"/}: ready in $((SECONDS - start))s"
+	READY[$dir]=1
+}
+
+# stale FILE STAMP: whether the output recorded in FILE's stamp is out of date.
+stale() { [[ "${FORCE:-0}" == 1 || ! -e "$1" || "$(cat "$1.stamp" 2>/dev/null)" != "$2" ]]; }
+
 # build NAME MODULE_DIR PACKAGE STAMP [extra -ldflags]
 build() {
 	local name="$1" dir="$2" pkg="$3" want="$4" extra="${5:-}"
-	local out="$BIN/$name" stampfile="$BIN/.$name.stamp"
-	if [[ "${FORCE:-0}" != 1 && -x "$out" && -f "$stampfile" && "$(cat "$stampfile")" == "$want" ]]; then
+	local out="$BIN/$name"
+	if ! stale "$out" "$want"; then
 		log "$name: up to date"
 		return
 	fi
+	prepare "$dir"
 	log "$name: building $pkg ..."
 	local start=$SECONDS
 	(cd "$dir" && "${NICE[@]}" "$GO" build -ldflags="-s -w $extra" -o "$out.tmp" "$pkg")
 	mv -f "$out.tmp" "$out"
-	echo "$want" >"$stampfile"
+	echo "$want" >"$out.stamp"
 	log "$name: built in $((SECONDS - start))s ($(du -h "$out" | cut -f1))"
 }
 
-total_start=$SECONDS
-log "go: $("$GO" version)"
-
-# Downloading is separate from compiling so the timings below mean something.
-for dir in "$TOOLS" "$TOOLS/kuberay"; do
-	start=$SECONDS
-	(cd "$dir" && "$GO" mod download)
-	log "modules for ${dir#"$ROOT"/}: ready in $((SECONDS - start))s"
-done
-
-K8S_VERSION="$(mod_version "$TOOLS" k8s.io/kubernetes)"
-ETCD_VERSION="$(mod_version "$TOOLS" go.etcd.io/etcd/server/v3)"
-KUBERAY_VERSION="$(mod_version "$TOOLS/kuberay" github.com/ray-project/kuberay/ray-operator)"
-log "pins: kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kuberay $KUBERAY_VERSION"
-
 # Without these the binaries report v0.0.0-master, which kubectl flags as version skew.
-k8s_minor="${K8S_VERSION#v1.}"
-k8s_minor="${k8s_minor%%.*}"
-K8S_LDFLAGS=""
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-	K8S_LDFLAGS+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor -X $pkg.gitTreeState=clean"
-done
+k8s_ldflags() {
+	local version minor pkg flags=""
+	version="$(cd "$TOOLS" && "$GO" list -m -f '{{.Version}}' k8s.io/kubernetes)"
+	minor="${version#v1.}"
+	minor="${minor%%.*}"
+	for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		flags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+	done
+	echo "$flags"
+}
 
 k8s_stamp="$(stamp "$TOOLS" go.mod go.sum)"
+kuberay_stamp="$(stamp "$TOOLS/kuberay" go.mod go.sum)"
+K8S_LDFLAGS=""
+if stale "$BIN/kube-apiserver" "$k8s_stamp" || stale "$BIN/kubectl" "$k8s_stamp"; then
+	prepare "$TOOLS"
+	K8S_LDFLAGS="$(k8s_ldflags)"
+fi
+
 build kube-apiserver "$TOOLS" k8s.io/kubernetes/cmd/kube-apiserver "$k8s_stamp" "$K8S_LDFLAGS"
 build kubectl "$TOOLS" k8s.io/kubernetes/cmd/kubectl "$k8s_stamp" "$K8S_LDFLAGS"
 build etcd "$TOOLS" ./etcd "$(stamp "$TOOLS" go.mod go.sum etcd/main.go)"
-build kuberay-operator "$TOOLS/kuberay" github.com/ray-project/kuberay/ray-operator \
-	"$(stamp "$TOOLS/kuberay" go.mod go.sum)"
+build kuberay-operator "$TOOLS/kuberay" github.com/ray-project/kuberay/ray-operator "$kuberay_stamp"
 
 # The CRDs must match the operator build exactly, so take them from the same module.
-kuberay_dir="$(cd "$TOOLS/kuberay" && "$GO" list -m -f '{{.Dir}}' github.com/ray-project/kuberay/ray-operator)"
-rm -f "$CRDS"/ray.io_*.yaml
-n=0
-for crd in "$kuberay_dir"/config/crd/bases/ray.io_*.yaml; do
-	install -m 0644 "$crd" "$CRDS/"
-	n=$((n + 1))
-done
-((n > 0)) || { log "no CRDs found under $kuberay_dir/config/crd/bases" >&2; exit 1; }
-log "crds: $n copied to ${CRDS#"$ROOT"/} ($(cd "$CRDS" && echo ray.io_*.yaml))"
+if stale "$CRDS/ray.io_rayclusters.yaml" "$kuberay_stamp"; then
+	prepare "$TOOLS/kuberay"
+	kuberay_dir="$(cd "$TOOLS/kuberay" && "$GO" list -m -f '{{.Dir}}' github.com/ray-project/kuberay/ray-operator)"
+	rm -f "$CRDS"/ray.io_*.yaml
+	n=0
+	for crd in "$kuberay_dir"/config/crd/bases/ray.io_*.yaml; do
+		[[ -f "$crd" ]] || continue
+		install -m 0644 "$crd" "$CRDS/"
+		n=$((n + 1))
+	done
+	((n > 0)) || { log "no CRDs found under $kuberay_dir/config/crd/bases"; exit 1; }
+	echo "$kuberay_stamp" >"$CRDS/ray.io_rayclusters.yaml.stamp"
+	log "crds: $n copied to ${CRDS#"$ROOT"/} ($(cd "$CRDS" && echo ray.io_*.yaml))"
+else
+	log "crds: up to date"
+fi
+
+# E2E_PRUNE=1 drops the Go caches (~4 GiB) and keeps only bin/ and crds/
+# (~230 MiB), e.g. for a persistent CI cache; a later pin change re-downloads.
+if [[ "${E2E_PRUNE:-0}" == 1 ]]; then
+	"$GO" clean -cache -modcache
+	log "pruned Go caches"
+fi
 
 log "done in $((SECONDS - total_start))s; cache uses $(du -sh "$CACHE" | cut -f1)"

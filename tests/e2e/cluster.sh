@@ -247,7 +247,7 @@ EOF
 	wait_for kuberay-operator "kuberay-operator /readyz on :$PROBE_PORT" operator_ready
 	# /readyz answers before informers sync; reconcilers start after.
 	wait_for kuberay-operator "kuberay-operator RayCluster controller" \
-		grep -q 'Starting workers.*raycluster' "$DIR/logs/kuberay-operator.log"
+		grep -q 'controllers.RayCluster.*Starting workers' "$DIR/logs/kuberay-operator.log"
 
 	trap - EXIT
 	log "control plane up: https://$HOST:$APISERVER_PORT (run: eval \"\$($0 env $DIR)\")"
