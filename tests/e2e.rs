@@ -1,0 +1,708 @@
+//! End to end: kubectl against a real kube-apiserver (with the KubeRay operator), calling
+//! raygate through the webhook configurations in deploy/. Run by tests/e2e/run.sh, which
+//! builds the tools and starts the control plane; `cargo test` alone skips these.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+const NEEDS: &str = "needs the e2e control plane: run tests/e2e/run.sh";
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {NEEDS}"))
+}
+
+fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env("E2E_KUBECTL"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
+    let out = kubectl(args, stdin);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A namespace of the test's own (the control plane has no namespace controller, so
+/// namespaces are never reused).
+fn namespace(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let name = format!("e2e-{test}-{nanos:x}");
+    kubectl_ok(&["create", "namespace", &name], None);
+    name
+}
+
+/// raygate serve as a child process, with its own certificates.
+struct Raygate {
+    child: Child,
+    port: u16,
+    metrics_port: u16,
+    ca_bundle: String,
+    _certs: tempfile::TempDir,
+}
+
+impl Raygate {
+    fn start(mode: &str) -> Raygate {
+        let certs = tempfile::tempdir().unwrap();
+        let made = Command::new(env!("CARGO_BIN_EXE_raygate"))
+            .args([
+                "certs",
+                "--host",
+                "127.0.0.1",
+                "--host",
+                "localhost",
+                "--out-dir",
+            ])
+            .arg(certs.path())
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{}", text(&made.stderr));
+        let ca_bundle = text(&made.stdout).trim().to_owned();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_raygate"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--log-format",
+                "json",
+                "--shutdown-delay",
+                "0",
+                "--mode",
+                mode,
+            ])
+            .arg("--tls-cert")
+            .arg(certs.path().join("tls.crt"))
+            .arg("--tls-key")
+            .arg(certs.path().join("tls.key"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| l.contains("raygate is serving"))
+            .expect("raygate starts");
+        // Keep draining the log so that raygate never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        let line: Value = serde_json::from_str(&line).unwrap();
+        let port = |field: &str| -> u16 {
+            let addr = line[field]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("Some(")
+                .trim_end_matches(')');
+            addr.rsplit(':').next().unwrap().parse().unwrap()
+        };
+        Raygate {
+            port: port("addr"),
+            metrics_port: port("metrics"),
+            child,
+            ca_bundle,
+            _certs: certs,
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Requests answered, by kind and decision, from raygate's own counter.
+    fn requests(&self) -> Vec<(String, String, String, u64)> {
+        let out = Command::new("curl")
+            .args([
+                "-sf",
+                &format!("http://127.0.0.1:{}/metrics", self.metrics_port),
+            ])
+            .output()
+            .unwrap();
+        text(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("raygate_admission_requests_total{"))
+            .map(|l| {
+                let (labels, count) = l.split_once("} ").unwrap();
+                let label = |key: &str| {
+                    labels
+                        .split(',')
+                        .find_map(|kv| kv.strip_prefix(&format!("{key}=\"")))
+                        .unwrap_or("")
+                        .trim_end_matches('"')
+                        .to_owned()
+                };
+                (
+                    label("kind"),
+                    label("operation"),
+                    label("decision"),
+                    count.parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Raygate {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The webhook configurations of deploy/base, pointed at a local raygate by URL.
+struct Registration {
+    name: String,
+}
+
+fn render_deploy(dir: &str) -> Vec<Value> {
+    let rendered = kubectl_ok(&["kustomize", dir], None);
+    serde_yaml_ng::Deserializer::from_str(&rendered)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .collect()
+}
+
+impl Registration {
+    fn new(raygate: &Raygate, test: &str) -> Registration {
+        let name = format!("raygate-e2e-{test}");
+        for mut config in render_deploy("deploy/base").into_iter().filter(|d| {
+            matches!(
+                d["kind"].as_str(),
+                Some("ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration")
+            )
+        }) {
+            config["metadata"]["name"] = json!(name);
+            for webhook in config["webhooks"].as_array_mut().unwrap() {
+                let path = webhook["clientConfig"]["service"]["path"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                webhook["clientConfig"] = json!({
+                    "url": format!("https://127.0.0.1:{}{path}", raygate.port),
+                    "caBundle": raygate.ca_bundle,
+                });
+            }
+            kubectl_ok(&["apply", "-f", "-"], Some(&config.to_string()));
+        }
+        Registration { name }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        for kind in [
+            "validatingwebhookconfiguration",
+            "mutatingwebhookconfiguration",
+        ] {
+            kubectl(&["delete", kind, &self.name, "--ignore-not-found"], None);
+        }
+    }
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(PathBuf::from("tests/fixtures").join(name)).unwrap()
+}
+
+/// The fillable cluster of the CLI tests, without its NetworkPolicy.
+fn fillable_cluster(name: &str) -> String {
+    fixture("manifests/fillable-cluster.yaml")
+        .split("---\n")
+        .next()
+        .unwrap()
+        .replace("raycluster-autoscaler", name)
+        .replace("  namespace: kuberay\n", "")
+}
+
+/// KubeRay's own sample, on KubeRay's default ports.
+fn default_ports_cluster() -> String {
+    fixture("kuberay/samples/ray-cluster.sample.yaml")
+}
+
+/// Waits until raygate answers for `ns` (webhook configurations take a moment to load).
+fn wait_for_webhook(ns: &str) {
+    wait_until(
+        "the API server calls raygate",
+        Duration::from_secs(20),
+        || {
+            let out = kubectl(
+                &["apply", "-n", ns, "--dry-run=server", "-f", "-"],
+                Some(&default_ports_cluster()),
+            );
+            text(&out.stderr).contains("raygate")
+        },
+    );
+}
+
+fn setup(test: &str, mode: &str) -> (Raygate, Registration, String) {
+    let raygate = Raygate::start(mode);
+    let registration = Registration::new(&raygate, test);
+    let ns = namespace(test);
+    if mode == "enforce" {
+        wait_for_webhook(&ns);
+    }
+    (raygate, registration, ns)
+}
+
+#[test]
+#[ignore = "needs the e2e control plane: run tests/e2e/run.sh"]
+fn default_ports_are_denied_with_rules_and_fixes() {
+    let (_raygate, _registration, ns) = setup("deny", "enforce");
+    let out = kubectl(
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&default_ports_cluster()),
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("admission webhook \"ray.validate.raygate.dev\" denied the request"),
+        "{err}"
+    );
+    assert!(err.contains("ports/forbidden-port"), "{err}");
+    assert!(err.contains("use 6380 (gcs-server)"), "{err}");
+    let listed = kubectl_ok(&["get", "rayclusters", "-n", &ns, "-o", "name"], None);
+    assert!(listed.trim().is_empty(), "nothing stored: {listed}");
+}
+
+#[test]
+#[ignore = "needs the e2e control plane: run tests/e2e/run.sh"]
+fn a_fillable_cluster_is_stored_filled_in_and_valid() {
+    let (_raygate, _registration, ns) = setup("fill", "enforce");
+    let out = kubectl(
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&fillable_cluster("filled")),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stored: Value = serde_json::from_str(&kubectl_ok(
+        &["get", "raycluster", "filled", "-n", &ns, "-o", "json"],
+        None,
+    ))
+    .unwrap();
+    let head = &stored["spec"]["headGroupSpec"];
+    let ports: Vec<(String, u64)> = head["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["containerPort"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    for planned in [
+        ("gcs-server", 6380),
+        ("client", 10002),
+        ("dashboard", 8266),
+        ("serve", 8001),
+        ("metrics", 8081),
+    ] {
+        assert!(
+            ports.contains(&(planned.0.to_owned(), planned.1)),
+            "{ports:?}"
+        );
+    }
+    assert_eq!(head["rayStartParams"]["port"], "6380");
+    assert_eq!(head["rayStartParams"]["object-manager-port"], "8301");
+    let worker = &stored["spec"]["workerGroupSpecs"][0];
+    assert_eq!(
+        worker["template"]["spec"]["nodeSelector"],
+        json!({"node-role": "worker"})
+    );
+    assert_eq!(
+        worker["template"]["spec"]["containers"][0]["resources"],
+        json!({"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}})
+    );
+    assert_eq!(
+        head["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"],
+        "2Gi"
+    );
+}
+
+#[test]
+#[ignore = "needs the e2e control plane: run tests/e2e/run.sh"]
+fn server_side_dry_run_gives_the_same_decision_and_stores_nothing() {
+    let (_raygate, _registration, ns) = setup("dryrun", "enforce");
+    let denied = kubectl(
+        &["apply", "-n", &ns, "--dry-run=server", "-f", "-"],
+        Some(&default_ports_cluster()),
+    );
+    assert!(!denied.status.success());
+    assert!(text(&denied.stderr).contains("ports/forbidden-port"));
+    let allowed = kubectl(
+        &[
+            "apply",
+            "-n",
+            &ns,
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            "-",
+        ],
+        Some(&fillable_cluster("dry")),
+    );
+    assert!(allowed.status.success(), "{}", text(&allowed.stderr));
+    let preview: Value = serde_json::from_slice(&allowed.stdout).unwrap();
+    assert_eq!(
+        preview["spec"]["headGroupSpec"]["rayStartParams"]["port"],
+        "6380"
+    );
+    let listed = kubectl_ok(&["get", "rayclusters", "-n", &ns, "-o", "name"], None);
+    assert!(listed.trim().is_empty(), "dry run stored {listed}");
+}
+
+#[test]
+#[ignore = "needs the e2e control plane: run tests/e2e/run.sh"]
+fn warnings_reach_kubectl() {
+    let (_raygate, _registration, ns) = setup("warn", "enforce");
+    let manifest = fillable_cluster("warned").replace(
+        "        - name: ray-head\n          image: rayproject/ray:2.52.0\n",
+        "        - name: ray-head\n          image: rayproject/ray:2.52.0\n          ports:\n          - {name: ray-serve, containerPort: 8001}\n",
+    );
+    let out = kubectl(&["apply", "-n", &ns, "-f", "-"], Some(&manifest));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("Warning: ports/serve-port-name:"), "{err}");
+    assert!(err.contains("Warning: raygate filled in"), "{err}");
+}
+
+#[test]
+#[ignore = "needs the e2e control plane: run tests/e2e/run.sh"]
+fn audit_mode_denies_nothing_and_annotates_the_audit_log() {
+    let (_raygate, _registration, ns) = setup("audit", "audit");
+    let mut applied = None;
+    wait_until(
+        "raygate's warnings in audit mode",
+        Duration::from_secs(20),
+        || {
+            let name = format!("audited-{}", applied.as_ref().map_or(0, |_: &Output| 1));
+            let out = kubectl(
+                &["apply", "-n", &ns, "-f", "-"],
+                Some(&default_ports_cluster().replace("raycluster-kuberay", &name)),
+            );
+            assert!(
+                out.status.success(),
+                "audit mode denied: {}",
+                text(&out.stderr)
+            );
+            let warned = text(&out.stderr).contains("Warning: ports/forbidden-port");
+            applied = Some(out);
+            if !warned {
+                kubectl(
+                    &["delete", "raycluster", "-n", &ns, &name, "--wait=false"],
+                    None,
+                );
+            }
+            warned
+        },
+    );
+    let log = std::fs::read_to_string(env("E2E_AUDIT_LOG")).unwrap();
+    let annotated = log.lines().any(|l| {
+        l.contains(&ns)
+            && l.contains("\"ray.validate.raygate.dev/violations\"")
+            && l.contains("ports/forbidden-port")
+    });
+    assert!(
+        annotated,
+        "no raygate audit annotation for {ns} in the audit log"
+    );
+}
+
+#[test]
+#[ignore = "needs the e2e control plane: run tests/e2e/run.sh"]
+fn the_operators_pods_pass_and_a_pod_on_the_master_is_denied() {
+    let (raygate, _registration, ns) = setup("operator", "enforce");
+    kubectl_ok(
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&fillable_cluster("reconciled")),
+    );
+    wait_until(
+        "the operator creates head and worker Pods",
+        Duration::from_secs(90),
+        || {
+            let pods = kubectl_ok(
+                &[
+                    "get",
+                    "pods",
+                    "-n",
+                    &ns,
+                    "-l",
+                    "ray.io/cluster=reconciled",
+                    "-o",
+                    "name",
+                ],
+                None,
+            );
+            pods.lines().count() >= 2
+        },
+    );
+    let pods: Value = serde_json::from_str(&kubectl_ok(
+        &[
+            "get",
+            "pods",
+            "-n",
+            &ns,
+            "-l",
+            "ray.io/cluster=reconciled",
+            "-o",
+            "json",
+        ],
+        None,
+    ))
+    .unwrap();
+    for pod in pods["items"].as_array().unwrap() {
+        assert_eq!(pod["spec"]["nodeSelector"]["node-role"], "worker", "{pod}");
+        let ports = pod["spec"]["containers"][0]["ports"].to_string();
+        assert!(!ports.contains("8080") && ports.contains("8081"), "{ports}");
+    }
+    let pod_reviews: u64 = raygate
+        .requests()
+        .iter()
+        .filter(|(kind, op, decision, _)| kind == "Pod" && op == "CREATE" && decision != "denied")
+        .map(|r| r.3)
+        .sum();
+    assert!(pod_reviews >= 2, "raygate saw {pod_reviews} Pod reviews");
+
+    let bound = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "by-hand", "labels": {"ray.io/cluster": "reconciled", "ray.io/node-type": "worker"}},
+        "spec": {"nodeName": "gpu-node", "nodeSelector": {"node-role": "worker"}, "containers": [{
+            "name": "ray-worker", "image": "rayproject/ray:2.52.0",
+            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}]}});
+    let out = kubectl(&["apply", "-n", &ns, "-f", "-"], Some(&bound.to_string()));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("placement/node-name"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "needs the e2e control plane: run tests/e2e/run.sh"]
+fn a_rayjob_on_default_ports_is_denied_before_any_cluster_exists() {
+    let (_raygate, _registration, ns) = setup("rayjob", "enforce");
+    let out = kubectl(
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&fixture("kuberay/samples/ray-job.sample.yaml")),
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("/spec/rayClusterSpec/headGroupSpec"), "{err}");
+    let clusters = kubectl_ok(
+        &["get", "rayclusters,rayjobs", "-n", &ns, "-o", "name"],
+        None,
+    );
+    assert!(clusters.trim().is_empty(), "{clusters}");
+}
+
+#[test]
+#[ignore = "needs the e2e control plane: run tests/e2e/run.sh"]
+fn only_ray_objects_reach_raygate_and_its_failure_policy_holds_when_down() {
+    let (mut raygate, _registration, ns) = setup("scope", "enforce");
+    let before = raygate.requests();
+    assert!(
+        before.iter().any(|(kind, ..)| kind == "RayCluster"),
+        "raygate has answered the API server: {before:?}"
+    );
+    let plain_pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "plain"},
+        "spec": {"nodeName": "gpu-node", "containers": [{"name": "c", "image": "busybox",
+            "ports": [{"containerPort": 6379}]}]}});
+    kubectl_ok(
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&plain_pod.to_string()),
+    );
+    kubectl_ok(&["create", "configmap", "-n", &ns, "plain"], None);
+    kubectl_ok(
+        &[
+            "create",
+            "configmap",
+            "-n",
+            "kube-system",
+            &format!("plain-{ns}"),
+        ],
+        None,
+    );
+    kubectl_ok(
+        &["label", "node", "worker-1", &format!("seen-{ns}=yes")],
+        None,
+    );
+    // A Ray cluster in kube-system is out of raygate's reach by design.
+    let system = default_ports_cluster().replace("raycluster-kuberay", &format!("sys-{ns}"));
+    kubectl_ok(&["apply", "-n", "kube-system", "-f", "-"], Some(&system));
+    assert_eq!(
+        raygate.requests(),
+        before,
+        "non-Ray requests reached raygate"
+    );
+
+    raygate.stop();
+    let out = kubectl(
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&fillable_cluster("while-down")),
+    );
+    assert!(!out.status.success(), "Ray objects fail closed");
+    assert!(
+        text(&out.stderr).contains("failed calling webhook"),
+        "{}",
+        text(&out.stderr)
+    );
+    let ray_pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "ray-while-down", "labels": {"ray.io/cluster": "x"}},
+        "spec": {"containers": [{"name": "ray", "image": "rayproject/ray:2.52.0"}]}});
+    kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&ray_pod.to_string()));
+    kubectl_ok(&["create", "configmap", "-n", &ns, "still-fine"], None);
+    kubectl_ok(
+        &["label", "node", "worker-2", &format!("seen-{ns}=yes")],
+        None,
+    );
+}
+
+#[test]
+#[ignore = "needs the e2e control plane: run tests/e2e/run.sh"]
+fn every_deploy_manifest_passes_a_server_side_dry_run_and_rbac_is_least_privilege() {
+    let work = tempfile::tempdir().unwrap();
+    let copy = Command::new("cp")
+        .args(["-r", "deploy"])
+        .arg(work.path())
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let deploy = work.path().join("deploy");
+    let certs = deploy.join("overlays/self-signed/certs");
+    let made = Command::new(env!("CARGO_BIN_EXE_raygate"))
+        .args(["certs", "--host", "raygate.raygate-system.svc", "--out-dir"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let ca = base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(certs.join("ca.crt")).unwrap());
+
+    for overlay in ["base", "overlays/self-signed", "overlays/audit"] {
+        let dir = deploy.join(overlay);
+        let dir = dir.to_str().unwrap();
+        // The namespace must exist for a dry run of what lives in it.
+        kubectl_ok(
+            &["apply", "--server-side", "-f", "-"],
+            Some(r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"raygate-system"}}"#),
+        );
+        let out = kubectl(
+            &["apply", "--dry-run=server", "--validate=strict", "-k", dir],
+            None,
+        );
+        assert!(out.status.success(), "{overlay}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stdout)
+                .contains("validatingwebhookconfiguration.admissionregistration.k8s.io/raygate"),
+            "{overlay}"
+        );
+    }
+    let cert_manager = render_deploy("deploy/overlays/cert-manager");
+    let injected = cert_manager
+        .iter()
+        .filter(|d| {
+            d["kind"]
+                .as_str()
+                .is_some_and(|k| k.ends_with("WebhookConfiguration"))
+        })
+        .all(|d| {
+            d["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+                == "raygate-system/raygate-tls"
+        });
+    assert!(
+        injected,
+        "cert-manager injects the CA into both configurations"
+    );
+    let rendered = render_deploy(deploy.join("overlays/self-signed").to_str().unwrap());
+    let bundles: Vec<String> = rendered
+        .iter()
+        .filter(|d| {
+            d["kind"]
+                .as_str()
+                .is_some_and(|k| k.ends_with("WebhookConfiguration"))
+        })
+        .flat_map(|d| d["webhooks"].as_array().unwrap())
+        // kustomize folds long base64 over lines; the API server decodes it whole.
+        .map(|w| {
+            w["clientConfig"]["caBundle"]
+                .as_str()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect::<String>()
+        })
+        .collect();
+    assert_eq!(bundles.len(), 4);
+    assert!(
+        bundles.iter().all(|b| *b == ca),
+        "the caBundle is the generated CA"
+    );
+
+    // RBAC for real, then ask the API server what raygate's identity may do.
+    for doc in render_deploy("deploy/base").iter().filter(|d| {
+        matches!(
+            d["kind"].as_str(),
+            Some("ClusterRole" | "ClusterRoleBinding" | "ServiceAccount" | "Namespace")
+        )
+    }) {
+        kubectl_ok(&["apply", "-f", "-"], Some(&doc.to_string()));
+    }
+    let can = |verb: &str, resource: &str| -> bool {
+        let out = kubectl(
+            &[
+                "auth",
+                "can-i",
+                verb,
+                resource,
+                "-A",
+                "--as=system:serviceaccount:raygate-system:raygate",
+            ],
+            None,
+        );
+        text(&out.stdout).trim() == "yes"
+    };
+    assert!(can("watch", "networkpolicies.networking.k8s.io"));
+    assert!(can("list", "rayclusters.ray.io"));
+    assert!(!can("create", "rayclusters.ray.io"));
+    assert!(!can("get", "secrets"));
+    assert!(!can("delete", "pods"));
+}
