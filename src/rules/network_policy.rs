@@ -130,9 +130,7 @@ impl Admitted {
             return true;
         }
         let mut next = from;
-        let mut ranges = self.ranges.clone();
-        ranges.sort_unstable();
-        for (a, b) in ranges {
+        for &(a, b) in &self.ranges {
             if a <= next && next <= b {
                 next = b + 1;
                 if next > to {
@@ -257,6 +255,8 @@ fn admitted_between(
             }
         }
     }
+    // Sorted once here, so that `covers` can sweep the ranges in order for every port.
+    admitted.ranges.sort_unstable();
     admitted
 }
 
