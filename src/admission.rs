@@ -1,16 +1,19 @@
 //! AdmissionReview in, engine [`Decision`] out, AdmissionReview bytes back.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use base64::Engine as _;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde::Serialize;
 
-use crate::engine::{Context, Coverage, Decision, Engine};
+use crate::engine::{Context, Coverage, Decision, Engine, NetworkPolicyChange};
 use crate::policy::{Action, Mode};
 use crate::ray::ObjectRef;
 use crate::rules::Violation;
+use crate::rules::network_policy::NetworkPolicies;
 
 /// Which webhook path was called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,10 +105,56 @@ fn operation_name(operation: &Operation) -> &'static str {
     }
 }
 
-/// Decodes a review, decides, and encodes the answer.
+/// What the webhook knows of the cluster when a request arrives: reads of an in-memory
+/// cache, never API calls.
+pub trait ClusterState {
+    /// The NetworkPolicies of a namespace; `None` while they cannot be known.
+    fn network_policies(&self, namespace: &str) -> Option<Vec<Arc<NetworkPolicy>>>;
+    /// The live RayClusters of a namespace; `None` while they cannot be known.
+    fn ray_clusters(&self, namespace: &str) -> Option<Vec<Arc<DynamicObject>>>;
+}
+
+/// No cluster access: nothing is known.
+pub struct NoCluster;
+
+impl ClusterState for NoCluster {
+    fn network_policies(&self, _: &str) -> Option<Vec<Arc<NetworkPolicy>>> {
+        None
+    }
+    fn ray_clusters(&self, _: &str) -> Option<Vec<Arc<DynamicObject>>> {
+        None
+    }
+}
+
+/// Decodes a review, decides with a fixed context, and encodes the answer.
 pub fn review(
     engine: &Engine,
     context: &Context<'_>,
+    endpoint: Endpoint,
+    body: &[u8],
+) -> Result<(Vec<u8>, Outcome), Error> {
+    decide(engine, Known::Fixed(context), endpoint, body)
+}
+
+/// Decodes a review, decides with what `cluster` knows of the request's namespace, and
+/// encodes the answer.
+pub fn review_live(
+    engine: &Engine,
+    cluster: &dyn ClusterState,
+    endpoint: Endpoint,
+    body: &[u8],
+) -> Result<(Vec<u8>, Outcome), Error> {
+    decide(engine, Known::Live(cluster), endpoint, body)
+}
+
+enum Known<'a> {
+    Fixed(&'a Context<'a>),
+    Live(&'a dyn ClusterState),
+}
+
+fn decide(
+    engine: &Engine,
+    known: Known<'_>,
     endpoint: Endpoint,
     body: &[u8],
 ) -> Result<(Vec<u8>, Outcome), Error> {
@@ -136,9 +185,32 @@ pub fn review(
             if view.name.is_empty() {
                 view.name = &request.name;
             }
-            Some(engine.evaluate(&view, context))
+            Some(match &known {
+                Known::Fixed(context) => engine.evaluate(&view, context),
+                Known::Live(cluster) => {
+                    let policies = view.namespace.and_then(|ns| cluster.network_policies(ns));
+                    let context = Context {
+                        network_policies: match &policies {
+                            Some(p) => NetworkPolicies::Known(p),
+                            None => NetworkPolicies::Unknown,
+                        },
+                        at_admission: true,
+                    };
+                    engine.evaluate(&view, &context)
+                }
+            })
         }
         _ => None,
+    };
+    let decision = match (decision, &known) {
+        (None, Known::Live(cluster))
+            if endpoint == Endpoint::Validate
+                && request.kind.group == "networking.k8s.io"
+                && request.kind.kind == "NetworkPolicy" =>
+        {
+            network_policy_change(engine, *cluster, &request)
+        }
+        (decision, _) => decision,
     };
 
     if let Some(decision) =
@@ -150,6 +222,73 @@ pub fn review(
 
     let encoded = encode(&types.api_version, &types.kind, &response)?;
     Ok((encoded, outcome))
+}
+
+/// The UPDATE or DELETE of a NetworkPolicy, judged against the live clusters it covers.
+fn network_policy_change(
+    engine: &Engine,
+    cluster: &dyn ClusterState,
+    request: &AdmissionRequest<DynamicObject>,
+) -> Option<Decision> {
+    let namespace = request.namespace.as_deref()?;
+    let deleting = match request.operation {
+        Operation::Delete => true,
+        Operation::Update => false,
+        _ => return None,
+    };
+    let current = cluster.network_policies(namespace)?;
+    let live = cluster.ray_clusters(namespace)?;
+    if live.is_empty() {
+        return None;
+    }
+    let as_policy = |object: &DynamicObject| -> Option<Arc<NetworkPolicy>> {
+        let mut value = serde_json::to_value(object).ok()?;
+        value["metadata"]["namespace"] = namespace.into();
+        serde_json::from_value(value).ok().map(Arc::new)
+    };
+    let others = current
+        .iter()
+        .filter(|p| p.metadata.name.as_deref() != Some(request.name.as_str()));
+    let before: Vec<Arc<NetworkPolicy>> = others
+        .clone()
+        .cloned()
+        .chain(request.old_object.as_ref().and_then(as_policy))
+        .collect();
+    let after: Vec<Arc<NetworkPolicy>> = others
+        .cloned()
+        .chain(if deleting {
+            None
+        } else {
+            request.object.as_ref().and_then(as_policy)
+        })
+        .collect();
+    let clusters: Vec<ObjectRef<'_>> = live
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .map(|c| {
+            let mut view = ObjectRef::from_dynamic(c);
+            view.api_version = "ray.io/v1";
+            view.kind = "RayCluster";
+            view.namespace = Some(namespace);
+            view
+        })
+        .collect();
+    let by_kubernetes = request
+        .user_info
+        .username
+        .as_deref()
+        .is_some_and(|u| u.starts_with("system:serviceaccount:kube-system:"));
+    Some(engine.evaluate_network_policy_change(
+        &NetworkPolicyChange {
+            namespace,
+            name: &request.name,
+            deleting,
+            by_kubernetes,
+            before: &before,
+            after: &after,
+        },
+        &clusters,
+    ))
 }
 
 fn respond(

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use raygate::Mode;
@@ -78,6 +79,38 @@ pub enum Command {
         /// Seconds to stay up, unready, after SIGTERM before draining (lets endpoints update).
         #[arg(long, default_value_t = 2)]
         shutdown_delay: u64,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Readiness waits this long for the NetworkPolicy cache; after it, raygate serves
+        /// and reports coverage as unverified rather than block Ray admission.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+        cache_sync_timeout: Duration,
+        /// Audit the whole cluster this often in the background (e.g. 10m) and export
+        /// raygate_audit_violations. Needs cluster access.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        audit_interval: Option<Duration>,
+        /// With --audit-interval, also write one PolicyReport per namespace.
+        #[arg(long, requires = "audit_interval")]
+        write_reports: bool,
+    },
+    /// Evaluate what a cluster already runs: Ray objects, Ray Pods and NetworkPolicies.
+    Audit {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Only this namespace (default: the kubeconfig context's namespace).
+        #[arg(short, long, value_name = "NS", conflicts_with = "all_namespaces")]
+        namespace: Option<String>,
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+        /// Create or update one wgpolicyk8s.io/v1alpha2 PolicyReport per namespace.
+        #[arg(long)]
+        write_reports: bool,
     },
     /// Write a CA and a serving certificate, and print the caBundle for webhook configurations.
     Certs {
@@ -94,6 +127,15 @@ pub enum Command {
         #[command(flatten)]
         policy: PolicyArgs,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// Kubeconfig to reach the cluster. `serve` otherwise uses its in-cluster ServiceAccount
+    /// when it has one, and runs without cluster access when not; `audit` otherwise finds
+    /// the cluster as kubectl does.
+    #[arg(long, value_name = "FILE", env = "RAYGATE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

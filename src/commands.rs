@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::Value;
@@ -10,7 +11,7 @@ use crate::engine::{Context, Engine};
 use crate::manifest::{self, Format, ManifestFile};
 use crate::ray::ObjectRef;
 use crate::report::{CheckResult, Report};
-use crate::rules::network_policy::{self, NetworkPolicies};
+use crate::rules::network_policy;
 
 /// Exit codes shared by `check`, `fix` and `audit`.
 pub mod exit {
@@ -49,7 +50,7 @@ impl Inputs {
     }
 
     /// The NetworkPolicies among all documents: `check` sees them as the cluster would.
-    pub fn network_policies(&self) -> Vec<NetworkPolicy> {
+    pub fn network_policies(&self) -> Vec<Arc<NetworkPolicy>> {
         let mut policies = Vec::new();
         for value in self
             .files
@@ -82,9 +83,7 @@ fn objects(value: &Value) -> Vec<(Option<usize>, &Value)> {
 /// Evaluates every object of the inputs.
 pub fn evaluate(engine: &Engine, inputs: &Inputs) -> Report {
     let policies = inputs.network_policies();
-    let context = Context {
-        network_policies: NetworkPolicies::Known(&policies),
-    };
+    let context = Context::complete(&policies);
     let mut results = Vec::new();
     for document in inputs.files.iter().flat_map(|f| &f.documents) {
         let Some(value) = &document.value else {
@@ -192,9 +191,7 @@ pub fn fix(engine: &Engine, paths: &[PathBuf], options: &FixOptions) -> u8 {
         return exit::UNUSABLE;
     }
     let policies = inputs.network_policies();
-    let context = Context {
-        network_policies: NetworkPolicies::Known(&policies),
-    };
+    let context = Context::complete(&policies);
     let mut failed = false;
     let mut stdout_docs: Vec<String> = Vec::new();
     for file in &inputs.files {

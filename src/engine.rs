@@ -1,8 +1,11 @@
 //! The single entry point every caller uses: object in, [`Decision`] out.
 
-use json_patch::Patch;
+use std::sync::Arc;
 
-use crate::policy::{Action, Family, Mode, Policy};
+use json_patch::Patch;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+
+use crate::policy::{Action, EnforceOn, Family, Mode, Policy};
 use crate::ray::{ObjectRef, Role, Target};
 use crate::rules::network_policy::NetworkPolicies;
 use crate::rules::{self, Findings, Violation};
@@ -11,12 +14,25 @@ use crate::rules::{self, Findings, Violation};
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     pub network_policies: NetworkPolicies<'a>,
+    /// The object is being admitted one at a time, so the NetworkPolicies it needs may not
+    /// have been applied yet (see [`crate::policy::EnforceOn`]). Offline checks and audits see
+    /// every object at once and judge coverage on the cluster object itself.
+    pub at_admission: bool,
 }
 
 impl Context<'_> {
     pub const WITHOUT_CLUSTER: Context<'static> = Context {
         network_policies: NetworkPolicies::Unknown,
+        at_admission: false,
     };
+
+    /// Every object is known at once: a set of manifests, or a cluster's live state.
+    pub fn complete(network_policies: &[Arc<NetworkPolicy>]) -> Context<'_> {
+        Context {
+            network_policies: NetworkPolicies::Known(network_policies),
+            at_admission: false,
+        }
+    }
 }
 
 /// How the engine treated an object.
@@ -98,6 +114,10 @@ impl Engine {
         &self.policy
     }
 
+    fn enforces_on_pods(&self) -> bool {
+        self.policy.spec().network_policy.enforce_on == EnforceOn::Pods
+    }
+
     pub fn evaluate(&self, object: &ObjectRef<'_>, context: &Context<'_>) -> Decision {
         let mode = self.policy.mode();
         let target = Target::of(object);
@@ -139,12 +159,16 @@ impl Engine {
                         rules::resources::check_pod_spec(&pod, &subject, &mut findings);
                     }
                 }
+                let first_network_finding = findings.violations.len();
                 rules::network_policy::check_cluster(
                     cluster,
                     object.namespace,
                     context.network_policies,
                     &mut findings,
                 );
+                if context.at_admission && self.enforces_on_pods() {
+                    defer_to_pods(&mut findings.violations[first_network_finding..]);
+                }
             }
             Target::Pod(pod) => {
                 let spec = pod.pod_spec();
@@ -155,6 +179,17 @@ impl Engine {
                 rules::ports::check_pod(&spec, &mut findings);
                 rules::placement::check_pod_spec(&spec, &subject, &mut findings);
                 rules::resources::check_pod_spec(&spec, &subject, &mut findings);
+                if let NetworkPolicies::Known(policies) = context.network_policies
+                    && self.enforces_on_pods()
+                {
+                    rules::network_policy::check_pod(
+                        pod,
+                        object.labels,
+                        object.namespace,
+                        policies,
+                        &mut findings,
+                    );
+                }
             }
             Target::OutOfScope => {}
         }
@@ -177,5 +212,113 @@ impl Engine {
             violations,
             patch,
         }
+    }
+}
+
+/// A NetworkPolicy UPDATE or DELETE, and the live clusters of its namespace.
+#[derive(Debug, Clone, Copy)]
+pub struct NetworkPolicyChange<'a> {
+    pub namespace: &'a str,
+    /// The NetworkPolicy being changed.
+    pub name: &'a str,
+    pub deleting: bool,
+    /// Kubernetes itself (the namespace controller, the garbage collector) is deleting: it
+    /// must never be blocked, or namespaces and owners could not be cleaned up.
+    pub by_kubernetes: bool,
+    /// The namespace's NetworkPolicies before and after the change.
+    pub before: &'a [Arc<NetworkPolicy>],
+    pub after: &'a [Arc<NetworkPolicy>],
+}
+
+impl Engine {
+    /// Reports the live clusters that `change` would leave uncovered.
+    pub fn evaluate_network_policy_change(
+        &self,
+        change: &NetworkPolicyChange<'_>,
+        clusters: &[ObjectRef<'_>],
+    ) -> Decision {
+        let mode = self.policy.mode();
+        let scope = &self.policy.spec().scope;
+        if scope
+            .exempt_namespaces
+            .iter()
+            .any(|ns| ns == change.namespace)
+        {
+            return Decision::unchecked(Coverage::Exempt, mode);
+        }
+        let mut violations = Vec::new();
+        for cluster in clusters {
+            let Target::Cluster(spec) = Target::of(cluster) else {
+                continue;
+            };
+            let exempt_family = |family: Family| {
+                scope.exemptions.iter().any(|e| {
+                    e.namespace == change.namespace
+                        && e.name.as_deref().is_none_or(|n| n == cluster.name)
+                        && e.families.as_ref().is_none_or(|f| f.contains(&family))
+                })
+            };
+            let uncovered = |policies: &[Arc<NetworkPolicy>]| {
+                let mut findings = Findings::new(&self.policy, exempt_family);
+                rules::network_policy::check_cluster(
+                    &spec,
+                    Some(change.namespace),
+                    NetworkPolicies::Known(policies),
+                    &mut findings,
+                );
+                findings.violations.retain(|v| {
+                    v.rule == rules::network_policy::MISSING
+                        || v.rule == rules::network_policy::BLOCKED_PORTS
+                });
+                findings.violations
+            };
+            let before = uncovered(change.before);
+            let newly: Vec<Violation> = uncovered(change.after)
+                .into_iter()
+                .filter(|v| !before.iter().any(|b| b.rule == v.rule && b.path == v.path))
+                .collect();
+            let Some(first) = newly.first() else {
+                continue;
+            };
+            let findings = Findings::new(&self.policy, exempt_family);
+            let mut action = findings.action(rules::network_policy::UNCOVERS_CLUSTER);
+            if action == Action::Deny && change.by_kubernetes {
+                action = Action::Warn;
+            }
+            if action == Action::Off {
+                continue;
+            }
+            let verb = if change.deleting {
+                "deleting"
+            } else {
+                "this change to"
+            };
+            violations.push(Violation {
+                rule: rules::network_policy::UNCOVERS_CLUSTER,
+                action,
+                path: String::new(),
+                message: format!(
+                    "{verb} NetworkPolicy {:?} leaves live {} {:?} uncovered ({}); keep a policy that covers it, or delete the cluster first",
+                    change.name, cluster.kind, cluster.name, first.message
+                ),
+                fillable: false,
+            });
+        }
+        Decision {
+            coverage: Coverage::Cluster,
+            mode,
+            violations,
+            patch: Patch(Vec::new()),
+        }
+    }
+}
+
+/// At admission an uncovered cluster is let in with a warning: its Pods are the ones denied,
+/// so that the NetworkPolicy may be applied after it.
+fn defer_to_pods(violations: &mut [Violation]) {
+    for v in violations.iter_mut().filter(|v| v.action == Action::Deny) {
+        v.action = Action::Warn;
+        v.message
+            .push_str("; until then its Pods are denied and the operator retries");
     }
 }

@@ -1,7 +1,10 @@
 //! raygate: an admission webhook and CLI that hold Ray clusters on Kubernetes to a platform plan.
 
 pub mod admission;
+pub mod audit;
+pub mod cluster;
 pub mod commands;
+pub mod connections;
 pub mod engine;
 pub mod manifest;
 pub mod metrics;

@@ -65,6 +65,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             mode,
             log_format,
             shutdown_delay,
+            cluster,
+            cache_sync_timeout,
+            audit_interval,
+            write_reports,
         } => {
             init_tracing(log_format);
             let mut policy = load_policy(&policy)?;
@@ -78,18 +82,59 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(serve(
-                raygate::server::ServeConfig {
-                    listen,
-                    metrics_listen: Some(metrics_listen),
-                    tls_cert,
-                    tls_key,
-                    client_ca,
-                    engine: Engine::new(policy),
-                },
-                Duration::from_secs(shutdown_delay),
-            ))?;
+            runtime.block_on(async {
+                let client = serve_client(cluster.kubeconfig.as_deref()).await?;
+                if client.is_none() {
+                    tracing::warn!(
+                        "no cluster access (no --kubeconfig, not in a cluster): NetworkPolicy coverage is reported as unverified"
+                    );
+                }
+                serve(
+                    raygate::server::ServeConfig {
+                        listen,
+                        metrics_listen: Some(metrics_listen),
+                        tls_cert,
+                        tls_key,
+                        client_ca,
+                        engine: Engine::new(policy),
+                        cluster: client.map(|client| raygate::server::ClusterAccess {
+                            client,
+                            cache_sync_timeout,
+                            audit_interval,
+                            write_reports,
+                        }),
+                        limits: Default::default(),
+                    },
+                    Duration::from_secs(shutdown_delay),
+                )
+                .await
+            })?;
             exit::OK
+        }
+        Command::Audit {
+            cluster,
+            namespace,
+            all_namespaces,
+            policy,
+            mode,
+            output,
+            write_reports,
+        } => {
+            let mut policy = load_policy(&policy)?;
+            if let Some(mode) = mode {
+                policy = policy.with_mode(mode);
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(audit(
+                &Engine::new(policy),
+                cluster.kubeconfig.as_deref(),
+                namespace,
+                all_namespaces,
+                output,
+                write_reports,
+            ))?
         }
         Command::Certs {
             out_dir,
@@ -115,6 +160,77 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             print!("{}", policy.to_yaml());
             exit::OK
         }
+    })
+}
+
+async fn config_from(kubeconfig: &Path) -> anyhow::Result<kube::Config> {
+    let file = kube::config::Kubeconfig::read_from(kubeconfig)
+        .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {}: {e}", kubeconfig.display()))?;
+    kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", kubeconfig.display()))
+}
+
+/// `serve` reaches the cluster only when told to or when it runs inside one.
+async fn serve_client(kubeconfig: Option<&Path>) -> anyhow::Result<Option<kube::Client>> {
+    let config = match kubeconfig {
+        Some(path) => config_from(path).await?,
+        None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => kube::Config::incluster()?,
+        None => return Ok(None),
+    };
+    Ok(Some(kube::Client::try_from(config)?))
+}
+
+async fn audit(
+    engine: &Engine,
+    kubeconfig: Option<&Path>,
+    namespace: Option<String>,
+    all_namespaces: bool,
+    output: commands::Output,
+    write: bool,
+) -> anyhow::Result<u8> {
+    let config = match kubeconfig {
+        Some(path) => config_from(path).await?,
+        None => kube::Config::infer().await?,
+    };
+    let namespace = match (namespace, all_namespaces) {
+        (_, true) => None,
+        (Some(ns), false) => Some(ns),
+        (None, false) => Some(config.default_namespace.clone()),
+    };
+    let client = kube::Client::try_from(config)?;
+    let mut progress = |p: raygate::audit::Progress<'_>| match p {
+        raygate::audit::Progress::Page { what, listed } => {
+            eprintln!("raygate audit: listed {listed} {what}")
+        }
+        raygate::audit::Progress::NotInstalled { kind } => {
+            eprintln!("raygate audit: {kind} is not installed in this cluster; skipped")
+        }
+    };
+    let scan = raygate::audit::scan(&client, engine, namespace.as_deref(), &mut progress).await?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match output {
+        commands::Output::Json => scan.report.write_json(&mut out)?,
+        commands::Output::Text => scan.report.write_text(&mut out)?,
+    }
+    if write {
+        let reports = raygate::audit::policy_reports(
+            &scan,
+            engine.policy().name(),
+            time::OffsetDateTime::now_utc(),
+        );
+        raygate::audit::write_reports(&client, &reports).await?;
+        eprintln!(
+            "raygate audit: wrote PolicyReport {} in {} namespace(s)",
+            raygate::audit::REPORT_NAME,
+            reports.len()
+        );
+    }
+    Ok(if scan.report.denied() > 0 {
+        exit::DENIED
+    } else {
+        exit::OK
     })
 }
 

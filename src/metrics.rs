@@ -20,6 +20,17 @@ pub struct ViolationLabels {
     pub action: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditLabels {
+    pub namespace: String,
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub resource: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -27,6 +38,11 @@ pub struct Metrics {
     pub violations: Family<ViolationLabels, Counter>,
     pub cert_expiry: Gauge,
     pub bad_requests: Counter,
+    pub audit_violations: Family<AuditLabels, Gauge>,
+    pub audit_scans: Counter,
+    pub audit_failures: Counter,
+    pub cache_synced: Family<ResourceLabels, Gauge>,
+    pub watch_errors: Family<ResourceLabels, Counter>,
 }
 
 /// Buckets from 25 µs: raygate decides in microseconds, far below the API server's 5 ms floor.
@@ -68,8 +84,43 @@ impl Default for Metrics {
             "Bodies that were not an AdmissionReview",
             bad_requests.clone(),
         );
+        let audit_violations = Family::<AuditLabels, Gauge>::default();
+        let audit_scans = Counter::default();
+        let audit_failures = Counter::default();
+        let cache_synced = Family::<ResourceLabels, Gauge>::default();
+        let watch_errors = Family::<ResourceLabels, Counter>::default();
+        registry.register(
+            "audit_violations",
+            "Violations found by the last background audit, by namespace and rule",
+            audit_violations.clone(),
+        );
+        registry.register(
+            "audit_scans",
+            "Background audit scans completed",
+            audit_scans.clone(),
+        );
+        registry.register(
+            "audit_failures",
+            "Background audit scans that could not list the cluster",
+            audit_failures.clone(),
+        );
+        registry.register(
+            "cache_synced",
+            "1 once the watch cache of a resource has listed it, 0 while it is unavailable",
+            cache_synced.clone(),
+        );
+        registry.register(
+            "watch_errors",
+            "Errors of the watch behind a cache, by resource",
+            watch_errors.clone(),
+        );
         Metrics {
             registry,
+            audit_violations,
+            audit_scans,
+            audit_failures,
+            cache_synced,
+            watch_errors,
             requests,
             duration,
             violations,
@@ -79,7 +130,20 @@ impl Default for Metrics {
     }
 }
 
+/// The metrics a watch task updates (handles share the registry's values).
+pub struct WatchMetrics {
+    pub cache_synced: Family<ResourceLabels, Gauge>,
+    pub watch_errors: Family<ResourceLabels, Counter>,
+}
+
 impl Metrics {
+    pub fn watch_metrics(&self) -> WatchMetrics {
+        WatchMetrics {
+            cache_synced: self.cache_synced.clone(),
+            watch_errors: self.watch_errors.clone(),
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.

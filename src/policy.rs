@@ -244,10 +244,41 @@ pub struct NetworkPolicyRule {
     pub action: Action,
     #[serde(default = "default_unverified")]
     pub unverified_action: Action,
+    /// Where admission enforces coverage; see [`EnforceOn`].
+    #[serde(default)]
+    pub enforce_on: EnforceOn,
+    /// A NetworkPolicy change (UPDATE or DELETE) that would leave a live RayCluster uncovered.
+    #[serde(default = "default_protect_live_clusters")]
+    pub protect_live_clusters: Action,
+    /// After this long without a successful watch, the NetworkPolicy cache counts as
+    /// unavailable and coverage is unverified.
+    #[serde(default = "default_stale_after_seconds")]
+    pub stale_after_seconds: u64,
 }
 
 fn default_unverified() -> Action {
     Action::Audit
+}
+
+fn default_protect_live_clusters() -> Action {
+    Action::Warn
+}
+
+fn default_stale_after_seconds() -> u64 {
+    300
+}
+
+/// Which admission denies an uncovered cluster. `kubectl apply -f dir/` and Argo CD may
+/// create a RayCluster before its NetworkPolicy, so by default the cluster object only gets
+/// a warning and its Pods are denied until a covering policy exists: the operator retries
+/// and the cluster comes up as soon as the policy does, whatever the apply order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EnforceOn {
+    #[default]
+    Pods,
+    /// Deny the RayCluster (or RayJob, RayService, RayCronJob) itself; apply order matters.
+    Clusters,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -375,6 +406,15 @@ impl Policy {
         &self.document.spec
     }
 
+    /// `metadata.name`, as PolicyReports name the policy.
+    pub fn name(&self) -> &str {
+        if self.document.metadata.name.is_empty() {
+            "ray-platform"
+        } else {
+            &self.document.metadata.name
+        }
+    }
+
     pub fn mode(&self) -> Mode {
         self.document.spec.mode
     }
@@ -395,6 +435,11 @@ impl Policy {
             // Unverifiable is never a reason to deny: it has its own action.
             Some(Family::NetworkPolicy) if rule == crate::rules::network_policy::NOT_VERIFIED => {
                 spec.network_policy.unverified_action
+            }
+            Some(Family::NetworkPolicy)
+                if rule == crate::rules::network_policy::UNCOVERS_CLUSTER =>
+            {
+                spec.network_policy.protect_live_clusters
             }
             Some(family) => self.family_action(family),
             None => Action::Off,
@@ -436,6 +481,9 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
              whenever NetworkPolicies cannot be read; use audit, warn or off"
                 .into(),
         );
+    }
+    if spec.network_policy.stale_after_seconds == 0 {
+        problems.push("spec.networkPolicy.staleAfterSeconds: must be at least 1".into());
     }
     for rule in spec.rule_actions.keys() {
         if !crate::rules::ALL_RULES.contains(&rule.as_str()) {

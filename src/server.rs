@@ -17,15 +17,17 @@ use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use hyper_util::rt::TokioTimer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::admission::{self, Endpoint, Outcome};
-use crate::engine::{Context, Engine};
+use crate::admission::{self, ClusterState, Endpoint, NoCluster, Outcome};
+use crate::cluster::ClusterCache;
+use crate::engine::Engine;
 use crate::metrics::{Metrics, RequestLabels, ViolationLabels};
+use crate::connections::LimitAcceptor;
 use crate::tls;
+
+pub use crate::connections::Limits;
 
 /// The API server's own body limit is 3 MiB; 8 MiB leaves room and still bounds memory.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -53,12 +55,27 @@ pub struct ServeConfig {
     pub tls_key: PathBuf,
     pub client_ca: Option<PathBuf>,
     pub engine: Engine,
+    /// Cluster access for the NetworkPolicy and RayCluster caches; without it coverage is
+    /// reported as unverified.
+    pub cluster: Option<ClusterAccess>,
+    /// Timeouts and the connection cap.
+    pub limits: Limits,
+}
+
+pub struct ClusterAccess {
+    pub client: kube::Client,
+    pub cache_sync_timeout: Duration,
+    /// Audit the whole cluster this often, and export `raygate_audit_violations`.
+    pub audit_interval: Option<Duration>,
+    pub write_reports: bool,
 }
 
 pub struct AppState {
     pub engine: Engine,
     pub metrics: Metrics,
+    /// False once shutting down.
     pub ready: AtomicBool,
+    pub cluster: Option<ClusterCache>,
 }
 
 /// The webhook's routes, without a socket: tests may drive it in-process.
@@ -94,10 +111,16 @@ fn metrics_app(state: Arc<AppState>) -> Router {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
-        "ok".into_response()
-    } else {
+    if !state.ready.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    } else if state.cluster.as_ref().is_some_and(|c| !c.ready()) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the NetworkPolicy cache to sync",
+        )
+            .into_response()
+    } else {
+        "ok".into_response()
     }
 }
 
@@ -112,8 +135,11 @@ async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
 /// Decodes, evaluates and encodes; evaluation is microseconds of CPU, so it runs inline.
 fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
     let started = Instant::now();
-    let context = Context::WITHOUT_CLUSTER;
-    match admission::review(&state.engine, &context, endpoint, body) {
+    let cluster: &dyn ClusterState = match &state.cluster {
+        Some(cache) => cache,
+        None => &NoCluster,
+    };
+    match admission::review_live(&state.engine, cluster, endpoint, body) {
         Ok((bytes, outcome)) => {
             state
                 .metrics
@@ -209,11 +235,39 @@ pub async fn start(config: ServeConfig) -> Result<Running, Error> {
         &config.tls_key,
         config.client_ca.as_deref(),
     )?;
+    let metrics = Metrics::default();
+    let stale_after = Duration::from_secs(
+        config
+            .engine
+            .policy()
+            .spec()
+            .network_policy
+            .stale_after_seconds,
+    );
+    let cache = config.cluster.as_ref().map(|access| {
+        ClusterCache::start(
+            access.client.clone(),
+            &metrics,
+            stale_after,
+            access.cache_sync_timeout,
+        )
+    });
     let state = Arc::new(AppState {
         engine: config.engine,
-        metrics: Metrics::default(),
+        metrics,
         ready: AtomicBool::new(true),
+        cluster: cache,
     });
+    if let Some(access) = &config.cluster
+        && let Some(interval) = access.audit_interval
+    {
+        tokio::spawn(crate::audit::run_periodically(
+            access.client.clone(),
+            state.clone(),
+            interval,
+            access.write_reports,
+        ));
+    }
     state.metrics.cert_expiry.set(loaded.not_after);
     let rustls_config = RustlsConfig::from_config(loaded.config);
 
@@ -275,26 +329,35 @@ pub async fn start(config: ServeConfig) -> Result<Running, Error> {
         addr: config.listen,
         source,
     })?;
+    let limits = config.limits;
     let handle = Handle::new();
     let mut server = axum_server::from_tcp(listener)
         .map_err(|source| Error::Listen {
             addr: config.listen,
             source,
         })?
-        .acceptor(RustlsAcceptor::new(rustls_config).handshake_timeout(HANDSHAKE_TIMEOUT))
+        .acceptor(
+            RustlsAcceptor::new(rustls_config)
+                .handshake_timeout(limits.handshake_timeout)
+                .acceptor(LimitAcceptor::new(&limits)),
+        )
         .handle(handle.clone())
-        .first_request_timeout(HEADER_TIMEOUT);
+        .first_request_timeout(limits.header_timeout);
     server
         .http_builder()
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
+        .header_read_timeout(limits.header_timeout);
     server
         .http_builder()
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(256);
-    let app = app(state.clone());
+    // Outside the routes' own timeout, which has the default length.
+    let app = app(state.clone()).layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        limits.request_timeout,
+    ));
     let task = tokio::spawn(server.serve(app.into_make_service()));
     tracing::info!(%addr, metrics = ?metrics_addr, "raygate is serving");
     Ok(Running {

@@ -8,7 +8,6 @@ use raygate::commands::{Inputs, evaluate};
 use raygate::engine::Context;
 use raygate::manifest;
 use raygate::ray::ObjectRef;
-use raygate::rules::network_policy::NetworkPolicies;
 use serde_json::Value;
 
 const SAMPLES: &str = "tests/fixtures/kuberay/samples";
@@ -97,9 +96,7 @@ fn only_adds(original: &Value, fixed: &Value, path: &str) -> Result<(), String> 
 #[test]
 fn filling_in_cures_what_it_can_only_adds_and_is_idempotent() {
     let engine = support::engine();
-    let context = Context {
-        network_policies: NetworkPolicies::Known(&[]),
-    };
+    let context = Context::complete(&[]);
     let mut objects_fixed = 0;
     for path in sample_files().into_iter().filter(|p| !is_template(p)) {
         let file = manifest::read(&path).unwrap();

@@ -657,6 +657,196 @@ mod network_policy {
     }
 }
 
+/// Coverage at admission, where objects arrive one at a time, and NetworkPolicy changes.
+mod network_policy_at_admission {
+    use super::*;
+    use raygate::engine::NetworkPolicyChange;
+    use raygate::rules::network_policy::NetworkPolicies;
+    use std::sync::Arc;
+
+    fn arcs(policies: &[Value]) -> Vec<Arc<k8s_openapi::api::networking::v1::NetworkPolicy>> {
+        policies
+            .iter()
+            .map(|p| Arc::new(serde_json::from_value(p.clone()).unwrap()))
+            .collect()
+    }
+
+    fn at_admission(
+        engine: &raygate::Engine,
+        object: &Value,
+        policies: &[Value],
+    ) -> raygate::Decision {
+        let policies = arcs(policies);
+        let view = ObjectRef::from_value(object).unwrap();
+        engine.evaluate(
+            &view,
+            &Context {
+                network_policies: NetworkPolicies::Known(&policies),
+                at_admission: true,
+            },
+        )
+    }
+
+    fn enforce_on_clusters() -> raygate::Engine {
+        let text =
+            raygate::policy::BUILT_IN_POLICY.replace("enforceOn: pods", "enforceOn: clusters");
+        raygate::Engine::new(Policy::from_yaml(&text, "p.yaml").unwrap())
+    }
+
+    #[test]
+    fn an_uncovered_cluster_is_warned_and_its_pods_are_denied() {
+        let d = at_admission(&engine(), &cluster("c"), &[]);
+        assert_eq!(
+            rules(&d),
+            ["network-policy/missing", "network-policy/missing"]
+        );
+        assert!(d.violations.iter().all(|v| v.action == Action::Warn));
+        assert!(d.violations[0].message.contains("its Pods are denied"));
+        assert!(d.allowed_as_is());
+
+        for head in [true, false] {
+            let d = at_admission(&engine(), &ray_pod("c", head), &[]);
+            assert_eq!(rules(&d), ["network-policy/missing"]);
+            assert_eq!(d.violations[0].action, Action::Deny);
+            assert!(
+                d.violations[0].message.contains("ray.io/cluster=c"),
+                "{}",
+                d.violations[0].message
+            );
+            assert!(!d.allowed());
+            // Once the policy exists, the operator's retry is admitted.
+            let d = at_admission(&engine(), &ray_pod("c", head), &[network_policy("c")]);
+            assert!(d.violations.is_empty(), "{:#?}", d.violations);
+        }
+    }
+
+    #[test]
+    fn a_pod_behind_a_policy_that_blocks_the_plan_is_denied() {
+        let mut np = network_policy("c");
+        np["spec"]["ingress"][0]["ports"] = json!([{"port": 8081}]);
+        let d = at_admission(&engine(), &ray_pod("c", true), &[np.clone()]);
+        assert_eq!(rules(&d), ["network-policy/blocked-ports"]);
+        assert!(
+            d.violations[0].message.contains("6380 (gcs-server)"),
+            "{}",
+            d.violations[0].message
+        );
+        // A worker needs only the every-node ports and the ranges.
+        let d = at_admission(&engine(), &ray_pod("c", false), &[np]);
+        assert!(
+            !d.violations[0].message.contains("6380"),
+            "{}",
+            d.violations[0].message
+        );
+    }
+
+    #[test]
+    fn offline_checks_and_enforce_on_clusters_deny_the_cluster_itself() {
+        assert!(!evaluate_with(&engine(), &cluster("c"), &[]).allowed());
+        let engine = enforce_on_clusters();
+        let d = at_admission(&engine, &cluster("c"), &[]);
+        assert!(d.violations.iter().all(|v| v.action == Action::Deny));
+        assert!(!d.allowed());
+        // ... and then the Pods are not checked again.
+        assert!(
+            at_admission(&engine, &ray_pod("c", true), &[])
+                .violations
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn pods_are_not_judged_while_policies_are_unknown() {
+        let object = ray_pod("c", true);
+        let view = ObjectRef::from_value(&object).unwrap();
+        let d = engine().evaluate(
+            &view,
+            &Context {
+                at_admission: true,
+                ..Context::WITHOUT_CLUSTER
+            },
+        );
+        assert!(d.violations.is_empty(), "{:#?}", d.violations);
+    }
+
+    fn change(
+        engine: &raygate::Engine,
+        deleting: bool,
+        by_kubernetes: bool,
+        before: &[Value],
+        after: &[Value],
+    ) -> raygate::Decision {
+        let (before, after) = (arcs(before), arcs(after));
+        let live = cluster("c");
+        let clusters = [ObjectRef::from_value(&live).unwrap()];
+        engine.evaluate_network_policy_change(
+            &NetworkPolicyChange {
+                namespace: "kuberay",
+                name: "c-ray",
+                deleting,
+                by_kubernetes,
+                before: &before,
+                after: &after,
+            },
+            &clusters,
+        )
+    }
+
+    #[test]
+    fn deleting_the_covering_policy_of_a_live_cluster_is_warned() {
+        let np = network_policy("c");
+        let d = change(&engine(), true, false, std::slice::from_ref(&np), &[]);
+        assert_eq!(rules(&d), ["network-policy/uncovers-cluster"]);
+        assert_eq!(d.violations[0].action, Action::Warn);
+        assert!(
+            d.violations[0].message.contains(
+                "deleting NetworkPolicy \"c-ray\" leaves live RayCluster \"c\" uncovered"
+            ),
+            "{}",
+            d.violations[0].message
+        );
+        assert!(d.allowed_as_is());
+
+        // Another covering policy keeps it covered.
+        let mut other = network_policy("c");
+        other["metadata"]["name"] = json!("other");
+        assert!(
+            change(
+                &engine(),
+                true,
+                false,
+                &[np.clone(), other.clone()],
+                &[other]
+            )
+            .violations
+            .is_empty()
+        );
+
+        // An update that narrows the ports uncovers it too.
+        let mut narrowed = np.clone();
+        narrowed["spec"]["ingress"][0]["ports"] = json!([{"port": 8081}]);
+        let d = change(&engine(), false, false, std::slice::from_ref(&np), &[narrowed]);
+        assert_eq!(rules(&d), ["network-policy/uncovers-cluster"]);
+        assert!(d.violations[0].message.starts_with("this change to"));
+        assert!(d.violations[0].message.contains("blocks TCP"));
+    }
+
+    #[test]
+    fn the_policy_may_deny_it_but_never_for_kubernetes_own_cleanup() {
+        let text = raygate::policy::BUILT_IN_POLICY
+            .replace("protectLiveClusters: warn", "protectLiveClusters: deny");
+        let engine = raygate::Engine::new(Policy::from_yaml(&text, "p.yaml").unwrap());
+        let np = network_policy("c");
+        let d = change(&engine, true, false, std::slice::from_ref(&np), &[]);
+        assert_eq!(d.violations[0].action, Action::Deny);
+        assert!(!d.allowed_as_is());
+        // The namespace controller and the garbage collector are only warned.
+        let d = change(&engine, true, true, &[np], &[]);
+        assert_eq!(d.violations[0].action, Action::Warn);
+        assert!(d.allowed_as_is());
+    }
+}
+
 mod kinds_and_scope {
     use super::*;
 

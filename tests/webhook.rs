@@ -66,6 +66,8 @@ async fn start(mode: Mode) -> Harness {
         tls_key: dir.join(tls::KEY_FILE),
         client_ca: None,
         engine: Engine::new(Policy::built_in().with_mode(mode)),
+        cluster: None,
+        limits: Default::default(),
     })
     .await
     .unwrap();

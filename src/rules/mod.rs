@@ -32,6 +32,7 @@ pub const ALL_RULES: &[&str] = &[
     network_policy::BLOCKED_PORTS,
     network_policy::WORKER_PORTS,
     network_policy::NOT_VERIFIED,
+    network_policy::UNCOVERS_CLUSTER,
     resources::MISSING,
     resources::INVALID_QUANTITY,
     resources::LIMIT_BELOW_REQUEST,

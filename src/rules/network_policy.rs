@@ -1,6 +1,7 @@
 //! Every Ray cluster is covered by a NetworkPolicy that admits the plan's ports between its pods.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -9,22 +10,24 @@ use serde_json::Value;
 
 use super::Findings;
 use crate::ray::{
-    ClusterSource, ClusterSpec, LABEL_CLUSTER, LABEL_GROUP, LABEL_IS_RAY_NODE, LABEL_NODE_TYPE,
-    LABEL_ORIGINATED_FROM_CR_NAME, LABEL_ORIGINATED_FROM_CRD, NodeGroup, Role, as_port,
+    ClusterSource, ClusterSpec, HEAD_GROUP_LABEL_VALUE, LABEL_CLUSTER, LABEL_GROUP,
+    LABEL_IS_RAY_NODE, LABEL_NODE_TYPE, LABEL_ORIGINATED_FROM_CR_NAME, LABEL_ORIGINATED_FROM_CRD,
+    Labels, NodeGroup, RayPod, Role, as_port,
 };
 
 pub const MISSING: &str = "network-policy/missing";
 pub const BLOCKED_PORTS: &str = "network-policy/blocked-ports";
 pub const WORKER_PORTS: &str = "network-policy/worker-ports";
 pub const NOT_VERIFIED: &str = "network-policy/not-verified";
+pub const UNCOVERS_CLUSTER: &str = "network-policy/uncovers-cluster";
 
 /// The NetworkPolicies the engine may consult.
 #[derive(Debug, Clone, Copy)]
 pub enum NetworkPolicies<'a> {
     /// raygate cannot see the cluster's NetworkPolicies.
     Unknown,
-    /// Every NetworkPolicy known to exist (all namespaces).
-    Known(&'a [NetworkPolicy]),
+    /// Every NetworkPolicy known to exist in the object's namespace (others are ignored).
+    Known(&'a [Arc<NetworkPolicy>]),
 }
 
 type PodLabels<'a> = BTreeMap<&'a str, &'a str>;
@@ -150,12 +153,12 @@ struct Needed {
     name: Option<String>,
 }
 
-fn needed_for(group: &NodeGroup<'_>, out: &Findings<'_>) -> Vec<Needed> {
+fn needed_for(role: Role, out: &Findings<'_>) -> Vec<Needed> {
     let plan = &out.policy().spec().ports;
     let planned = plan
         .planned
         .iter()
-        .filter(|p| group.role == Role::Head || p.every_node)
+        .filter(|p| role == Role::Head || p.every_node)
         .map(|p| Needed {
             label: format!("{} ({})", p.port, p.name),
             from: p.port.into(),
@@ -260,6 +263,95 @@ fn admitted_between(
     admitted
 }
 
+fn in_namespace<'p>(all: &'p [Arc<NetworkPolicy>], namespace: &str) -> Vec<&'p NetworkPolicy> {
+    all.iter()
+        .map(Arc::as_ref)
+        .filter(|p| p.metadata.namespace.as_deref().unwrap_or("default") == namespace)
+        .collect()
+}
+
+/// The policies among `in_namespace` whose podSelector selects pods labelled `labels`.
+fn selecting<'p>(
+    in_namespace: &[&'p NetworkPolicy],
+    labels: &PodLabels<'_>,
+) -> Vec<&'p NetworkPolicy> {
+    in_namespace
+        .iter()
+        .copied()
+        .filter(|p| {
+            p.spec.as_ref().is_some_and(|s| {
+                s.pod_selector
+                    .as_ref()
+                    .is_none_or(|selector| selector_matches(selector, labels))
+            })
+        })
+        .collect()
+}
+
+/// How the policies of a namespace treat traffic towards one set of pods.
+enum Coverage {
+    /// No policy selects the pods.
+    Unselected,
+    Selected {
+        /// The names of the policies that select them, quoted.
+        names: Vec<String>,
+        /// Needed ports some peer cannot reach, as labels.
+        blocked: Vec<String>,
+        /// Every port is open from every peer, in both directions.
+        all_open: bool,
+    },
+}
+
+fn coverage(
+    in_namespace: &[&NetworkPolicy],
+    namespace: &str,
+    target: &PodLabels<'_>,
+    peers: &[&PodLabels<'_>],
+    needed: &[Needed],
+) -> Coverage {
+    let towards = selecting(in_namespace, target);
+    if towards.is_empty() {
+        return Coverage::Unselected;
+    }
+    let names = towards
+        .iter()
+        .map(|p| format!("{:?}", p.metadata.name.as_deref().unwrap_or("")))
+        .collect();
+    let mut blocked: Vec<String> = Vec::new();
+    let mut all_open = true;
+    for source_labels in peers {
+        let ingress = admitted_between(&towards, Direction::Ingress, namespace, source_labels);
+        let egress = admitted_between(
+            &selecting(in_namespace, source_labels),
+            Direction::Egress,
+            namespace,
+            target,
+        );
+        all_open &= ingress.all && egress.all;
+        for need in needed {
+            let open = ingress.covers(need.from, need.to, need.name.as_deref())
+                && egress.covers(need.from, need.to, need.name.as_deref());
+            if !open && !blocked.contains(&need.label) {
+                blocked.push(need.label.clone());
+            }
+        }
+    }
+    Coverage::Selected {
+        names,
+        blocked,
+        all_open,
+    }
+}
+
+fn cluster_manages_its_own_policies(cluster: &ClusterSpec<'_>) -> bool {
+    // KubeRay's own spec.networkPolicy makes the operator manage policies that admit
+    // all traffic inside the cluster.
+    cluster
+        .spec
+        .get("networkPolicy")
+        .is_some_and(|v| !v.is_null())
+}
+
 pub fn check_cluster(
     cluster: &ClusterSpec<'_>,
     namespace: Option<&str>,
@@ -269,13 +361,7 @@ pub fn check_cluster(
     if !out.enabled(MISSING) && !out.enabled(BLOCKED_PORTS) && !out.enabled(WORKER_PORTS) {
         return;
     }
-    // KubeRay's own spec.networkPolicy makes the operator manage policies that admit
-    // all traffic inside the cluster.
-    if cluster
-        .spec
-        .get("networkPolicy")
-        .is_some_and(|v| !v.is_null())
-    {
+    if cluster_manages_its_own_policies(cluster) {
         return;
     }
     let namespace = namespace.unwrap_or("default");
@@ -289,11 +375,7 @@ pub fn check_cluster(
         );
         return;
     };
-    let in_namespace: Vec<&NetworkPolicy> = all
-        .iter()
-        .filter(|p| p.metadata.namespace.as_deref().unwrap_or("default") == namespace)
-        .collect();
-
+    let in_namespace = in_namespace(all, namespace);
     let groups: Vec<(NodeGroup<'_>, PodLabels<'_>)> = cluster
         .groups()
         .map(|g| {
@@ -301,19 +383,7 @@ pub fn check_cluster(
             (g, labels)
         })
         .collect();
-    let selecting = |labels: &PodLabels<'_>| -> Vec<&NetworkPolicy> {
-        in_namespace
-            .iter()
-            .copied()
-            .filter(|p| {
-                p.spec.as_ref().is_some_and(|s| {
-                    s.pod_selector
-                        .as_ref()
-                        .is_none_or(|selector| selector_matches(selector, labels))
-                })
-            })
-            .collect()
-    };
+    let peers: Vec<&PodLabels<'_>> = groups.iter().map(|(_, labels)| labels).collect();
     let selector_hint = match cluster.source {
         ClusterSource::RayCluster => format!("{LABEL_CLUSTER}={}", cluster.name),
         ClusterSource::RayJob | ClusterSource::RayService => {
@@ -324,8 +394,13 @@ pub fn check_cluster(
 
     let mut worker_ports_reported = false;
     for (group, labels) in &groups {
-        let towards = selecting(labels);
-        if towards.is_empty() {
+        let needed = needed_for(group.role, out);
+        let Coverage::Selected {
+            names,
+            blocked,
+            all_open,
+        } = coverage(&in_namespace, namespace, labels, &peers, &needed)
+        else {
             out.report(
                 MISSING,
                 &group.path,
@@ -335,31 +410,7 @@ pub fn check_cluster(
                 ),
             );
             continue;
-        }
-        let names: Vec<String> = towards
-            .iter()
-            .map(|p| format!("{:?}", p.metadata.name.as_deref().unwrap_or("")))
-            .collect();
-        let needed = needed_for(group, out);
-        let mut blocked: Vec<String> = Vec::new();
-        let mut all_open = true;
-        for (_, source_labels) in &groups {
-            let ingress = admitted_between(&towards, Direction::Ingress, namespace, source_labels);
-            let egress = admitted_between(
-                &selecting(source_labels),
-                Direction::Egress,
-                namespace,
-                labels,
-            );
-            all_open &= ingress.all && egress.all;
-            for need in &needed {
-                let open = ingress.covers(need.from, need.to, need.name.as_deref())
-                    && egress.covers(need.from, need.to, need.name.as_deref());
-                if !open && !blocked.contains(&need.label) {
-                    blocked.push(need.label.clone());
-                }
-            }
-        }
+        };
         if !blocked.is_empty() {
             out.report(
                 BLOCKED_PORTS,
@@ -373,6 +424,7 @@ pub fn check_cluster(
             );
         }
         if !all_open && !worker_ports_reported {
+            let towards = selecting(&in_namespace, labels);
             let params = group.ray_start_params();
             let range = params.and_then(|p| {
                 Some((
@@ -381,7 +433,7 @@ pub fn check_cluster(
                 ))
             });
             let open = match range {
-                Some((min, max)) => groups.iter().all(|(_, source_labels)| {
+                Some((min, max)) => peers.iter().all(|source_labels| {
                     admitted_between(&towards, Direction::Ingress, namespace, source_labels)
                         .covers(min, max, None)
                 }),
@@ -407,10 +459,60 @@ pub fn check_cluster(
     }
 }
 
+/// A Ray Pod at creation: some NetworkPolicy must select it and admit the plan's ports from
+/// its own kind of pod and from the head. Only called once the cluster's policies are known.
+pub fn check_pod(
+    pod: &RayPod<'_>,
+    labels: Labels<'_>,
+    namespace: Option<&str>,
+    policies: &[Arc<NetworkPolicy>],
+    out: &mut Findings<'_>,
+) {
+    if !out.enabled(MISSING) && !out.enabled(BLOCKED_PORTS) {
+        return;
+    }
+    let namespace = namespace.unwrap_or("default");
+    let in_namespace = in_namespace(policies, namespace);
+    let mut own = PodLabels::new();
+    labels.for_each(|k, v| {
+        own.insert(k, v);
+    });
+    let mut head = own.clone();
+    head.insert(LABEL_NODE_TYPE, "head");
+    head.insert(LABEL_GROUP, HEAD_GROUP_LABEL_VALUE);
+    let needed = needed_for(pod.role, out);
+    let root = json_patch::jsonptr::PointerBuf::new();
+    let role = match pod.role {
+        Role::Head => "head",
+        Role::Worker => "worker",
+    };
+    match coverage(&in_namespace, namespace, &own, &[&own, &head], &needed) {
+        Coverage::Unselected => out.report(
+            MISSING,
+            &root,
+            format!(
+                "no NetworkPolicy in namespace {namespace:?} selects this {role} Pod of cluster {:?}; create one selecting {LABEL_CLUSTER}={} and the operator's retry will succeed",
+                pod.cluster, pod.cluster
+            ),
+        ),
+        Coverage::Selected { names, blocked, .. } if !blocked.is_empty() => out.report(
+            BLOCKED_PORTS,
+            &root,
+            format!(
+                "NetworkPolicy {} blocks TCP {} to this {role} Pod of cluster {:?} from the cluster's own pods; admit them",
+                super::and_list(&names),
+                super::and_list(&blocked),
+                pod.cluster
+            ),
+        ),
+        Coverage::Selected { .. } => {}
+    }
+}
+
 /// Parses the NetworkPolicies among a set of manifests.
-pub fn from_manifest(value: &Value) -> Option<NetworkPolicy> {
+pub fn from_manifest(value: &Value) -> Option<Arc<NetworkPolicy>> {
     if value.get("kind")?.as_str()? != "NetworkPolicy" {
         return None;
     }
-    serde_json::from_value(value.clone()).ok()
+    serde_json::from_value(value.clone()).ok().map(Arc::new)
 }

@@ -119,6 +119,10 @@ gen_pki() {
 		# system:masters bypasses RBAC, so tests can set up any RBAC they need.
 		leaf admin "/O=system:masters/CN=admin" "$(printf '%s\n' \
 			'basicConstraints=CA:FALSE' 'keyUsage=digitalSignature,keyEncipherment' 'extendedKeyUsage=clientAuth')"
+		# raygate's own identity: the username and groups of its ServiceAccount, so that
+		# deploy/'s RBAC is what the e2e raygate runs under.
+		leaf raygate "/O=system:serviceaccounts/O=system:serviceaccounts:raygate-system/CN=system:serviceaccount:raygate-system:raygate" "$(printf '%s\n' \
+			'basicConstraints=CA:FALSE' 'keyUsage=digitalSignature,keyEncipherment' 'extendedKeyUsage=clientAuth')"
 		openssl genrsa -out sa.key 2048 2>/dev/null
 		openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
 		chmod 600 ./*.key
@@ -126,8 +130,14 @@ gen_pki() {
 }
 
 write_kubeconfig() {
-	local pki="$DIR/pki"
-	cat >"$KUBECONFIG_FILE" <<EOF
+	write_kubeconfig_for admin "$KUBECONFIG_FILE"
+	write_kubeconfig_for raygate "$DIR/raygate.kubeconfig"
+}
+
+# write_kubeconfig_for USER FILE
+write_kubeconfig_for() {
+	local pki="$DIR/pki" user="$1"
+	cat >"$2" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -136,16 +146,16 @@ clusters:
     server: https://$HOST:$APISERVER_PORT
     certificate-authority-data: $(base64 -w0 <"$pki/ca.crt")
 users:
-- name: admin
+- name: $user
   user:
-    client-certificate-data: $(base64 -w0 <"$pki/admin.crt")
-    client-key-data: $(base64 -w0 <"$pki/admin.key")
+    client-certificate-data: $(base64 -w0 <"$pki/$user.crt")
+    client-key-data: $(base64 -w0 <"$pki/$user.key")
 contexts:
 - name: e2e
-  context: {cluster: e2e, user: admin}
+  context: {cluster: e2e, user: $user}
 current-context: e2e
 EOF
-	chmod 600 "$KUBECONFIG_FILE"
+	chmod 600 "$2"
 }
 
 write_audit_policy() {
@@ -285,6 +295,7 @@ export E2E_CA_CERT='$DIR/pki/ca.crt'
 export E2E_CA_KEY='$DIR/pki/ca.key'
 export E2E_AUDIT_LOG='$DIR/audit.log'
 export E2E_KUBECTL='$BIN/kubectl'
+export E2E_RAYGATE_KUBECONFIG='$DIR/raygate.kubeconfig'
 EOF
 }
 

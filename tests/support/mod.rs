@@ -5,7 +5,6 @@ use json_patch::Patch;
 use raygate::engine::{Context, Decision, Engine};
 use raygate::policy::Policy;
 use raygate::ray::ObjectRef;
-use raygate::rules::network_policy::NetworkPolicies;
 use serde_json::{Value, json};
 
 pub fn engine() -> Engine {
@@ -131,20 +130,18 @@ pub fn ray_pod(cluster: &str, head: bool) -> Value {
 pub fn evaluate_with(engine: &Engine, object: &Value, policies: &[Value]) -> Decision {
     let policies: Vec<_> = policies
         .iter()
-        .map(|p| serde_json::from_value(p.clone()).expect("a NetworkPolicy"))
+        .map(|p| std::sync::Arc::new(serde_json::from_value(p.clone()).expect("a NetworkPolicy")))
         .collect();
     let view = ObjectRef::from_value(object).expect("an object with a kind");
-    engine.evaluate(
-        &view,
-        &Context {
-            network_policies: NetworkPolicies::Known(&policies),
-        },
-    )
+    engine.evaluate(&view, &Context::complete(&policies))
 }
 
-/// Evaluates with the built-in policy and a covering NetworkPolicy for a cluster named `name`.
+/// Evaluates with the built-in policy and a NetworkPolicy covering the object's cluster.
 pub fn evaluate(object: &Value) -> Decision {
-    let name = object["metadata"]["name"].as_str().unwrap_or("");
+    let name = object["metadata"]["labels"]["ray.io/cluster"]
+        .as_str()
+        .or(object["metadata"]["name"].as_str())
+        .unwrap_or("");
     evaluate_with(&engine(), object, &[network_policy(name)])
 }
 

@@ -1,0 +1,455 @@
+//! `raygate audit`: the engine over what a cluster already runs, and PolicyReports of it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::cluster::{RAY_KINDS, ray_resource};
+use crate::engine::{Context, Coverage, Engine};
+use crate::policy::Action;
+use crate::ray::{LABEL_CLUSTER, ObjectRef};
+use crate::report::{CheckResult, Report};
+
+/// Objects per list call: bounded memory per page, few round trips.
+const PAGE_SIZE: u32 = 500;
+/// Results kept in one PolicyReport; the summary always counts all of them.
+pub const MAX_REPORT_RESULTS: usize = 1000;
+pub const REPORT_NAME: &str = "raygate";
+const FIELD_MANAGER: &str = "raygate";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot list {what}: {source}")]
+    List {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot write PolicyReport {namespace}/{REPORT_NAME}: {source}")]
+    WriteReport {
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// What a scan saw, for progress output.
+#[derive(Debug, Clone)]
+pub enum Progress<'a> {
+    Page {
+        what: &'a str,
+        listed: usize,
+    },
+    /// The custom resource is not installed in this cluster.
+    NotInstalled {
+        kind: &'a str,
+    },
+}
+
+/// The outcome of one audit scan.
+#[derive(Debug)]
+pub struct Scan {
+    pub report: Report,
+    /// Object uids, in the order of `report.results`.
+    pub uids: Vec<Option<String>>,
+    pub namespaces: Vec<String>,
+}
+
+async fn list_all<K>(
+    api: &Api<K>,
+    labels: Option<&str>,
+    what: &str,
+    progress: &mut (dyn FnMut(Progress<'_>) + Send),
+) -> Result<Vec<K>, kube::Error>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let mut items = Vec::new();
+    let mut params = ListParams::default().limit(PAGE_SIZE);
+    if let Some(labels) = labels {
+        params = params.labels(labels);
+    }
+    loop {
+        let page = api.list(&params).await?;
+        items.extend(page.items);
+        progress(Progress::Page {
+            what,
+            listed: items.len(),
+        });
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(items),
+        }
+    }
+}
+
+fn dynamic_api(
+    client: &Client,
+    namespace: Option<&str>,
+    resource: &ApiResource,
+) -> Api<DynamicObject> {
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+        None => Api::all_with(client.clone(), resource),
+    }
+}
+
+fn typed_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404)
+}
+
+/// Lists the Ray objects, Ray Pods and NetworkPolicies of `namespace` (or of every
+/// namespace) and evaluates them as they are.
+pub async fn scan(
+    client: &Client,
+    engine: &Engine,
+    namespace: Option<&str>,
+    progress: &mut (dyn FnMut(Progress<'_>) + Send),
+) -> Result<Scan, Error> {
+    let list_error = |what: &str| {
+        let what = what.to_owned();
+        move |source| Error::List { what, source }
+    };
+    let policies: Vec<NetworkPolicy> = list_all(
+        &typed_api(client, namespace),
+        None,
+        "NetworkPolicies",
+        progress,
+    )
+    .await
+    .map_err(list_error("NetworkPolicies"))?;
+    let mut by_namespace: HashMap<String, Vec<Arc<NetworkPolicy>>> = HashMap::new();
+    for policy in policies {
+        let ns = policy.metadata.namespace.clone().unwrap_or_default();
+        by_namespace.entry(ns).or_default().push(Arc::new(policy));
+    }
+
+    let mut objects: Vec<(Value, &'static str)> = Vec::new();
+    for (kind, plural) in RAY_KINDS {
+        let resource = ray_resource(kind, plural);
+        let what = format!("{kind}s");
+        match list_all(
+            &dynamic_api(client, namespace, &resource),
+            None,
+            &what,
+            progress,
+        )
+        .await
+        {
+            Ok(items) => objects.extend(
+                items
+                    .into_iter()
+                    .filter_map(|o| serde_json::to_value(o).ok())
+                    .map(|v| (v, kind)),
+            ),
+            Err(error) if is_not_found(&error) => progress(Progress::NotInstalled { kind }),
+            Err(error) => return Err(list_error(&what)(error)),
+        }
+    }
+    let pods: Vec<Pod> = list_all(
+        &typed_api(client, namespace),
+        Some(LABEL_CLUSTER),
+        "Ray Pods",
+        progress,
+    )
+    .await
+    .map_err(list_error("Ray Pods"))?;
+    objects.extend(
+        pods.into_iter()
+            .filter_map(|p| serde_json::to_value(p).ok())
+            .map(|v| (v, "Pod")),
+    );
+
+    let no_policies = Vec::new();
+    let mut results = Vec::new();
+    let mut uids = Vec::new();
+    for (mut value, kind) in objects {
+        // List items may omit their type; the engine keys on it.
+        let api_version = if kind == "Pod" { "v1" } else { "ray.io/v1" };
+        value["apiVersion"] = api_version.into();
+        value["kind"] = kind.into();
+        let Some(object) = ObjectRef::from_value(&value) else {
+            continue;
+        };
+        let ns = object.namespace.unwrap_or("default");
+        let context = Context::complete(by_namespace.get(ns).unwrap_or(&no_policies));
+        let decision = engine.evaluate(&object, &context);
+        if matches!(decision.coverage, Coverage::OutOfScope) {
+            continue;
+        }
+        uids.push(
+            value
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        );
+        results.push(CheckResult::new(
+            "cluster".to_owned(),
+            kind,
+            Some(ns),
+            object.name,
+            decision,
+        ));
+    }
+    let mut namespaces: Vec<String> = results.iter().filter_map(|r| r.namespace.clone()).collect();
+    if let Some(ns) = namespace {
+        namespaces.push(ns.to_owned());
+    }
+    namespaces.sort();
+    namespaces.dedup();
+    Ok(Scan {
+        report: Report { results },
+        uids,
+        namespaces,
+    })
+}
+
+/// Violations per namespace and rule, for the `raygate_audit_violations` gauge.
+pub fn violation_counts(scan: &Scan) -> BTreeMap<(String, String), i64> {
+    let mut counts = BTreeMap::new();
+    for result in &scan.report.results {
+        let ns = result.namespace.clone().unwrap_or_default();
+        for v in &result.violations {
+            *counts.entry((ns.clone(), v.rule.to_owned())).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// One PolicyReport per namespace: one result per violation, one `pass` per compliant
+/// object, at most [`MAX_REPORT_RESULTS`] results; the summary counts every one.
+pub fn policy_reports(scan: &Scan, policy_name: &str, now: time::OffsetDateTime) -> Vec<Value> {
+    let timestamp = json!({"seconds": now.unix_timestamp(), "nanos": 0});
+    let mut reports = Vec::new();
+    for namespace in &scan.namespaces {
+        let mut summary = BTreeMap::from([("pass", 0), ("fail", 0), ("warn", 0)]);
+        let mut results: Vec<Value> = Vec::new();
+        let mut dropped = 0usize;
+        let in_namespace = scan
+            .report
+            .results
+            .iter()
+            .zip(&scan.uids)
+            .filter(|(r, _)| r.namespace.as_deref() == Some(namespace.as_str()));
+        for (result, uid) in in_namespace {
+            if result.coverage == Coverage::Exempt.as_str() {
+                continue;
+            }
+            let resource = json!({
+                "apiVersion": if result.kind == "Pod" { "v1" } else { "ray.io/v1" },
+                "kind": result.kind,
+                "namespace": namespace,
+                "name": result.name,
+                "uid": uid,
+            });
+            let mut entries: Vec<(&str, &str, &str, String, Option<&str>)> = result
+                .violations
+                .iter()
+                .filter(|v| v.action != Action::Off)
+                .map(|v| {
+                    let outcome = if v.action == Action::Deny {
+                        "fail"
+                    } else {
+                        "warn"
+                    };
+                    let category = v.rule.split('/').next().unwrap_or("");
+                    (
+                        v.rule,
+                        outcome,
+                        category,
+                        v.message.clone(),
+                        Some(v.path.as_str()),
+                    )
+                })
+                .collect();
+            if entries.is_empty() {
+                entries.push(("all", "pass", "", "meets the platform plan".into(), None));
+            }
+            for (rule, outcome, category, message, path) in entries {
+                *summary.entry(outcome).or_insert(0) += 1;
+                if results.len() >= MAX_REPORT_RESULTS {
+                    dropped += 1;
+                    continue;
+                }
+                let mut entry = json!({
+                    "source": "raygate",
+                    "policy": policy_name,
+                    "rule": rule,
+                    "result": outcome,
+                    "message": message,
+                    "scored": true,
+                    "timestamp": timestamp,
+                    "resources": [resource],
+                });
+                if !category.is_empty() {
+                    entry["category"] = category.into();
+                }
+                if let Some(path) = path {
+                    entry["properties"] = json!({"path": path});
+                }
+                results.push(entry);
+            }
+        }
+        let mut report = json!({
+            "apiVersion": "wgpolicyk8s.io/v1alpha2",
+            "kind": "PolicyReport",
+            "metadata": {
+                "name": REPORT_NAME,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": "raygate"},
+            },
+            "summary": summary,
+            "results": results,
+        });
+        if dropped > 0 {
+            report["metadata"]["annotations"] =
+                json!({"raygate.dev/results-omitted": dropped.to_string()});
+        }
+        reports.push(report);
+    }
+    reports
+}
+
+/// Creates or replaces each report with one server-side apply.
+pub async fn write_reports(client: &Client, reports: &[Value]) -> Result<(), Error> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("wgpolicyk8s.io", "v1alpha2", "PolicyReport"),
+        "policyreports",
+    );
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for report in reports {
+        let namespace = report["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
+        api.patch(REPORT_NAME, &params, &Patch::Apply(report))
+            .await
+            .map_err(|source| Error::WriteReport { namespace, source })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Decision;
+    use crate::rules::Violation;
+
+    fn result(ns: &str, name: &str, violations: usize) -> CheckResult {
+        let decision = Decision {
+            coverage: Coverage::Cluster,
+            mode: crate::Mode::Enforce,
+            violations: (0..violations)
+                .map(|i| Violation {
+                    rule: "ports/head-port",
+                    action: Action::Deny,
+                    path: format!("/spec/{i}"),
+                    message: "m".into(),
+                    fillable: false,
+                })
+                .collect(),
+            patch: json_patch::Patch(Vec::new()),
+        };
+        CheckResult::new("cluster".into(), "RayCluster", Some(ns), name, decision)
+    }
+
+    #[test]
+    fn reports_are_per_namespace_bounded_and_count_everything() {
+        let results = vec![
+            result("a", "big", MAX_REPORT_RESULTS + 5),
+            result("a", "clean", 0),
+            result("b", "one", 1),
+        ];
+        let scan = Scan {
+            uids: vec![None; results.len()],
+            report: Report { results },
+            namespaces: vec!["a".into(), "b".into()],
+        };
+        let reports = policy_reports(&scan, "ray-platform", time::OffsetDateTime::UNIX_EPOCH);
+        assert_eq!(reports.len(), 2);
+        let a = &reports[0];
+        assert_eq!(a["metadata"]["namespace"], "a");
+        assert_eq!(a["results"].as_array().unwrap().len(), MAX_REPORT_RESULTS);
+        assert_eq!(a["summary"]["fail"], MAX_REPORT_RESULTS + 5);
+        assert_eq!(a["summary"]["pass"], 1);
+        assert_eq!(
+            a["metadata"]["annotations"]["raygate.dev/results-omitted"],
+            "6"
+        );
+        assert_eq!(reports[1]["summary"]["fail"], 1);
+        assert_eq!(reports[1]["results"][0]["properties"]["path"], "/spec/0");
+    }
+}
+
+/// `raygate serve --audit-interval`: the same scan in the background, as metrics (and
+/// PolicyReports when asked). A failed scan is logged and counted, and retried next time.
+pub async fn run_periodically(
+    client: Client,
+    state: Arc<crate::server::AppState>,
+    interval: std::time::Duration,
+    write: bool,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let started = std::time::Instant::now();
+        let mut progress = |p: Progress<'_>| {
+            if let Progress::NotInstalled { kind } = p {
+                tracing::debug!(kind, "not installed in this cluster; skipped");
+            }
+        };
+        let scanned = scan(&client, &state.engine, None, &mut progress).await;
+        let scan = match scanned {
+            Ok(scan) => scan,
+            Err(error) => {
+                state.metrics.audit_failures.inc();
+                tracing::warn!(%error, "background audit failed");
+                continue;
+            }
+        };
+        let gauge = &state.metrics.audit_violations;
+        gauge.clear();
+        for ((namespace, rule), count) in violation_counts(&scan) {
+            gauge
+                .get_or_create(&crate::metrics::AuditLabels { namespace, rule })
+                .set(count);
+        }
+        if write {
+            let reports = policy_reports(
+                &scan,
+                state.engine.policy().name(),
+                time::OffsetDateTime::now_utc(),
+            );
+            if let Err(error) = write_reports(&client, &reports).await {
+                state.metrics.audit_failures.inc();
+                tracing::warn!(%error, "background audit could not write its PolicyReports");
+            }
+        }
+        state.metrics.audit_scans.inc();
+        tracing::info!(
+            objects = scan.report.results.len(),
+            denied = scan.report.denied(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "background audit done"
+        );
+    }
+}

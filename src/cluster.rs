@@ -1,0 +1,228 @@
+//! The cluster state the webhook consults: watch caches of NetworkPolicies and RayClusters.
+//!
+//! Requests only read the in-memory stores; the watches run in the background, so an
+//! admission never waits on the API server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ResourceExt};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+
+use crate::admission::ClusterState;
+use crate::metrics::{Metrics, ResourceLabels, WatchMetrics};
+
+/// The custom resources raygate reads, as `(kind, plural)` of `ray.io/v1`.
+pub const RAY_KINDS: [(&str, &str); 4] = [
+    ("RayCluster", "rayclusters"),
+    ("RayJob", "rayjobs"),
+    ("RayService", "rayservices"),
+    ("RayCronJob", "raycronjobs"),
+];
+
+pub fn ray_resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("ray.io", "v1", kind), plural)
+}
+
+/// Whether one watch has listed its resource and is keeping up.
+pub struct WatchHealth {
+    resource: &'static str,
+    started: Instant,
+    synced: AtomicBool,
+    /// Milliseconds after `started` when the watch began failing; `u64::MAX` when healthy.
+    failing_since_ms: AtomicU64,
+}
+
+impl WatchHealth {
+    fn new(resource: &'static str) -> WatchHealth {
+        WatchHealth {
+            resource,
+            started: Instant::now(),
+            synced: AtomicBool::new(false),
+            failing_since_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Listed, and not failing for longer than `stale_after`.
+    pub fn usable(&self, stale_after: Duration) -> bool {
+        if !self.synced() {
+            return false;
+        }
+        let since = self.failing_since_ms.load(Ordering::Acquire);
+        since == u64::MAX
+            || self.now_ms().saturating_sub(since)
+                <= u64::try_from(stale_after.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn healthy(&self) {
+        self.failing_since_ms.store(u64::MAX, Ordering::Release);
+    }
+
+    fn failing(&self) {
+        let now = self.now_ms();
+        let _ = self.failing_since_ms.compare_exchange(
+            u64::MAX,
+            now,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+}
+
+/// Watch caches of the cluster objects admission decisions depend on.
+#[derive(Clone)]
+pub struct ClusterCache {
+    network_policies: Store<NetworkPolicy>,
+    ray_clusters: Store<DynamicObject>,
+    network_policy_health: Arc<WatchHealth>,
+    ray_cluster_health: Arc<WatchHealth>,
+    stale_after: Duration,
+    sync_timeout: Duration,
+}
+
+impl ClusterCache {
+    /// Starts the watches on the current tokio runtime.
+    pub fn start(
+        client: Client,
+        metrics: &Metrics,
+        stale_after: Duration,
+        sync_timeout: Duration,
+    ) -> ClusterCache {
+        let network_policy_health = Arc::new(WatchHealth::new("networkpolicies"));
+        let ray_cluster_health = Arc::new(WatchHealth::new("rayclusters"));
+
+        let (network_policies, writer) = reflector::store();
+        let stream = watcher(
+            Api::<NetworkPolicy>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|p| p.managed_fields_mut().clear())
+        .reflect(writer);
+        tokio::spawn(follow(
+            stream,
+            network_policy_health.clone(),
+            metrics.watch_metrics(),
+        ));
+
+        let resource = ray_resource("RayCluster", "rayclusters");
+        let writer = reflector::store::Writer::new(resource.clone());
+        let ray_clusters = writer.as_reader();
+        let stream = watcher(
+            Api::<DynamicObject>::all_with(client, &resource),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        // Only the spec and metadata are read; status churns and costs memory.
+        .modify(|c: &mut DynamicObject| {
+            c.managed_fields_mut().clear();
+            if let Some(map) = c.data.as_object_mut() {
+                map.remove("status");
+            }
+        })
+        .reflect(writer);
+        tokio::spawn(follow(
+            stream,
+            ray_cluster_health.clone(),
+            metrics.watch_metrics(),
+        ));
+
+        ClusterCache {
+            network_policies,
+            ray_clusters,
+            network_policy_health,
+            ray_cluster_health,
+            stale_after,
+            sync_timeout,
+        }
+    }
+
+    /// Ready once NetworkPolicies are listed. If they cannot be listed within the sync
+    /// timeout, raygate serves anyway and reports coverage as unverified: a missing
+    /// permission must never take Ray admission down with it.
+    pub fn ready(&self) -> bool {
+        self.network_policy_health.synced()
+            || self.network_policy_health.started.elapsed() >= self.sync_timeout
+    }
+
+    pub fn network_policies_synced(&self) -> bool {
+        self.network_policy_health.synced()
+    }
+}
+
+async fn follow<K, S>(stream: S, health: Arc<WatchHealth>, metrics: WatchMetrics)
+where
+    K: Resource,
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+{
+    let labels = ResourceLabels {
+        resource: health.resource.to_owned(),
+    };
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::InitDone) => {
+                health.healthy();
+                if !health.synced.swap(true, Ordering::AcqRel) {
+                    tracing::info!(resource = health.resource, "watch cache synced");
+                }
+                metrics.cache_synced.get_or_create(&labels).set(1);
+            }
+            Ok(_) => health.healthy(),
+            Err(error) => {
+                health.failing();
+                metrics.watch_errors.get_or_create(&labels).inc();
+                tracing::warn!(resource = health.resource, %error, "watch failed; retrying");
+            }
+        }
+    }
+}
+
+impl ClusterState for ClusterCache {
+    fn network_policies(&self, namespace: &str) -> Option<Vec<Arc<NetworkPolicy>>> {
+        self.network_policy_health
+            .usable(self.stale_after)
+            .then(|| {
+                self.network_policies
+                    .state_filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+            })
+    }
+
+    fn ray_clusters(&self, namespace: &str) -> Option<Vec<Arc<DynamicObject>>> {
+        self.ray_cluster_health.usable(self.stale_after).then(|| {
+            self.ray_clusters
+                .state_filter(|c| c.metadata.namespace.as_deref() == Some(namespace))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_is_usable_only_once_synced_and_until_stale() {
+        let health = WatchHealth::new("test");
+        assert!(!health.usable(Duration::from_secs(60)));
+        health.synced.store(true, Ordering::Release);
+        assert!(health.usable(Duration::from_secs(60)));
+        health.failing();
+        assert!(health.usable(Duration::from_secs(60)), "within the grace");
+        assert!(!health.usable(Duration::ZERO) || health.now_ms() == 0);
+        health.healthy();
+        assert!(health.usable(Duration::ZERO));
+    }
+}
