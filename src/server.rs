@@ -19,9 +19,9 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::admission::{self, ClusterState, Endpoint, NoCluster, Outcome};
 use crate::cluster::ClusterCache;
+use crate::connections::LimitAcceptor;
 use crate::engine::Engine;
 use crate::metrics::{Metrics, RequestLabels, ViolationLabels};
-use crate::connections::LimitAcceptor;
 use crate::tls;
 
 pub use crate::connections::Limits;

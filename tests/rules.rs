@@ -825,7 +825,13 @@ mod network_policy_at_admission {
         // An update that narrows the ports uncovers it too.
         let mut narrowed = np.clone();
         narrowed["spec"]["ingress"][0]["ports"] = json!([{"port": 8081}]);
-        let d = change(&engine(), false, false, std::slice::from_ref(&np), &[narrowed]);
+        let d = change(
+            &engine(),
+            false,
+            false,
+            std::slice::from_ref(&np),
+            &[narrowed],
+        );
         assert_eq!(rules(&d), ["network-policy/uncovers-cluster"]);
         assert!(d.violations[0].message.starts_with("this change to"));
         assert!(d.violations[0].message.contains("blocks TCP"));
