@@ -347,58 +347,6 @@ pub async fn write_reports(client: &Client, reports: &[Value]) -> Result<(), Err
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::Decision;
-    use crate::rules::Violation;
-
-    fn result(ns: &str, name: &str, violations: usize) -> CheckResult {
-        let decision = Decision {
-            coverage: Coverage::Cluster,
-            mode: crate::Mode::Enforce,
-            violations: (0..violations)
-                .map(|i| Violation {
-                    rule: "ports/head-port",
-                    action: Action::Deny,
-                    path: format!("/spec/{i}"),
-                    message: "m".into(),
-                    fillable: false,
-                })
-                .collect(),
-            patch: json_patch::Patch(Vec::new()),
-        };
-        CheckResult::new("cluster".into(), "RayCluster", Some(ns), name, decision)
-    }
-
-    #[test]
-    fn reports_are_per_namespace_bounded_and_count_everything() {
-        let results = vec![
-            result("a", "big", MAX_REPORT_RESULTS + 5),
-            result("a", "clean", 0),
-            result("b", "one", 1),
-        ];
-        let scan = Scan {
-            uids: vec![None; results.len()],
-            report: Report { results },
-            namespaces: vec!["a".into(), "b".into()],
-        };
-        let reports = policy_reports(&scan, "ray-platform", time::OffsetDateTime::UNIX_EPOCH);
-        assert_eq!(reports.len(), 2);
-        let a = &reports[0];
-        assert_eq!(a["metadata"]["namespace"], "a");
-        assert_eq!(a["results"].as_array().unwrap().len(), MAX_REPORT_RESULTS);
-        assert_eq!(a["summary"]["fail"], MAX_REPORT_RESULTS + 5);
-        assert_eq!(a["summary"]["pass"], 1);
-        assert_eq!(
-            a["metadata"]["annotations"]["raygate.dev/results-omitted"],
-            "6"
-        );
-        assert_eq!(reports[1]["summary"]["fail"], 1);
-        assert_eq!(reports[1]["results"][0]["properties"]["path"], "/spec/0");
-    }
-}
-
 /// `raygate serve --audit-interval`: the same scan in the background, as metrics (and
 /// PolicyReports when asked). A failed scan is logged and counted, and retried next time.
 pub async fn run_periodically(
@@ -451,5 +399,57 @@ pub async fn run_periodically(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "background audit done"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Decision;
+    use crate::rules::Violation;
+
+    fn result(ns: &str, name: &str, violations: usize) -> CheckResult {
+        let decision = Decision {
+            coverage: Coverage::Cluster,
+            mode: crate::Mode::Enforce,
+            violations: (0..violations)
+                .map(|i| Violation {
+                    rule: "ports/head-port",
+                    action: Action::Deny,
+                    path: format!("/spec/{i}"),
+                    message: "m".into(),
+                    fillable: false,
+                })
+                .collect(),
+            patch: json_patch::Patch(Vec::new()),
+        };
+        CheckResult::new("cluster".into(), "RayCluster", Some(ns), name, decision)
+    }
+
+    #[test]
+    fn reports_are_per_namespace_bounded_and_count_everything() {
+        let results = vec![
+            result("a", "big", MAX_REPORT_RESULTS + 5),
+            result("a", "clean", 0),
+            result("b", "one", 1),
+        ];
+        let scan = Scan {
+            uids: vec![None; results.len()],
+            report: Report { results },
+            namespaces: vec!["a".into(), "b".into()],
+        };
+        let reports = policy_reports(&scan, "ray-platform", time::OffsetDateTime::UNIX_EPOCH);
+        assert_eq!(reports.len(), 2);
+        let a = &reports[0];
+        assert_eq!(a["metadata"]["namespace"], "a");
+        assert_eq!(a["results"].as_array().unwrap().len(), MAX_REPORT_RESULTS);
+        assert_eq!(a["summary"]["fail"], MAX_REPORT_RESULTS + 5);
+        assert_eq!(a["summary"]["pass"], 1);
+        assert_eq!(
+            a["metadata"]["annotations"]["raygate.dev/results-omitted"],
+            "6"
+        );
+        assert_eq!(reports[1]["summary"]["fail"], 1);
+        assert_eq!(reports[1]["results"][0]["properties"]["path"], "/spec/0");
     }
 }
