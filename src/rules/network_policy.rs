@@ -491,7 +491,7 @@ pub fn check_pod(
             MISSING,
             &root,
             format!(
-                "no NetworkPolicy in namespace {namespace:?} selects this {role} Pod of cluster {:?}; create one selecting {LABEL_CLUSTER}={} and the operator's retry will succeed",
+                "no NetworkPolicy in namespace {namespace:?} selects this {role} Pod of cluster {:?}; create one selecting {LABEL_CLUSTER}={}; the operator retries denied Pods",
                 pod.cluster, pod.cluster
             ),
         ),
