@@ -107,7 +107,11 @@ fn operation_name(operation: &Operation) -> &'static str {
 
 /// What the webhook knows of the cluster when a request arrives: reads of an in-memory
 /// cache, never API calls.
-pub trait ClusterState {
+pub trait ClusterState: Send + Sync {
+    /// Whether the webhook should take traffic (e.g. the caches have synced).
+    fn ready(&self) -> bool {
+        true
+    }
     /// The NetworkPolicies of a namespace; `None` while they cannot be known.
     fn network_policies(&self, namespace: &str) -> Option<Vec<Arc<NetworkPolicy>>>;
     /// The live RayClusters of a namespace; `None` while they cannot be known.
@@ -289,6 +293,98 @@ fn network_policy_change(
         },
         &clusters,
     ))
+}
+
+/// Just enough of a review to answer it without evaluating it.
+#[derive(serde::Deserialize)]
+struct ReviewHeader {
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<RequestHeader>,
+}
+
+#[derive(serde::Deserialize)]
+struct RequestHeader {
+    uid: String,
+    #[serde(default)]
+    kind: Option<KindHeader>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    operation: Option<String>,
+    #[serde(rename = "dryRun", default)]
+    dry_run: Option<bool>,
+}
+
+#[derive(serde::Deserialize)]
+struct KindHeader {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    kind: String,
+}
+
+/// The answer when no decision was reached in time (or evaluation failed): allowed with a
+/// warning, or denied when `deny_because` names the families that fail closed.
+pub fn undecided(
+    endpoint: Endpoint,
+    body: &[u8],
+    reason: &str,
+    deny_because: Option<&str>,
+) -> Result<(Vec<u8>, Outcome), Error> {
+    let header: ReviewHeader = serde_json::from_slice(body).map_err(Error::Decode)?;
+    let request = header.request.ok_or(Error::NoRequest)?;
+    let kind = request.kind.unwrap_or(KindHeader {
+        group: String::new(),
+        kind: String::new(),
+    });
+    let in_scope = kind.group == "ray.io" || kind.kind == "Pod";
+    let operation = match request.operation.as_deref() {
+        Some("CREATE") => "CREATE",
+        Some("UPDATE") => "UPDATE",
+        Some("DELETE") => "DELETE",
+        Some("CONNECT") => "CONNECT",
+        _ => "",
+    };
+    let mut outcome = Outcome {
+        uid: request.uid,
+        kind: kind.kind,
+        namespace: request.namespace.unwrap_or_default(),
+        name: request.name.unwrap_or_default(),
+        operation,
+        dry_run: request.dry_run.unwrap_or(false),
+        decision: "undecided",
+        violations: Vec::new(),
+    };
+    let mut response = AdmissionResponse::invalid("");
+    response.uid = outcome.uid.clone();
+    response.allowed = true;
+    response.result = Default::default();
+    if endpoint == Endpoint::Validate && in_scope {
+        match deny_because {
+            Some(families) => {
+                response = response.deny(format!(
+                    "raygate: {reason}; the policy fails closed for {families}: retry shortly"
+                ));
+                response.result.code = 403;
+                outcome.decision = "denied";
+            }
+            None => {
+                response.warnings = Some(vec![short(&format!(
+                    "raygate: {reason}; admitted unchecked"
+                ))]);
+                response
+                    .audit_annotations
+                    .insert("undecided".into(), reason.to_owned());
+            }
+        }
+    }
+    let encoded = encode(&header.api_version, &header.kind, &response)?;
+    Ok((encoded, outcome))
 }
 
 fn respond(

@@ -150,14 +150,6 @@ impl ClusterCache {
         }
     }
 
-    /// Ready once NetworkPolicies are listed. If they cannot be listed within the sync
-    /// timeout, raygate serves anyway and reports coverage as unverified: a missing
-    /// permission must never take Ray admission down with it.
-    pub fn ready(&self) -> bool {
-        self.network_policy_health.synced()
-            || self.network_policy_health.started.elapsed() >= self.sync_timeout
-    }
-
     pub fn network_policies_synced(&self) -> bool {
         self.network_policy_health.synced()
     }
@@ -192,6 +184,14 @@ where
 }
 
 impl ClusterState for ClusterCache {
+    /// Ready once NetworkPolicies are listed. If they cannot be listed within the sync
+    /// timeout, raygate serves anyway and reports coverage as unverified: a missing
+    /// permission must never take Ray admission down with it.
+    fn ready(&self) -> bool {
+        self.network_policy_health.synced()
+            || self.network_policy_health.started.elapsed() >= self.sync_timeout
+    }
+
     fn network_policies(&self, namespace: &str) -> Option<Vec<Arc<NetworkPolicy>>> {
         self.network_policy_health
             .usable(self.stale_after)

@@ -97,11 +97,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                         tls_key,
                         client_ca,
                         engine: Engine::new(policy),
-                        cluster: client.map(|client| raygate::server::ClusterAccess {
-                            client,
-                            cache_sync_timeout,
-                            audit_interval,
-                            write_reports,
+                        cluster: client.map(|client| {
+                            raygate::server::ClusterAccess::Api(raygate::server::ApiAccess {
+                                client,
+                                cache_sync_timeout,
+                                audit_interval,
+                                write_reports,
+                            })
                         }),
                         limits: Default::default(),
                     },

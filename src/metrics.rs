@@ -31,6 +31,11 @@ pub struct ResourceLabels {
     pub resource: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UndecidedLabels {
+    pub endpoint: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -43,6 +48,7 @@ pub struct Metrics {
     pub audit_failures: Counter,
     pub cache_synced: Family<ResourceLabels, Gauge>,
     pub watch_errors: Family<ResourceLabels, Counter>,
+    pub undecided: Family<UndecidedLabels, Counter>,
 }
 
 /// Buckets from 25 µs: raygate decides in microseconds, far below the API server's 5 ms floor.
@@ -114,8 +120,15 @@ impl Default for Metrics {
             "Errors of the watch behind a cache, by resource",
             watch_errors.clone(),
         );
+        let undecided = Family::<UndecidedLabels, Counter>::default();
+        registry.register(
+            "undecided",
+            "Reviews answered without a decision (deadline exceeded or evaluation failed)",
+            undecided.clone(),
+        );
         Metrics {
             registry,
+            undecided,
             audit_violations,
             audit_scans,
             audit_failures,

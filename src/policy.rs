@@ -148,6 +148,41 @@ pub struct PolicySpec {
     /// Overrides of a single rule's action, keyed by rule id (`family/name`).
     #[serde(default)]
     pub rule_actions: BTreeMap<String, Action>,
+    #[serde(default)]
+    pub deadline: Deadline,
+}
+
+/// raygate answers within `milliseconds` even when something inside stalls, well before the
+/// API server's `timeoutSeconds` gives up on it and applies the webhook's failurePolicy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Deadline {
+    #[serde(default = "default_deadline_milliseconds")]
+    pub milliseconds: u64,
+    /// What an undecided request gets, per family: `deny` if any family it would have
+    /// checked fails closed, else `allow` with a warning. Families not listed allow.
+    #[serde(default)]
+    pub failure_actions: BTreeMap<Family, FailureAction>,
+}
+
+impl Default for Deadline {
+    fn default() -> Self {
+        Deadline {
+            milliseconds: default_deadline_milliseconds(),
+            failure_actions: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_deadline_milliseconds() -> u64 {
+    2000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FailureAction {
+    Allow,
+    Deny,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -481,6 +516,12 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
              whenever NetworkPolicies cannot be read; use audit, warn or off"
                 .into(),
         );
+    }
+    if !(50..=25_000).contains(&spec.deadline.milliseconds) {
+        problems.push(format!(
+            "spec.deadline.milliseconds: {} must be between 50 and 25000, below the webhooks' timeoutSeconds",
+            spec.deadline.milliseconds
+        ));
     }
     if spec.network_policy.stale_after_seconds == 0 {
         problems.push("spec.networkPolicy.staleAfterSeconds: must be at least 1".into());

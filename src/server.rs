@@ -21,7 +21,8 @@ use crate::admission::{self, ClusterState, Endpoint, NoCluster, Outcome};
 use crate::cluster::ClusterCache;
 use crate::connections::LimitAcceptor;
 use crate::engine::Engine;
-use crate::metrics::{Metrics, RequestLabels, ViolationLabels};
+use crate::metrics::{Metrics, RequestLabels, UndecidedLabels, ViolationLabels};
+use crate::policy::FailureAction;
 use crate::tls;
 
 pub use crate::connections::Limits;
@@ -62,7 +63,14 @@ pub struct ServeConfig {
     pub limits: Limits,
 }
 
-pub struct ClusterAccess {
+pub enum ClusterAccess {
+    /// Watch the API server with this client.
+    Api(ApiAccess),
+    /// A view of the cluster kept by whoever embeds the server.
+    View(Arc<dyn ClusterState>),
+}
+
+pub struct ApiAccess {
     pub client: kube::Client,
     pub cache_sync_timeout: Duration,
     /// Audit the whole cluster this often, and export `raygate_audit_violations`.
@@ -75,7 +83,7 @@ pub struct AppState {
     pub metrics: Metrics,
     /// False once shutting down.
     pub ready: AtomicBool,
-    pub cluster: Option<ClusterCache>,
+    pub cluster: Option<Arc<dyn ClusterState>>,
 }
 
 /// The webhook's routes, without a socket: tests may drive it in-process.
@@ -125,27 +133,84 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn validate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    answer(&state, Endpoint::Validate, &body)
+    answer(state, Endpoint::Validate, body).await
 }
 
 async fn mutate(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    answer(&state, Endpoint::Mutate, &body)
+    answer(state, Endpoint::Mutate, body).await
 }
 
-/// Decodes, evaluates and encodes; evaluation is microseconds of CPU, so it runs inline.
-fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
-    let started = Instant::now();
-    let cluster: &dyn ClusterState = match &state.cluster {
-        Some(cache) => cache,
-        None => &NoCluster,
+type Reviewed = Result<(Vec<u8>, Outcome), admission::Error>;
+
+/// Decides within the policy's deadline. Without cluster state evaluation is bounded CPU
+/// on a bounded body and runs inline; with it, a read of the cluster view could stall, so
+/// evaluation runs on the blocking pool under a timeout.
+async fn decide_in_time(state: &Arc<AppState>, endpoint: Endpoint, body: &Bytes) -> Reviewed {
+    let Some(cluster) = state.cluster.clone() else {
+        let inline = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            admission::review_live(&state.engine, &NoCluster, endpoint, body)
+        }));
+        return inline.unwrap_or_else(|_| undecided(state, endpoint, body, "evaluation failed"));
     };
-    match admission::review_live(&state.engine, cluster, endpoint, body) {
+    let deadline = Duration::from_millis(state.engine.policy().spec().deadline.milliseconds);
+    let (task_state, task_body) = (state.clone(), body.clone());
+    let task = tokio::task::spawn_blocking(move || {
+        admission::review_live(&task_state.engine, &*cluster, endpoint, &task_body)
+    });
+    match tokio::time::timeout(deadline, task).await {
+        Ok(Ok(reviewed)) => reviewed,
+        Ok(Err(_panicked)) => undecided(state, endpoint, body, "evaluation failed"),
+        Err(_elapsed) => undecided(
+            state,
+            endpoint,
+            body,
+            &format!("no decision within {} ms", deadline.as_millis()),
+        ),
+    }
+}
+
+/// Answers without a decision, as the policy's per-family failure actions say.
+fn undecided(state: &AppState, endpoint: Endpoint, body: &[u8], reason: &str) -> Reviewed {
+    state
+        .metrics
+        .undecided
+        .get_or_create(&UndecidedLabels {
+            endpoint: endpoint.as_str().to_owned(),
+        })
+        .inc();
+    tracing::error!(
+        endpoint = endpoint.as_str(),
+        reason,
+        "answered without a decision"
+    );
+    let closed: Vec<&str> = state
+        .engine
+        .policy()
+        .spec()
+        .deadline
+        .failure_actions
+        .iter()
+        .filter(|(_, action)| **action == FailureAction::Deny)
+        .map(|(family, _)| family.as_str())
+        .collect();
+    let families = closed.join(", ");
+    admission::undecided(
+        endpoint,
+        body,
+        reason,
+        (!closed.is_empty()).then_some(families.as_str()),
+    )
+}
+
+async fn answer(state: Arc<AppState>, endpoint: Endpoint, body: Bytes) -> Response {
+    let started = Instant::now();
+    match decide_in_time(&state, endpoint, &body).await {
         Ok((bytes, outcome)) => {
             state
                 .metrics
                 .duration
                 .observe(started.elapsed().as_secs_f64());
-            record(state, endpoint, &outcome);
+            record(&state, endpoint, &outcome);
             ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
         }
         Err(error) => {
@@ -244,21 +309,23 @@ pub async fn start(config: ServeConfig) -> Result<Running, Error> {
             .network_policy
             .stale_after_seconds,
     );
-    let cache = config.cluster.as_ref().map(|access| {
-        ClusterCache::start(
+    let cluster: Option<Arc<dyn ClusterState>> = match &config.cluster {
+        Some(ClusterAccess::Api(access)) => Some(Arc::new(ClusterCache::start(
             access.client.clone(),
             &metrics,
             stale_after,
             access.cache_sync_timeout,
-        )
-    });
+        ))),
+        Some(ClusterAccess::View(view)) => Some(view.clone()),
+        None => None,
+    };
     let state = Arc::new(AppState {
         engine: config.engine,
         metrics,
         ready: AtomicBool::new(true),
-        cluster: cache,
+        cluster,
     });
-    if let Some(access) = &config.cluster
+    if let Some(ClusterAccess::Api(access)) = &config.cluster
         && let Some(interval) = access.audit_interval
     {
         tokio::spawn(crate::audit::run_periodically(

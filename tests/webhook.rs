@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use raygate::policy::{Mode, Policy};
-use raygate::server::{Running, ServeConfig};
+use raygate::server::{ClusterAccess, Running, ServeConfig};
 use raygate::{Engine, tls};
 use serde_json::{Value, json};
 use support::*;
@@ -55,6 +55,10 @@ fn client_trusting(cas: &[&str]) -> reqwest::Client {
 }
 
 async fn start(mode: Mode) -> Harness {
+    start_with(Engine::new(Policy::built_in().with_mode(mode)), None).await
+}
+
+async fn start_with(engine: Engine, cluster: Option<ClusterAccess>) -> Harness {
     install_crypto();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
@@ -65,8 +69,8 @@ async fn start(mode: Mode) -> Harness {
         tls_cert: dir.join(tls::CERT_FILE),
         tls_key: dir.join(tls::KEY_FILE),
         client_ca: None,
-        engine: Engine::new(Policy::built_in().with_mode(mode)),
-        cluster: None,
+        engine,
+        cluster,
         limits: Default::default(),
     })
     .await
@@ -564,4 +568,76 @@ fn the_binary_drains_and_exits_cleanly_on_sigterm() {
     }
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+}
+
+/// A cluster view whose every read hangs, like a wedged cache.
+struct StalledCluster;
+
+impl raygate::admission::ClusterState for StalledCluster {
+    fn network_policies(
+        &self,
+        _: &str,
+    ) -> Option<Vec<std::sync::Arc<k8s_openapi::api::networking::v1::NetworkPolicy>>> {
+        std::thread::sleep(Duration::from_secs(2));
+        None
+    }
+    fn ray_clusters(&self, _: &str) -> Option<Vec<std::sync::Arc<kube::core::DynamicObject>>> {
+        std::thread::sleep(Duration::from_secs(2));
+        None
+    }
+}
+
+fn engine_with_deadline(failure_actions: &str) -> Engine {
+    let text = raygate::policy::BUILT_IN_POLICY
+        .replace("milliseconds: 2000", "milliseconds: 300")
+        .replace(
+            "failureActions: {ports: allow, placement: allow, network-policy: allow, resources: allow}",
+            &format!("failureActions: {failure_actions}"),
+        );
+    Engine::new(Policy::from_yaml(&text, "p.yaml").unwrap())
+}
+
+#[tokio::test]
+async fn a_stalled_cluster_view_is_answered_by_the_deadline_and_fails_open_by_default() {
+    let stalled = || Some(ClusterAccess::View(std::sync::Arc::new(StalledCluster)));
+    let h = start_with(engine_with_deadline("{}"), stalled()).await;
+    let started = Instant::now();
+    let answer = h
+        .post("/validate", &review(&cluster("c"), "CREATE", false))
+        .await;
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
+    let response = &answer["response"];
+    assert_eq!(response["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+    assert_eq!(response["allowed"], true, "{answer}");
+    let warning = response["warnings"][0].as_str().unwrap();
+    assert!(warning.contains("no decision within 300 ms"), "{warning}");
+    assert!(
+        h.metrics()
+            .await
+            .contains("raygate_undecided_total{endpoint=\"validate\"} 1")
+    );
+    // Nothing else waits on the stalled request: health and other kinds answer at once.
+    let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "kuberay"}});
+    let answer = h
+        .post("/validate", &review(&config_map, "CREATE", false))
+        .await;
+    assert_eq!(answer["response"]["allowed"], true);
+
+    // A family that fails closed turns the same stall into a denial that says why.
+    let h = start_with(engine_with_deadline("{ports: deny}"), stalled()).await;
+    let answer = h
+        .post("/validate", &review(&cluster("c"), "CREATE", false))
+        .await;
+    let response = &answer["response"];
+    assert_eq!(response["allowed"], false, "{answer}");
+    assert_eq!(response["status"]["code"], 403);
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(message.contains("fails closed for ports"), "{message}");
+    // The mutating call never denies: it lets the object through unfilled.
+    let answer = h
+        .post("/mutate", &review(&cluster("c"), "CREATE", false))
+        .await;
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"]["patch"].is_null());
 }
