@@ -73,6 +73,8 @@ fn namespace(test: &str) -> String {
 /// raygate serve as a child process, with its own certificates.
 struct Raygate {
     child: Child,
+    /// Everything raygate has logged (JSON lines, default level).
+    logs: std::sync::Arc<std::sync::Mutex<String>>,
     port: u16,
     metrics_port: u16,
     ca_bundle: String,
@@ -145,7 +147,15 @@ impl Raygate {
             .find(|l| l.contains("raygate is serving"))
             .expect("raygate starts");
         // Keep draining the log so that raygate never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
         let line: Value = serde_json::from_str(&line).unwrap();
         let port = |field: &str| -> u16 {
             let addr = line[field]
@@ -156,6 +166,7 @@ impl Raygate {
             addr.rsplit(':').next().unwrap().parse().unwrap()
         };
         Raygate {
+            logs,
             port: port("addr"),
             metrics_port: port("metrics"),
             child,
@@ -332,7 +343,7 @@ fn setup(test: &str, mode: &str) -> (Raygate, Registration, String) {
 #[test]
 #[ignore = "needs the e2e control plane: run tests/e2e/run.sh"]
 fn default_ports_are_denied_with_rules_and_fixes() {
-    let (_raygate, _registration, ns) = setup("deny", "enforce");
+    let (raygate, _registration, ns) = setup("deny", "enforce");
     let out = kubectl(
         &["apply", "-n", &ns, "-f", "-"],
         Some(&default_ports_cluster()),
@@ -347,6 +358,20 @@ fn default_ports_are_denied_with_rules_and_fixes() {
     assert!(err.contains("use 6380 (gcs-server)"), "{err}");
     let listed = kubectl_ok(&["get", "rayclusters", "-n", &ns, "-o", "name"], None);
     assert!(listed.trim().is_empty(), "nothing stored: {listed}");
+
+    // Object contents never reach the log at the default level: a secret in the spec of a
+    // denied object is not there, while the decision is.
+    let secret = "s3cr3t-token-value-7f9c";
+    let with_secret = default_ports_cluster().replace(
+        "        - name: ray-head\n",
+        &format!("        - name: ray-head\n          env: [{{name: TOKEN, value: {secret}}}]\n"),
+    );
+    let out = kubectl(&["apply", "-n", &ns, "-f", "-"], Some(&with_secret));
+    assert!(!out.status.success());
+    std::thread::sleep(Duration::from_millis(200));
+    let logs = raygate.logs.lock().unwrap().clone();
+    assert!(logs.contains("\"decision\":\"denied\""), "{logs}");
+    assert!(!logs.contains(secret), "object contents were logged");
 }
 
 #[test]
@@ -636,11 +661,145 @@ fn only_ray_objects_reach_raygate_and_its_failure_policy_holds_when_down() {
         "metadata": {"name": "ray-while-down", "labels": {"ray.io/cluster": "x"}},
         "spec": {"containers": [{"name": "ray", "image": "rayproject/ray:2.52.0"}]}});
     kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&ray_pod.to_string()));
-    kubectl_ok(&["create", "configmap", "-n", &ns, "still-fine"], None);
+
+    // The blast radius of a dead raygate: everything that is not a Ray object goes on,
+    // and none of it waits for a webhook timeout.
+    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": format!("lease-{ns}"), "namespace": "kube-node-lease"},
+        "spec": {"holderIdentity": "worker-2", "leaseDurationSeconds": 40}});
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "nginx", "ports": [{"containerPort": 8080}]}]}}}});
+    let policy = covering_policy("web", "web");
+    let steps: Vec<(&str, Vec<String>, Option<String>)> = vec![
+        (
+            "a node",
+            vec![
+                "label".into(),
+                "node".into(),
+                "worker-2".into(),
+                format!("seen-{ns}=yes"),
+            ],
+            None,
+        ),
+        (
+            "a node lease",
+            vec!["apply".into(), "-f".into(), "-".into()],
+            Some(lease.to_string()),
+        ),
+        (
+            "kube-system",
+            vec![
+                "create".into(),
+                "configmap".into(),
+                "-n".into(),
+                "kube-system".into(),
+                format!("down-{ns}"),
+            ],
+            None,
+        ),
+        (
+            "raygate's namespace",
+            vec![
+                "create".into(),
+                "configmap".into(),
+                "-n".into(),
+                "raygate-system".into(),
+                format!("down-{ns}"),
+            ],
+            None,
+        ),
+        (
+            "a namespace",
+            vec!["create".into(), "namespace".into(), format!("{ns}-more")],
+            None,
+        ),
+        (
+            "a ConfigMap",
+            vec![
+                "create".into(),
+                "configmap".into(),
+                "-n".into(),
+                ns.clone(),
+                "still-fine".into(),
+            ],
+            None,
+        ),
+        (
+            "a Deployment",
+            vec![
+                "apply".into(),
+                "-n".into(),
+                ns.clone(),
+                "-f".into(),
+                "-".into(),
+            ],
+            Some(deployment.to_string()),
+        ),
+        (
+            "a plain Pod",
+            vec![
+                "delete".into(),
+                "pod".into(),
+                "-n".into(),
+                ns.clone(),
+                "plain".into(),
+                "--wait=false".into(),
+            ],
+            None,
+        ),
+        (
+            "a NetworkPolicy",
+            vec![
+                "apply".into(),
+                "-n".into(),
+                ns.clone(),
+                "-f".into(),
+                "-".into(),
+            ],
+            Some(policy.clone()),
+        ),
+        (
+            "a NetworkPolicy update",
+            vec![
+                "label".into(),
+                "networkpolicy".into(),
+                "-n".into(),
+                ns.clone(),
+                "web".into(),
+                "changed=yes".into(),
+            ],
+            None,
+        ),
+        (
+            "a NetworkPolicy delete",
+            vec![
+                "delete".into(),
+                "networkpolicy".into(),
+                "-n".into(),
+                ns.clone(),
+                "web".into(),
+            ],
+            None,
+        ),
+    ];
     kubectl_ok(
-        &["label", "node", "worker-2", &format!("seen-{ns}=yes")],
-        None,
+        &["apply", "--server-side", "-f", "-"],
+        Some(r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"raygate-system"}}"#),
     );
+    for (what, args, stdin) in &steps {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let started = Instant::now();
+        kubectl_ok(&args, stdin.as_deref());
+        let took = started.elapsed();
+        // The webhooks' timeoutSeconds is 5: anything that waited on raygate would show.
+        assert!(
+            took < Duration::from_secs(4),
+            "{what} took {took:?} with raygate down"
+        );
+    }
 }
 
 #[test]
