@@ -641,3 +641,81 @@ async fn a_stalled_cluster_view_is_answered_by_the_deadline_and_fails_open_by_de
     assert_eq!(answer["response"]["allowed"], true);
     assert!(answer["response"]["patch"].is_null());
 }
+
+/// A CA and one client certificate it signed, as the API server would present.
+fn client_identity(name: &str) -> (String, reqwest::Identity) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("{name} CA"));
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.distinguished_name.push(DnType::CommonName, name);
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &Issuer::new(ca, ca_key)).unwrap();
+    let pem = format!("{}{}", cert.pem(), key.serialize_pem());
+    (
+        ca_cert.pem(),
+        reqwest::Identity::from_pem(pem.as_bytes()).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn with_a_client_ca_only_the_api_servers_certificate_gets_an_answer() {
+    install_crypto();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let certs = secret_volume(dir, "first");
+    let (client_ca, apiserver) = client_identity("kube-apiserver");
+    let (_, stranger) = client_identity("stranger");
+    let ca_path = dir.join("client-ca.crt");
+    std::fs::write(&ca_path, &client_ca).unwrap();
+    let running = raygate::server::start(ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: None,
+        tls_cert: dir.join(tls::CERT_FILE),
+        tls_key: dir.join(tls::KEY_FILE),
+        client_ca: Some(ca_path),
+        engine: Engine::new(Policy::built_in()),
+        cluster: None,
+        limits: Default::default(),
+    })
+    .await
+    .unwrap();
+    let url = format!("https://localhost:{}/validate", running.addr.port());
+    let body = review(&cluster("c"), "CREATE", false);
+    let client = |identity: Option<reqwest::Identity>| {
+        let mut builder = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(certs.ca_pem.as_bytes()).unwrap())
+            .timeout(Duration::from_secs(5));
+        if let Some(identity) = identity {
+            builder = builder.identity(identity);
+        }
+        builder.build().unwrap()
+    };
+    for (who, identity) in [
+        ("no certificate", None),
+        ("another CA's certificate", Some(stranger)),
+    ] {
+        let refused = client(identity).post(&url).json(&body).send().await;
+        assert!(refused.is_err(), "{who} was answered: {refused:?}");
+    }
+    let answered = client(Some(apiserver))
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    let answer: Value = answered.json().await.unwrap();
+    assert_eq!(
+        answer["response"]["uid"],
+        "705ab4f5-6393-11e8-b7cc-42010a800002"
+    );
+}
