@@ -26,8 +26,14 @@ fn install_crypto() {
 /// Certificates laid out like a Kubernetes Secret volume: files are symlinks through `..data`.
 fn secret_volume(dir: &Path, generation: &str) -> tls::GeneratedCerts {
     let certs = tls::generate(&["localhost".into(), "127.0.0.1".into()], 2).unwrap();
+    install_generation(dir, generation, &certs);
+    certs
+}
+
+/// Swaps `certs` in the way the kubelet updates a Secret volume.
+fn install_generation(dir: &Path, generation: &str, certs: &tls::GeneratedCerts) {
     let version = dir.join(format!("..{generation}"));
-    tls::write(&version, &certs).unwrap();
+    tls::write(&version, certs).unwrap();
     let tmp = dir.join("..data_tmp");
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(format!("..{generation}"), &tmp).unwrap();
@@ -38,7 +44,6 @@ fn secret_volume(dir: &Path, generation: &str) -> tls::GeneratedCerts {
             std::os::unix::fs::symlink(format!("..data/{name}"), &link).unwrap();
         }
     }
-    certs
 }
 
 fn client_trusting(cas: &[&str]) -> reqwest::Client {
@@ -718,4 +723,209 @@ async fn with_a_client_ca_only_the_api_servers_certificate_gets_an_answer() {
         answer["response"]["uid"],
         "705ab4f5-6393-11e8-b7cc-42010a800002"
     );
+}
+
+/// Load from `clients` tasks until `stop`; returns (answered, failures).
+async fn load(
+    url: String,
+    clients: Vec<reqwest::Client>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u64, Vec<String>) {
+    let body = review(&cluster("c"), "CREATE", false).to_string();
+    let mut tasks = Vec::new();
+    for client in clients {
+        let (url, body, stop) = (url.clone(), body.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut answered, mut failures) = (0u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let sent = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status() == 200 => match r.json::<Value>().await {
+                        Ok(v) if v["response"]["uid"].is_string() => answered += 1,
+                        other => failures.push(format!("bad answer: {other:?}")),
+                    },
+                    Ok(r) => failures.push(format!("status {}", r.status())),
+                    Err(e) => failures.push(format!("{e:?}")),
+                }
+            }
+            (answered, failures)
+        }));
+    }
+    let mut total = (0, Vec::new());
+    for task in tasks {
+        let (answered, failures) = task.await.unwrap();
+        total.0 += answered;
+        total.1.extend(failures);
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_rotation_under_load_fails_no_request() {
+    install_crypto();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let generations: Vec<tls::GeneratedCerts> = (0..4)
+        .map(|_| tls::generate(&["localhost".into(), "127.0.0.1".into()], 2).unwrap())
+        .collect();
+    install_generation(&dir, "gen0", &generations[0]);
+    let running = raygate::server::start(ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: None,
+        tls_cert: dir.join(tls::CERT_FILE),
+        tls_key: dir.join(tls::KEY_FILE),
+        client_ca: None,
+        engine: Engine::new(Policy::built_in()),
+        cluster: None,
+        limits: Default::default(),
+    })
+    .await
+    .unwrap();
+    let url = format!("https://localhost:{}/validate", running.addr.port());
+    // During a rotation the caBundle holds old and new CAs, as cert-manager's does.
+    let cas: Vec<&str> = generations.iter().map(|g| g.ca_pem.as_str()).collect();
+    let kept_alive = client_trusting(&cas);
+    let mut clients = vec![kept_alive.clone(); 3];
+    // A fresh connection, so a fresh handshake, for every request of these.
+    clients.extend((0..3).map(|_| client_trusting(&cas)));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn(load(url.clone(), clients, stop.clone()));
+    for (i, generation) in generations.iter().enumerate().skip(1) {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        install_generation(&dir, &format!("gen{i}"), generation);
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answered, failures) = load.await.unwrap();
+    eprintln!(
+        "rotation under load: {answered} requests answered across {} rotations, {} failed",
+        generations.len() - 1,
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(answered > 50, "only {answered} requests");
+    // The last certificate is the one served now.
+    let only_last = client_trusting(&[&generations[3].ca_pem]);
+    let r = only_last.get(h_url(&running, "/healthz")).send().await;
+    assert!(r.is_ok(), "{r:?}");
+}
+
+fn h_url(running: &Running, path: &str) -> String {
+    format!("https://localhost:{}{path}", running.addr.port())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_turns_unready_first_and_finishes_what_is_in_flight() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    install_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tls::generate(&["localhost".into()], 1).unwrap();
+    tls::write(dir.path(), &certs).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raygate"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--shutdown-delay",
+            "1",
+            "--log-format",
+            "json",
+            "--tls-cert",
+        ])
+        .arg(dir.path().join(tls::CERT_FILE))
+        .arg("--tls-key")
+        .arg(dir.path().join(tls::KEY_FILE))
+        .env("RUST_LOG", "warn,raygate=info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let serving = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("raygate is serving"))
+        .unwrap();
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    let line: Value = serde_json::from_str(&serving).unwrap();
+    let port = line["addr"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let url = format!("https://localhost:{port}/validate");
+    let ready_url = format!("https://localhost:{port}/readyz");
+
+    let clients: Vec<reqwest::Client> = (0..4).map(|_| client_trusting(&[&certs.ca_pem])).collect();
+    let probe = client_trusting(&[&certs.ca_pem]);
+    assert_eq!(probe.get(&ready_url).send().await.unwrap().status(), 200);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn(load(url.clone(), clients, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Unready first, while reviews are still answered.
+    let mut unready_while_serving = false;
+    let until = Instant::now() + Duration::from_millis(800);
+    while Instant::now() < until {
+        if let Ok(r) = probe.get(&ready_url).send().await
+            && r.status() == 503
+        {
+            unready_while_serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        unready_while_serving,
+        "readiness did not turn off during the delay"
+    );
+    let answered = probe
+        .post(&url)
+        .json(&review(&cluster("c"), "CREATE", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200, "still answering while unready");
+
+    let exited = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < exited, "still running 20 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answered, failures) = load.await.unwrap();
+    assert!(status.success(), "{status}");
+    // After the drain the port is closed, so new requests cannot connect; none that was
+    // sent on an open connection may fail.
+    let cut: Vec<&String> = failures
+        .iter()
+        .filter(|f| !(f.contains("ConnectionRefused") || f.contains("Connect")))
+        .collect();
+    eprintln!(
+        "SIGTERM under load: {answered} requests answered, {} refused after the drain, {} cut",
+        failures.len() - cut.len(),
+        cut.len()
+    );
+    assert!(cut.is_empty(), "{cut:?}");
+    assert!(answered > 50, "only {answered} requests");
 }
