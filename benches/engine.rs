@@ -1,0 +1,87 @@
+//! raygate's engine beside the same rules in Rego (regorus) and CEL (cel), on the same inputs
+//! in one run: `cargo bench --bench engine`.
+//!
+//! For each input, two measurements per engine:
+//! - `review`: AdmissionReview bytes in, AdmissionReview bytes out (what a webhook does);
+//! - `evaluate`: the rules alone, on the object already decoded into the engine's own form.
+
+#[path = "peers/mod.rs"]
+mod peers;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use kube::core::DynamicObject;
+use kube::core::admission::AdmissionReview;
+use raygate::admission::{self, Endpoint};
+use raygate::engine::{Context, Engine};
+use raygate::ray::ObjectRef;
+
+fn engines(c: &mut Criterion) {
+    let engine = Engine::new(raygate::Policy::built_in());
+    let mut rego = peers::Rego::new();
+    let cel = peers::Cel::new();
+    let context = Context::WITHOUT_CLUSTER;
+
+    for input in peers::bench_inputs() {
+        let mut group = c.benchmark_group(input.name);
+        group.throughput(Throughput::Bytes(input.review.len() as u64));
+        if input.review.len() > 100_000 {
+            group.sample_size(20);
+            group.measurement_time(Duration::from_secs(8));
+        }
+
+        group.bench_function(BenchmarkId::new("review", "raygate"), |b| {
+            b.iter(|| {
+                admission::review(
+                    &engine,
+                    &context,
+                    Endpoint::Validate,
+                    black_box(&input.review),
+                )
+                .expect("a review")
+                .0
+            })
+        });
+        group.bench_function(BenchmarkId::new("review", "regorus"), |b| {
+            b.iter(|| rego.review(black_box(&input.review)))
+        });
+        group.bench_function(BenchmarkId::new("review", "cel"), |b| {
+            b.iter(|| cel.review(black_box(&input.review)))
+        });
+
+        // Evaluation alone, each engine on its own decoded form of the same review.
+        let review: AdmissionReview<DynamicObject> =
+            serde_json::from_slice(&input.review).expect("a review");
+        let object = review
+            .request
+            .as_ref()
+            .and_then(|r| r.object.as_ref())
+            .expect("an object");
+        group.bench_function(BenchmarkId::new("evaluate", "raygate"), |b| {
+            b.iter(|| {
+                let view = ObjectRef::from_dynamic(black_box(object));
+                engine.evaluate(&view, &context)
+            })
+        });
+        let rego_input = peers::Rego::input_for(&input.object);
+        group.bench_function(BenchmarkId::new("evaluate", "regorus"), |b| {
+            b.iter(|| rego.violations(black_box(rego_input.clone())))
+        });
+        let (cel_object, cel_request) = peers::Cel::input_for(&input.object);
+        group.bench_function(BenchmarkId::new("evaluate", "cel"), |b| {
+            b.iter(|| cel.failures(black_box(&cel_object), &cel_request).len())
+        });
+        group.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    targets = engines
+}
+criterion_main!(benches);
