@@ -113,12 +113,14 @@ pub fn evaluate(engine: &Engine, inputs: &Inputs) -> Report {
 pub fn check(engine: &Engine, paths: &[PathBuf], output: Output) -> u8 {
     let inputs = Inputs::read(paths);
     let report = evaluate(engine, &inputs);
+    // Buffered: stdout is line-buffered, a write(2) per report line otherwise.
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = std::io::BufWriter::new(stdout.lock());
     let written = match output {
         Output::Json => report.write_json(&mut out),
         Output::Text => report.write_text(&mut out),
-    };
+    }
+    .and_then(|()| out.flush());
     if let Err(e) = written {
         eprintln!("error: cannot write the report: {e}");
         return exit::UNUSABLE;
