@@ -160,7 +160,9 @@ pub fn check_pod_spec(pod: &PodSpecRef<'_>, subject: &str, out: &mut Findings<'_
         let unconstrained =
             node_name.is_empty() && node_selector.is_none_or(Map::is_empty) && required.is_none();
         let worker = &placement.worker_label;
-        if unconstrained && out.enabled(NOT_PINNED) {
+        // A value of the wrong type is the user's to fix: a fill-in never overwrites it.
+        let can_fill = spec.is_object() && spec.get("nodeSelector").is_none_or(Value::is_object);
+        if unconstrained && can_fill && out.enabled(NOT_PINNED) {
             out.report_fillable(
                 NOT_PINNED,
                 &pod.path,

@@ -72,6 +72,8 @@ fn check_ray_container_ports(
     let ports_path = child(&container_path, "ports");
     let declared: &[Value] = ray.ports().map_or(&[], Vec::as_slice);
     let mut missing = Vec::new();
+    // A value of the wrong type is the user's to fix: a fill-in never overwrites it.
+    let can_fill = ray.value.is_object() && ray.value.get("ports").is_none_or(Value::is_array);
 
     for planned in planned_for(group.role, plan) {
         let rule = rule_for(planned);
@@ -117,17 +119,18 @@ fn check_ray_container_ports(
                         } else {
                             ""
                         };
-                        out.report_fillable(
-                            rule,
-                            &ports_path,
-                            format!(
-                                "{} of the {} has no port {:?}{why}; add {{name: {}, containerPort: {wanted}}}",
-                                ray.describe(),
-                                group.describe(),
-                                planned.name,
-                                planned.name
-                            ),
+                        let message = format!(
+                            "{} of the {} has no port {:?}{why}; add {{name: {}, containerPort: {wanted}}}",
+                            ray.describe(),
+                            group.describe(),
+                            planned.name,
+                            planned.name
                         );
+                        if !can_fill {
+                            out.report(rule, &ports_path, message);
+                            continue;
+                        }
+                        out.report_fillable(rule, &ports_path, message);
                         missing.push(json!({
                             "name": planned.name,
                             "containerPort": planned.port,
@@ -183,6 +186,12 @@ fn check_start_params(group: &NodeGroup<'_>, plan: &PortPolicy, out: &mut Findin
     let params_path = child(&group.path, "rayStartParams");
     let mut missing = Map::new();
     let get = |key: &str| params.and_then(|p| p.get(key));
+    // A value of the wrong type is the user's to fix: a fill-in never overwrites it.
+    let can_fill = group.spec.is_object()
+        && group
+            .spec
+            .get("rayStartParams")
+            .is_none_or(Value::is_object);
 
     if out.enabled(RAY_START_PARAM) {
         for planned in planned_for(group.role, plan) {
@@ -196,15 +205,16 @@ fn check_start_params(group: &NodeGroup<'_>, plan: &PortPolicy, out: &mut Findin
                         .kube_ray_default
                         .map(|d| format!(" (Ray then uses {d})"))
                         .unwrap_or_default();
-                    out.report_fillable(
-                        RAY_START_PARAM,
-                        &params_path,
-                        format!(
-                            "{} rayStartParams has no {key:?}{default}; set {key}: \"{wanted}\"",
-                            group.describe()
-                        ),
+                    let message = format!(
+                        "{} rayStartParams has no {key:?}{default}; set {key}: \"{wanted}\"",
+                        group.describe()
                     );
-                    missing.insert(key.clone(), Value::String(wanted));
+                    if can_fill {
+                        out.report_fillable(RAY_START_PARAM, &params_path, message);
+                        missing.insert(key.clone(), Value::String(wanted));
+                    } else {
+                        out.report(RAY_START_PARAM, &params_path, message);
+                    }
                 }
                 Some(value) if param_text(value).as_deref() != Some(wanted.as_str()) => {
                     out.report(
@@ -226,18 +236,19 @@ fn check_start_params(group: &NodeGroup<'_>, plan: &PortPolicy, out: &mut Findin
             let key = &range.ray_start_param;
             match get(key) {
                 None => {
-                    out.report_fillable(
-                        NODE_PORT_RANGE,
-                        &params_path,
-                        format!(
-                            "{} leaves {key} unset (Ray picks a random port); set {key}: \"{}\" (range {}-{})",
-                            group.describe(),
-                            range.from,
-                            range.from,
-                            range.to
-                        ),
+                    let message = format!(
+                        "{} leaves {key} unset (Ray picks a random port); set {key}: \"{}\" (range {}-{})",
+                        group.describe(),
+                        range.from,
+                        range.from,
+                        range.to
                     );
-                    missing.insert(key.clone(), Value::String(range.from.to_string()));
+                    if can_fill {
+                        out.report_fillable(NODE_PORT_RANGE, &params_path, message);
+                        missing.insert(key.clone(), Value::String(range.from.to_string()));
+                    } else {
+                        out.report(NODE_PORT_RANGE, &params_path, message);
+                    }
                 }
                 Some(value) if !as_port(value).is_some_and(|p| range.contains(p)) => {
                     out.report(

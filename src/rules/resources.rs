@@ -116,7 +116,12 @@ fn check_container(
                 fill_requests.insert(name.into(), policy_default(policy, resource, true));
                 fill_limits.insert(name.into(), policy_default(policy, resource, false));
             }
-            (None, Some(_)) => {
+            // An unparseable limit is reported above; copying it would report it twice.
+            (None, Some(None)) => {
+                missing.push(format!("requests.{name}"));
+                fill_requests.insert(name.into(), policy_default(policy, resource, true));
+            }
+            (None, Some(Some(_))) => {
                 missing.push(format!("requests.{name}"));
                 fill_requests.insert(
                     name.into(),
@@ -152,15 +157,24 @@ fn check_container(
                     .map(|(k, v)| format!("limits.{k}: {}", shown(v))),
             )
             .collect();
-        out.report_fillable(
-            MISSING,
-            &resources_path,
-            format!(
-                "{who} has no {}; set {}",
-                super::and_list(&missing),
-                filled.join(", ")
-            ),
+        let message = format!(
+            "{who} has no {}; set {}",
+            super::and_list(&missing),
+            filled.join(", ")
         );
+        // A value of the wrong type is the user's to fix: a fill-in never overwrites it.
+        let raw = container.value.get("resources");
+        let can_fill = container.value.is_object()
+            && raw.is_none_or(Value::is_object)
+            && ["requests", "limits"]
+                .iter()
+                .all(|kind| raw.and_then(|r| r.get(kind)).is_none_or(Value::is_object));
+        if !can_fill {
+            out.report(MISSING, &resources_path, message);
+            check_gpus(policy, &resources_path, requests, limits, &who, out);
+            return;
+        }
+        out.report_fillable(MISSING, &resources_path, message);
         let section_present = |map: Option<&Map<String, Value>>| map.is_some();
         if resources.is_none() {
             let mut all = Map::new();
