@@ -162,6 +162,13 @@ pub fn parse(display: &str, text: &str) -> Result<ManifestFile> {
         let value = if is_blank(chunk) {
             None
         } else {
+            if let Some(offset) = too_deep(chunk) {
+                return Err(Error::Parse {
+                    path: display.to_owned(),
+                    line: start_line + chunk[..offset].matches('\n').count(),
+                    message: format!("invalid YAML: nested deeper than {MAX_NESTING} levels"),
+                });
+            }
             let value: Value = serde_yaml_ng::from_str(chunk).map_err(|e| {
                 let line = e
                     .location()
@@ -189,6 +196,110 @@ pub fn parse(display: &str, text: &str) -> Result<ManifestFile> {
         format: Format::Yaml,
         documents,
     })
+}
+
+/// YAML nested deeper than this is refused before parsing. The deserialiser refuses more than
+/// 128 levels anyway, but only after the scanner has read the whole document, and the
+/// scanner's work grows with the square of the flow nesting: 100,000 levels of `[` or `{a: `
+/// would take minutes.
+pub const MAX_NESTING: usize = 128;
+
+/// Where flow collections (`[`, `{`) first nest deeper than [`MAX_NESTING`], as a byte offset.
+/// Brackets in quoted scalars, block scalars and comments do not count. A quick look, not a
+/// YAML parser: it catches deep nesting as written, not every contrivance to hide it.
+pub fn too_deep(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    // The last byte that was not a space or tab: a quote or bracket right after one of these
+    // (or at the start of a line) starts a scalar or a collection.
+    let mut previous = b'\n';
+    // Whether a space or tab came after `previous`.
+    let mut gap = false;
+    let mut line_indent = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        let token_start = match previous {
+            b'\n' => true,
+            b'-' | b'?' | b':' if gap => true,
+            b'[' | b'{' | b',' | b':' => depth > 0,
+            _ => false,
+        };
+        gap = false;
+        match byte {
+            b'\n' => {
+                line_indent = bytes[i + 1..].iter().take_while(|&&b| b == b' ').count();
+            }
+            b' ' | b'\t' | b'\r' => {
+                gap = true;
+                i += 1;
+                continue;
+            }
+            b'#' if matches!(
+                bytes.get(i.wrapping_sub(1)),
+                None | Some(b' ' | b'\t' | b'\n')
+            ) =>
+            {
+                i = memchr(b'\n', bytes, i);
+                continue;
+            }
+            b'\'' | b'"' if token_start => {
+                i = end_of_quoted(bytes, i);
+                previous = byte;
+                continue;
+            }
+            b'|' | b'>' if token_start && depth == 0 => {
+                // A block scalar: the lines indented deeper than this one.
+                let mut end = memchr(b'\n', bytes, i);
+                while end < bytes.len() {
+                    let line = &bytes[end + 1..];
+                    let indent = line.iter().take_while(|&&b| b == b' ').count();
+                    let blank = matches!(line.get(indent), None | Some(b'\n' | b'\r'));
+                    if !blank && indent <= line_indent {
+                        break;
+                    }
+                    end = memchr(b'\n', bytes, end + 1);
+                }
+                i = end;
+                continue;
+            }
+            b'[' | b'{' if token_start || depth > 0 => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some(i);
+                }
+            }
+            b']' | b'}' if depth > 0 => depth -= 1,
+            _ => {}
+        }
+        previous = byte;
+        i += 1;
+    }
+    None
+}
+
+/// The offset of the next `byte` at or after `from`, or the end.
+fn memchr(byte: u8, bytes: &[u8], from: usize) -> usize {
+    bytes[from..]
+        .iter()
+        .position(|&b| b == byte)
+        .map_or(bytes.len(), |p| from + p)
+}
+
+/// The offset just past the quoted scalar that starts at `start`.
+fn end_of_quoted(bytes: &[u8], start: usize) -> usize {
+    let quote = bytes[start];
+    let mut i = start + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if quote == b'"' => i += 1,
+            b'\'' if quote == b'\'' && bytes.get(i + 1) == Some(&b'\'') => i += 1,
+            b if b == quote => return i + 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    bytes.len()
 }
 
 /// The offset of the first line that is neither blank nor a comment.
@@ -277,6 +388,31 @@ mod tests {
     fn json_error_names_the_line() {
         let err = parse("m.json", "{\n  \"kind\": \"X\",\n  oops\n}").unwrap_err();
         assert!(err.to_string().starts_with("m.json:3:"), "{err}");
+    }
+
+    #[test]
+    fn deep_yaml_is_refused_before_parsing() {
+        let deep = format!("a: 1\n---\nx: {}\n", "{a: ".repeat(100_000));
+        let started = std::time::Instant::now();
+        let err = parse("m.yaml", &deep).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(
+            err.to_string(),
+            "m.yaml:3: invalid YAML: nested deeper than 128 levels"
+        );
+        let fine = format!("x: {}1{}\n", "[".repeat(100), "]".repeat(100));
+        assert!(parse("m.yaml", &fine).is_ok());
+        // Brackets in strings, block scalars and comments are text, not nesting.
+        let open = "[{".repeat(200);
+        for text in [
+            format!("x: '{open}'\ny: \"{open}\\\"\"\n"),
+            format!("x: a{open}\n# {open}\n"),
+            format!("x: |\n  {open}\n\n  {open}\ny: [1]\n"),
+            format!("x: [\"{open}\", '{open}']\n"),
+        ] {
+            let file = parse("m.yaml", &text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert!(file.documents[0].value.is_some());
+        }
     }
 
     #[test]
