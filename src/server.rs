@@ -287,6 +287,11 @@ impl Running {
         self.handle.graceful_shutdown(Some(grace));
     }
 
+    /// Whether the server task still runs (it ends only on shutdown or a listener error).
+    pub fn is_serving(&self) -> bool {
+        !self.server.is_finished()
+    }
+
     pub async fn wait(self) -> std::io::Result<()> {
         self.server
             .await
