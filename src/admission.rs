@@ -6,7 +6,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::admission::{AdmissionResponse, Operation};
 use serde::Serialize;
 
 use crate::engine::{Context, Coverage, Decision, Engine, NetworkPolicyChange};
@@ -156,17 +156,65 @@ enum Known<'a> {
     Live(&'a dyn ClusterState),
 }
 
+/// The parts of an `admission.k8s.io/v1` AdmissionReview raygate reads. The objects stay raw
+/// JSON slices of the body until a Ray object (or a NetworkPolicy change) needs them, so other
+/// kinds and `oldObject` are never parsed into trees.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IncomingReview<'a> {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(borrow)]
+    request: Option<IncomingRequest<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IncomingRequest<'a> {
+    uid: String,
+    kind: kube::core::GroupVersionKind,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: Operation,
+    #[serde(default)]
+    user_info: IncomingUser,
+    #[serde(borrow, default)]
+    object: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    old_object: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct IncomingUser {
+    #[serde(default)]
+    username: Option<String>,
+}
+
+impl IncomingRequest<'_> {
+    fn is_network_policy(&self) -> bool {
+        self.kind.group == "networking.k8s.io" && self.kind.kind == "NetworkPolicy"
+    }
+
+    /// Only Ray's kinds and Pods can be in the engine's scope.
+    fn may_be_in_scope(&self) -> bool {
+        self.kind.group == "ray.io" || (self.kind.group.is_empty() && self.kind.kind == "Pod")
+    }
+}
+
 fn decide(
     engine: &Engine,
     known: Known<'_>,
     endpoint: Endpoint,
     body: &[u8],
 ) -> Result<(Vec<u8>, Outcome), Error> {
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_slice(body).map_err(Error::Decode)?;
-    let types = review.types.clone();
-    let request: AdmissionRequest<DynamicObject> =
-        review.try_into().map_err(|_| Error::NoRequest)?;
+    let review: IncomingReview<'_> = serde_json::from_slice(body).map_err(Error::Decode)?;
+    let request = review.request.ok_or(Error::NoRequest)?;
     let mut outcome = Outcome {
         uid: request.uid.clone(),
         kind: request.kind.kind.clone(),
@@ -177,19 +225,30 @@ fn decide(
         decision: "skipped",
         violations: Vec::new(),
     };
-    let mut response = AdmissionResponse::from(&request);
+    let mut response = AdmissionResponse::invalid("");
+    response.uid = request.uid.clone();
+    response.allowed = true;
+    response.result = Default::default();
 
-    let decision = match (&request.operation, &request.object) {
-        (Operation::Create | Operation::Update, Some(object)) => {
-            let mut view = ObjectRef::from_dynamic(object);
-            // On CREATE the object may not carry its namespace yet.
-            if view.namespace.is_none() {
-                view.namespace = request.namespace.as_deref();
-            }
-            if view.name.is_empty() {
-                view.name = &request.name;
-            }
-            Some(match &known {
+    let object: Option<serde_json::Value> = match (&request.operation, request.object) {
+        (Operation::Create | Operation::Update, Some(raw)) if request.may_be_in_scope() => {
+            Some(serde_json::from_str(raw.get()).map_err(Error::Decode)?)
+        }
+        _ => None,
+    };
+    let decision = match &object {
+        Some(object) => {
+            let view = ObjectRef::from_value(object).map(|mut view| {
+                // On CREATE the object may not carry its namespace or name yet.
+                if view.namespace.is_none() {
+                    view.namespace = request.namespace.as_deref();
+                }
+                if view.name.is_empty() {
+                    view.name = &request.name;
+                }
+                view
+            });
+            view.map(|view| match &known {
                 Known::Fixed(context) => engine.evaluate(&view, context),
                 Known::Live(cluster) => {
                     let policies = view.namespace.and_then(|ns| cluster.network_policies(ns));
@@ -204,17 +263,14 @@ fn decide(
                 }
             })
         }
-        _ => None,
-    };
-    let decision = match (decision, &known) {
-        (None, Known::Live(cluster))
-            if endpoint == Endpoint::Validate
-                && request.kind.group == "networking.k8s.io"
-                && request.kind.kind == "NetworkPolicy" =>
-        {
-            network_policy_change(engine, *cluster, &request)
-        }
-        (decision, _) => decision,
+        None => match &known {
+            Known::Live(cluster)
+                if endpoint == Endpoint::Validate && request.is_network_policy() =>
+            {
+                network_policy_change(engine, *cluster, &request)
+            }
+            _ => None,
+        },
     };
 
     if let Some(decision) =
@@ -224,7 +280,7 @@ fn decide(
         outcome.violations = decision.violations;
     }
 
-    let encoded = encode(&types.api_version, &types.kind, &response)?;
+    let encoded = encode(&review.api_version, &review.kind, &response)?;
     Ok((encoded, outcome))
 }
 
@@ -232,7 +288,7 @@ fn decide(
 fn network_policy_change(
     engine: &Engine,
     cluster: &dyn ClusterState,
-    request: &AdmissionRequest<DynamicObject>,
+    request: &IncomingRequest<'_>,
 ) -> Option<Decision> {
     let namespace = request.namespace.as_deref()?;
     let deleting = match request.operation {
@@ -245,10 +301,10 @@ fn network_policy_change(
     if live.is_empty() {
         return None;
     }
-    let as_policy = |object: &DynamicObject| -> Option<Arc<NetworkPolicy>> {
-        let mut value = serde_json::to_value(object).ok()?;
-        value["metadata"]["namespace"] = namespace.into();
-        serde_json::from_value(value).ok().map(Arc::new)
+    let as_policy = |raw: &serde_json::value::RawValue| -> Option<Arc<NetworkPolicy>> {
+        let mut policy: NetworkPolicy = serde_json::from_str(raw.get()).ok()?;
+        policy.metadata.namespace = Some(namespace.to_owned());
+        Some(Arc::new(policy))
     };
     let others = current
         .iter()
@@ -256,14 +312,14 @@ fn network_policy_change(
     let before: Vec<Arc<NetworkPolicy>> = others
         .clone()
         .cloned()
-        .chain(request.old_object.as_ref().and_then(as_policy))
+        .chain(request.old_object.and_then(as_policy))
         .collect();
     let after: Vec<Arc<NetworkPolicy>> = others
         .cloned()
         .chain(if deleting {
             None
         } else {
-            request.object.as_ref().and_then(as_policy)
+            request.object.and_then(as_policy)
         })
         .collect();
     let clusters: Vec<ObjectRef<'_>> = live
@@ -401,9 +457,9 @@ fn respond(
                 response.warnings = Some(vec![short(&format!(
                     "raygate filled in {filled} missing value(s) from the platform plan"
                 ))]);
-                match response.clone().with_patch(decision.patch.clone()) {
-                    Ok(patched) => {
-                        response = patched;
+                match serde_json::to_vec(&decision.patch) {
+                    Ok(patch) => {
+                        response.patch = Some(patch);
                         outcome.decision = "patched";
                     }
                     Err(e) => tracing::error!(error = %e, "cannot serialise the patch"),
