@@ -2,13 +2,15 @@
 //! raygate through the webhook configurations in deploy/. Run by tests/e2e/run.sh, which
 //! builds the tools and starts the control plane; `cargo test` alone skips these.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+
+mod support;
 
 const NEEDS: &str = "needs the e2e control plane: run tests/e2e/run.sh";
 
@@ -115,37 +117,16 @@ impl Raygate {
             .unwrap();
         assert!(made.status.success(), "{}", text(&made.stderr));
         let ca_bundle = text(&made.stdout).trim().to_owned();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_raygate"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .args([
-                "--log-format",
-                "json",
-                "--shutdown-delay",
-                "0",
-                "--mode",
-                mode,
-            ])
-            .arg("--tls-cert")
-            .arg(certs.path().join("tls.crt"))
-            .arg("--tls-key")
-            .arg(certs.path().join("tls.key"))
-            .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find(|l| l.contains("raygate is serving"))
-            .expect("raygate starts");
+        let served = support::serve::serve(|command| {
+            command
+                .args(["--shutdown-delay", "0", "--mode", mode])
+                .arg("--tls-cert")
+                .arg(certs.path().join("tls.crt"))
+                .arg("--tls-key")
+                .arg(certs.path().join("tls.key"))
+                .args(extra);
+        });
+        let lines = served.log;
         // Keep draining the log so that raygate never blocks on a full pipe.
         let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let sink = logs.clone();
@@ -156,20 +137,11 @@ impl Raygate {
                 all.push('\n');
             }
         });
-        let line: Value = serde_json::from_str(&line).unwrap();
-        let port = |field: &str| -> u16 {
-            let addr = line[field]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("Some(")
-                .trim_end_matches(')');
-            addr.rsplit(':').next().unwrap().parse().unwrap()
-        };
         Raygate {
             logs,
-            port: port("addr"),
-            metrics_port: port("metrics"),
-            child,
+            port: served.port,
+            metrics_port: served.metrics_port,
+            child: served.child,
             ca_bundle,
             _certs: certs,
         }

@@ -519,41 +519,19 @@ async fn shutdown_turns_readiness_off_first() {
 
 #[test]
 fn the_binary_drains_and_exits_cleanly_on_sigterm() {
-    use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
     let certs = tls::generate(&["localhost".into()], 1).unwrap();
     tls::write(dir.path(), &certs).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_raygate"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--shutdown-delay",
-            "0",
-            "--log-format",
-            "json",
-            "--tls-cert",
-        ])
-        .arg(dir.path().join(tls::CERT_FILE))
-        .arg("--tls-key")
-        .arg(dir.path().join(tls::KEY_FILE))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let serving = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains("raygate is serving"))
-        .expect("a start-up log line");
-    let line: Value = serde_json::from_str(&serving).expect("JSON logs");
-    assert!(line["addr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    let served = support::serve::serve(|command| {
+        command
+            .args(["--shutdown-delay", "0", "--tls-cert"])
+            .arg(dir.path().join(tls::CERT_FILE))
+            .arg("--tls-key")
+            .arg(dir.path().join(tls::KEY_FILE))
+            .stderr(Stdio::piped());
+    });
+    let (mut child, lines) = (served.child, served.log);
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -821,50 +799,22 @@ fn h_url(running: &Running, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_turns_unready_first_and_finishes_what_is_in_flight() {
-    use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     install_crypto();
     let dir = tempfile::tempdir().unwrap();
     let certs = tls::generate(&["localhost".into()], 1).unwrap();
     tls::write(dir.path(), &certs).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_raygate"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--shutdown-delay",
-            "1",
-            "--log-format",
-            "json",
-            "--tls-cert",
-        ])
-        .arg(dir.path().join(tls::CERT_FILE))
-        .arg("--tls-key")
-        .arg(dir.path().join(tls::KEY_FILE))
-        .env("RUST_LOG", "warn,raygate=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let serving = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains("raygate is serving"))
-        .unwrap();
+    let served = support::serve::serve(|command| {
+        command
+            .args(["--shutdown-delay", "1", "--tls-cert"])
+            .arg(dir.path().join(tls::CERT_FILE))
+            .arg("--tls-key")
+            .arg(dir.path().join(tls::KEY_FILE))
+            .env("RUST_LOG", "warn,raygate=info")
+            .stderr(Stdio::null());
+    });
+    let (mut child, lines, port) = (served.child, served.log, served.port);
     std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    let line: Value = serde_json::from_str(&serving).unwrap();
-    let port = line["addr"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_owned();
     let url = format!("https://localhost:{port}/validate");
     let ready_url = format!("https://localhost:{port}/readyz");
 

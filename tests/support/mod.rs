@@ -1,6 +1,8 @@
 //! Test builders: objects that satisfy the built-in policy, for tests to break one way at a time.
 #![allow(dead_code)]
 
+pub mod serve;
+
 use json_patch::Patch;
 use raygate::engine::{Context, Decision, Engine};
 use raygate::policy::Policy;
