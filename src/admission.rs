@@ -207,6 +207,30 @@ impl IncomingRequest<'_> {
     }
 }
 
+impl Outcome {
+    fn of(request: &IncomingRequest<'_>, decision: &'static str) -> Outcome {
+        Outcome {
+            uid: request.uid.clone(),
+            kind: request.kind.kind.clone(),
+            namespace: request.namespace.clone().unwrap_or_default(),
+            name: request.name.clone(),
+            operation: operation_name(&request.operation),
+            dry_run: request.dry_run,
+            decision,
+            violations: Vec::new(),
+        }
+    }
+}
+
+/// A response that admits `request` unchanged, to build on.
+fn allowing(request: &IncomingRequest<'_>) -> AdmissionResponse {
+    let mut response = AdmissionResponse::invalid("");
+    response.uid = request.uid.clone();
+    response.allowed = true;
+    response.result = Default::default();
+    response
+}
+
 fn decide(
     engine: &Engine,
     known: Known<'_>,
@@ -215,20 +239,8 @@ fn decide(
 ) -> Result<(Vec<u8>, Outcome), Error> {
     let review: IncomingReview<'_> = serde_json::from_slice(body).map_err(Error::Decode)?;
     let request = review.request.ok_or(Error::NoRequest)?;
-    let mut outcome = Outcome {
-        uid: request.uid.clone(),
-        kind: request.kind.kind.clone(),
-        namespace: request.namespace.clone().unwrap_or_default(),
-        name: request.name.clone(),
-        operation: operation_name(&request.operation),
-        dry_run: request.dry_run,
-        decision: "skipped",
-        violations: Vec::new(),
-    };
-    let mut response = AdmissionResponse::invalid("");
-    response.uid = request.uid.clone();
-    response.allowed = true;
-    response.result = Default::default();
+    let mut outcome = Outcome::of(&request, "skipped");
+    let mut response = allowing(&request);
 
     let object: Option<serde_json::Value> = match (&request.operation, request.object) {
         (Operation::Create | Operation::Update, Some(raw)) if request.may_be_in_scope() => {
@@ -351,39 +363,6 @@ fn network_policy_change(
     ))
 }
 
-/// Just enough of a review to answer it without evaluating it.
-#[derive(serde::Deserialize)]
-struct ReviewHeader {
-    #[serde(rename = "apiVersion", default)]
-    api_version: String,
-    #[serde(default)]
-    kind: String,
-    request: Option<RequestHeader>,
-}
-
-#[derive(serde::Deserialize)]
-struct RequestHeader {
-    uid: String,
-    #[serde(default)]
-    kind: Option<KindHeader>,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    operation: Option<String>,
-    #[serde(rename = "dryRun", default)]
-    dry_run: Option<bool>,
-}
-
-#[derive(serde::Deserialize)]
-struct KindHeader {
-    #[serde(default)]
-    group: String,
-    #[serde(default)]
-    kind: String,
-}
-
 /// The answer when no decision was reached in time (or evaluation failed): allowed with a
 /// warning, or denied when `deny_because` names the families that fail closed.
 pub fn undecided(
@@ -392,35 +371,11 @@ pub fn undecided(
     reason: &str,
     deny_because: Option<&str>,
 ) -> Result<(Vec<u8>, Outcome), Error> {
-    let header: ReviewHeader = serde_json::from_slice(body).map_err(Error::Decode)?;
-    let request = header.request.ok_or(Error::NoRequest)?;
-    let kind = request.kind.unwrap_or(KindHeader {
-        group: String::new(),
-        kind: String::new(),
-    });
-    let in_scope = kind.group == "ray.io" || kind.kind == "Pod";
-    let operation = match request.operation.as_deref() {
-        Some("CREATE") => "CREATE",
-        Some("UPDATE") => "UPDATE",
-        Some("DELETE") => "DELETE",
-        Some("CONNECT") => "CONNECT",
-        _ => "",
-    };
-    let mut outcome = Outcome {
-        uid: request.uid,
-        kind: kind.kind,
-        namespace: request.namespace.unwrap_or_default(),
-        name: request.name.unwrap_or_default(),
-        operation,
-        dry_run: request.dry_run.unwrap_or(false),
-        decision: "undecided",
-        violations: Vec::new(),
-    };
-    let mut response = AdmissionResponse::invalid("");
-    response.uid = outcome.uid.clone();
-    response.allowed = true;
-    response.result = Default::default();
-    if endpoint == Endpoint::Validate && in_scope {
+    let review: IncomingReview<'_> = serde_json::from_slice(body).map_err(Error::Decode)?;
+    let request = review.request.as_ref().ok_or(Error::NoRequest)?;
+    let mut outcome = Outcome::of(request, "undecided");
+    let mut response = allowing(request);
+    if endpoint == Endpoint::Validate && request.may_be_in_scope() {
         match deny_because {
             Some(families) => {
                 response = response.deny(format!(
@@ -439,7 +394,7 @@ pub fn undecided(
             }
         }
     }
-    let encoded = encode(&header.api_version, &header.kind, &response)?;
+    let encoded = encode(&review.api_version, &review.kind, &response)?;
     Ok((encoded, outcome))
 }
 

@@ -128,22 +128,15 @@ impl Engine {
         };
         let scope = &self.policy.spec().scope;
         let namespace = object.namespace.unwrap_or("default");
-        if scope.exempt_namespaces.iter().any(|ns| ns == namespace) {
+        if scope.exempts_namespace(namespace) {
             return Decision::unchecked(Coverage::Exempt, mode);
         }
         let cluster_name = match &target {
             Target::Pod(pod) => Some(pod.cluster),
             _ => None,
         };
-        let exempt_family = |family: Family| {
-            scope.exemptions.iter().any(|e| {
-                e.namespace == namespace
-                    && e.name
-                        .as_deref()
-                        .is_none_or(|n| n == object.name || Some(n) == cluster_name)
-                    && e.families.as_ref().is_none_or(|f| f.contains(&family))
-            })
-        };
+        let exempt_family =
+            |family: Family| scope.exempts(namespace, object.name, cluster_name, family);
         if Family::ALL.into_iter().all(exempt_family) {
             return Decision::unchecked(Coverage::Exempt, mode);
         }
@@ -239,11 +232,7 @@ impl Engine {
     ) -> Decision {
         let mode = self.policy.mode();
         let scope = &self.policy.spec().scope;
-        if scope
-            .exempt_namespaces
-            .iter()
-            .any(|ns| ns == change.namespace)
-        {
+        if scope.exempts_namespace(change.namespace) {
             return Decision::unchecked(Coverage::Exempt, mode);
         }
         let mut violations = Vec::new();
@@ -251,13 +240,8 @@ impl Engine {
             let Target::Cluster(spec) = Target::of(cluster) else {
                 continue;
             };
-            let exempt_family = |family: Family| {
-                scope.exemptions.iter().any(|e| {
-                    e.namespace == change.namespace
-                        && e.name.as_deref().is_none_or(|n| n == cluster.name)
-                        && e.families.as_ref().is_none_or(|f| f.contains(&family))
-                })
-            };
+            let exempt_family =
+                |family: Family| scope.exempts(change.namespace, cluster.name, None, family);
             let uncovered = |policies: &[Arc<NetworkPolicy>]| {
                 let mut findings = Findings::new(&self.policy, exempt_family);
                 rules::network_policy::check_cluster(

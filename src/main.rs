@@ -2,18 +2,23 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use raygate::commands::{self, FixOptions, exit};
-use raygate::{Engine, Policy};
+use raygate::{Engine, Mode, Policy};
 
 mod cli;
 use cli::{Cli, Command, LogFormat, PolicyArgs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-fn load_policy(args: &PolicyArgs) -> Result<Policy, raygate::policy::Error> {
-    match &args.policy {
-        Some(path) => Policy::load(path),
-        None => Ok(Policy::built_in()),
-    }
+/// The policy file (or the built-in one), with `--mode` over its own mode when given.
+fn load_policy(args: &PolicyArgs, mode: Option<Mode>) -> Result<Policy, raygate::policy::Error> {
+    let policy = match &args.policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::built_in(),
+    };
+    Ok(match mode {
+        Some(mode) => policy.with_mode(mode),
+        None => policy,
+    })
 }
 
 fn main() -> ExitCode {
@@ -36,10 +41,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             mode,
             output,
         } => {
-            let mut policy = load_policy(&policy)?;
-            if let Some(mode) = mode {
-                policy = policy.with_mode(mode);
-            }
+            let policy = load_policy(&policy, mode)?;
             commands::check(&Engine::new(policy), &paths, output)
         }
         Command::Fix {
@@ -48,7 +50,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             in_place,
             discard_comments,
         } => commands::fix(
-            &Engine::new(load_policy(&policy)?),
+            &Engine::new(load_policy(&policy, None)?),
             &paths,
             &FixOptions {
                 in_place,
@@ -71,10 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             write_reports,
         } => {
             init_tracing(log_format);
-            let mut policy = load_policy(&policy)?;
-            if let Some(mode) = mode {
-                policy = policy.with_mode(mode);
-            }
+            let policy = load_policy(&policy, mode)?;
             let (tls_cert, tls_key) = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => (cert, key),
                 _ => development_certs(Path::new("certs"))?,
@@ -122,10 +121,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             output,
             write_reports,
         } => {
-            let mut policy = load_policy(&policy)?;
-            if let Some(mode) = mode {
-                policy = policy.with_mode(mode);
-            }
+            let policy = load_policy(&policy, mode)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -158,7 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             exit::OK
         }
         Command::Policy { policy } => {
-            let policy = load_policy(&policy)?;
+            let policy = load_policy(&policy, None)?;
             print!("{}", policy.to_yaml());
             exit::OK
         }

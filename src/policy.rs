@@ -194,6 +194,30 @@ pub struct Scope {
     pub exemptions: Vec<Exemption>,
 }
 
+impl Scope {
+    pub fn exempts_namespace(&self, namespace: &str) -> bool {
+        self.exempt_namespaces.iter().any(|ns| ns == namespace)
+    }
+
+    /// Whether `family` is exempt for the object `name` in `namespace`; a Ray Pod also
+    /// matches by its `cluster`.
+    pub fn exempts(
+        &self,
+        namespace: &str,
+        name: &str,
+        cluster: Option<&str>,
+        family: Family,
+    ) -> bool {
+        self.exemptions.iter().any(|e| {
+            e.namespace == namespace
+                && e.name
+                    .as_deref()
+                    .is_none_or(|n| n == name || Some(n) == cluster)
+                && e.families.as_ref().is_none_or(|f| f.contains(&family))
+        })
+    }
+}
+
 /// Exempts objects in `namespace` (all of them, or the one called `name`; for a Ray Pod,
 /// `name` also matches its cluster) from the listed families, or from all of them.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -59,6 +59,20 @@ fn client_trusting(cas: &[&str]) -> reqwest::Client {
     builder.build().unwrap()
 }
 
+/// The server on loopback ports with the certificate in `dir`, no client CA and no cluster.
+fn serve_config(dir: &Path, engine: Engine) -> ServeConfig {
+    ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        tls_cert: dir.join(tls::CERT_FILE),
+        tls_key: dir.join(tls::KEY_FILE),
+        client_ca: None,
+        engine,
+        cluster: None,
+        limits: Default::default(),
+    }
+}
+
 async fn start(mode: Mode) -> Harness {
     start_with(Engine::new(Policy::built_in().with_mode(mode)), None).await
 }
@@ -69,14 +83,8 @@ async fn start_with(engine: Engine, cluster: Option<ClusterAccess>) -> Harness {
     let dir = tmp.path().to_path_buf();
     let certs = secret_volume(&dir, "first");
     let running = raygate::server::start(ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
-        tls_cert: dir.join(tls::CERT_FILE),
-        tls_key: dir.join(tls::KEY_FILE),
-        client_ca: None,
-        engine,
         cluster,
-        limits: Default::default(),
+        ..serve_config(&dir, engine)
     })
     .await
     .unwrap();
@@ -659,14 +667,8 @@ async fn with_a_client_ca_only_the_api_servers_certificate_gets_an_answer() {
     let ca_path = dir.join("client-ca.crt");
     std::fs::write(&ca_path, &client_ca).unwrap();
     let running = raygate::server::start(ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metrics_listen: None,
-        tls_cert: dir.join(tls::CERT_FILE),
-        tls_key: dir.join(tls::KEY_FILE),
         client_ca: Some(ca_path),
-        engine: Engine::new(Policy::built_in()),
-        cluster: None,
-        limits: Default::default(),
+        ..serve_config(dir, Engine::new(Policy::built_in()))
     })
     .await
     .unwrap();
@@ -752,18 +754,9 @@ async fn certificate_rotation_under_load_fails_no_request() {
         .map(|_| tls::generate(&["localhost".into(), "127.0.0.1".into()], 2).unwrap())
         .collect();
     install_generation(&dir, "gen0", &generations[0]);
-    let running = raygate::server::start(ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metrics_listen: None,
-        tls_cert: dir.join(tls::CERT_FILE),
-        tls_key: dir.join(tls::KEY_FILE),
-        client_ca: None,
-        engine: Engine::new(Policy::built_in()),
-        cluster: None,
-        limits: Default::default(),
-    })
-    .await
-    .unwrap();
+    let running = raygate::server::start(serve_config(&dir, Engine::new(Policy::built_in())))
+        .await
+        .unwrap();
     let url = format!("https://localhost:{}/validate", running.addr.port());
     // During a rotation the caBundle holds old and new CAs, as cert-manager's does.
     let cas: Vec<&str> = generations.iter().map(|g| g.ca_pem.as_str()).collect();

@@ -289,12 +289,12 @@ fn selecting<'p>(
 }
 
 /// How the policies of a namespace treat traffic towards one set of pods.
-enum Coverage {
+enum Coverage<'p> {
     /// No policy selects the pods.
     Unselected,
     Selected {
-        /// The names of the policies that select them, quoted.
-        names: Vec<String>,
+        /// The policies that select them.
+        towards: Vec<&'p NetworkPolicy>,
         /// Needed ports some peer cannot reach, as labels.
         blocked: Vec<String>,
         /// Every port is open from every peer, in both directions.
@@ -302,21 +302,17 @@ enum Coverage {
     },
 }
 
-fn coverage(
-    in_namespace: &[&NetworkPolicy],
+fn coverage<'p>(
+    in_namespace: &[&'p NetworkPolicy],
     namespace: &str,
     target: &PodLabels<'_>,
     peers: &[&PodLabels<'_>],
     needed: &[Needed],
-) -> Coverage {
+) -> Coverage<'p> {
     let towards = selecting(in_namespace, target);
     if towards.is_empty() {
         return Coverage::Unselected;
     }
-    let names = towards
-        .iter()
-        .map(|p| format!("{:?}", p.metadata.name.as_deref().unwrap_or("")))
-        .collect();
     let mut blocked: Vec<String> = Vec::new();
     let mut all_open = true;
     for source_labels in peers {
@@ -337,10 +333,18 @@ fn coverage(
         }
     }
     Coverage::Selected {
-        names,
+        towards,
         blocked,
         all_open,
     }
+}
+
+/// The quoted names of `policies`, for messages.
+fn names(policies: &[&NetworkPolicy]) -> Vec<String> {
+    policies
+        .iter()
+        .map(|p| format!("{:?}", p.metadata.name.as_deref().unwrap_or("")))
+        .collect()
 }
 
 fn cluster_manages_its_own_policies(cluster: &ClusterSpec<'_>) -> bool {
@@ -396,7 +400,7 @@ pub fn check_cluster(
     for (group, labels) in &groups {
         let needed = needed_for(group.role, out);
         let Coverage::Selected {
-            names,
+            towards,
             blocked,
             all_open,
         } = coverage(&in_namespace, namespace, labels, &peers, &needed)
@@ -417,14 +421,13 @@ pub fn check_cluster(
                 &group.path,
                 format!(
                     "NetworkPolicy {} blocks TCP {} to the {} from the cluster's own pods; admit them",
-                    super::and_list(&names),
+                    super::and_list(&names(&towards)),
                     super::and_list(&blocked),
                     group.describe()
                 ),
             );
         }
         if !all_open && !worker_ports_reported {
-            let towards = selecting(&in_namespace, labels);
             let params = group.ray_start_params();
             let range = params.and_then(|p| {
                 Some((
@@ -495,12 +498,14 @@ pub fn check_pod(
                 pod.cluster, pod.cluster
             ),
         ),
-        Coverage::Selected { names, blocked, .. } if !blocked.is_empty() => out.report(
+        Coverage::Selected {
+            towards, blocked, ..
+        } if !blocked.is_empty() => out.report(
             BLOCKED_PORTS,
             &root,
             format!(
                 "NetworkPolicy {} blocks TCP {} to this {role} Pod of cluster {:?} from the cluster's own pods; admit them",
-                super::and_list(&names),
+                super::and_list(&names(&towards)),
                 super::and_list(&blocked),
                 pod.cluster
             ),
