@@ -193,7 +193,9 @@ pub fn watch(
     use notify::Watcher;
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Only changes count: reading the files (as the reload itself does) raises access
+        // events, which would otherwise reload again and again.
+        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
             let _ = tx.send(());
         }
     })?;
@@ -210,4 +212,47 @@ pub fn watch(
         })
         .map_err(|e| notify::Error::generic(&e.to_string()))?;
     Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn reads_do_not_reload_and_a_reload_does_not_trigger_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join(CERT_FILE);
+        std::fs::write(&cert, "first").unwrap();
+        let reloads = Arc::new(AtomicUsize::new(0));
+        let (counter, read_back) = (reloads.clone(), cert.clone());
+        let _watcher = watch(dir.path().to_path_buf(), move || {
+            // Like the real reload, read the files.
+            let _ = std::fs::read(&read_back);
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        for _ in 0..5 {
+            let _ = std::fs::read(&cert).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        assert_eq!(reloads.load(Ordering::SeqCst), 0, "reads reloaded");
+
+        std::fs::write(&cert, "second").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while reloads.load(Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a change did not reload"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+        assert_eq!(
+            reloads.load(Ordering::SeqCst),
+            1,
+            "the reload triggered itself"
+        );
+    }
 }
