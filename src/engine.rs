@@ -251,15 +251,25 @@ impl Engine {
                     &mut findings,
                 );
                 findings.violations.retain(|v| {
-                    v.rule == rules::network_policy::MISSING
-                        || v.rule == rules::network_policy::BLOCKED_PORTS
+                    [
+                        rules::network_policy::MISSING,
+                        rules::network_policy::BLOCKED_PORTS,
+                        rules::network_policy::WORKER_PORTS,
+                        rules::network_policy::DNS_EGRESS,
+                        rules::network_policy::APISERVER_EGRESS,
+                    ]
+                    .contains(&v.rule)
                 });
                 findings.violations
             };
             let before = uncovered(change.before);
             let newly: Vec<Violation> = uncovered(change.after)
                 .into_iter()
-                .filter(|v| !before.iter().any(|b| b.rule == v.rule && b.path == v.path))
+                .filter(|v| {
+                    !before
+                        .iter()
+                        .any(|b| b.rule == v.rule && b.path == v.path && b.message == v.message)
+                })
                 .collect();
             let Some(first) = newly.first() else {
                 continue;

@@ -235,10 +235,62 @@ pub struct Exemption {
 pub struct PortPolicy {
     pub action: Action,
     pub planned: Vec<PlannedPort>,
+    /// Ports every Ray node listens on that no container port declares (KubeRay exposes
+    /// them in no Service), pinned through `rayStartParams`.
+    #[serde(default)]
+    pub node_ports: Vec<NodePort>,
     #[serde(default)]
     pub node_ranges: Vec<NodePortRange>,
+    /// The range every node's worker processes (tasks, actors, drivers) bind in, pinned
+    /// through `min-worker-port` and `max-worker-port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_ports: Option<PortRange>,
     #[serde(default)]
     pub forbidden: Vec<u16>,
+}
+
+/// Ray's worker-process range when `min-worker-port`/`max-worker-port` are unset (measured
+/// on Ray 2.60.0 and 2.41.0: `'worker_ports': '9998 ports from 10002 to 19999'`).
+pub const RAY_DEFAULT_WORKER_PORTS: PortRange = PortRange {
+    from: 10002,
+    to: 19999,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortRange {
+    pub from: u16,
+    pub to: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u32) -> bool {
+        (u32::from(self.from)..=u32::from(self.to)).contains(&port)
+    }
+
+    pub fn overlaps(&self, from: u32, to: u32) -> bool {
+        u32::from(self.from) <= to && from <= u32::from(self.to)
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.from, self.to)
+    }
+}
+
+/// A single port every Ray node listens on, pinned through a `rayStartParams` key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodePort {
+    /// How messages name it.
+    pub name: String,
+    pub port: u16,
+    pub ray_start_param: String,
+    /// What happens when the key is unset, with the version it was measured on; only used
+    /// to word fixes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_unset: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -313,6 +365,19 @@ pub struct NetworkPolicyRule {
     /// unavailable and coverage is unverified.
     #[serde(default = "default_stale_after_seconds")]
     pub stale_after_seconds: u64,
+    /// Namespaces outside the cluster (Prometheus, notebooks) that must reach some of the
+    /// head's ports; `network-policy/external-access` reports when they cannot.
+    #[serde(default)]
+    pub external_access: Vec<ExternalAccess>,
+}
+
+/// Pods of the namespaces labelled `namespaceLabels` must reach the planned ports `ports`
+/// (container port names of `spec.ports.planned`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExternalAccess {
+    pub namespace_labels: BTreeMap<String, String>,
+    pub ports: Vec<String>,
 }
 
 fn default_unverified() -> Action {
@@ -534,6 +599,7 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
     let spec = &document.spec;
     validate_ports(&spec.ports, &mut problems);
     validate_placement(&spec.placement, &mut problems);
+    validate_external_access(spec, &mut problems);
     if spec.network_policy.unverified_action == Action::Deny {
         problems.push(
             "spec.networkPolicy.unverifiedAction: deny would lock out every Ray cluster \
@@ -655,52 +721,72 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
 }
 
 fn validate_ports(ports: &PortPolicy, problems: &mut Vec<String>) {
+    // Every single port of the plan, planned container ports and node ports alike.
+    let singles: Vec<(String, u16, &str, Option<&str>)> = ports
+        .planned
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            (
+                format!("spec.ports.planned[{i}]"),
+                p.port,
+                p.name.as_str(),
+                p.ray_start_param.as_deref(),
+            )
+        })
+        .chain(ports.node_ports.iter().enumerate().map(|(i, p)| {
+            (
+                format!("spec.ports.nodePorts[{i}]"),
+                p.port,
+                p.name.as_str(),
+                Some(p.ray_start_param.as_str()),
+            )
+        }))
+        .collect();
     let mut names = BTreeMap::new();
     let mut numbers = BTreeMap::new();
     let mut params = BTreeMap::new();
-    for (i, planned) in ports.planned.iter().enumerate() {
-        let at = format!("spec.ports.planned[{i}]");
-        if planned.port == 0 {
+    for (at, port, name, param) in &singles {
+        if *port == 0 {
             problems.push(format!("{at}.port: 0 is not a port"));
         }
-        if planned.name.is_empty() || planned.name.len() > 15 {
+        if name.is_empty() || name.len() > 15 {
             problems.push(format!(
-                "{at}.name: {:?} must be 1 to 15 characters (a Kubernetes port name)",
-                planned.name
+                "{at}.name: {name:?} must be 1 to 15 characters (a Kubernetes port name)"
             ));
         }
-        if let Some(j) = names.insert(planned.name.as_str(), i) {
+        if let Some(other) = names.insert(*name, at) {
+            problems.push(format!("{at}.name: {name:?} repeats {other}"));
+        }
+        if let Some(other) = numbers.insert(*port, at) {
+            problems.push(format!("{at}.port: {port} repeats {other}"));
+        }
+        if ports.forbidden.contains(port) {
             problems.push(format!(
-                "{at}.name: {:?} repeats spec.ports.planned[{j}]",
-                planned.name
+                "{at}.port: {port} is also listed in spec.ports.forbidden"
             ));
         }
-        if let Some(j) = numbers.insert(planned.port, i) {
-            problems.push(format!(
-                "{at}.port: {} repeats spec.ports.planned[{j}]",
-                planned.port
-            ));
-        }
-        if ports.forbidden.contains(&planned.port) {
-            problems.push(format!(
-                "{at}.port: {} is also listed in spec.ports.forbidden",
-                planned.port
-            ));
-        }
-        if let Some(param) = &planned.ray_start_param
-            && let Some(other) = params.insert(param.as_str(), at.clone())
+        if let Some(param) = param
+            && let Some(other) = params.insert(*param, at.clone())
         {
             problems.push(format!(
                 "{at}.rayStartParam: {param:?} is already set by {other}"
             ));
         }
         for (k, range) in ports.node_ranges.iter().enumerate() {
-            if range.contains(planned.port.into()) {
+            if range.contains((*port).into()) {
                 problems.push(format!(
-                    "{at}.port: {} lies inside spec.ports.nodeRanges[{k}] ({}-{})",
-                    planned.port, range.from, range.to
+                    "{at}.port: {port} lies inside spec.ports.nodeRanges[{k}] ({}-{})",
+                    range.from, range.to
                 ));
             }
+        }
+        if let Some(workers) = ports.worker_ports
+            && workers.contains((*port).into())
+        {
+            problems.push(format!(
+                "{at}.port: {port} lies inside spec.ports.workerPorts ({workers}); Ray refuses to start a node whose pinned port is in its worker range"
+            ));
         }
     }
     for (i, range) in ports.node_ranges.iter().enumerate() {
@@ -725,6 +811,14 @@ fn validate_ports(ports: &PortPolicy, problems: &mut Vec<String>) {
                 ));
             }
         }
+        if let Some(workers) = ports.worker_ports
+            && workers.overlaps(range.from.into(), range.to.into())
+        {
+            problems.push(format!(
+                "{at}: {}-{} overlaps spec.ports.workerPorts ({workers})",
+                range.from, range.to
+            ));
+        }
         for port in &ports.forbidden {
             if range.contains((*port).into()) {
                 problems.push(format!(
@@ -734,9 +828,56 @@ fn validate_ports(ports: &PortPolicy, problems: &mut Vec<String>) {
             }
         }
     }
+    if let Some(workers) = ports.worker_ports {
+        if workers.from == 0 || workers.from > workers.to {
+            problems.push(format!(
+                "spec.ports.workerPorts: from {} to {} is not a range of ports (need 1 <= from <= to)",
+                workers.from, workers.to
+            ));
+        }
+        for port in &ports.forbidden {
+            if workers.contains((*port).into()) {
+                problems.push(format!(
+                    "spec.ports.workerPorts: {workers} contains the forbidden port {port}"
+                ));
+            }
+        }
+        for key in [MIN_WORKER_PORT, MAX_WORKER_PORT] {
+            if let Some(other) = params.get(key) {
+                problems.push(format!(
+                    "{other}.rayStartParam: {key:?} is set by spec.ports.workerPorts"
+                ));
+            }
+        }
+    }
     for (i, port) in ports.forbidden.iter().enumerate() {
         if *port == 0 {
             problems.push(format!("spec.ports.forbidden[{i}]: 0 is not a port"));
+        }
+    }
+}
+
+/// The `rayStartParams` keys that bound a node's worker processes.
+pub const MIN_WORKER_PORT: &str = "min-worker-port";
+pub const MAX_WORKER_PORT: &str = "max-worker-port";
+
+fn validate_external_access(spec: &PolicySpec, problems: &mut Vec<String>) {
+    for (i, access) in spec.network_policy.external_access.iter().enumerate() {
+        let at = format!("spec.networkPolicy.externalAccess[{i}]");
+        if access.namespace_labels.is_empty() {
+            problems.push(format!(
+                "{at}.namespaceLabels: name at least one label of the namespaces"
+            ));
+        }
+        if access.ports.is_empty() {
+            problems.push(format!("{at}.ports: name at least one planned port"));
+        }
+        for (j, name) in access.ports.iter().enumerate() {
+            if !spec.ports.planned.iter().any(|p| &p.name == name) {
+                problems.push(format!(
+                    "{at}.ports[{j}]: {name:?} is not a name in spec.ports.planned"
+                ));
+            }
         }
     }
 }
@@ -784,6 +925,26 @@ mod tests {
             ]
         );
         assert_eq!(spec.ports.forbidden, [6379, 10001, 8265, 8000, 8080]);
+        assert_eq!(
+            spec.ports.worker_ports,
+            Some(PortRange {
+                from: 10003,
+                to: 19999
+            })
+        );
+        let node_ports: Vec<(&str, u16)> = spec
+            .ports
+            .node_ports
+            .iter()
+            .map(|p| (p.ray_start_param.as_str(), p.port))
+            .collect();
+        assert_eq!(
+            node_ports,
+            [
+                ("dashboard-agent-grpc-port", 8601),
+                ("dashboard-agent-listen-port", 52365)
+            ]
+        );
         assert_eq!(spec.placement.master_hostnames, ["gpu-node"]);
         assert_eq!(policy.mode(), Mode::Enforce);
         assert_eq!(policy.action_for("ports/serve-port-name"), Action::Warn);
@@ -852,6 +1013,41 @@ mod tests {
         );
         assert!(
             err.contains("ruleActions.ports/nonsense: unknown rule"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_worker_range_must_clear_every_pinned_port() {
+        let err = built_in_with(|doc| {
+            doc["spec"]["ports"]["workerPorts"]["from"] = 10002.into();
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "spec.ports.planned[1].port: 10002 lies inside spec.ports.workerPorts (10002-19999)"
+            ),
+            "{err}"
+        );
+        let err = built_in_with(|doc| {
+            doc["spec"]["ports"]["workerPorts"] =
+                serde_yaml_ng::from_str("{from: 8000, to: 8350}").unwrap();
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("spec.ports.nodeRanges[0]: 8301-8400 overlaps spec.ports.workerPorts"),
+            "{err}"
+        );
+        assert!(err.contains("contains the forbidden port 8265"), "{err}");
+        let err = built_in_with(|doc| {
+            doc["spec"]["ports"]["nodePorts"][0]["port"] = 8081.into();
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("spec.ports.nodePorts[0].port: 8081 repeats spec.ports.planned[4]"),
             "{err}"
         );
     }

@@ -13,8 +13,11 @@ pub const LABEL_CLUSTER: &str = "ray.io/cluster";
 pub const LABEL_NODE_TYPE: &str = "ray.io/node-type";
 pub const LABEL_GROUP: &str = "ray.io/group";
 pub const LABEL_IS_RAY_NODE: &str = "ray.io/is-ray-node";
-pub const LABEL_ORIGINATED_FROM_CR_NAME: &str = "ray.io/originated-from-cr-name";
-pub const LABEL_ORIGINATED_FROM_CRD: &str = "ray.io/originated-from-crd";
+/// KubeRay v1.5.0 labels a RayCluster it generates with the RayJob's or RayService's name,
+/// but not its Pods, whose `ray.io/cluster` is a generated name: raygate fills this label
+/// into the embedded pod templates (KubeRay copies template labels onto Pods), so that a
+/// NetworkPolicy can select the Pods by the name the user wrote.
+pub const LABEL_CR_NAME: &str = "raygate.dev/ray-cr-name";
 /// KubeRay's `ray.io/group` value for the head.
 pub const HEAD_GROUP_LABEL_VALUE: &str = "headgroup";
 

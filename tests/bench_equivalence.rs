@@ -76,7 +76,9 @@ fn the_peers_agree_on_targeted_objects() {
             "headGroupSpec": {
                 "rayStartParams": {"port": "6380", "ray-client-server-port": "10002", "dashboard-port": "8266",
                     "metrics-export-port": "8081", "object-manager-port": "8301",
-                    "node-manager-port": "8401", "runtime-env-agent-port": "8501"},
+                    "node-manager-port": "8401", "runtime-env-agent-port": "8501",
+                    "dashboard-agent-grpc-port": "8601", "dashboard-agent-listen-port": "52365",
+                    "min-worker-port": "10003", "max-worker-port": "19999"},
                 "template": {"spec": {"nodeSelector": {"node-role": "worker"}, "containers": [{
                     "name": "ray-head", "image": "rayproject/ray:2.52.0",
                     "ports": [{"name": "gcs-server", "containerPort": 6380}, {"name": "client", "containerPort": 10002},
@@ -97,6 +99,11 @@ fn the_peers_agree_on_targeted_objects() {
         ("/rayStartParams/node-manager-port", json!("9000")),
         ("/rayStartParams/min-worker-port", json!("8000")),
         ("/rayStartParams/max-worker-port", json!("8350")),
+        ("/rayStartParams/max-worker-port", json!("20000")),
+        ("/rayStartParams/min-worker-port", json!("10002")),
+        ("/rayStartParams/min-worker-port", json!("12000")),
+        ("/rayStartParams/min-worker-port", json!("any")),
+        ("/rayStartParams/dashboard-agent-grpc-port", json!("0")),
         (
             "/template/spec/containers/0/ports/3/name",
             json!("ray-serve"),

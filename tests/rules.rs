@@ -138,17 +138,23 @@ mod ports {
             rules(&d),
             [
                 "ports/ray-start-param",
+                "ports/ray-start-param",
+                "ports/ray-start-param",
                 "ports/node-port-range",
                 "ports/node-port-range",
-                "ports/node-port-range"
+                "ports/node-port-range",
+                "ports/worker-port-range"
             ]
         );
         let fixed = apply(&c, &d.patch);
         assert_eq!(
             fixed.pointer(&format!("{WORKER}/rayStartParams")).unwrap(),
             &json!({"metrics-export-port": "8081", "object-manager-port": "8301",
-                    "node-manager-port": "8401", "runtime-env-agent-port": "8501"})
+                    "node-manager-port": "8401", "runtime-env-agent-port": "8501",
+                    "dashboard-agent-grpc-port": "8601", "dashboard-agent-listen-port": "52365",
+                    "min-worker-port": "10003", "max-worker-port": "19999"})
         );
+        assert!(evaluate(&fixed).violations.is_empty());
     }
 
     #[test]
@@ -169,6 +175,199 @@ mod ports {
             )
         );
         assert!(d.violations[0].message.contains("set it to \"6380\""));
+    }
+
+    /// The head as `raygate fix` filled it before the worker range joined the plan: Ray
+    /// 2.60.0 and 2.41.0 refuse to start it (`worker_ports is trying to use a port number
+    /// 10002 that is used by other components`), since their default range is 10002-19999.
+    #[test]
+    fn an_unset_worker_range_on_the_head_is_a_fillable_overlap_with_the_client_port() {
+        let mut c = cluster("c");
+        remove(&mut c, &format!("{HEAD}/rayStartParams/min-worker-port"));
+        remove(&mut c, &format!("{HEAD}/rayStartParams/max-worker-port"));
+        let d = evaluate(&c);
+        assert_eq!(
+            only(&d),
+            (
+                "ports/worker-port-overlap",
+                format!("{HEAD}/rayStartParams"),
+                true
+            )
+        );
+        assert_eq!(d.violations[0].action, Action::Deny);
+        let message = &d.violations[0].message;
+        assert!(
+            message.contains(
+                "Ray 2.60.0 gives worker processes 10002-19999, which holds planned 10002 (client)"
+            ),
+            "{message}"
+        );
+        assert!(
+            message.contains("set min-worker-port: \"10003\", max-worker-port: \"19999\""),
+            "{message}"
+        );
+        assert!(d.allowed() && !d.allowed_as_is());
+        assert!(evaluate(&apply(&c, &d.patch)).violations.is_empty());
+    }
+
+    #[test]
+    fn one_unset_bound_is_filled_and_the_other_kept() {
+        let mut c = cluster("c");
+        set(
+            &mut c,
+            &format!("{WORKER}/rayStartParams/min-worker-port"),
+            json!("15000"),
+        );
+        remove(&mut c, &format!("{WORKER}/rayStartParams/max-worker-port"));
+        let d = evaluate(&c);
+        assert_eq!(
+            only(&d),
+            (
+                "ports/worker-port-range",
+                format!("{WORKER}/rayStartParams"),
+                true
+            )
+        );
+        let fixed = apply(&c, &d.patch);
+        let params = fixed.pointer(&format!("{WORKER}/rayStartParams")).unwrap();
+        assert_eq!(params["min-worker-port"], "15000");
+        assert_eq!(params["max-worker-port"], "19999");
+    }
+
+    #[test]
+    fn a_worker_range_the_user_set_is_judged_never_overwritten() {
+        for (group, min, max, rule, path_key) in [
+            // Holds the client port: the head does not start.
+            (
+                HEAD,
+                "10002",
+                "19999",
+                "ports/worker-port-overlap",
+                "min-worker-port",
+            ),
+            // Inside Ray's reach but outside the plan: no NetworkPolicy of the plan admits it.
+            (
+                WORKER,
+                "20000",
+                "29999",
+                "ports/worker-port-range",
+                "min-worker-port",
+            ),
+            (
+                WORKER,
+                "10003",
+                "25000",
+                "ports/worker-port-range",
+                "max-worker-port",
+            ),
+            // Holds the per-node ranges.
+            (
+                WORKER,
+                "8000",
+                "9000",
+                "ports/worker-port-overlap",
+                "min-worker-port",
+            ),
+            (
+                WORKER,
+                "15000",
+                "12000",
+                "ports/worker-port-range",
+                "min-worker-port",
+            ),
+            (
+                WORKER,
+                "any",
+                "19999",
+                "ports/worker-port-range",
+                "min-worker-port",
+            ),
+        ] {
+            let mut c = cluster("c");
+            set(
+                &mut c,
+                &format!("{group}/rayStartParams/min-worker-port"),
+                json!(min),
+            );
+            set(
+                &mut c,
+                &format!("{group}/rayStartParams/max-worker-port"),
+                json!(max),
+            );
+            let d = evaluate(&c);
+            assert_eq!(
+                only(&d),
+                (rule, format!("{group}/rayStartParams/{path_key}"), false),
+                "{min}-{max}: {:#?}",
+                d.violations
+            );
+            assert!(d.patch.0.is_empty());
+            assert!(d.violations[0].message.contains("10003-19999"));
+        }
+    }
+
+    #[test]
+    fn a_worker_port_list_must_stay_inside_the_range() {
+        let mut c = cluster("c");
+        fn params(c: &mut Value) -> &mut Value {
+            c.pointer_mut(&format!("{WORKER}/rayStartParams")).unwrap()
+        }
+        params(&mut c)["worker-port-list"] = json!("10003,10004");
+        assert!(evaluate(&c).violations.is_empty());
+        params(&mut c)["worker-port-list"] = json!("10003, 8350,x");
+        let d = evaluate(&c);
+        assert_eq!(
+            only(&d),
+            (
+                "ports/worker-port-range",
+                format!("{WORKER}/rayStartParams/worker-port-list"),
+                false
+            )
+        );
+        assert!(
+            d.violations[0].message.contains("has 8350 and x"),
+            "{}",
+            d.violations[0].message
+        );
+    }
+
+    #[test]
+    fn the_dashboard_agent_ports_are_pinned_on_every_node() {
+        let mut c = cluster("c");
+        remove(
+            &mut c,
+            &format!("{WORKER}/rayStartParams/dashboard-agent-grpc-port"),
+        );
+        let d = evaluate(&c);
+        assert_eq!(
+            only(&d),
+            (
+                "ports/ray-start-param",
+                format!("{WORKER}/rayStartParams"),
+                true
+            )
+        );
+        assert!(
+            d.violations[0]
+                .message
+                .contains("(when unset, Ray 2.60.0 picks a random port); set dashboard-agent-grpc-port: \"8601\""),
+            "{}",
+            d.violations[0].message
+        );
+        let mut c = cluster("c");
+        set(
+            &mut c,
+            &format!("{HEAD}/rayStartParams/dashboard-agent-listen-port"),
+            json!("52366"),
+        );
+        assert_eq!(
+            only(&evaluate(&c)),
+            (
+                "ports/ray-start-param",
+                format!("{HEAD}/rayStartParams/dashboard-agent-listen-port"),
+                false
+            )
+        );
     }
 
     #[test]
@@ -550,31 +749,77 @@ mod network_policy {
         );
     }
 
-    fn blocked(d: &raygate::Decision) -> Vec<&raygate::rules::Violation> {
-        d.violations
-            .iter()
-            .filter(|v| v.rule == "network-policy/blocked-ports")
-            .collect()
-    }
-
     #[test]
-    fn a_policy_with_only_the_head_ports_blocks_the_node_ranges() {
+    fn the_documents_five_port_policy_gets_one_denial_per_missing_port_group() {
         let mut np = network_policy("c");
         np["spec"]["ingress"][0]["ports"] = json!([{"port": 6380}, {"port": 10002}, {"port": 8266}, {"port": 8001}, {"port": 8081}]);
         let d = evaluate_with(&engine(), &cluster("c"), &[np]);
-        let blocked = blocked(&d);
-        assert_eq!(blocked.len(), 2, "{:#?}", d.violations);
-        assert_eq!(blocked[0].path, HEAD);
-        let message = &blocked[1].message;
-        assert!(
-            message.contains("8301-8400 (object-manager-port)"),
-            "{message}"
+        let lines: Vec<(&str, &str)> = d
+            .violations
+            .iter()
+            .map(|v| (v.rule, v.message.split("add `").nth(1).unwrap_or("")))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (
+                    "network-policy/blocked-ports",
+                    "- {protocol: TCP, port: 8601}` to the ports of its ingress rule for the cluster's pods"
+                ),
+                (
+                    "network-policy/blocked-ports",
+                    "- {protocol: TCP, port: 52365}` to the ports of its ingress rule for the cluster's pods"
+                ),
+                (
+                    "network-policy/blocked-ports",
+                    "- {protocol: TCP, port: 8301, endPort: 8400}` to the ports of its ingress rule for the cluster's pods"
+                ),
+                (
+                    "network-policy/blocked-ports",
+                    "- {protocol: TCP, port: 8401, endPort: 8500}` to the ports of its ingress rule for the cluster's pods"
+                ),
+                (
+                    "network-policy/blocked-ports",
+                    "- {protocol: TCP, port: 8501, endPort: 8600}` to the ports of its ingress rule for the cluster's pods"
+                ),
+                (
+                    "network-policy/worker-ports",
+                    "- {protocol: TCP, port: 10003, endPort: 19999}` to the ports of its ingress rule for the cluster's pods"
+                ),
+            ],
+            "{:#?}",
+            d.violations
         );
         assert!(
-            !message.contains("6380"),
-            "workers do not serve GCS: {message}"
+            d.violations
+                .iter()
+                .all(|v| v.action == Action::Deny && v.path == HEAD)
+        );
+        assert!(
+            d.violations[2]
+                .message
+                .contains("(to the head group and worker group \"cpu\")"),
+            "{}",
+            d.violations[2].message
         );
         assert!(!d.allowed());
+    }
+
+    #[test]
+    fn a_port_only_the_head_serves_is_reported_for_the_head_alone() {
+        let mut np = network_policy("c");
+        let mut ports = planned_policy_ports();
+        ports.as_array_mut().unwrap().remove(0);
+        np["spec"]["ingress"][0]["ports"] = ports;
+        let d = evaluate_with(&engine(), &cluster("c"), &[np]);
+        assert_eq!(rules(&d), ["network-policy/blocked-ports"]);
+        assert!(
+            d.violations[0].message.contains(
+                "blocks TCP 6380 (gcs-server) between the cluster's pods (to the head group)"
+            ),
+            "{}",
+            d.violations[0].message
+        );
     }
 
     #[test]
@@ -584,42 +829,173 @@ mod network_policy {
         ports[0] = json!({"port": "gcs-server"});
         np["spec"]["ingress"][0]["ports"] = ports;
         let d = evaluate_with(&engine(), &cluster("c"), &[np]);
-        assert!(blocked(&d).is_empty(), "{:#?}", d.violations);
+        assert!(d.violations.is_empty(), "{:#?}", d.violations);
     }
 
     #[test]
-    fn a_listed_ports_policy_warns_about_worker_process_ports() {
+    fn the_worker_process_range_must_be_admitted() {
         let mut np = network_policy("c");
-        np["spec"]["ingress"][0]["ports"] = planned_policy_ports();
-        let d = evaluate_with(&engine(), &cluster("c"), &[np.clone()]);
-        assert_eq!(rules(&d), ["network-policy/worker-ports"]);
-        assert_eq!(d.violations[0].action, Action::Warn);
-        assert!(d.violations[0].message.contains("random ports"));
-        assert!(d.allowed());
-
-        // With a worker port range set and admitted, the warning goes.
-        let mut c = cluster("c");
-        for group in [HEAD, WORKER] {
-            let params = c.pointer_mut(&format!("{group}/rayStartParams")).unwrap();
-            params["min-worker-port"] = json!("11000");
-            params["max-worker-port"] = json!("11999");
-        }
         let mut ports = planned_policy_ports();
+        ports.as_array_mut().unwrap().pop();
+        // Half the range is not enough.
         ports
             .as_array_mut()
             .unwrap()
-            .push(json!({"port": 11000, "endPort": 11999}));
+            .push(json!({"port": 10003, "endPort": 15000}));
         np["spec"]["ingress"][0]["ports"] = ports;
-        assert!(evaluate_with(&engine(), &c, &[np]).violations.is_empty());
+        let d = evaluate_with(&engine(), &cluster("c"), &[np]);
+        assert_eq!(rules(&d), ["network-policy/worker-ports"]);
+        assert_eq!(d.violations[0].action, Action::Deny);
+        assert!(
+            d.violations[0]
+                .message
+                .contains("tasks, actors and object transfers between nodes time out"),
+            "{}",
+            d.violations[0].message
+        );
+    }
+
+    fn egress_policy(egress: Value) -> Value {
+        let mut np = network_policy("c");
+        np["spec"]["policyTypes"] = json!(["Ingress", "Egress"]);
+        np["spec"]["egress"] = egress;
+        np
+    }
+
+    fn to_cluster() -> Value {
+        json!({"to": [{"podSelector": {"matchLabels": {"ray.io/cluster": "c"}}}]})
+    }
+
+    fn to_dns() -> Value {
+        json!({"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                       "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+               "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]})
     }
 
     #[test]
     fn an_egress_policy_must_admit_the_plan_too() {
-        let mut np = network_policy("c");
-        np["spec"]["policyTypes"] = json!(["Ingress", "Egress"]);
-        np["spec"]["egress"] = json!([{"ports": [{"port": 53, "protocol": "UDP"}]}]);
+        let np = egress_policy(json!([to_dns()]));
         let d = evaluate_with(&engine(), &cluster("c"), &[np]);
-        assert_eq!(blocked(&d).len(), 2, "{:#?}", d.violations);
+        let cut: Vec<_> = d
+            .violations
+            .iter()
+            .filter(|v| v.message.contains("of its egress rule"))
+            .collect();
+        assert_eq!(cut.len(), 11, "{:#?}", d.violations);
+    }
+
+    #[test]
+    fn restricted_egress_must_reach_dns() {
+        let d = evaluate_with(
+            &engine(),
+            &cluster("c"),
+            &[egress_policy(json!([to_cluster()]))],
+        );
+        assert_eq!(rules(&d), ["network-policy/dns-egress"]);
+        assert_eq!(d.violations[0].path, "/spec");
+        assert!(
+            d.violations[0].message.contains("(UDP 53 and TCP 53)"),
+            "{}",
+            d.violations[0].message
+        );
+        // Only UDP is not enough: large answers fall back to TCP.
+        let mut udp_only = to_dns();
+        udp_only["ports"] = json!([{"protocol": "UDP", "port": 53}]);
+        let d = evaluate_with(
+            &engine(),
+            &cluster("c"),
+            &[egress_policy(json!([to_cluster(), udp_only]))],
+        );
+        assert!(d.violations[0].message.contains("(TCP 53)"));
+        // DNS to the namespace's own pods does not reach kube-dns.
+        let mut own_pods = to_dns();
+        own_pods["to"] = json!([{"podSelector": {}}]);
+        let d = evaluate_with(
+            &engine(),
+            &cluster("c"),
+            &[egress_policy(json!([to_cluster(), own_pods]))],
+        );
+        assert_eq!(rules(&d), ["network-policy/dns-egress"]);
+        let d = evaluate_with(
+            &engine(),
+            &cluster("c"),
+            &[egress_policy(json!([to_cluster(), to_dns()]))],
+        );
+        assert!(d.violations.is_empty(), "{:#?}", d.violations);
+    }
+
+    #[test]
+    fn the_autoscaler_must_reach_the_api_server() {
+        let mut c = cluster("c");
+        c["spec"]["enableInTreeAutoscaling"] = json!(true);
+        let np = egress_policy(json!([to_cluster(), to_dns()]));
+        let d = evaluate_with(&engine(), &c, std::slice::from_ref(&np));
+        assert_eq!(rules(&d), ["network-policy/apiserver-egress"]);
+        assert_eq!(d.violations[0].path, HEAD);
+        let api =
+            json!({"to": [{"ipBlock": {"cidr": "198.18.0.1/32"}}], "ports": [{"port": 6443}]});
+        let np = egress_policy(json!([to_cluster(), to_dns(), api]));
+        assert!(evaluate_with(&engine(), &c, &[np]).violations.is_empty());
+        // Without autoscaling, nothing calls the API server.
+        let np = egress_policy(json!([to_cluster(), to_dns()]));
+        assert!(
+            evaluate_with(&engine(), &cluster("c"), &[np])
+                .violations
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn namespaces_the_policy_names_must_reach_their_ports() {
+        let text = raygate::policy::BUILT_IN_POLICY.replace(
+            "externalAccess: []",
+            "externalAccess: [{namespaceLabels: {team: monitoring}, ports: [metrics, dashboard]}]",
+        );
+        let engine = raygate::Engine::new(Policy::from_yaml(&text, "p.yaml").unwrap());
+        let d = evaluate_with(&engine, &cluster("c"), &[network_policy("c")]);
+        assert_eq!(
+            rules(&d),
+            [
+                "network-policy/external-access",
+                "network-policy/external-access"
+            ]
+        );
+        assert_eq!(d.violations[0].action, Action::Warn);
+        assert!(
+            d.violations[1]
+                .message
+                .contains("blocks TCP 8081 (metrics) to the worker group \"cpu\" from namespaces"),
+            "{}",
+            d.violations[1].message
+        );
+        assert!(
+            d.violations[0]
+                .message
+                .contains("blocks TCP 8081 (metrics) and 8266 (dashboard) to the head group from namespaces labelled {team: monitoring}"),
+            "{}",
+            d.violations[0].message
+        );
+        assert!(d.allowed());
+        let mut np = network_policy("c");
+        np["spec"]["ingress"].as_array_mut().unwrap().push(
+            json!({"from": [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}],
+                         "ports": [{"port": 8081}, {"port": "dashboard"}]}),
+        );
+        assert!(
+            evaluate_with(&engine, &cluster("c"), &[np])
+                .violations
+                .is_empty()
+        );
+        // A policy that names ports no plan entry has is refused at load.
+        let text = raygate::policy::BUILT_IN_POLICY.replace(
+            "externalAccess: []",
+            "externalAccess: [{namespaceLabels: {team: x}, ports: [grafana]}]",
+        );
+        let err = Policy::from_yaml(&text, "p.yaml").unwrap_err().to_string();
+        assert!(
+            err.contains("spec.networkPolicy.externalAccess[0].ports[0]: \"grafana\""),
+            "{err}"
+        );
     }
 
     #[test]
@@ -629,21 +1005,87 @@ mod network_policy {
         assert!(evaluate_with(&engine(), &c, &[]).violations.is_empty());
     }
 
-    #[test]
-    fn a_rayjob_cluster_is_selected_by_its_origin_label() {
-        let spec = cluster("j")["spec"].clone();
-        let job = json!({"apiVersion": "ray.io/v1", "kind": "RayJob",
-            "metadata": {"name": "j", "namespace": "kuberay"},
-            "spec": {"entrypoint": "python x.py", "rayClusterSpec": spec}});
+    fn ray_job(name: &str) -> Value {
+        let spec = cluster(name)["spec"].clone();
+        json!({"apiVersion": "ray.io/v1", "kind": "RayJob",
+            "metadata": {"name": name, "namespace": "kuberay"},
+            "spec": {"entrypoint": "python x.py", "rayClusterSpec": spec}})
+    }
+
+    fn selecting(key: &str, value: &str) -> Value {
         let mut np = network_policy("j");
-        let selector = json!({"matchLabels": {"ray.io/originated-from-cr-name": "j"}});
+        let selector = json!({"matchLabels": {key: value}});
         np["spec"]["podSelector"] = selector.clone();
         np["spec"]["ingress"][0]["from"][0]["podSelector"] = selector;
-        assert!(evaluate_with(&engine(), &job, &[np]).violations.is_empty());
-        // ray.io/cluster is generated for a RayJob, so a policy on it cannot be trusted.
-        let d = evaluate_with(&engine(), &job, &[network_policy("j")]);
-        assert_eq!(d.violations[0].rule, "network-policy/missing");
-        assert!(d.violations[0].path.starts_with("/spec/rayClusterSpec/"));
+        np
+    }
+
+    #[test]
+    fn a_rayjobs_pods_get_a_label_that_names_it_and_the_hint_selects_it() {
+        let job = ray_job("j");
+        let d = evaluate_with(&engine(), &job, &[]);
+        let missing: Vec<_> = d
+            .violations
+            .iter()
+            .filter(|v| v.rule == "network-policy/missing")
+            .collect();
+        assert_eq!(missing.len(), 2);
+        assert!(
+            missing[0]
+                .message
+                .ends_with("create one selecting raygate.dev/ray-cr-name=j"),
+            "{}",
+            missing[0].message
+        );
+        let labels: Vec<_> = d
+            .violations
+            .iter()
+            .filter(|v| v.rule == "network-policy/pod-label")
+            .collect();
+        assert_eq!(labels.len(), 2);
+        assert!(labels.iter().all(|v| v.fillable));
+        let filled = apply(&job, &d.patch);
+        for group in ["headGroupSpec", "workerGroupSpecs/0"] {
+            assert_eq!(
+                filled
+                    .pointer(&format!(
+                        "/spec/rayClusterSpec/{group}/template/metadata/labels/raygate.dev~1ray-cr-name"
+                    ))
+                    .unwrap(),
+                "j"
+            );
+        }
+        // A NetworkPolicy written from the hint covers the filled job, and the Pods the
+        // operator makes from it carry the label.
+        let np = selecting("raygate.dev/ray-cr-name", "j");
+        assert!(
+            evaluate_with(&engine(), &filled, std::slice::from_ref(&np))
+                .violations
+                .is_empty()
+        );
+        // KubeRay v1.5.0 puts the origin labels on the generated RayCluster, not its Pods.
+        let d = evaluate_with(
+            &engine(),
+            &filled,
+            &[selecting("ray.io/originated-from-cr-name", "j")],
+        );
+        assert_eq!(
+            rules(&d),
+            ["network-policy/missing", "network-policy/missing"]
+        );
+    }
+
+    #[test]
+    fn a_template_label_the_user_chose_is_kept() {
+        let mut job = ray_job("j");
+        for group in ["headGroupSpec", "workerGroupSpecs/0"] {
+            job.pointer_mut(&format!("/spec/rayClusterSpec/{group}/template"))
+                .unwrap()["metadata"] =
+                json!({"labels": {"raygate.dev/ray-cr-name": "mine", "app": "a"}});
+        }
+        let d = evaluate_with(&engine(), &job, &[selecting("app", "a")]);
+        assert!(d.violations.is_empty(), "{:#?}", d.violations);
+        assert!(d.patch.0.is_empty());
     }
 
     #[test]
@@ -725,7 +1167,20 @@ mod network_policy_at_admission {
         let mut np = network_policy("c");
         np["spec"]["ingress"][0]["ports"] = json!([{"port": 8081}]);
         let d = at_admission(&engine(), &ray_pod("c", true), &[np.clone()]);
-        assert_eq!(rules(&d), ["network-policy/blocked-ports"]);
+        assert_eq!(
+            rules(&d),
+            [
+                "network-policy/blocked-ports",
+                "network-policy/worker-ports"
+            ]
+        );
+        assert!(
+            d.violations[1]
+                .message
+                .contains("admit `{protocol: TCP, port: 10003, endPort: 19999}`"),
+            "{}",
+            d.violations[1].message
+        );
         assert!(
             d.violations[0].message.contains("6380 (gcs-server)"),
             "{}",
@@ -877,7 +1332,7 @@ mod kinds_and_scope {
             let denied: Vec<_> = d
                 .violations
                 .iter()
-                .filter(|v| v.action == Action::Deny)
+                .filter(|v| v.action == Action::Deny && !v.fillable)
                 .collect();
             assert_eq!(denied.len(), 1, "{kind}: {denied:#?}");
             assert_eq!(

@@ -126,6 +126,9 @@ pub fn synthetic_cluster(bytes: usize) -> Value {
             "object-manager-port": (8301 + i % 100).to_string(),
             "node-manager-port": (8401 + i % 100).to_string(),
             "runtime-env-agent-port": (8501 + i % 100).to_string(),
+            "dashboard-agent-grpc-port": "8601",
+            "min-worker-port": "10003",
+            "max-worker-port": "19999",
         });
         {
             let pod = &mut group["template"]["spec"];

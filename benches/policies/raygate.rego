@@ -16,6 +16,13 @@ planned := [
 	{"name": "metrics", "port": 8081, "param": "metrics-export-port", "every_node": true},
 ]
 
+node_ports := [
+	{"name": "agent-grpc", "port": 8601, "param": "dashboard-agent-grpc-port"},
+	{"name": "agent-http", "port": 52365, "param": "dashboard-agent-listen-port"},
+]
+
+worker_range := {"from": 10003, "to": 19999}
+
 node_ranges := [
 	{"param": "object-manager-port", "from": 8301, "to": 8400},
 	{"param": "node-manager-port", "from": 8401, "to": 8500},
@@ -272,18 +279,98 @@ in_range(value, r) if {
 	n <= r.to
 }
 
-violation contains {"rule": "ports/worker-port-overlap", "path": path, "msg": msg} if {
+violation contains {"rule": "ports/ray-start-param", "path": path, "msg": msg} if {
 	some gpath, grp in groups
-	min := as_port(params(grp)["min-worker-port"])
-	max := as_port(params(grp)["max-worker-port"])
+	some p in node_ports
+	not p.param in object.keys(params(grp))
+	path := concat("", [gpath, "/rayStartParams"])
+	msg := sprintf("rayStartParams has no %q; set %s: \"%d\"", [p.param, p.param, p.port])
+}
+
+violation contains {"rule": "ports/ray-start-param", "path": path, "msg": msg} if {
+	some gpath, grp in groups
+	some p in node_ports
+	value := params(grp)[p.param]
+	param_text(value) != format_int(p.port, 10)
+	path := sprintf("%s/rayStartParams/%s", [gpath, p.param])
+	msg := sprintf("rayStartParams.%s is %v; set it to \"%d\"", [p.param, value, p.port])
+}
+
+# Worker processes: min/max-worker-port inside the plan's range. An unset bound keeps Ray's
+# default (10002 and 19999); a range holding a planned port is an overlap.
+worker_keys := ["min-worker-port", "max-worker-port"]
+
+has_worker_list(grp) if "worker-port-list" in object.keys(params(grp))
+
+worker_min(grp) := n if {
+	n := as_port(params(grp)["min-worker-port"])
+} else := 10002 if not "min-worker-port" in object.keys(params(grp))
+
+worker_max(grp) := n if {
+	n := as_port(params(grp)["max-worker-port"])
+} else := 19999 if not "max-worker-port" in object.keys(params(grp))
+
+worker_outside(grp) := [k |
+	some k in worker_keys
+	value := params(grp)[k]
+	not in_range(value, worker_range)
+]
+
+worker_bad(grp) if count(worker_outside(grp)) > 0
+
+worker_bad(grp) if worker_min(grp) > worker_max(grp)
+
+worker_bad_key(grp) := k if {
+	outside := worker_outside(grp)
+	count(outside) > 0
+	k := outside[0]
+} else := "min-worker-port"
+
+worker_unset(grp) if {
+	some k in worker_keys
+	not k in object.keys(params(grp))
+}
+
+worker_rule(grp) := "ports/worker-port-overlap" if {
+	min := worker_min(grp)
+	max := worker_max(grp)
+	min > 0
+	min <= max
 	worker_ports_clash(grp.role, min, max)
-	path := sprintf("%s/rayStartParams/min-worker-port", [gpath])
-	msg := sprintf("worker ports %d-%d overlap the plan", [min, max])
+} else := "ports/worker-port-range"
+
+violation contains {"rule": worker_rule(grp), "path": path, "msg": "worker ports outside the plan"} if {
+	some gpath, grp in groups
+	not has_worker_list(grp)
+	worker_bad(grp)
+	key := worker_bad_key(grp)
+	path := sprintf("%s/rayStartParams/%s", [gpath, key])
+}
+
+violation contains {"rule": worker_rule(grp), "path": path, "msg": "worker ports unset"} if {
+	some gpath, grp in groups
+	not has_worker_list(grp)
+	not worker_bad(grp)
+	worker_unset(grp)
+	path := concat("", [gpath, "/rayStartParams"])
+}
+
+violation contains {"rule": "ports/worker-port-range", "path": path, "msg": "worker-port-list outside the plan"} if {
+	some gpath, grp in groups
+	some item in split(param_text(params(grp)["worker-port-list"]), ",")
+	not in_range(item, worker_range)
+	path := sprintf("%s/rayStartParams/worker-port-list", [gpath])
 }
 
 worker_ports_clash(role, min, max) if {
 	some p in planned
 	applies(p, role)
+	p.port >= min
+	p.port <= max
+}
+
+worker_ports_clash(_, min, max) if {
+	some p in node_ports
 	p.port >= min
 	p.port <= max
 }

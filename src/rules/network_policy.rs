@@ -9,10 +9,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use super::Findings;
+use crate::policy::RAY_DEFAULT_WORKER_PORTS;
 use crate::ray::{
-    ClusterSource, ClusterSpec, HEAD_GROUP_LABEL_VALUE, LABEL_CLUSTER, LABEL_GROUP,
-    LABEL_IS_RAY_NODE, LABEL_NODE_TYPE, LABEL_ORIGINATED_FROM_CR_NAME, LABEL_ORIGINATED_FROM_CRD,
-    Labels, NodeGroup, RayPod, Role, as_port,
+    ClusterSource, ClusterSpec, HEAD_GROUP_LABEL_VALUE, LABEL_CLUSTER, LABEL_CR_NAME, LABEL_GROUP,
+    LABEL_IS_RAY_NODE, LABEL_NODE_TYPE, Labels, NodeGroup, RayPod, Role, child,
 };
 
 pub const MISSING: &str = "network-policy/missing";
@@ -20,6 +20,10 @@ pub const BLOCKED_PORTS: &str = "network-policy/blocked-ports";
 pub const WORKER_PORTS: &str = "network-policy/worker-ports";
 pub const NOT_VERIFIED: &str = "network-policy/not-verified";
 pub const UNCOVERS_CLUSTER: &str = "network-policy/uncovers-cluster";
+pub const DNS_EGRESS: &str = "network-policy/dns-egress";
+pub const APISERVER_EGRESS: &str = "network-policy/apiserver-egress";
+pub const EXTERNAL_ACCESS: &str = "network-policy/external-access";
+pub const POD_LABEL: &str = "network-policy/pod-label";
 
 /// The NetworkPolicies the engine may consult.
 #[derive(Debug, Clone, Copy)]
@@ -32,9 +36,27 @@ pub enum NetworkPolicies<'a> {
 
 type PodLabels<'a> = BTreeMap<&'a str, &'a str>;
 
-/// The labels KubeRay will put on the pods of one group.
+/// The value of [`LABEL_CR_NAME`] for a cluster embedded in another object, when its name
+/// fits in a label value.
+fn cr_name_label<'a>(cluster: &ClusterSpec<'a>) -> Option<&'a str> {
+    let name = cluster.name;
+    let fits = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    (cluster.source != ClusterSource::RayCluster && fits).then_some(name)
+}
+
+/// The labels KubeRay v1.5.0 puts on the pods of one group: the template's own labels (with
+/// raygate's fill-in) and its `ray.io/*` labels. A generated cluster's name is unknown.
 fn group_labels<'a>(cluster: &ClusterSpec<'a>, group: &NodeGroup<'a>) -> PodLabels<'a> {
     let mut labels = PodLabels::new();
+    if let Some(name) = cr_name_label(cluster) {
+        labels.insert(LABEL_CR_NAME, name);
+    }
     group.template_labels().for_each(|k, v| {
         labels.insert(k, v);
     });
@@ -47,27 +69,56 @@ fn group_labels<'a>(cluster: &ClusterSpec<'a>, group: &NodeGroup<'a>) -> PodLabe
     );
     labels.insert(LABEL_GROUP, group.name);
     labels.insert(LABEL_IS_RAY_NODE, "yes");
-    match cluster.source {
-        ClusterSource::RayCluster => {
-            labels.insert(LABEL_CLUSTER, cluster.name);
-        }
-        ClusterSource::RayJob | ClusterSource::RayService => {
-            labels.insert(LABEL_ORIGINATED_FROM_CR_NAME, cluster.name);
-            labels.insert(
-                LABEL_ORIGINATED_FROM_CRD,
-                if cluster.source == ClusterSource::RayJob {
-                    "RayJob"
-                } else {
-                    "RayService"
-                },
-            );
-        }
-        // The RayJob a RayCronJob creates gets a generated name.
-        ClusterSource::RayCronJob => {
-            labels.insert(LABEL_ORIGINATED_FROM_CRD, "RayJob");
-        }
+    if cluster.source == ClusterSource::RayCluster {
+        labels.insert(LABEL_CLUSTER, cluster.name);
     }
     labels
+}
+
+/// Fills [`LABEL_CR_NAME`] into the pod templates of a cluster embedded in a RayJob,
+/// RayService or RayCronJob, so that its Pods can be selected by a name the user knows.
+fn fill_cr_name_label(cluster: &ClusterSpec<'_>, out: &mut Findings<'_>) {
+    let Some(name) = cr_name_label(cluster) else {
+        return;
+    };
+    if !out.enabled(POD_LABEL) {
+        return;
+    }
+    for group in cluster.groups() {
+        let Some(template) = group.spec.get("template").filter(|t| t.is_object()) else {
+            continue;
+        };
+        let template_path = child(&group.path, "template");
+        let metadata = template.get("metadata");
+        let labels = metadata.and_then(|m| m.get("labels"));
+        let (path, value) = match (metadata, labels) {
+            (None, _) => (
+                child(&template_path, "metadata"),
+                serde_json::json!({"labels": {LABEL_CR_NAME: name}}),
+            ),
+            (Some(m), None) if m.is_object() => (
+                child(&child(&template_path, "metadata"), "labels"),
+                serde_json::json!({LABEL_CR_NAME: name}),
+            ),
+            (Some(_), Some(l)) if l.is_object() && l.get(LABEL_CR_NAME).is_none() => (
+                child(
+                    &child(&child(&template_path, "metadata"), "labels"),
+                    LABEL_CR_NAME,
+                ),
+                Value::String(name.to_owned()),
+            ),
+            _ => continue,
+        };
+        out.report_fillable(
+            POD_LABEL,
+            &path,
+            format!(
+                "the {}'s Pods carry only a generated ray.io/cluster name (KubeRay v1.5.0); add label {LABEL_CR_NAME}: {name} to its pod template so a NetworkPolicy can select them",
+                group.describe()
+            ),
+        );
+        out.fill(path, value);
+    }
 }
 
 fn selector_matches(selector: &LabelSelector, labels: &PodLabels<'_>) -> bool {
@@ -147,31 +198,69 @@ impl Admitted {
 
 /// What must be open towards a group's pods.
 struct Needed {
+    /// How messages name it, e.g. `8301-8400 (object-manager-port)`.
     label: String,
     from: u32,
     to: u32,
     name: Option<String>,
+    /// `network-policy/worker-ports` for the worker-process range, else `blocked-ports`.
+    rule: &'static str,
 }
 
+impl Needed {
+    /// The NetworkPolicy port entry that admits it.
+    fn entry(&self) -> String {
+        if self.from == self.to {
+            format!("{{protocol: TCP, port: {}}}", self.from)
+        } else {
+            format!(
+                "{{protocol: TCP, port: {}, endPort: {}}}",
+                self.from, self.to
+            )
+        }
+    }
+}
+
+/// Every port Ray 2.60.0 listens on between the pods of a cluster, for a node of `role`: the
+/// planned ports, the agent ports, the per-node ranges and the worker-process range.
 fn needed_for(role: Role, out: &Findings<'_>) -> Vec<Needed> {
     let plan = &out.policy().spec().ports;
+    let single = |port: u16, name: &str, rule| Needed {
+        label: format!("{port} ({name})"),
+        from: port.into(),
+        to: port.into(),
+        name: Some(name.to_owned()),
+        rule,
+    };
     let planned = plan
         .planned
         .iter()
         .filter(|p| role == Role::Head || p.every_node)
-        .map(|p| Needed {
-            label: format!("{} ({})", p.port, p.name),
-            from: p.port.into(),
-            to: p.port.into(),
-            name: Some(p.name.clone()),
-        });
+        .map(|p| single(p.port, &p.name, BLOCKED_PORTS));
+    let node_ports = plan.node_ports.iter().map(|p| Needed {
+        name: None,
+        ..single(p.port, &p.name, BLOCKED_PORTS)
+    });
     let ranges = plan.node_ranges.iter().map(|r| Needed {
         label: format!("{}-{} ({})", r.from, r.to, r.ray_start_param),
         from: r.from.into(),
         to: r.to.into(),
         name: None,
+        rule: BLOCKED_PORTS,
     });
-    planned.chain(ranges).collect()
+    let workers = plan.worker_ports.unwrap_or(RAY_DEFAULT_WORKER_PORTS);
+    let workers = Needed {
+        label: format!("{workers} (worker processes)"),
+        from: workers.from.into(),
+        to: workers.to.into(),
+        name: None,
+        rule: WORKER_PORTS,
+    };
+    planned
+        .chain(node_ports)
+        .chain(ranges)
+        .chain(std::iter::once(workers))
+        .collect()
 }
 
 /// The peers and ports of one ingress or egress rule.
@@ -288,6 +377,14 @@ fn selecting<'p>(
         .collect()
 }
 
+/// A needed port that some peer cannot reach, and in which direction it is cut.
+struct Blocked {
+    /// Index into the `needed` list.
+    need: usize,
+    ingress: bool,
+    egress: bool,
+}
+
 /// How the policies of a namespace treat traffic towards one set of pods.
 enum Coverage<'p> {
     /// No policy selects the pods.
@@ -295,10 +392,9 @@ enum Coverage<'p> {
     Selected {
         /// The policies that select them.
         towards: Vec<&'p NetworkPolicy>,
-        /// Needed ports some peer cannot reach, as labels.
-        blocked: Vec<String>,
-        /// Every port is open from every peer, in both directions.
-        all_open: bool,
+        /// The policies selecting some peer that cut its egress towards them.
+        from: Vec<&'p NetworkPolicy>,
+        blocked: Vec<Blocked>,
     },
 }
 
@@ -313,29 +409,46 @@ fn coverage<'p>(
     if towards.is_empty() {
         return Coverage::Unselected;
     }
-    let mut blocked: Vec<String> = Vec::new();
-    let mut all_open = true;
+    let mut blocked: Vec<Blocked> = Vec::new();
+    let mut from: Vec<&NetworkPolicy> = Vec::new();
     for source_labels in peers {
         let ingress = admitted_between(&towards, Direction::Ingress, namespace, source_labels);
-        let egress = admitted_between(
-            &selecting(in_namespace, source_labels),
-            Direction::Egress,
-            namespace,
-            target,
-        );
-        all_open &= ingress.all && egress.all;
-        for need in needed {
-            let open = ingress.covers(need.from, need.to, need.name.as_deref())
-                && egress.covers(need.from, need.to, need.name.as_deref());
-            if !open && !blocked.contains(&need.label) {
-                blocked.push(need.label.clone());
+        let source_policies = selecting(in_namespace, source_labels);
+        let egress = admitted_between(&source_policies, Direction::Egress, namespace, target);
+        for (i, need) in needed.iter().enumerate() {
+            let name = need.name.as_deref();
+            let cut_in = !ingress.covers(need.from, need.to, name);
+            let cut_out = !egress.covers(need.from, need.to, name);
+            if !cut_in && !cut_out {
+                continue;
+            }
+            if cut_out {
+                for policy in source_policies
+                    .iter()
+                    .filter(|p| has_type(p, Direction::Egress))
+                {
+                    if !from.iter().any(|f| std::ptr::eq(*f, *policy)) {
+                        from.push(policy);
+                    }
+                }
+            }
+            match blocked.iter_mut().find(|b| b.need == i) {
+                Some(b) => {
+                    b.ingress |= cut_in;
+                    b.egress |= cut_out;
+                }
+                None => blocked.push(Blocked {
+                    need: i,
+                    ingress: cut_in,
+                    egress: cut_out,
+                }),
             }
         }
     }
     Coverage::Selected {
         towards,
+        from,
         blocked,
-        all_open,
     }
 }
 
@@ -356,13 +469,39 @@ fn cluster_manages_its_own_policies(cluster: &ClusterSpec<'_>) -> bool {
         .is_some_and(|v| !v.is_null())
 }
 
+/// One needed port cut somewhere in a cluster, gathered over its groups.
+struct Cut<'a> {
+    need: Needed,
+    groups: Vec<String>,
+    path: json_patch::jsonptr::PointerBuf,
+    ingress: Vec<&'a NetworkPolicy>,
+    egress: Vec<&'a NetworkPolicy>,
+}
+
+fn add_unique<'a>(list: &mut Vec<&'a NetworkPolicy>, more: &[&'a NetworkPolicy]) {
+    for policy in more {
+        if !list.iter().any(|p| std::ptr::eq(*p, *policy)) {
+            list.push(policy);
+        }
+    }
+}
+
 pub fn check_cluster(
     cluster: &ClusterSpec<'_>,
     namespace: Option<&str>,
     policies: NetworkPolicies<'_>,
     out: &mut Findings<'_>,
 ) {
-    if !out.enabled(MISSING) && !out.enabled(BLOCKED_PORTS) && !out.enabled(WORKER_PORTS) {
+    fill_cr_name_label(cluster, out);
+    let rules = [
+        MISSING,
+        BLOCKED_PORTS,
+        WORKER_PORTS,
+        DNS_EGRESS,
+        APISERVER_EGRESS,
+        EXTERNAL_ACCESS,
+    ];
+    if !rules.iter().any(|r| out.enabled(r)) {
         return;
     }
     if cluster_manages_its_own_policies(cluster) {
@@ -388,21 +527,20 @@ pub fn check_cluster(
         })
         .collect();
     let peers: Vec<&PodLabels<'_>> = groups.iter().map(|(_, labels)| labels).collect();
-    let selector_hint = match cluster.source {
-        ClusterSource::RayCluster => format!("{LABEL_CLUSTER}={}", cluster.name),
-        ClusterSource::RayJob | ClusterSource::RayService => {
-            format!("{LABEL_ORIGINATED_FROM_CR_NAME}={}", cluster.name)
-        }
-        ClusterSource::RayCronJob => "a label of the pod templates".to_owned(),
+    let selector_hint = match (cluster.source, cr_name_label(cluster)) {
+        (ClusterSource::RayCluster, _) => format!("{LABEL_CLUSTER}={}", cluster.name),
+        (_, Some(name)) => format!("{LABEL_CR_NAME}={name}"),
+        (_, None) => "a label of its pod templates".to_owned(),
     };
 
-    let mut worker_ports_reported = false;
+    let mut cuts: Vec<Cut<'_>> = Vec::new();
+    let mut egress_restricted: Vec<&NetworkPolicy> = Vec::new();
     for (group, labels) in &groups {
         let needed = needed_for(group.role, out);
         let Coverage::Selected {
             towards,
+            from,
             blocked,
-            all_open,
         } = coverage(&in_namespace, namespace, labels, &peers, &needed)
         else {
             out.report(
@@ -415,50 +553,273 @@ pub fn check_cluster(
             );
             continue;
         };
-        if !blocked.is_empty() {
-            out.report(
-                BLOCKED_PORTS,
-                &group.path,
-                format!(
-                    "NetworkPolicy {} blocks TCP {} to the {} from the cluster's own pods; admit them",
-                    super::and_list(&names(&towards)),
-                    super::and_list(&blocked),
-                    group.describe()
-                ),
-            );
+        let restricting: Vec<&NetworkPolicy> = towards
+            .iter()
+            .copied()
+            .filter(|p| has_type(p, Direction::Egress))
+            .collect();
+        add_unique(&mut egress_restricted, &restricting);
+        if group.role == Role::Head {
+            check_apiserver_egress(cluster, group, &restricting, out);
         }
-        if !all_open && !worker_ports_reported {
-            let params = group.ray_start_params();
-            let range = params.and_then(|p| {
-                Some((
-                    as_port(p.get("min-worker-port")?)?,
-                    as_port(p.get("max-worker-port")?)?,
-                ))
-            });
-            let open = match range {
-                Some((min, max)) => peers.iter().all(|source_labels| {
-                    admitted_between(&towards, Direction::Ingress, namespace, source_labels)
-                        .covers(min, max, None)
-                }),
-                None => false,
+        check_external_access(group, &towards, out);
+        let mut needed: Vec<Option<Needed>> = needed.into_iter().map(Some).collect();
+        for b in blocked {
+            let Some(need) = needed[b.need].take() else {
+                continue;
             };
-            if !open {
-                worker_ports_reported = true;
-                let detail = match range {
-                    Some((min, max)) => format!("worker ports {min}-{max} are not admitted"),
-                    None => {
-                        "min/max-worker-port are unset, so workers bind random ports".to_owned()
-                    }
-                };
-                out.report(
-                    WORKER_PORTS,
-                    &group.path,
-                    format!(
-                        "Ray workers call each other directly but {detail}; admit all TCP between the cluster's pods"
-                    ),
-                );
+            let cut = match cuts.iter_mut().find(|c| c.need.label == need.label) {
+                Some(cut) => cut,
+                None => {
+                    cuts.push(Cut {
+                        need,
+                        groups: Vec::new(),
+                        path: group.path.clone(),
+                        ingress: Vec::new(),
+                        egress: Vec::new(),
+                    });
+                    cuts.last_mut().expect("just pushed")
+                }
+            };
+            cut.groups.push(group.describe());
+            if b.ingress {
+                add_unique(&mut cut.ingress, &towards);
+            }
+            if b.egress {
+                add_unique(&mut cut.egress, &from);
             }
         }
+    }
+    for cut in cuts {
+        let mut policies = cut.ingress.clone();
+        add_unique(&mut policies, &cut.egress);
+        let directions = match (cut.ingress.is_empty(), cut.egress.is_empty()) {
+            (false, false) => "ingress and egress",
+            (false, true) => "ingress",
+            _ => "egress",
+        };
+        let why = if cut.need.rule == WORKER_PORTS {
+            "; tasks, actors and object transfers between nodes time out without it (Ray 2.60.0)"
+        } else {
+            ""
+        };
+        out.report(
+            cut.need.rule,
+            &cut.path,
+            format!(
+                "NetworkPolicy {} blocks TCP {} between the cluster's pods (to the {}){why}; add `- {}` to the ports of its {directions} rule for the cluster's pods",
+                super::and_list(&names(&policies)),
+                cut.need.label,
+                super::and_list(&cut.groups),
+                cut.need.entry()
+            ),
+        );
+    }
+    check_dns_egress(cluster, &egress_restricted, out);
+}
+
+/// Whether a rule's port list admits `protocol` `port`, or one of the port names `names`.
+fn ports_admit(
+    ports: Option<&Vec<NetworkPolicyPort>>,
+    protocol: &str,
+    port: u32,
+    names: &[&str],
+) -> bool {
+    let Some(ports) = ports.filter(|p| !p.is_empty()) else {
+        return true;
+    };
+    ports.iter().any(|p| {
+        p.protocol.as_deref().unwrap_or("TCP") == protocol
+            && match &p.port {
+                None => true,
+                Some(IntOrString::Int(n)) => {
+                    let from = u32::try_from(*n).unwrap_or(0);
+                    let to = p
+                        .end_port
+                        .and_then(|e| u32::try_from(e).ok())
+                        .unwrap_or(from);
+                    (from..=to.max(from)).contains(&port)
+                }
+                Some(IntOrString::String(name)) => names.contains(&name.as_str()),
+            }
+    })
+}
+
+/// Whether some egress rule of `policies` admits `protocol` `port` to a destination the
+/// peer filter accepts (every destination when a rule names no peers).
+fn egress_admits(
+    policies: &[&NetworkPolicy],
+    protocol: &str,
+    port: u32,
+    names: &[&str],
+    beyond: impl Fn(&NetworkPolicyPeer) -> bool,
+) -> bool {
+    policies.iter().any(|policy| {
+        policy
+            .spec
+            .as_ref()
+            .and_then(|s| s.egress.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|rule| {
+                let to_ok = rule
+                    .to
+                    .as_ref()
+                    .filter(|peers| !peers.is_empty())
+                    .is_none_or(|peers| peers.iter().any(&beyond));
+                to_ok && ports_admit(rule.ports.as_ref(), protocol, port, names)
+            })
+    })
+}
+
+/// Workers reach the head through its Service name, so pods whose egress is restricted must
+/// still reach the cluster's DNS (kube-dns is outside the namespace's pods).
+fn check_dns_egress(
+    cluster: &ClusterSpec<'_>,
+    restricting: &[&NetworkPolicy],
+    out: &mut Findings<'_>,
+) {
+    if restricting.is_empty() || !out.enabled(DNS_EGRESS) {
+        return;
+    }
+    let beyond =
+        |peer: &NetworkPolicyPeer| peer.namespace_selector.is_some() || peer.ip_block.is_some();
+    let missing: Vec<String> = [("UDP", "dns"), ("TCP", "dns-tcp")]
+        .into_iter()
+        .filter(|(protocol, name)| !egress_admits(restricting, protocol, 53, &[name], beyond))
+        .map(|(protocol, _)| format!("{protocol} 53"))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    out.report(
+        DNS_EGRESS,
+        &cluster.path,
+        format!(
+            "NetworkPolicy {} restricts egress of the cluster's pods but not to DNS ({}), so workers cannot resolve the head Service; add an egress rule `- to: [{{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: kube-system}}}}, podSelector: {{matchLabels: {{k8s-app: kube-dns}}}}}}]` with `ports: [{{protocol: UDP, port: 53}}, {{protocol: TCP, port: 53}}]`",
+            super::and_list(&names(restricting)),
+            super::and_list(&missing)
+        ),
+    );
+}
+
+/// The in-tree autoscaler runs beside the head and calls the API server.
+fn check_apiserver_egress(
+    cluster: &ClusterSpec<'_>,
+    head: &NodeGroup<'_>,
+    restricting: &[&NetworkPolicy],
+    out: &mut Findings<'_>,
+) {
+    let autoscaling = cluster
+        .spec
+        .get("enableInTreeAutoscaling")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if !autoscaling || restricting.is_empty() || !out.enabled(APISERVER_EGRESS) {
+        return;
+    }
+    // The API server is no pod: only an ipBlock (or no peer at all) can admit it.
+    let ip_block = |peer: &NetworkPolicyPeer| peer.ip_block.is_some();
+    if [443, 6443]
+        .into_iter()
+        .any(|port| egress_admits(restricting, "TCP", port, &["https"], ip_block))
+    {
+        return;
+    }
+    out.report(
+        APISERVER_EGRESS,
+        &head.path,
+        format!(
+            "enableInTreeAutoscaling is true but NetworkPolicy {} blocks the head's egress to the API server, so the autoscaler cannot scale; add an egress rule `- to: [{{ipBlock: {{cidr: <API server address>/32}}}}]` with `ports: [{{protocol: TCP, port: 443}}, {{protocol: TCP, port: 6443}}]` (most CNIs judge the endpoint's port after the Service's DNAT)",
+            super::and_list(&names(restricting))
+        ),
+    );
+}
+
+/// Namespaces the policy names (Prometheus, notebooks) must reach planned ports of a group.
+fn check_external_access(
+    group: &NodeGroup<'_>,
+    towards: &[&NetworkPolicy],
+    out: &mut Findings<'_>,
+) {
+    let policy = out.policy();
+    let accesses = &policy.spec().network_policy.external_access;
+    if accesses.is_empty() || !out.enabled(EXTERNAL_ACCESS) {
+        return;
+    }
+    let restricting: Vec<&&NetworkPolicy> = towards
+        .iter()
+        .filter(|p| has_type(p, Direction::Ingress))
+        .collect();
+    if restricting.is_empty() {
+        return;
+    }
+    for access in accesses {
+        let namespace_labels: PodLabels<'_> = access
+            .namespace_labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        // Any pod of such a namespace: its own labels are unknown.
+        let admits_peer = |peer: &NetworkPolicyPeer| {
+            peer.ip_block.is_some()
+                || (peer
+                    .namespace_selector
+                    .as_ref()
+                    .is_some_and(|s| selector_matches(s, &namespace_labels))
+                    && peer.pod_selector.as_ref().is_none_or(|s| {
+                        s.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+                            && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
+                    }))
+        };
+        let blocked: Vec<String> = access
+            .ports
+            .iter()
+            .filter_map(|name| policy.spec().ports.planned.iter().find(|p| &p.name == name))
+            .filter(|planned| group.role == Role::Head || planned.every_node)
+            .filter(|planned| {
+                !restricting.iter().any(|p| {
+                    p.spec
+                        .as_ref()
+                        .and_then(|s| s.ingress.as_ref())
+                        .into_iter()
+                        .flatten()
+                        .any(|rule| {
+                            rule.from
+                                .as_ref()
+                                .filter(|peers| !peers.is_empty())
+                                .is_none_or(|peers| peers.iter().any(admits_peer))
+                                && ports_admit(
+                                    rule.ports.as_ref(),
+                                    "TCP",
+                                    planned.port.into(),
+                                    &[&planned.name],
+                                )
+                        })
+                })
+            })
+            .map(|planned| format!("{} ({})", planned.port, planned.name))
+            .collect();
+        if blocked.is_empty() {
+            continue;
+        }
+        let labels: Vec<String> = access
+            .namespace_labels
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        out.report(
+            EXTERNAL_ACCESS,
+            &group.path,
+            format!(
+                "NetworkPolicy {} blocks TCP {} to the {} from namespaces labelled {{{}}}; add an ingress rule `- from: [{{namespaceSelector: {{matchLabels: {{{}}}}}}}]` for those ports",
+                super::and_list(&names(&restricting.iter().map(|p| **p).collect::<Vec<_>>())),
+                super::and_list(&blocked),
+                group.describe(),
+                labels.join(", "),
+                labels.join(", ")
+            ),
+        );
     }
 }
 
@@ -471,7 +832,7 @@ pub fn check_pod(
     policies: &[Arc<NetworkPolicy>],
     out: &mut Findings<'_>,
 ) {
-    if !out.enabled(MISSING) && !out.enabled(BLOCKED_PORTS) {
+    if !out.enabled(MISSING) && !out.enabled(BLOCKED_PORTS) && !out.enabled(WORKER_PORTS) {
         return;
     }
     let namespace = namespace.unwrap_or("default");
@@ -489,28 +850,48 @@ pub fn check_pod(
         Role::Head => "head",
         Role::Worker => "worker",
     };
+    let hint = match own.get(LABEL_CR_NAME) {
+        Some(name) => format!("{LABEL_CR_NAME}={name}"),
+        None => format!("{LABEL_CLUSTER}={}", pod.cluster),
+    };
     match coverage(&in_namespace, namespace, &own, &[&own, &head], &needed) {
         Coverage::Unselected => out.report(
             MISSING,
             &root,
             format!(
-                "no NetworkPolicy in namespace {namespace:?} selects this {role} Pod of cluster {:?}; create one selecting {LABEL_CLUSTER}={}; the operator retries denied Pods",
-                pod.cluster, pod.cluster
-            ),
-        ),
-        Coverage::Selected {
-            towards, blocked, ..
-        } if !blocked.is_empty() => out.report(
-            BLOCKED_PORTS,
-            &root,
-            format!(
-                "NetworkPolicy {} blocks TCP {} to this {role} Pod of cluster {:?} from the cluster's own pods; admit them",
-                super::and_list(&names(&towards)),
-                super::and_list(&blocked),
+                "no NetworkPolicy in namespace {namespace:?} selects this {role} Pod of cluster {:?}; create one selecting {hint}; the operator retries denied Pods",
                 pod.cluster
             ),
         ),
-        Coverage::Selected { .. } => {}
+        Coverage::Selected {
+            towards,
+            from,
+            blocked,
+        } => {
+            for rule in [BLOCKED_PORTS, WORKER_PORTS] {
+                let cut: Vec<&Needed> = blocked
+                    .iter()
+                    .map(|b| &needed[b.need])
+                    .filter(|n| n.rule == rule)
+                    .collect();
+                if cut.is_empty() {
+                    continue;
+                }
+                let mut policies = towards.clone();
+                add_unique(&mut policies, &from);
+                out.report(
+                    rule,
+                    &root,
+                    format!(
+                        "NetworkPolicy {} blocks TCP {} to this {role} Pod of cluster {:?} from the cluster's own pods; admit {}",
+                        super::and_list(&names(&policies)),
+                        super::and_list(&cut.iter().map(|n| n.label.clone()).collect::<Vec<_>>()),
+                        pod.cluster,
+                        super::and_list(&cut.iter().map(|n| format!("`{}`", n.entry())).collect::<Vec<_>>())
+                    ),
+                );
+            }
+        }
     }
 }
 

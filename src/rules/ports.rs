@@ -3,7 +3,9 @@
 use serde_json::{Map, Value, json};
 
 use super::Findings;
-use crate::policy::{PlannedPort, PortPolicy};
+use crate::policy::{
+    MAX_WORKER_PORT, MIN_WORKER_PORT, PlannedPort, PortPolicy, PortRange, RAY_DEFAULT_WORKER_PORTS,
+};
 use crate::ray::{
     ClusterSpec, ContainerRef, NodeGroup, PodSpecRef, Role, as_port, child, param_text,
 };
@@ -15,6 +17,10 @@ pub const RAY_START_PARAM: &str = "ports/ray-start-param";
 pub const NODE_PORT_RANGE: &str = "ports/node-port-range";
 pub const FORBIDDEN_PORT: &str = "ports/forbidden-port";
 pub const WORKER_PORT_OVERLAP: &str = "ports/worker-port-overlap";
+pub const WORKER_PORT_RANGE: &str = "ports/worker-port-range";
+
+/// Ray's list of worker ports; when set it replaces min/max-worker-port.
+const WORKER_PORT_LIST: &str = "worker-port-list";
 
 /// KubeRay's name for the Serve port; its Serve Service takes `serve` and `serve-*` only.
 const SERVE_PORT: &str = "serve";
@@ -229,6 +235,42 @@ fn check_start_params(group: &NodeGroup<'_>, plan: &PortPolicy, out: &mut Findin
                 Some(_) => {}
             }
         }
+        for node_port in &plan.node_ports {
+            let key = &node_port.ray_start_param;
+            let wanted = node_port.port.to_string();
+            match get(key) {
+                None => {
+                    let default = node_port
+                        .when_unset
+                        .as_deref()
+                        .map(|d| format!(" (when unset, {d})"))
+                        .unwrap_or_default();
+                    let message = format!(
+                        "{} rayStartParams has no {key:?}{default}; set {key}: \"{wanted}\" ({})",
+                        group.describe(),
+                        node_port.name
+                    );
+                    if can_fill {
+                        out.report_fillable(RAY_START_PARAM, &params_path, message);
+                        missing.insert(key.clone(), Value::String(wanted));
+                    } else {
+                        out.report(RAY_START_PARAM, &params_path, message);
+                    }
+                }
+                Some(value) if param_text(value).as_deref() != Some(wanted.as_str()) => {
+                    out.report(
+                        RAY_START_PARAM,
+                        &child(&params_path, key),
+                        format!(
+                            "{} rayStartParams.{key} is {value}; set it to \"{wanted}\" ({})",
+                            group.describe(),
+                            node_port.name
+                        ),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
     }
 
     if out.enabled(NODE_PORT_RANGE) {
@@ -237,7 +279,7 @@ fn check_start_params(group: &NodeGroup<'_>, plan: &PortPolicy, out: &mut Findin
             match get(key) {
                 None => {
                     let message = format!(
-                        "{} leaves {key} unset (Ray picks a random port); set {key}: \"{}\" (range {}-{})",
+                        "{} leaves {key} unset (Ray 2.60.0 then picks a random port); set {key}: \"{}\" (range {}-{})",
                         group.describe(),
                         range.from,
                         range.from,
@@ -267,35 +309,7 @@ fn check_start_params(group: &NodeGroup<'_>, plan: &PortPolicy, out: &mut Findin
         }
     }
 
-    if out.enabled(WORKER_PORT_OVERLAP)
-        && let (Some(min), Some(max)) = (
-            get("min-worker-port").and_then(as_port),
-            get("max-worker-port").and_then(as_port),
-        )
-    {
-        let workers = min..=max;
-        let mut clashes: Vec<String> = planned_for(group.role, plan)
-            .filter(|p| workers.contains(&u32::from(p.port)))
-            .map(|p| format!("{} ({})", p.port, p.name))
-            .collect();
-        clashes.extend(
-            plan.node_ranges
-                .iter()
-                .filter(|r| u32::from(r.from) <= max && min <= u32::from(r.to))
-                .map(|r| format!("{}-{} ({})", r.from, r.to, r.ray_start_param)),
-        );
-        if !clashes.is_empty() {
-            out.report(
-                WORKER_PORT_OVERLAP,
-                &child(&params_path, "min-worker-port"),
-                format!(
-                    "{} worker ports {min}-{max} overlap planned {}; move min/max-worker-port clear of the plan",
-                    group.describe(),
-                    super::and_list(&clashes)
-                ),
-            );
-        }
-    }
+    check_worker_ports(group, plan, &params_path, can_fill, &mut missing, out);
 
     if !missing.is_empty() {
         if params.is_some() {
@@ -306,6 +320,214 @@ fn check_start_params(group: &NodeGroup<'_>, plan: &PortPolicy, out: &mut Findin
             out.fill(params_path, Value::Object(missing));
         }
     }
+}
+
+/// The worker-process range of one group: pinned inside the plan's range, and clear of every
+/// port the node listens on, or Ray refuses to start the node.
+fn check_worker_ports(
+    group: &NodeGroup<'_>,
+    plan: &PortPolicy,
+    params_path: &json_patch::jsonptr::PointerBuf,
+    can_fill: bool,
+    missing: &mut Map<String, Value>,
+    out: &mut Findings<'_>,
+) {
+    if !out.enabled(WORKER_PORT_RANGE) && !out.enabled(WORKER_PORT_OVERLAP) {
+        return;
+    }
+    let params = group.ray_start_params();
+    let get = |key: &str| params.and_then(|p| p.get(key));
+    if let Some(list) = get(WORKER_PORT_LIST) {
+        check_worker_port_list(group, plan, params_path, list, out);
+        return;
+    }
+    let (min_value, max_value) = (get(MIN_WORKER_PORT), get(MAX_WORKER_PORT));
+    // Ray reads each bound on its own; an unset one keeps Ray's default.
+    let min = min_value.map_or(Some(u32::from(RAY_DEFAULT_WORKER_PORTS.from)), as_port);
+    let max = max_value.map_or(Some(u32::from(RAY_DEFAULT_WORKER_PORTS.to)), as_port);
+    let wanted = plan.worker_ports;
+
+    // Bounds the user set outside the plan: reported, never overwritten.
+    let mut outside = Vec::new();
+    for (key, value, parsed) in [
+        (MIN_WORKER_PORT, min_value, min),
+        (MAX_WORKER_PORT, max_value, max),
+    ] {
+        let Some(value) = value else { continue };
+        let inside = match (parsed, wanted) {
+            (Some(port), Some(range)) => range.contains(port),
+            (Some(port), None) => port > 0,
+            (None, _) => false,
+        };
+        if !inside {
+            outside.push((key, value));
+        }
+    }
+    let clashes = match (min, max) {
+        (Some(min), Some(max)) if min > 0 && min <= max => clashes_with_plan(group, plan, min, max),
+        _ => Vec::new(),
+    };
+    let plan_text = wanted.map_or_else(
+        || "a range clear of the plan".to_owned(),
+        |range| format!("the plan's {range}"),
+    );
+
+    if !outside.is_empty() || min.zip(max).is_some_and(|(a, b)| a > b) {
+        let path = child(
+            params_path,
+            outside.first().map_or(MIN_WORKER_PORT, |o| o.0),
+        );
+        let shown: Vec<String> = outside.iter().map(|(k, v)| format!("{k} is {v}")).collect();
+        let what = if shown.is_empty() {
+            format!(
+                "min-worker-port {} is above max-worker-port {}",
+                min.unwrap_or(0),
+                max.unwrap_or(0)
+            )
+        } else {
+            super::and_list(&shown)
+        };
+        let (rule, why) = if clashes.is_empty() {
+            (WORKER_PORT_RANGE, String::new())
+        } else {
+            (
+                WORKER_PORT_OVERLAP,
+                format!(
+                    ", which holds planned {} and makes Ray 2.60.0 refuse to start the node",
+                    super::and_list(&clashes)
+                ),
+            )
+        };
+        out.report(
+            rule,
+            &path,
+            format!(
+                "{} rayStartParams {what}{why}; keep worker ports inside {plan_text}",
+                group.describe()
+            ),
+        );
+        return;
+    }
+    if min_value.is_some() && max_value.is_some() {
+        return;
+    }
+    // At least one bound is unset: Ray's default reaches it.
+    let Some(range) = wanted else {
+        if !clashes.is_empty() {
+            out.report(
+                WORKER_PORT_OVERLAP,
+                params_path,
+                format!(
+                    "{} leaves min/max-worker-port unset, so Ray 2.60.0 gives worker processes {}-{}, which holds planned {} and makes Ray refuse to start the node; set min-worker-port and max-worker-port clear of the plan",
+                    group.describe(),
+                    min.unwrap_or(0),
+                    max.unwrap_or(0),
+                    super::and_list(&clashes)
+                ),
+            );
+        }
+        return;
+    };
+    let unset: Vec<(&str, u16)> = [
+        (MIN_WORKER_PORT, min_value, range.from),
+        (MAX_WORKER_PORT, max_value, range.to),
+    ]
+    .into_iter()
+    .filter(|(_, value, _)| value.is_none())
+    .map(|(key, _, port)| (key, port))
+    .collect();
+    let settings: Vec<String> = unset.iter().map(|(k, p)| format!("{k}: \"{p}\"")).collect();
+    let (rule, why) = if clashes.is_empty() {
+        (
+            WORKER_PORT_RANGE,
+            "not inside the plan's worker range, which the cluster's NetworkPolicy admits"
+                .to_owned(),
+        )
+    } else {
+        (
+            WORKER_PORT_OVERLAP,
+            format!(
+                "which holds planned {}, so Ray refuses to start the node",
+                super::and_list(&clashes)
+            ),
+        )
+    };
+    let message = format!(
+        "{} leaves {} unset, so Ray 2.60.0 gives worker processes {}-{}, {why}; set {} (worker ports {range})",
+        group.describe(),
+        unset
+            .iter()
+            .map(|(k, _)| *k)
+            .collect::<Vec<_>>()
+            .join(" and "),
+        min.unwrap_or(0),
+        max.unwrap_or(0),
+        settings.join(", ")
+    );
+    if can_fill {
+        out.report_fillable(rule, params_path, message);
+        for (key, port) in unset {
+            missing.insert(key.to_owned(), Value::String(port.to_string()));
+        }
+    } else {
+        out.report(rule, params_path, message);
+    }
+}
+
+/// The planned ports and ranges of `group`'s nodes that the worker range `min..=max` holds.
+fn clashes_with_plan(group: &NodeGroup<'_>, plan: &PortPolicy, min: u32, max: u32) -> Vec<String> {
+    let workers = min..=max;
+    let mut clashes: Vec<String> = planned_for(group.role, plan)
+        .map(|p| (p.port, p.name.as_str()))
+        .chain(plan.node_ports.iter().map(|p| (p.port, p.name.as_str())))
+        .filter(|(port, _)| workers.contains(&u32::from(*port)))
+        .map(|(port, name)| format!("{port} ({name})"))
+        .collect();
+    clashes.extend(
+        plan.node_ranges
+            .iter()
+            .filter(|r| u32::from(r.from) <= max && min <= u32::from(r.to))
+            .map(|r| format!("{}-{} ({})", r.from, r.to, r.ray_start_param)),
+    );
+    clashes
+}
+
+fn check_worker_port_list(
+    group: &NodeGroup<'_>,
+    plan: &PortPolicy,
+    params_path: &json_patch::jsonptr::PointerBuf,
+    list: &Value,
+    out: &mut Findings<'_>,
+) {
+    let text = param_text(list).unwrap_or_default();
+    let ports: Vec<Option<u32>> = text.split(',').map(|p| p.trim().parse().ok()).collect();
+    let range: Option<PortRange> = plan.worker_ports;
+    let bad: Vec<String> = text
+        .split(',')
+        .zip(&ports)
+        .filter(|(_, port)| match (port, range) {
+            (Some(port), Some(range)) => !range.contains(*port),
+            (Some(port), None) => !clashes_with_plan(group, plan, *port, *port).is_empty(),
+            (None, _) => true,
+        })
+        .map(|(p, _)| p.trim().to_owned())
+        .collect();
+    if bad.is_empty() {
+        return;
+    }
+    let plan_text = range.map_or_else(
+        || "ports clear of the plan".to_owned(),
+        |r| format!("ports inside the plan's worker range {r}"),
+    );
+    out.report(
+        WORKER_PORT_RANGE,
+        &child(params_path, WORKER_PORT_LIST),
+        format!(
+            "{} rayStartParams.worker-port-list has {}; list only {plan_text}",
+            group.describe(),
+            super::and_list(&bad)
+        ),
+    );
 }
 
 fn check_forbidden_ports(pod: &PodSpecRef<'_>, plan: &PortPolicy, out: &mut Findings<'_>) {

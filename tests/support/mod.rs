@@ -40,7 +40,11 @@ fn node_params(head: bool) -> Value {
         "metrics-export-port": "8081",
         "object-manager-port": "8301",
         "node-manager-port": "8401",
-        "runtime-env-agent-port": "8501"
+        "runtime-env-agent-port": "8501",
+        "dashboard-agent-grpc-port": "8601",
+        "dashboard-agent-listen-port": "52365",
+        "min-worker-port": "10003",
+        "max-worker-port": "19999"
     });
     if head {
         params["port"] = "6380".into();
@@ -88,7 +92,8 @@ pub fn planned_policy_ports() -> Value {
     json!([
         {"port": 6380}, {"port": 10002}, {"port": 8266}, {"port": 8001}, {"port": 8081},
         {"port": 8301, "endPort": 8400}, {"port": 8401, "endPort": 8500},
-        {"port": 8501, "endPort": 8600}
+        {"port": 8501, "endPort": 8600}, {"port": 8601}, {"port": 52365},
+        {"port": 10003, "endPort": 19999}
     ])
 }
 
