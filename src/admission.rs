@@ -43,8 +43,10 @@ pub enum Error {
     Encode(#[source] serde_json::Error),
 }
 
-/// Kubernetes shows each warning whole only up to about 120 characters.
-const MAX_WARNING: usize = 119;
+/// The API server may truncate a warning past 256 characters. Kubernetes asks for 120, but
+/// a warning cut there loses its fix (the selector to write, the line to add), so keep the
+/// fix and stop at the hard limit.
+const MAX_WARNING: usize = 255;
 /// Denial messages list at most this many violations, so that kubectl shows them whole.
 const MAX_LISTED: usize = 12;
 
@@ -536,7 +538,7 @@ mod tests {
 
     #[test]
     fn warnings_are_cut_at_a_character_boundary() {
-        let long = "é".repeat(100);
+        let long = "é".repeat(200);
         let cut = short(&long);
         assert!(cut.len() <= MAX_WARNING);
         assert!(cut.ends_with("..."));

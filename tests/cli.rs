@@ -97,6 +97,56 @@ fn a_fixed_cluster_with_its_network_policy_passes() {
     assert!(stdout(&before).contains("allowed once filled in"));
 }
 
+/// The infrastructure document's five-port NetworkPolicy: one denial per missing port group,
+/// each with the line to add; with those lines added, the filled cluster passes.
+#[test]
+fn the_documents_network_policy_is_denied_once_per_port_group_and_the_hints_fix_it() {
+    let document = "tests/fixtures/manifests/document-network-policy.yaml";
+    let out = raygate(&["check", "-f", document]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let report = stdout(&out);
+    let denied = |rule: &str| {
+        report
+            .lines()
+            .filter(|l| l.trim_start().starts_with(&format!("DENY  {rule} ")))
+            .count()
+    };
+    assert_eq!(denied("network-policy/blocked-ports"), 5, "{report}");
+    assert_eq!(denied("network-policy/worker-ports"), 1, "{report}");
+    assert_eq!(denied("network-policy/dns-egress"), 1, "{report}");
+    assert_eq!(denied("network-policy/apiserver-egress"), 1, "{report}");
+    for line in [
+        "{protocol: TCP, port: 8301, endPort: 8400}",
+        "{protocol: TCP, port: 10003, endPort: 19999}",
+        "{protocol: TCP, port: 8601}",
+        "{protocol: TCP, port: 52365}",
+        "{protocol: UDP, port: 53}",
+    ] {
+        assert!(report.contains(line), "{line} in {report}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let fixed = raygate(&["fix", "-f", document]);
+    assert_eq!(fixed.status.code(), Some(0), "{}", stderr(&fixed));
+    let cluster = String::from_utf8(fixed.stdout)
+        .unwrap()
+        .split("\n---\n")
+        .next()
+        .unwrap()
+        .to_owned();
+    let path = dir.path().join("cluster.yaml");
+    std::fs::write(&path, cluster).unwrap();
+    let out = raygate(&[
+        "check",
+        "-f",
+        path.to_str().unwrap(),
+        "-f",
+        "tests/fixtures/manifests/hinted-network-policy.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains(": ok"), "{}", stdout(&out));
+}
+
 #[test]
 fn fix_in_place_keeps_unchanged_documents_and_refuses_to_drop_comments() {
     let dir = tempfile::tempdir().unwrap();

@@ -977,6 +977,81 @@ fn a_cluster_applied_before_its_network_policy_comes_up_once_the_policy_exists()
     });
 }
 
+/// The spec of the fillable cluster, for embedding in a RayJob or RayService.
+fn fillable_spec() -> Value {
+    let cluster: Value = serde_yaml_ng::from_str(&fillable_cluster("embedded")).unwrap();
+    cluster["spec"].clone()
+}
+
+/// The selector raygate's `network-policy/missing` warning tells the user to write.
+fn hinted_selector(warnings: &str) -> (String, String) {
+    let hint = warnings
+        .split("create one selecting ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no selector hint in {warnings}"));
+    let selector = hint.split_whitespace().next().unwrap();
+    let (key, value) = selector.split_once('=').unwrap();
+    (key.to_owned(), value.to_owned())
+}
+
+fn ray_pods_labelled(ns: &str, selector: &str) -> Vec<Value> {
+    let list: Value = serde_json::from_str(&kubectl_ok(
+        &["get", "pods", "-n", ns, "-l", selector, "-o", "json"],
+        None,
+    ))
+    .unwrap();
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+#[ignore = "needs the e2e control plane: run tests/e2e/run.sh"]
+fn a_rayjob_and_a_rayservice_come_up_behind_the_network_policy_their_hint_names() {
+    let raygate = Raygate::start_in_cluster("enforce", &[]);
+    let _registration = Registration::new(&raygate, "origin");
+    let ns = namespace("origin");
+    wait_for_webhook(&ns);
+    let serve_config =
+        "applications:\n- name: app\n  import_path: app:deployment\n  route_prefix: /\n";
+    let objects = [
+        json!({"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": "nightly"},
+            "spec": {"entrypoint": "python -c 'import ray; ray.init()'",
+                     "shutdownAfterJobFinishes": false, "rayClusterSpec": fillable_spec()}}),
+        json!({"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "web"},
+            "spec": {"serveConfigV2": serve_config, "rayClusterConfig": fillable_spec()}}),
+    ];
+    for object in objects {
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        let out = kubectl(&["apply", "-n", &ns, "-f", "-"], Some(&object.to_string()));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let (key, value) = hinted_selector(&text(&out.stderr));
+        assert_eq!(
+            (key.as_str(), value.as_str()),
+            ("raygate.dev/ray-cr-name", name.as_str())
+        );
+        // The NetworkPolicy the hint asks for: it selects the Pods by the name the user wrote.
+        let selector = json!({"matchLabels": {&key: &value}});
+        let policy = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": format!("{name}-ray")},
+            "spec": {"podSelector": selector, "policyTypes": ["Ingress"],
+                     "ingress": [{"from": [{"podSelector": selector}]}]}});
+        kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&policy.to_string()));
+        let label = format!("{key}={value}");
+        wait_until(
+            &format!("the operator's Pods of {name} are admitted"),
+            Duration::from_secs(120),
+            || ray_pods_labelled(&ns, &label).len() >= 2,
+        );
+        // They carry a generated cluster name, which no policy written beforehand can know.
+        for pod in ray_pods_labelled(&ns, &label) {
+            let cluster = pod["metadata"]["labels"]["ray.io/cluster"]
+                .as_str()
+                .unwrap();
+            assert_ne!(cluster, name, "{pod}");
+            assert!(cluster.starts_with(&name), "{cluster}");
+        }
+    }
+}
+
 #[test]
 #[ignore = "needs the e2e control plane: run tests/e2e/run.sh"]
 fn readiness_waits_for_the_cache_and_an_unreachable_api_server_never_locks_admission() {

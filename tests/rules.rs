@@ -1031,9 +1031,9 @@ mod network_policy {
             .collect();
         assert_eq!(missing.len(), 2);
         assert!(
-            missing[0]
-                .message
-                .ends_with("create one selecting raygate.dev/ray-cr-name=j"),
+            missing[0].message.contains(
+                "create one selecting raygate.dev/ray-cr-name=j in namespace \"kuberay\""
+            ),
             "{}",
             missing[0].message
         );

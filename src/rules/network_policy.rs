@@ -547,7 +547,7 @@ pub fn check_cluster(
                 MISSING,
                 &group.path,
                 format!(
-                    "no NetworkPolicy in namespace {namespace:?} selects the {}'s pods; create one selecting {selector_hint}",
+                    "no NetworkPolicy selects the {}'s pods; create one selecting {selector_hint} in namespace {namespace:?}",
                     group.describe()
                 ),
             );
@@ -859,7 +859,7 @@ pub fn check_pod(
             MISSING,
             &root,
             format!(
-                "no NetworkPolicy in namespace {namespace:?} selects this {role} Pod of cluster {:?}; create one selecting {hint}; the operator retries denied Pods",
+                "no NetworkPolicy selects this {role} Pod of cluster {:?}; create one selecting {hint} in namespace {namespace:?}; the operator retries denied Pods",
                 pod.cluster
             ),
         ),
