@@ -113,7 +113,7 @@ fn fill_cr_name_label(cluster: &ClusterSpec<'_>, out: &mut Findings<'_>) {
             POD_LABEL,
             &path,
             format!(
-                "the {}'s Pods carry only a generated ray.io/cluster name (KubeRay v1.5.0); add label {LABEL_CR_NAME}: {name} to its pod template so a NetworkPolicy can select them",
+                "Pods of the {} carry only a generated ray.io/cluster name (KubeRay v1.5.0); add label {LABEL_CR_NAME}: {name} to its pod template so a NetworkPolicy can select them",
                 group.describe()
             ),
         );

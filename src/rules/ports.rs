@@ -209,7 +209,7 @@ fn check_start_params(group: &NodeGroup<'_>, plan: &PortPolicy, out: &mut Findin
                 None => {
                     let default = planned
                         .kube_ray_default
-                        .map(|d| format!(" (Ray then uses {d})"))
+                        .map(|d| format!(" (unset, KubeRay v1.5.0 and Ray 2.60.0 use {d})"))
                         .unwrap_or_default();
                     let message = format!(
                         "{} rayStartParams has no {key:?}{default}; set {key}: \"{wanted}\"",
