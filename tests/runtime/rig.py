@@ -231,9 +231,11 @@ class Rig:
                 "HOME": "/root", "LANG": "C.UTF-8", "HOSTNAME": hostname}
 
     def wait_pods(self, ns, cluster, want, timeout=90):
+        """The Pods of a RayCluster (`cluster` is its name, or a label selector)."""
+        selector = cluster if "=" in cluster else f"ray.io/cluster={cluster}"
         deadline = time.time() + timeout
         while True:
-            pods = self.kube.get("pods", "-n", ns, "-l", f"ray.io/cluster={cluster}")["items"]
+            pods = self.kube.get("pods", "-n", ns, "-l", selector)["items"]
             if len(pods) >= want or time.time() > deadline:
                 break
             time.sleep(1)
@@ -286,14 +288,16 @@ class Rig:
             argv = kubelet.command_line(c, full_env)
             pod = self.net.add_pod(keys[name], name, hosts, kubelet.tmpfs_mounts(p, c), ips[name])
             specs[name] = {"pod": pod, "env": full_env, "argv": argv, "notes": notes,
-                           "group": "head" if p is head else group_of(p)}
+                           "group": "head" if p is head else group_of(p), "namespace": ns,
+                           "container": c["name"], "image": c.get("image", "")}
         client = None
         if with_client:
             client = self.net.add_pod("client", "ray-client", hosts, [], f"{netns.SUBNET}.100")
         eps = self.endpoints(pods, ips, client)
-        for ep in eps:
-            pod = specs[ep.name]["pod"] if ep.name in specs else client
-            self.net.nft(pod, netpol_nft.ruleset(ep, policies, eps))
+        self.cur = {"hosts": hosts, "policies": policies, "eps": eps,
+                    "netns": {ep.name: specs[ep.name]["pod"] if ep.name in specs else client
+                              for ep in eps}}
+        self.render_rules()
         for i, p in enumerate(pods):
             name = p["metadata"]["name"]
             s = specs[name]
@@ -309,6 +313,37 @@ class Rig:
                 port = int(s["env"].get("RAY_PORT", "6379"))
                 self.wait_listen(s, port, 90)
         return specs, client, eps
+
+    def render_rules(self):
+        for ep in self.cur["eps"]:
+            self.net.nft(self.cur["netns"][ep.name],
+                         netpol_nft.ruleset(ep, self.cur["policies"], self.cur["eps"]))
+
+    def add_standin(self, key, name, ns, labels, ip, ports=()):
+        """A pod of another kind (the RayJob's submitter, the operator) in a namespace of its own;
+        every pod's rules are rendered again so that policies can name it."""
+        pod = self.net.add_pod(key, name, self.cur["hosts"], [], ip)
+        ns_labels = self.kube.get("namespace", ns)["metadata"].get("labels", {})
+        self.cur["eps"].append(Endpoint(name, ns, ip, labels, ns_labels, list(ports)))
+        self.cur["netns"][name] = pod
+        self.render_rules()
+        return pod
+
+    def play_kubelet(self, specs):
+        """Report the Pods Running and Ready with their addresses, as kubelet would once the
+        containers run (the operator waits for that before it submits a RayJob)."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        for name, s in specs.items():
+            status = {"phase": "Running", "podIP": s["pod"].ip, "podIPs": [{"ip": s["pod"].ip}],
+                      "hostIP": s["pod"].ip, "startTime": now,
+                      "conditions": [{"type": t, "status": "True", "lastTransitionTime": now}
+                                     for t in ("PodScheduled", "Initialized", "ContainersReady",
+                                               "Ready")],
+                      "containerStatuses": [{"name": s["container"], "ready": True, "started": True,
+                                             "restartCount": 0, "image": s["image"], "imageID": "",
+                                             "state": {"running": {"startedAt": now}}}]}
+            self.kube.run("patch", "pod", "-n", s["namespace"], name, "--subresource=status",
+                          "--type=merge", "-p", json.dumps({"status": status}))
 
     def wait_listen(self, spec, port, timeout):
         deadline = time.time() + timeout
@@ -513,6 +548,125 @@ class Rig:
                    f"exit {code}: {result['ray_error']}")
         self.check("Ray names the clash with the worker-process range",
                    "worker_ports" in output and "10002" in output, result["ray_error"])
+
+    def fixed(self, name):
+        text = self.manifest(name).replace("RUNTIME_DIR", HERE)
+        out = self.raygate("fix", "-f", "-", input=text)
+        if out.returncode != 0:
+            raise Failure(f"raygate fix {name}: {out.stderr}")
+        return yaml.safe_load(out.stdout)
+
+    def scenario_4(self, result):
+        """A RayJob and a RayService through the same path (webhook, operator, nftables)"""
+        for kind, fn in (("rayjob", self.rayjob), ("rayservice", self.rayservice)):
+            obj = self.fixed(f"{kind}.yaml")
+            policy = yaml.safe_load(self.manifest(f"{kind}-networkpolicy.yaml"))
+            path = os.path.join(self.out, f"scenario-4-{kind}.yaml")
+            with open(path, "w") as f:
+                yaml.safe_dump_all([obj, policy], f)
+            check = self.raygate("check", "-f", path)
+            self.check(f"raygate check admits the fixed {kind} with its NetworkPolicy",
+                       check.returncode == 0, check.stdout[-1500:])
+            self.kube.apply([policy], NS)
+            out = self.kube.apply([obj], NS)
+            result.setdefault("apply", "")
+            result["apply"] += (out.stdout + out.stderr)
+            pods = self.wait_pods(NS, f"raygate.dev/ray-cr-name={obj['metadata']['name']}", 2)
+            policies = self.kube.get("networkpolicy", "-n", NS)["items"]
+            specs, client, eps = self.start_pods(pods, policies)
+            for s in specs.values():
+                self.wait_listen(s, 8401, 90)
+            self.play_kubelet(specs)
+            try:
+                fn(result, obj, specs, client)
+            finally:
+                self.collect_ray_logs(specs)
+                self.stop_all_pods()
+        refused = sorted({c for st in result["steps"] for c in st.get("refused", [])})
+        self.check("no connection was refused", not refused, "; ".join(refused))
+
+    def by_ip(self):
+        return {p.ip: p.key for p in self.net.pods.values()}
+
+    def rayjob(self, result, obj, specs, client):
+        name = obj["metadata"]["name"]
+        deadline = time.time() + 60
+        job = None
+        while time.time() < deadline and job is None:
+            jobs = self.kube.get("jobs", "-n", NS)["items"]
+            job = next((j for j in jobs if j["metadata"]["name"] == name), None)
+            time.sleep(0.5)
+        self.check("the operator creates the RayJob's submitter Job once the Pods are Ready",
+                   job is not None)
+        if job is None:
+            return
+        tmpl = copy.deepcopy(job["spec"]["template"])
+        pod = {"metadata": {**tmpl.get("metadata", {}), "name": f"{name}-submitter",
+                            "namespace": NS, "uid": job["metadata"]["uid"]},
+               "spec": tmpl["spec"]}
+        c = pod["spec"]["containers"][0]
+        labels = pod["metadata"].get("labels", {})
+        sub = self.add_standin("submitter", pod["metadata"]["name"], NS, labels,
+                               f"{netns.SUBNET}.101")
+        env, _ = kubelet.container_env(pod, c, sub.ip, "worker-1", self.allocatable,
+                                       self.kube.lookup)
+        env = {**self.base_env(pod["metadata"]["name"]), **env}
+        argv = kubelet.command_line(c, env)
+        self.connections(self.by_ip())
+        t0 = time.time()
+        try:
+            out = subprocess.run(sub.enter() + argv, env=env, cwd="/", capture_output=True,
+                                 text=True, timeout=120)
+            code, text = out.returncode, out.stdout + out.stderr
+        except subprocess.TimeoutExpired as e:
+            code, text = None, f"timed out: {e.stdout or ''}{e.stderr or ''}"
+        _, _, seen, dropped = self.connections(self.by_ip())
+        ok = code == 0 and "rayjob tasks ran on" in text
+        lines = [l for l in text.splitlines() if "rayjob tasks ran on" in l or "Error" in l]
+        result["steps"].append({"step": "RayJob submitter Job (ray job submit + logs --follow)",
+                                "fn": "submitter", "ok": ok, "seconds": round(time.time() - t0, 2),
+                                "detail": (lines or text.splitlines()[-3:] or [""])[-1][:300],
+                                "connections": seen, "refused": dropped})
+        result["submitter_command"] = argv
+        log(f"{'ok  ' if ok else 'FAIL'} RayJob submitter ({time.time() - t0:.1f}s): "
+            f"{(lines or text.splitlines()[-3:] or [''])[-1][:200]}")
+        self.check("the submitter Job's own command runs the RayJob's entrypoint", ok,
+                   text[-1500:])
+        status = self.kube.get("rayjob", "-n", NS, name).get("status", {})
+        result["notes"].append(
+            f"RayJob status as the operator sees it: jobStatus={status.get('jobStatus')!r}, "
+            f"jobDeploymentStatus={status.get('jobDeploymentStatus')!r} (the operator polls the "
+            "dashboard from the host, which has no route to the pod network)")
+
+    def rayservice(self, result, obj, specs, client):
+        op_ns = "kuberay-system"
+        self.kube.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": op_ns}}])
+        op = self.add_standin("operator", "kuberay-operator", op_ns,
+                              {"app.kubernetes.io/name": "kuberay-operator"}, f"{netns.SUBNET}.102")
+        head = next(s for s in specs.values() if s["group"] == "head")
+        svc = head_names(f"{head['pod'].hostname.rsplit('-head-', 1)[0]}-head-svc", NS)[-1]
+        config = yaml.safe_load(obj["spec"]["serveConfigV2"])
+        operator = self.session(op, self.base_env("kuberay-operator"))
+        by_ip = self.by_ip()
+        try:
+            self.step(result, operator, by_ip,
+                      "Serve config PUT to the dashboard :8266 (the operator's call)", "http",
+                      {"url": f"http://{svc}:8266/api/serve/applications/", "method": "PUT",
+                       "body": config}, 30)
+        finally:
+            operator.close()
+        cl = self.session(client, self.base_env("ray-client"))
+        try:
+            self.step(result, cl, by_ip, "RayService answers on head:8001 from ray-clients", "http",
+                      {"url": f"http://{svc}:8001/", "contains": "rayservice", "until": True}, 90)
+        finally:
+            cl.close()
+        self.check("the RayService's Serve application answers",
+                   all(s["ok"] for s in result["steps"] if "Serve" in s["step"]
+                       or "RayService" in s["step"]))
+        result["notes"].append("the operator cannot reach the dashboard from the host (no route "
+                               "to the pod network); the rig made its PUT from a stand-in pod in "
+                               f"namespace {op_ns}")
 
     def start_pods_no_wait(self, pods):
         keys = self.pod_keys(pods)
@@ -735,12 +889,12 @@ def write_report(results, path):
         lines += [f"| {c['what']} | {'ok' if c['ok'] else 'FAIL: ' + c['detail'][:200].replace('|', '/')} |"
                   for c in sc["checks"]]
         if sc["steps"]:
-            lines += ["", "| step | result | s | new connections (dst:port) | refused |", "|---|---|---|---|---|"]
+            lines += ["", "| step | result | s | new TCP connections (source->destination:port) | refused |", "|---|---|---|---|---|"]
             for st in sc["steps"]:
-                conns = sorted({c.split("->")[1] for c in st.get("connections", [])})
+                conns = sorted(set(st.get("connections", [])))
                 lines.append(
                     f"| {st['step']} | {'ok' if st['ok'] else 'FAIL'} | {st['seconds']} | "
-                    f"{', '.join(conns)[:300]} | {', '.join(st.get('refused', []))[:300]} |")
+                    f"{', '.join(conns)} | {', '.join(st.get('refused', []))} |")
         if sc.get("listeners"):
             lines += ["", "| pod | address | port | process | planned as |", "|---|---|---|---|---|"]
             for r in sc["listeners"]:
@@ -768,7 +922,7 @@ def main():
     r.add_argument("--out", required=True)
     r.add_argument("--state", required=True)
     r.add_argument("--prefix", required=True)
-    r.add_argument("--scenarios", default="1,2,3")
+    r.add_argument("--scenarios", default="1,2,3,4")
     c = sub.add_parser("cleanup")
     c.add_argument("--state", required=True)
     args = p.parse_args()

@@ -191,11 +191,25 @@ def step_job(args, timeout):
 
 
 def step_http(args, timeout):
-    with urllib.request.urlopen(args["url"], timeout=timeout) as response:
-        body = response.read().decode(errors="replace")
-    want = args.get("contains")
-    if want and want not in body:
-        raise RuntimeError(f"{args['url']}: no {want!r} in {len(body)} bytes")
+    """GET (or `method` with a JSON `body`); with `until`, retried until it answers."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            data = json.dumps(args["body"]).encode() if "body" in args else None
+            request = urllib.request.Request(args["url"], data=data,
+                                             method=args.get("method", "GET"),
+                                             headers={"Content-Type": "application/json"})
+            left = max(1, deadline - time.time())
+            with urllib.request.urlopen(request, timeout=min(20, left)) as response:
+                body = response.read().decode(errors="replace")
+            want = args.get("contains")
+            if want and want not in body:
+                raise RuntimeError(f"{args['url']}: no {want!r} in {len(body)} bytes")
+            break
+        except Exception:  # noqa: BLE001
+            if not args.get("until") or time.time() > deadline - 1:
+                raise
+            time.sleep(1)
     first = body.strip().splitlines()[0][:80] if body.strip() else ""
     return f"HTTP {response.status}, {len(body)} bytes: {first}"
 
