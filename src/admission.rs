@@ -250,30 +250,41 @@ fn decide(
         }
         _ => None,
     };
+    // An UPDATE is judged against the object it replaces (see `Engine::evaluate_update`).
+    let old_object: Option<serde_json::Value> = match (&request.operation, request.old_object) {
+        (Operation::Update, Some(raw)) if object.is_some() => {
+            Some(serde_json::from_str(raw.get()).map_err(Error::Decode)?)
+        }
+        _ => None,
+    };
     let decision = match &object {
         Some(object) => {
-            let view = ObjectRef::from_value(object).map(|mut view| {
-                // On CREATE the object may not carry its namespace or name yet.
-                if view.namespace.is_none() {
-                    view.namespace = request.namespace.as_deref();
-                }
-                if view.name.is_empty() {
-                    view.name = &request.name;
-                }
-                view
-            });
+            let view = ObjectRef::from_value(object).map(|v| with_request(v, &request));
+            let old_view = old_object
+                .as_ref()
+                .and_then(ObjectRef::from_value)
+                .map(|v| with_request(v, &request));
+            let evaluate = |view: &ObjectRef<'_>, context: &Context<'_>| match &old_view {
+                Some(old) => engine.evaluate_update(view, old, context),
+                None => engine.evaluate(view, context),
+            };
             view.map(|view| match &known {
-                Known::Fixed(context) => engine.evaluate(&view, context),
+                Known::Fixed(context) => evaluate(&view, context),
                 Known::Live(cluster) => {
                     let policies = view.namespace.and_then(|ns| cluster.network_policies(ns));
+                    let owner = owning_cluster(*cluster, object, view.namespace);
                     let context = Context {
                         network_policies: match &policies {
                             Some(p) => NetworkPolicies::Known(p),
                             None => NetworkPolicies::Unknown,
                         },
+                        cluster_origin: owner
+                            .as_deref()
+                            .map(ObjectRef::from_dynamic)
+                            .and_then(|c| c.owner),
                         at_admission: true,
                     };
-                    engine.evaluate(&view, &context)
+                    evaluate(&view, &context)
                 }
             })
         }
@@ -287,9 +298,25 @@ fn decide(
         },
     };
 
-    if let Some(decision) =
+    if let Some(mut decision) =
         decision.filter(|d| !matches!(d.coverage, Coverage::OutOfScope | Coverage::Exempt))
     {
+        if let (Known::Live(cluster), Some(object)) = (&known, &object)
+            && decision.coverage == Coverage::Pod
+        {
+            let namespace = request.namespace.as_deref();
+            spare_pods_of_unmarked_cluster(*cluster, object, namespace, &mut decision);
+        }
+        if endpoint == Endpoint::Mutate
+            && matches!(request.operation, Operation::Create)
+            && decision.mode == Mode::Enforce
+            && decision.coverage == Coverage::Cluster
+            && request.kind.kind == "RayCluster"
+            && let Some(object) = &object
+            && let Some(mark) = mark_enforced(object)
+        {
+            decision.patch.0.push(mark);
+        }
         response = respond(response, endpoint, &decision, &mut outcome);
         outcome.violations = decision.violations;
     }
@@ -298,17 +325,120 @@ fn decide(
     Ok((encoded, outcome))
 }
 
-/// The UPDATE or DELETE of a NetworkPolicy, judged against the live clusters it covers.
+/// The annotation raygate's mutating webhook puts on a RayCluster it admitted while enforcing
+/// the plan. A cluster without it was created before (raygate absent or in audit mode).
+pub const ENFORCED_ANNOTATION: &str = "raygate.dev/enforced";
+
+fn mark_enforced(object: &serde_json::Value) -> Option<json_patch::PatchOperation> {
+    let metadata = object.get("metadata").filter(|m| m.is_object())?;
+    let annotations = metadata.get("annotations");
+    // Never overwrite what the object has, even a wrongly typed value.
+    if annotations.is_some_and(|a| !a.is_object() || a.get(ENFORCED_ANNOTATION).is_some()) {
+        return None;
+    }
+    let (path, value) = if annotations.is_some() {
+        (
+            json_patch::jsonptr::PointerBuf::from_tokens([
+                "metadata",
+                "annotations",
+                ENFORCED_ANNOTATION,
+            ]),
+            serde_json::Value::String("true".into()),
+        )
+    } else {
+        (
+            json_patch::jsonptr::PointerBuf::from_tokens(["metadata", "annotations"]),
+            serde_json::json!({ ENFORCED_ANNOTATION: "true" }),
+        )
+    };
+    Some(json_patch::PatchOperation::Add(json_patch::AddOperation {
+        path,
+        value,
+    }))
+}
+
+/// The Pods of a live RayCluster created before raygate enforced the plan are judged but not
+/// denied, so that installing raygate or leaving audit mode never stops a cluster scaling.
+/// A cluster raygate has not seen yet is judged as new.
+fn spare_pods_of_unmarked_cluster(
+    cluster: &dyn ClusterState,
+    pod: &serde_json::Value,
+    namespace: Option<&str>,
+    decision: &mut Decision,
+) {
+    let Some(owner) = owning_cluster(cluster, pod, namespace) else {
+        return;
+    };
+    let marked = owner
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ENFORCED_ANNOTATION));
+    if marked {
+        return;
+    }
+    let name = owner.metadata.name.as_deref().unwrap_or("");
+    for v in decision
+        .violations
+        .iter_mut()
+        .filter(|v| v.action == Action::Deny)
+    {
+        v.action = Action::Warn;
+        v.message.push_str(&format!(
+            " (RayCluster {name:?} predates raygate's enforcement, so its Pods are not denied)"
+        ));
+    }
+}
+
+/// The live RayCluster a Ray Pod belongs to (by its `ray.io/cluster` label), if the cluster
+/// state knows it.
+fn owning_cluster(
+    cluster: &dyn ClusterState,
+    pod: &serde_json::Value,
+    namespace: Option<&str>,
+) -> Option<Arc<DynamicObject>> {
+    if pod.get("kind").and_then(serde_json::Value::as_str) != Some("Pod") {
+        return None;
+    }
+    let name = pod
+        .pointer("/metadata/labels/ray.io~1cluster")
+        .and_then(serde_json::Value::as_str)?;
+    let namespace = pod
+        .pointer("/metadata/namespace")
+        .and_then(serde_json::Value::as_str)
+        .or(namespace)
+        .unwrap_or("default");
+    cluster
+        .ray_clusters(namespace)?
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some(name))
+        .cloned()
+}
+
+/// On CREATE the object may not carry its namespace or name yet: take the request's.
+fn with_request<'v>(mut view: ObjectRef<'v>, request: &'v IncomingRequest<'_>) -> ObjectRef<'v> {
+    if view.namespace.is_none() {
+        view.namespace = request.namespace.as_deref();
+    }
+    if view.name.is_empty() {
+        view.name = &request.name;
+    }
+    view
+}
+
+/// The CREATE, UPDATE or DELETE of a NetworkPolicy, judged against the live clusters it covers.
 fn network_policy_change(
     engine: &Engine,
     cluster: &dyn ClusterState,
     request: &IncomingRequest<'_>,
 ) -> Option<Decision> {
     let namespace = request.namespace.as_deref()?;
-    let deleting = match request.operation {
-        Operation::Delete => true,
-        Operation::Update => false,
-        _ => return None,
+    let (deleting, creating) = match request.operation {
+        Operation::Delete => (true, false),
+        Operation::Update => (false, false),
+        // A new default-deny policy can cut a live cluster as surely as an edit.
+        Operation::Create => (false, true),
+        Operation::Connect => return None,
     };
     let current = cluster.network_policies(namespace)?;
     let live = cluster.ray_clusters(namespace)?;
@@ -357,6 +487,7 @@ fn network_policy_change(
             namespace,
             name: &request.name,
             deleting,
+            creating,
             by_kubernetes,
             before: &before,
             after: &after,

@@ -14,6 +14,9 @@ use crate::rules::{self, Findings, Violation};
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     pub network_policies: NetworkPolicies<'a>,
+    /// For a Pod: the RayJob, RayService or RayCronJob its RayCluster was generated from,
+    /// as the cluster state knows it (exemptions of the owner cover the Pods too).
+    pub cluster_origin: Option<&'a str>,
     /// The object is being admitted one at a time, so the NetworkPolicies it needs may not
     /// have been applied yet (see [`crate::policy::EnforceOn`]). Offline checks and audits see
     /// every object at once and judge coverage on the cluster object itself.
@@ -23,6 +26,7 @@ pub struct Context<'a> {
 impl Context<'_> {
     pub const WITHOUT_CLUSTER: Context<'static> = Context {
         network_policies: NetworkPolicies::Unknown,
+        cluster_origin: None,
         at_admission: false,
     };
 
@@ -30,6 +34,7 @@ impl Context<'_> {
     pub fn complete(network_policies: &[Arc<NetworkPolicy>]) -> Context<'_> {
         Context {
             network_policies: NetworkPolicies::Known(network_policies),
+            cluster_origin: None,
             at_admission: false,
         }
     }
@@ -135,8 +140,16 @@ impl Engine {
             Target::Pod(pod) => Some(pod.cluster),
             _ => None,
         };
-        let exempt_family =
-            |family: Family| scope.exempts(namespace, object.name, cluster_name, family);
+        let names: Vec<&str> = [
+            Some(object.name),
+            cluster_name,
+            object.owner,
+            context.cluster_origin,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let exempt_family = |family: Family| scope.exempts(namespace, &names, family);
         if Family::ALL.into_iter().all(exempt_family) {
             return Decision::unchecked(Coverage::Exempt, mode);
         }
@@ -151,6 +164,12 @@ impl Engine {
                         rules::placement::check_pod_spec(&pod, &subject, &mut findings);
                         rules::resources::check_pod_spec(&pod, &subject, &mut findings);
                     }
+                }
+                if let Some(pod) = submitter_pod_spec(object.body, cluster.source) {
+                    let subject = "submitter pod template".to_owned();
+                    rules::ports::check_pod(&pod, &mut findings);
+                    rules::placement::check_pod_spec(&pod, &subject, &mut findings);
+                    rules::resources::check_pod_spec(&pod, &subject, &mut findings);
                 }
                 let first_network_finding = findings.violations.len();
                 rules::network_policy::check_cluster(
@@ -208,13 +227,184 @@ impl Engine {
     }
 }
 
-/// A NetworkPolicy UPDATE or DELETE, and the live clusters of its namespace.
+impl Engine {
+    /// An UPDATE, judged against the object it replaces, as Kubernetes ratchets CRD
+    /// validation: a live cluster is never re-planned and never blocked for what it already
+    /// was, only for what the update newly breaks.
+    ///
+    /// - An object being deleted, or an update that only scales (replicas, workersToDelete,
+    ///   suspend), has no findings: the autoscaler and KubeRay's finalizers always get through.
+    /// - The patch only restores values the old object had (a field an apply dropped), so a
+    ///   head listening on 6379 never gets `port: 6380` that new workers would dial.
+    /// - A finding the old object had too (same rule, same or nested path) is a warning.
+    pub fn evaluate_update(
+        &self,
+        object: &ObjectRef<'_>,
+        old: &ObjectRef<'_>,
+        context: &Context<'_>,
+    ) -> Decision {
+        let mode = self.policy.mode();
+        let decision = self.evaluate(object, context);
+        if matches!(decision.coverage, Coverage::OutOfScope | Coverage::Exempt) {
+            return decision;
+        }
+        if is_being_deleted(object.body) || only_scaling_changed(object.body, old.body) {
+            return Decision::unchecked(decision.coverage, mode);
+        }
+        let before = self.evaluate(old, context);
+        let kept: Vec<_> = decision
+            .patch
+            .0
+            .into_iter()
+            .filter(|op| restores_old_value(op, old.body))
+            .collect();
+        let mut violations = if kept.is_empty() {
+            decision.violations
+        } else {
+            let mut patched = object.body.clone();
+            match json_patch::patch(&mut patched, &kept) {
+                Ok(()) => {
+                    let view = ObjectRef {
+                        body: &patched,
+                        ..*object
+                    };
+                    self.evaluate(&view, context).violations
+                }
+                Err(_) => decision.violations,
+            }
+        };
+        for v in &mut violations {
+            // Nothing else is filled on an update.
+            v.fillable = false;
+            if before.violations.iter().any(|b| same_finding(b, v)) && v.action == Action::Deny {
+                v.action = Action::Warn;
+                v.message.push_str(
+                    " (already so before this update: an update is denied only for what it newly breaks)",
+                );
+            }
+        }
+        Decision {
+            coverage: decision.coverage,
+            mode,
+            violations,
+            patch: Patch(if mode == Mode::Enforce {
+                kept
+            } else {
+                Vec::new()
+            }),
+        }
+    }
+}
+
+fn submitter_pod_spec(
+    object: &serde_json::Value,
+    source: crate::ray::ClusterSource,
+) -> Option<crate::ray::PodSpecRef<'_>> {
+    let path = source.submitter_path()?;
+    let spec = path.iter().try_fold(object, |v, key| v.get(key))?;
+    spec.is_object().then(|| crate::ray::PodSpecRef {
+        spec,
+        path: json_patch::jsonptr::PointerBuf::from_tokens(path.iter().copied()),
+    })
+}
+
+fn is_being_deleted(object: &serde_json::Value) -> bool {
+    object
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+}
+
+/// Whether `a` and `b` differ only in what scaling writes: the replicas and the
+/// `scaleStrategy` of worker groups, and `suspend`. Metadata and status never count.
+fn only_scaling_changed(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    fn without_scaling(object: &serde_json::Value) -> serde_json::Value {
+        let mut spec = object.get("spec").cloned().unwrap_or_default();
+        for cluster in [
+            "",
+            "/rayClusterSpec",
+            "/rayClusterConfig",
+            "/jobTemplate/rayClusterSpec",
+        ] {
+            let Some(cluster) = spec.pointer_mut(cluster) else {
+                continue;
+            };
+            if let Some(map) = cluster.as_object_mut() {
+                map.remove("suspend");
+            }
+            for group in cluster
+                .get_mut("workerGroupSpecs")
+                .and_then(serde_json::Value::as_array_mut)
+                .into_iter()
+                .flatten()
+                .filter_map(serde_json::Value::as_object_mut)
+            {
+                for field in ["replicas", "scaleStrategy", "suspend"] {
+                    group.remove(field);
+                }
+            }
+        }
+        spec
+    }
+    without_scaling(a) == without_scaling(b)
+}
+
+/// Whether a fill-in only puts back what `old` already had at its path, so that applying it
+/// changes nothing that runs. An append (`.../-`) restores an item the old list held.
+fn restores_old_value(op: &json_patch::PatchOperation, old: &serde_json::Value) -> bool {
+    let json_patch::PatchOperation::Add(add) = op else {
+        return false;
+    };
+    let path = add.path.as_str();
+    match path.strip_suffix("/-") {
+        Some(list) => old
+            .pointer(list)
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|items| items.iter().any(|item| holds(item, &add.value))),
+        None => old
+            .pointer(path)
+            .is_some_and(|have| holds(have, &add.value)),
+    }
+}
+
+/// Whether `have` holds everything `want` sets: equal scalars, every key of an object, every
+/// item of a list.
+fn holds(have: &serde_json::Value, want: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (have, want) {
+        // A container port without `protocol` is TCP, as the API defaults it.
+        (Value::Object(have), Value::Object(want)) => want.iter().all(|(k, v)| match have.get(k) {
+            Some(h) => holds(h, v),
+            None => k == "protocol" && v == "TCP",
+        }),
+        (Value::Array(have), Value::Array(want)) => {
+            want.iter().all(|w| have.iter().any(|h| holds(h, w)))
+        }
+        _ => have == want,
+    }
+}
+
+/// The same finding before and after an update: the same rule at the same field, or at a
+/// field inside the other's (a missing key and its wrong value are one finding).
+fn same_finding(before: &Violation, after: &Violation) -> bool {
+    let nested = |outer: &str, inner: &str| {
+        inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('/'))
+    };
+    before.rule == after.rule
+        && (before.path == after.path
+            || nested(&before.path, &after.path)
+            || nested(&after.path, &before.path))
+}
+
+/// A NetworkPolicy CREATE, UPDATE or DELETE, and the live clusters of its namespace.
 #[derive(Debug, Clone, Copy)]
 pub struct NetworkPolicyChange<'a> {
     pub namespace: &'a str,
     /// The NetworkPolicy being changed.
     pub name: &'a str,
     pub deleting: bool,
+    pub creating: bool,
     /// Kubernetes itself (the namespace controller, the garbage collector) is deleting: it
     /// must never be blocked, or namespaces and owners could not be cleaned up.
     pub by_kubernetes: bool,
@@ -240,8 +430,11 @@ impl Engine {
             let Target::Cluster(spec) = Target::of(cluster) else {
                 continue;
             };
-            let exempt_family =
-                |family: Family| scope.exempts(change.namespace, cluster.name, None, family);
+            let names: Vec<&str> = [Some(cluster.name), cluster.owner]
+                .into_iter()
+                .flatten()
+                .collect();
+            let exempt_family = |family: Family| scope.exempts(change.namespace, &names, family);
             let uncovered = |policies: &[Arc<NetworkPolicy>]| {
                 let mut findings = Findings::new(&self.policy, exempt_family);
                 rules::network_policy::check_cluster(
@@ -284,6 +477,8 @@ impl Engine {
             }
             let verb = if change.deleting {
                 "deleting"
+            } else if change.creating {
+                "creating"
             } else {
                 "this change to"
             };

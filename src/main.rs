@@ -258,8 +258,10 @@ fn development_certs(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
 }
 
 async fn serve(config: raygate::server::ServeConfig, delay: Duration) -> anyhow::Result<()> {
+    // Handlers first: a SIGTERM that arrives once the listener is up must drain, not kill.
+    let signal = shutdown_signal();
     let running = raygate::server::start(config).await?;
-    shutdown_signal().await;
+    signal.await;
     tracing::info!("shutting down: unready now, draining in-flight requests");
     running
         .state
@@ -272,23 +274,29 @@ async fn serve(config: raygate::server::ServeConfig, delay: Duration) -> anyhow:
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Installs the SIGTERM and SIGINT handlers now; the future completes on the first signal.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            match (term, interrupt) {
+                (Ok(mut term), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -199,20 +199,13 @@ impl Scope {
         self.exempt_namespaces.iter().any(|ns| ns == namespace)
     }
 
-    /// Whether `family` is exempt for the object `name` in `namespace`; a Ray Pod also
-    /// matches by its `cluster`.
-    pub fn exempts(
-        &self,
-        namespace: &str,
-        name: &str,
-        cluster: Option<&str>,
-        family: Family,
-    ) -> bool {
+    /// Whether `family` is exempt for an object in `namespace` known by any of `names`: its
+    /// own name, a Ray Pod's cluster, and the RayJob, RayService or RayCronJob KubeRay
+    /// generated its cluster from.
+    pub fn exempts(&self, namespace: &str, names: &[&str], family: Family) -> bool {
         self.exemptions.iter().any(|e| {
             e.namespace == namespace
-                && e.name
-                    .as_deref()
-                    .is_none_or(|n| n == name || Some(n) == cluster)
+                && e.name.as_deref().is_none_or(|n| names.contains(&n))
                 && e.families.as_ref().is_none_or(|f| f.contains(&family))
         })
     }

@@ -69,8 +69,16 @@ pub struct ObjectRef<'a> {
     pub name: &'a str,
     pub namespace: Option<&'a str>,
     pub labels: Labels<'a>,
+    /// The RayJob, RayService or RayCronJob that controls this object (KubeRay's generated
+    /// RayClusters and RayJobs), from its owner references.
+    pub owner: Option<&'a str>,
     /// The object's top-level fields: `spec` is at `body["spec"]`.
     pub body: &'a Value,
+}
+
+/// Kinds whose objects KubeRay turns into RayClusters (or RayJobs) it owns.
+fn is_ray_owner(api_version: &str, kind: &str) -> bool {
+    api_version.starts_with("ray.io/") && matches!(kind, "RayJob" | "RayService" | "RayCronJob")
 }
 
 impl<'a> ObjectRef<'a> {
@@ -90,6 +98,20 @@ impl<'a> ObjectRef<'a> {
                 .unwrap_or(""),
             namespace: meta_str("namespace"),
             labels: Labels::from_metadata(metadata),
+            owner: metadata
+                .and_then(|m| m.get("ownerReferences"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|r| {
+                    r.get("controller").and_then(Value::as_bool) == Some(true)
+                        && is_ray_owner(
+                            r.get("apiVersion").and_then(Value::as_str).unwrap_or(""),
+                            r.get("kind").and_then(Value::as_str).unwrap_or(""),
+                        )
+                })
+                .and_then(|r| r.get("name"))
+                .and_then(Value::as_str),
             body: object,
         })
     }
@@ -112,6 +134,12 @@ impl<'a> ObjectRef<'a> {
                 .unwrap_or(""),
             namespace: meta.namespace.as_deref(),
             labels: meta.labels.as_ref().map_or(Labels::None, Labels::Typed),
+            owner: meta
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|r| r.controller == Some(true) && is_ray_owner(&r.api_version, &r.kind))
+                .map(|r| r.name.as_str()),
             body: &object.data,
         }
     }
@@ -140,6 +168,18 @@ impl ClusterSource {
             "RayService" => Some(ClusterSource::RayService),
             "RayCronJob" => Some(ClusterSource::RayCronJob),
             _ => None,
+        }
+    }
+
+    /// Where a RayJob's submitter pod spec sits in the object (KubeRay runs `ray job submit`
+    /// from it; placement and resources apply to it like to the cluster's pods).
+    pub fn submitter_path(self) -> Option<&'static [&'static str]> {
+        match self {
+            ClusterSource::RayJob => Some(&["spec", "submitterPodTemplate", "spec"]),
+            ClusterSource::RayCronJob => {
+                Some(&["spec", "jobTemplate", "submitterPodTemplate", "spec"])
+            }
+            ClusterSource::RayCluster | ClusterSource::RayService => None,
         }
     }
 

@@ -559,7 +559,7 @@ async fn deeply_nested_json_is_refused_not_a_crash() {
 #[tokio::test]
 async fn an_update_with_a_huge_old_object_is_answered() {
     let server = start(quick()).await;
-    let mut old = denied_cluster();
+    let mut old = support::cluster("ray");
     // 7 MiB of annotations: within the body limit, well past the API server's own.
     let annotations: serde_json::Map<String, Value> = (0..7 * 1024)
         .map(|i| (format!("example.com/note-{i}"), json!("x".repeat(1000))))
@@ -583,12 +583,16 @@ async fn an_update_with_a_huge_old_object_is_answered() {
     let answer: Value = response.json().await.unwrap();
     let took = started.elapsed();
     println!("UPDATE with a {size}-byte body answered in {took:?}");
-    // Judged on the new object alone, like the same UPDATE without the old one.
+    // Judged against the old object: the update newly breaks the head port.
     assert_eq!(answer["response"]["allowed"], false, "{answer}");
     let small: Value = server
         .client
         .post(server.url("/validate"))
-        .json(&review("UPDATE", &denied_cluster(), &denied_cluster()))
+        .json(&review(
+            "UPDATE",
+            &denied_cluster(),
+            &support::cluster("ray"),
+        ))
         .send()
         .await
         .unwrap()

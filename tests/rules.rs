@@ -1124,6 +1124,7 @@ mod network_policy_at_admission {
             &view,
             &Context {
                 network_policies: NetworkPolicies::Known(&policies),
+                cluster_origin: None,
                 at_admission: true,
             },
         )
@@ -1239,6 +1240,7 @@ mod network_policy_at_admission {
                 namespace: "kuberay",
                 name: "c-ray",
                 deleting,
+                creating: false,
                 by_kubernetes,
                 before: &before,
                 after: &after,
@@ -1386,6 +1388,48 @@ mod kinds_and_scope {
         assert!(!evaluate_with(&engine, &labelled, &[]).allowed());
     }
 
+    /// KubeRay names the RayCluster of a RayJob `my-job` like `my-job-x7k2p`: the job's
+    /// exemption covers that cluster (by its owner reference) and its Pods (through the
+    /// cluster state), or the operator's creates are denied and the job hangs.
+    #[test]
+    fn an_exempt_rayjob_covers_the_cluster_kuberay_generates_and_its_pods() {
+        let text = raygate::policy::BUILT_IN_POLICY.replace(
+            "exemptions: []",
+            "exemptions: [{namespace: kuberay, name: my-job}]",
+        );
+        let engine = raygate::Engine::new(Policy::from_yaml(&text, "p.yaml").unwrap());
+        let mut generated = cluster("my-job-x7k2p");
+        set(
+            &mut generated,
+            &format!("{HEAD}/rayStartParams/port"),
+            json!("6379"),
+        );
+        assert!(!evaluate_with(&engine, &generated, &[]).allowed());
+        generated["metadata"]["ownerReferences"] = json!([{"apiVersion": "ray.io/v1",
+            "kind": "RayJob", "name": "my-job", "uid": "u", "controller": true}]);
+        assert_eq!(
+            evaluate_with(&engine, &generated, &[]).coverage,
+            raygate::Coverage::Exempt
+        );
+        // A reference that is not the controller, or not Ray's, exempts nothing.
+        generated["metadata"]["ownerReferences"][0]["controller"] = json!(false);
+        assert!(!evaluate_with(&engine, &generated, &[]).allowed());
+
+        let mut pod = ray_pod("my-job-x7k2p", false);
+        pod["spec"]["nodeName"] = json!("gpu-node");
+        let view = ObjectRef::from_value(&pod).unwrap();
+        let without = engine.evaluate(&view, &Context::WITHOUT_CLUSTER);
+        assert!(!without.allowed());
+        let with_origin = engine.evaluate(
+            &view,
+            &Context {
+                cluster_origin: Some("my-job"),
+                ..Context::WITHOUT_CLUSTER
+            },
+        );
+        assert_eq!(with_origin.coverage, raygate::Coverage::Exempt);
+    }
+
     #[test]
     fn audit_mode_never_denies_and_never_patches() {
         let engine = raygate::Engine::new(Policy::built_in().with_mode(Mode::Audit));
@@ -1419,5 +1463,217 @@ mod kinds_and_scope {
         let d = evaluate_with(&engine, &c, &[network_policy("c")]);
         assert!(!rules(&d).contains(&"placement/not-pinned-to-workers"));
         assert!(d.patch.0.is_empty());
+    }
+}
+
+/// UPDATEs are judged against the object they replace and never re-plan a live cluster.
+mod updates {
+    use super::*;
+
+    fn update(new: &Value, old: &Value) -> raygate::Decision {
+        let policies = vec![std::sync::Arc::new(
+            serde_json::from_value(network_policy("c")).unwrap(),
+        )];
+        let new_view = ObjectRef::from_value(new).unwrap();
+        let old_view = ObjectRef::from_value(old).unwrap();
+        engine().evaluate_update(&new_view, &old_view, &Context::complete(&policies))
+    }
+
+    /// A cluster created before raygate (or in audit mode), on KubeRay's defaults.
+    fn legacy() -> Value {
+        let mut c = cluster("c");
+        set(
+            &mut c,
+            &format!("{HEAD}/rayStartParams/port"),
+            json!("6379"),
+        );
+        remove(&mut c, &format!("{HEAD}/rayStartParams/dashboard-port"));
+        remove(&mut c, &format!("{WORKER}/rayStartParams/min-worker-port"));
+        c
+    }
+
+    #[test]
+    fn scaling_a_non_compliant_cluster_is_never_denied_or_patched() {
+        let old = legacy();
+        assert!(!evaluate(&old).allowed());
+        let mut new = old.clone();
+        set(&mut new, &format!("{WORKER}/replicas"), json!(3));
+        new.pointer_mut(WORKER).unwrap()["scaleStrategy"] =
+            json!({"workersToDelete": ["c-worker-x"]});
+        new["spec"]["suspend"] = json!(false);
+        new["metadata"]["finalizers"] = json!(["ray.io/gcs-ft-redis-cleanup-finalizer"]);
+        new["status"] = json!({"state": "ready"});
+        let d = update(&new, &old);
+        assert!(d.violations.is_empty(), "{:#?}", d.violations);
+        assert!(d.patch.0.is_empty());
+    }
+
+    #[test]
+    fn what_the_old_object_already_broke_is_only_warned_and_never_filled() {
+        let old = legacy();
+        let mut new = old.clone();
+        // An unrelated edit: a new environment variable on the workers.
+        new.pointer_mut(WORKER_RAY).unwrap()["env"] = json!([{"name": "A", "value": "1"}]);
+        let d = update(&new, &old);
+        assert!(d.allowed_as_is() && d.allowed(), "{:#?}", d.violations);
+        assert!(
+            d.patch.0.is_empty(),
+            "a live head on 6379 must not get port 6380: {:?}",
+            d.patch
+        );
+        let ratcheted: Vec<_> = d
+            .violations
+            .iter()
+            .filter(|v| v.action == Action::Warn)
+            .collect();
+        assert_eq!(ratcheted.len(), 3, "{:#?}", d.violations);
+        assert!(
+            ratcheted
+                .iter()
+                .all(|v| v.message.contains("already so before this update"))
+        );
+    }
+
+    #[test]
+    fn what_an_update_newly_breaks_is_denied() {
+        let old = legacy();
+        let mut new = old.clone();
+        set(
+            &mut new,
+            &format!("{WORKER}/rayStartParams/object-manager-port"),
+            json!("9000"),
+        );
+        let d = update(&new, &old);
+        let denied: Vec<_> = d
+            .violations
+            .iter()
+            .filter(|v| v.action == Action::Deny)
+            .collect();
+        assert_eq!(denied.len(), 1, "{:#?}", d.violations);
+        assert_eq!(denied[0].rule, "ports/node-port-range");
+        assert!(!d.allowed());
+        // Nothing is filled on an update, so a new missing value is denied, not promised.
+        let mut new = old.clone();
+        remove(&mut new, &format!("{HEAD_RAY}/resources/limits"));
+        let d = update(&new, &cluster("c"));
+        assert!(
+            d.violations
+                .iter()
+                .any(|v| v.rule == "resources/missing" && v.action == Action::Deny && !v.fillable)
+        );
+    }
+
+    #[test]
+    fn a_value_an_apply_dropped_is_restored_from_the_old_object() {
+        // Server-side apply of the original manifest drops what the webhook filled in.
+        let old = cluster("c");
+        let mut new = old.clone();
+        remove(&mut new, &format!("{HEAD}/rayStartParams/dashboard-port"));
+        remove(&mut new, &format!("{HEAD}/rayStartParams/min-worker-port"));
+        remove(&mut new, &format!("{HEAD_RAY}/ports/1"));
+        let d = update(&new, &old);
+        assert!(d.violations.is_empty(), "{:#?}", d.violations);
+        let restored = apply(&new, &d.patch);
+        let head = restored.pointer(HEAD).unwrap();
+        assert_eq!(head["rayStartParams"]["dashboard-port"], "8266");
+        assert_eq!(head["rayStartParams"]["min-worker-port"], "10003");
+        assert!(
+            head["template"]["spec"]["containers"][0]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "client" && p["containerPort"] == 10002)
+        );
+    }
+
+    #[test]
+    fn an_object_being_deleted_is_never_denied() {
+        let old = legacy();
+        let mut new = old.clone();
+        new["metadata"]["deletionTimestamp"] = json!("2026-11-29T07:00:00Z");
+        new["metadata"]["finalizers"] = json!([]);
+        set(&mut new, &format!("{HEAD}/rayStartParams/port"), json!("1"));
+        let d = update(&new, &old);
+        assert!(
+            d.violations.is_empty() && d.patch.0.is_empty(),
+            "{:#?}",
+            d.violations
+        );
+    }
+
+    #[test]
+    fn a_rayservice_created_before_raygate_gets_no_fill_that_would_change_its_hash() {
+        let mut spec = legacy()["spec"].clone();
+        spec["headGroupSpec"]["template"]["metadata"] = json!({"labels": {"app": "web"}});
+        let old = json!({"apiVersion": "ray.io/v1", "kind": "RayService",
+            "metadata": {"name": "web", "namespace": "kuberay"},
+            "spec": {"serveConfigV2": "applications: []", "rayClusterConfig": spec}});
+        let mut new = old.clone();
+        new["spec"]["serveConfigV2"] = json!("applications: [{name: a}]");
+        let d = update(&new, &old);
+        assert!(d.patch.0.is_empty(), "{:?}", d.patch);
+        assert!(d.allowed_as_is(), "{:#?}", d.violations);
+    }
+}
+
+mod gpu_and_submitter {
+    use super::*;
+
+    #[test]
+    fn a_zero_gpu_in_any_notation_unlocks_no_master() {
+        for zero in [
+            json!("0.0"),
+            json!("0m"),
+            json!(0),
+            json!("0"),
+            json!("none"),
+        ] {
+            let mut c = cluster("c");
+            let pod = c.pointer_mut(WORKER_POD).unwrap();
+            pod["tolerations"] =
+                json!([{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]);
+            pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = zero.clone();
+            let d = evaluate(&c);
+            assert!(
+                d.violations
+                    .iter()
+                    .any(|v| v.rule == "placement/tolerates-control-plane"),
+                "{zero}: {:#?}",
+                d.violations
+            );
+        }
+    }
+
+    #[test]
+    fn a_rayjobs_submitter_pod_is_placed_and_sized_like_ray_pods() {
+        let spec = cluster("j")["spec"].clone();
+        let job = json!({"apiVersion": "ray.io/v1", "kind": "RayJob",
+            "metadata": {"name": "j", "namespace": "kuberay"},
+            "spec": {"entrypoint": "python x.py", "rayClusterSpec": spec,
+                "submitterPodTemplate": {"spec": {"nodeName": "gpu-node", "restartPolicy": "Never",
+                    "containers": [{"name": "submitter", "image": "rayproject/ray:2.60.0"}]}}}});
+        let mut np = network_policy("j");
+        let selector = json!({"matchLabels": {"raygate.dev/ray-cr-name": "j"}});
+        np["spec"]["podSelector"] = selector.clone();
+        np["spec"]["ingress"][0]["from"][0]["podSelector"] = selector;
+        let d = evaluate_with(&engine(), &job, &[np]);
+        let at_submitter: Vec<_> = d
+            .violations
+            .iter()
+            .filter(|v| v.path.starts_with("/spec/submitterPodTemplate/spec"))
+            .map(|v| v.rule)
+            .collect();
+        assert_eq!(
+            at_submitter,
+            ["placement/node-name", "resources/missing"],
+            "{:#?}",
+            d.violations
+        );
+        assert!(
+            d.violations[0].message.contains("submitter pod template")
+                || d.violations
+                    .iter()
+                    .any(|v| v.message.contains("submitter pod template"))
+        );
     }
 }

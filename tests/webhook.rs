@@ -882,3 +882,54 @@ async fn sigterm_under_load_turns_unready_first_and_finishes_what_is_in_flight()
     assert!(cut.is_empty(), "{cut:?}");
     assert!(answered > 50, "only {answered} requests");
 }
+
+/// The autoscaler's scale-up of a cluster created before raygate: through the real server,
+/// /mutate re-plans nothing and /validate lets it through; a new break is still denied.
+#[tokio::test]
+async fn an_update_is_judged_against_its_old_object() {
+    let h = start(Mode::Enforce).await;
+    let mut old = cluster("ray");
+    set(
+        &mut old,
+        "/spec/headGroupSpec/rayStartParams/port",
+        json!("6379"),
+    );
+    let with_old = |new: &Value| {
+        let mut r = review(new, "UPDATE", false);
+        r["request"]["oldObject"] = old.clone();
+        r
+    };
+    let mut scaled = old.clone();
+    set(&mut scaled, "/spec/workerGroupSpecs/0/replicas", json!(4));
+    let mutated = h.post("/mutate", &with_old(&scaled)).await;
+    assert!(response(&mutated).get("patch").is_none(), "{mutated}");
+    let validated = h.post("/validate", &with_old(&scaled)).await;
+    assert_eq!(response(&validated)["allowed"], true, "{validated}");
+    assert!(
+        response(&validated).get("warnings").is_none(),
+        "{validated}"
+    );
+
+    // An unrelated edit keeps the old break as a warning that says why it passes.
+    let mut edited = old.clone();
+    edited["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"] =
+        json!([{"name": "A", "value": "1"}]);
+    let validated = h.post("/validate", &with_old(&edited)).await;
+    let r = response(&validated);
+    assert_eq!(r["allowed"], true, "{validated}");
+    let warnings = r["warnings"].to_string();
+    assert!(
+        warnings.contains("already so before this update"),
+        "{warnings}"
+    );
+
+    // A new break is denied.
+    let mut broken = old.clone();
+    set(
+        &mut broken,
+        "/spec/headGroupSpec/rayStartParams/dashboard-port",
+        json!("8265"),
+    );
+    let validated = h.post("/validate", &with_old(&broken)).await;
+    assert_eq!(response(&validated)["allowed"], false, "{validated}");
+}

@@ -132,6 +132,21 @@ pods[path] := grp.spec.template.spec if {
 
 pods["/spec"] := object.spec if is_ray_pod
 
+# A RayJob's (or RayCronJob's) submitter pod.
+pods["/spec/submitterPodTemplate/spec"] := spec if {
+	is_cluster
+	object.kind == "RayJob"
+	spec := object.spec.submitterPodTemplate.spec
+	is_object(spec)
+}
+
+pods["/spec/jobTemplate/submitterPodTemplate/spec"] := spec if {
+	is_cluster
+	object.kind == "RayCronJob"
+	spec := object.spec.jobTemplate.submitterPodTemplate.spec
+	is_object(spec)
+}
+
 # --- helpers --------------------------------------------------------------------------------
 
 applies(_, role) if role == "head"

@@ -253,15 +253,19 @@ fn requests_gpu(pod: &PodSpecRef<'_>, placement: &PlacementPolicy) -> bool {
                 placement
                     .gpu_resources
                     .iter()
-                    .any(|gpu| map.get(gpu).is_some_and(|q| !is_zero(q)))
+                    .any(|gpu| map.get(gpu).is_some_and(is_positive))
             })
     })
 }
 
-fn is_zero(quantity: &Value) -> bool {
-    match quantity {
-        Value::Number(n) => n.as_f64() == Some(0.0),
-        Value::String(s) => s.trim() == "0",
-        _ => false,
-    }
+/// Whether a quantity is exactly above zero: `"0.0"`, `"0m"` or an unparseable value never
+/// count as asking for a GPU, so they never unlock a master.
+fn is_positive(quantity: &Value) -> bool {
+    let parsed = match quantity {
+        Value::Number(n) => crate::quantity::Quantity::parse(&n.to_string()),
+        Value::String(s) => crate::quantity::Quantity::parse(s.trim()),
+        _ => None,
+    };
+    let zero = crate::quantity::Quantity::parse("0");
+    parsed.is_some_and(|q| Some(q) > zero)
 }
