@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -127,15 +128,14 @@ class Net:
         return found
 
     def listeners(self, pod: Pod) -> list:
-        """(address, port, process) of every listening TCP socket in the pod's namespace."""
+        """(address, port, process) of every listening TCP socket in the pod's namespace; a
+        Python process is named by its script or module (`python3[dashboard.py]`)."""
         out = sh("ip", "netns", "exec", pod.netns, "ss", "-ltnpH")
         found = []
         for line in out.splitlines():
             cols = line.split()
-            local, procs = cols[3], " ".join(cols[5:])
-            addr, port = local.rsplit(":", 1)
-            names = sorted({p.split('"')[1] for p in procs.split("((")[-1].split("),(")
-                            if '"' in p})
+            addr, port = cols[3].rsplit(":", 1)
+            names = sorted({describe(int(pid)) for pid in re.findall(r"pid=(\d+)", line)})
             found.append((addr.strip("[]"), int(port), ",".join(names) or "?"))
         return found
 
@@ -161,6 +161,23 @@ class Net:
             os.unlink(self.state_file)
         except FileNotFoundError:
             pass
+
+
+def describe(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            comm = f.read().strip()
+        with open(f"/proc/{pid}/cmdline") as f:
+            args = f.read().split("\0")
+    except OSError:
+        return "?"
+    if not comm.startswith("python"):
+        return comm
+    what = next((os.path.basename(a) for a in args[1:] if a.endswith(".py")), None)
+    if "-m" in args:
+        what = args[args.index("-m") + 1]
+    mode = next((a.split("=", 1)[1] for a in args if a.startswith("--mode=")), None)
+    return f"{comm}[{what}{' ' + mode if mode else ''}]" if what else comm
 
 
 def kill_netns_processes(netns, keep=frozenset(), grace=5.0):

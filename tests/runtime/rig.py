@@ -67,19 +67,33 @@ def log(msg):
     print(f"[runtime +{time.time() - T0:6.1f}s] {msg}", flush=True)
 
 
-# Non-loopback listeners outside the plan that the tier accepts, with the reason. Anything else
-# that listens outside the plan fails scenario 1.
+# Non-loopback listeners outside the plan that the tier accepts, each with the reason: none of
+# them is used from another pod (scenario 1 fails on any connection the policy refuses, so a
+# use would show). Anything else listening outside the plan fails scenario 1.
+# (process prefix, first port, last port, reason)
 KNOWN_UNPLANNED = [
-    # Every Serve replica (Ray >= 2.50) opens an "inter-deployment gRPC server" on [::]:0, an
-    # ephemeral port no setting pins. Serve only uses it with RAY_SERVE_USE_GRPC_BY_DEFAULT=1;
-    # by default calls between deployments are Ray actor calls on the planned ports. Scenario 1
-    # fails on any connection the policy refuses, so a use of this port would show.
+    # Ray >= 2.50: every Serve replica opens an "inter-deployment gRPC server" on [::]:0. No
+    # setting pins it; Serve only uses it with RAY_SERVE_USE_GRPC_BY_DEFAULT=1.
     ("ray::ServeRepli", 32768, 60999,
-     "Serve replica's inter-deployment gRPC server ([::]:0, ephemeral), unused by default"),
+     "Serve replica's inter-deployment gRPC server ([::]:0), used only with "
+     "RAY_SERVE_USE_GRPC_BY_DEFAULT=1"),
+    # Ray 2.41: the client proxy starts one server per Ray Client session in 23000-24000 on all
+    # interfaces and talks to it over loopback (2.60 binds it to loopback).
+    ("python3[ray.util.client.server specific-server]", 23000, 24000,
+     "Ray Client per-session server, reached by the client proxy over loopback"),
+    # Ray 2.41: the dashboard head's own gRPC server on a random port (`ray start
+    # --dashboard-grpc-port` pins it in 2.41; 2.60 has neither the server nor the flag).
+    ("python3[dashboard.py]", 32768, 60999,
+     "dashboard head gRPC server (Ray 2.41; pinned only by --dashboard-grpc-port, gone in 2.60)"),
 ]
+# Ports Ray binds on every interface at fixed numbers that the plan may not name; never accepted.
+RAY_FIXED = {44217: "autoscaler metrics (monitor.py, AUTOSCALER_METRIC_PORT)",
+             44227: "dashboard metrics (DASHBOARD_METRIC_PORT)"}
 
 
 def known_unplanned(process, port):
+    if port in RAY_FIXED:
+        return None
     for name, lo, hi, why in KNOWN_UNPLANNED:
         if process.startswith(name) and lo <= port <= hi:
             return why
@@ -789,6 +803,7 @@ class Rig:
                 if known:
                     row["planned"] = f"not planned, accepted: {known}"
                 elif not row["planned"]:
+                    row["ray_fixed"] = RAY_FIXED.get(port)
                     unplanned.append(f"{s['pod'].key} {addr}:{port} ({proc})")
         result["listeners"], result["loopback_listeners"] = rows, loopback
         self.check("every non-loopback listener is a planned port", not unplanned,
@@ -899,7 +914,7 @@ def write_report(results, path):
             lines += ["", "| pod | address | port | process | planned as |", "|---|---|---|---|---|"]
             for r in sc["listeners"]:
                 lines.append(f"| {r['pod']} | {r['addr']} | {r['port']} | {r['process']} | "
-                             f"{r['planned'] or '**not planned**'} |")
+                             f"{r['planned'] or '**not planned**' + (' (' + r['ray_fixed'] + ')' if r.get('ray_fixed') else '')} |")
             lines += ["", "Loopback only:", "", "| pod | address | port | process |", "|---|---|---|---|"]
             for r in sc["loopback_listeners"]:
                 lines.append(f"| {r['pod']} | {r['addr']} | {r['port']} | {r['process']} |")
