@@ -118,6 +118,13 @@ pub trait ClusterState: Send + Sync {
     fn network_policies(&self, namespace: &str) -> Option<Vec<Arc<NetworkPolicy>>>;
     /// The live RayClusters of a namespace; `None` while they cannot be known.
     fn ray_clusters(&self, namespace: &str) -> Option<Vec<Arc<DynamicObject>>>;
+    /// The labels of a namespace; `None` while they cannot be known.
+    fn namespace_labels(
+        &self,
+        _namespace: &str,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        None
+    }
 }
 
 /// No cluster access: nothing is known.
@@ -272,12 +279,15 @@ fn decide(
                 Known::Fixed(context) => evaluate(&view, context),
                 Known::Live(cluster) => {
                     let policies = view.namespace.and_then(|ns| cluster.network_policies(ns));
+                    let namespace_labels =
+                        view.namespace.and_then(|ns| cluster.namespace_labels(ns));
                     let owner = owning_cluster(*cluster, object, view.namespace);
                     let context = Context {
                         network_policies: match &policies {
                             Some(p) => NetworkPolicies::Known(p),
                             None => NetworkPolicies::Unknown,
                         },
+                        namespace_labels: namespace_labels.as_ref(),
                         cluster_origin: owner
                             .as_deref()
                             .map(ObjectRef::from_dynamic)
@@ -482,8 +492,10 @@ fn network_policy_change(
         .username
         .as_deref()
         .is_some_and(|u| u.starts_with("system:serviceaccount:kube-system:"));
+    let namespace_labels = cluster.namespace_labels(namespace);
     Some(engine.evaluate_network_policy_change(
         &NetworkPolicyChange {
+            namespace_labels: namespace_labels.as_ref(),
             namespace,
             name: &request.name,
             deleting,

@@ -1,4 +1,5 @@
-//! The cluster state the webhook consults: watch caches of NetworkPolicies and RayClusters.
+//! The cluster state the webhook consults: watch caches of NetworkPolicies, RayClusters and
+//! Namespaces (their labels).
 //!
 //! Requests only read the in-memory stores; the watches run in the background, so an
 //! admission never waits on the API server.
@@ -8,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ResourceExt};
 use kube::runtime::reflector::{self, Store};
@@ -87,8 +89,10 @@ impl WatchHealth {
 pub struct ClusterCache {
     network_policies: Store<NetworkPolicy>,
     ray_clusters: Store<DynamicObject>,
+    namespaces: Store<Namespace>,
     network_policy_health: Arc<WatchHealth>,
     ray_cluster_health: Arc<WatchHealth>,
+    namespace_health: Arc<WatchHealth>,
     stale_after: Duration,
     sync_timeout: Duration,
 }
@@ -118,6 +122,27 @@ impl ClusterCache {
             metrics.watch_metrics(),
         ));
 
+        // NetworkPolicy namespaceSelectors match namespaces by their labels.
+        let namespace_health = Arc::new(WatchHealth::new("namespaces"));
+        let (namespaces, writer) = reflector::store();
+        let stream = watcher(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|n: &mut Namespace| {
+            n.managed_fields_mut().clear();
+            n.metadata.annotations = None;
+            n.spec = None;
+            n.status = None;
+        })
+        .reflect(writer);
+        tokio::spawn(follow(
+            stream,
+            namespace_health.clone(),
+            metrics.watch_metrics(),
+        ));
+
         let resource = ray_resource("RayCluster", "rayclusters");
         let writer = reflector::store::Writer::new(resource.clone());
         let ray_clusters = writer.as_reader();
@@ -143,8 +168,10 @@ impl ClusterCache {
         ClusterCache {
             network_policies,
             ray_clusters,
+            namespaces,
             network_policy_health,
             ray_cluster_health,
+            namespace_health,
             stale_after,
             sync_timeout,
         }
@@ -206,6 +233,19 @@ impl ClusterState for ClusterCache {
             self.ray_clusters
                 .state_filter(|c| c.metadata.namespace.as_deref() == Some(namespace))
         })
+    }
+
+    fn namespace_labels(
+        &self,
+        namespace: &str,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        if !self.namespace_health.usable(self.stale_after) {
+            return None;
+        }
+        let key = reflector::ObjectRef::<Namespace>::new(namespace);
+        self.namespaces
+            .get(&key)
+            .map(|n| n.metadata.labels.clone().unwrap_or_default())
     }
 }
 

@@ -14,6 +14,9 @@ use crate::rules::{self, Findings, Violation};
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     pub network_policies: NetworkPolicies<'a>,
+    /// The labels of the object's namespace, when the cluster state knows them
+    /// (NetworkPolicy `namespaceSelector`s match on them).
+    pub namespace_labels: Option<&'a std::collections::BTreeMap<String, String>>,
     /// For a Pod: the RayJob, RayService or RayCronJob its RayCluster was generated from,
     /// as the cluster state knows it (exemptions of the owner cover the Pods too).
     pub cluster_origin: Option<&'a str>,
@@ -26,6 +29,7 @@ pub struct Context<'a> {
 impl Context<'_> {
     pub const WITHOUT_CLUSTER: Context<'static> = Context {
         network_policies: NetworkPolicies::Unknown,
+        namespace_labels: None,
         cluster_origin: None,
         at_admission: false,
     };
@@ -34,6 +38,7 @@ impl Context<'_> {
     pub fn complete(network_policies: &[Arc<NetworkPolicy>]) -> Context<'_> {
         Context {
             network_policies: NetworkPolicies::Known(network_policies),
+            namespace_labels: None,
             cluster_origin: None,
             at_admission: false,
         }
@@ -175,6 +180,7 @@ impl Engine {
                 rules::network_policy::check_cluster(
                     cluster,
                     object.namespace,
+                    context.namespace_labels,
                     context.network_policies,
                     &mut findings,
                 );
@@ -198,6 +204,7 @@ impl Engine {
                         pod,
                         object.labels,
                         object.namespace,
+                        context.namespace_labels,
                         policies,
                         &mut findings,
                     );
@@ -408,6 +415,8 @@ pub struct NetworkPolicyChange<'a> {
     /// Kubernetes itself (the namespace controller, the garbage collector) is deleting: it
     /// must never be blocked, or namespaces and owners could not be cleaned up.
     pub by_kubernetes: bool,
+    /// The namespace's labels, when known.
+    pub namespace_labels: Option<&'a std::collections::BTreeMap<String, String>>,
     /// The namespace's NetworkPolicies before and after the change.
     pub before: &'a [Arc<NetworkPolicy>],
     pub after: &'a [Arc<NetworkPolicy>],
@@ -440,6 +449,7 @@ impl Engine {
                 rules::network_policy::check_cluster(
                     &spec,
                     Some(change.namespace),
+                    change.namespace_labels,
                     NetworkPolicies::Known(policies),
                     &mut findings,
                 );

@@ -998,6 +998,64 @@ mod network_policy {
         );
     }
 
+    /// A same-namespace peer selected by a namespace label (`team: ml`) is judged on the
+    /// namespace's real labels when the cluster state has them; offline it is assumed to
+    /// match, and raygate says it could not tell.
+    #[test]
+    fn namespace_selectors_match_the_namespaces_real_labels() {
+        let mut np = network_policy("c");
+        np["spec"]["ingress"][0]["from"][0]["namespaceSelector"] =
+            json!({"matchLabels": {"team": "ml"}});
+        let policies = vec![std::sync::Arc::new(serde_json::from_value(np).unwrap())];
+        let object = cluster("c");
+        let view = ObjectRef::from_value(&object).unwrap();
+        let judge = |labels: Option<&std::collections::BTreeMap<String, String>>| {
+            engine().evaluate(
+                &view,
+                &Context {
+                    namespace_labels: labels,
+                    ..Context::complete(&policies)
+                },
+            )
+        };
+        let ml: std::collections::BTreeMap<String, String> =
+            [("team".to_owned(), "ml".to_owned())].into();
+        assert!(
+            judge(Some(&ml)).violations.is_empty(),
+            "{:#?}",
+            judge(Some(&ml)).violations
+        );
+        let other: std::collections::BTreeMap<String, String> =
+            [("team".to_owned(), "web".to_owned())].into();
+        let d = judge(Some(&other));
+        assert!(
+            d.violations
+                .iter()
+                .any(|v| v.rule == "network-policy/blocked-ports"),
+            "{:#?}",
+            d.violations
+        );
+        let d = judge(None);
+        assert_eq!(rules(&d), ["network-policy/not-verified"]);
+        assert_eq!(d.violations[0].action, Action::Audit);
+        assert!(d.violations[0].message.contains("assumed to match"));
+        // A selector on the namespace's name alone needs no labels.
+        let mut np = network_policy("c");
+        np["spec"]["ingress"][0]["from"][0]["namespaceSelector"] =
+            json!({"matchLabels": {"kubernetes.io/metadata.name": "elsewhere"}});
+        let d = evaluate_with(&engine(), &cluster("c"), &[np]);
+        assert!(
+            d.violations
+                .iter()
+                .any(|v| v.rule == "network-policy/blocked-ports")
+        );
+        assert!(
+            !d.violations
+                .iter()
+                .any(|v| v.rule == "network-policy/not-verified")
+        );
+    }
+
     #[test]
     fn kuberays_own_network_policy_satisfies_the_rule() {
         let mut c = cluster("c");
@@ -1124,6 +1182,7 @@ mod network_policy_at_admission {
             &view,
             &Context {
                 network_policies: NetworkPolicies::Known(&policies),
+                namespace_labels: None,
                 cluster_origin: None,
                 at_admission: true,
             },
@@ -1242,6 +1301,7 @@ mod network_policy_at_admission {
                 deleting,
                 creating: false,
                 by_kubernetes,
+                namespace_labels: None,
                 before: &before,
                 after: &after,
             },

@@ -291,14 +291,92 @@ fn has_type(policy: &NetworkPolicy, direction: Direction) -> bool {
     }
 }
 
-fn peer_admits(peer: &NetworkPolicyPeer, namespace: &str, labels: &PodLabels<'_>) -> bool {
+/// The label every namespace carries with its own name.
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// The namespace of a cluster as NetworkPolicy `namespaceSelector`s see it.
+pub struct NamespaceView<'a> {
+    pub name: &'a str,
+    /// Its labels, when the cluster state knows them.
+    labels: Option<&'a BTreeMap<String, String>>,
+    /// Whether selectors on labels raygate cannot see are assumed to match.
+    assume: std::cell::Cell<bool>,
+    /// Set when a selector needed labels raygate cannot see.
+    unknown_seen: std::cell::Cell<bool>,
+    /// Set when coverage held only by assuming such a selector matches.
+    guessed: std::cell::Cell<bool>,
+}
+
+impl<'a> NamespaceView<'a> {
+    pub fn new(name: &'a str, labels: Option<&'a BTreeMap<String, String>>) -> NamespaceView<'a> {
+        NamespaceView {
+            name,
+            labels,
+            assume: std::cell::Cell::new(false),
+            unknown_seen: std::cell::Cell::new(false),
+            guessed: std::cell::Cell::new(false),
+        }
+    }
+
+    fn selected_by(&self, selector: &LabelSelector) -> bool {
+        let mut ns = PodLabels::new();
+        if let Some(labels) = self.labels {
+            ns.extend(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            ns.insert(NAMESPACE_NAME_LABEL, self.name);
+            return selector_matches(selector, &ns);
+        }
+        // Without the namespace's labels only its name is known: judge what names it; the
+        // rest does not match unless assumed (see `coverage`).
+        ns.insert(NAMESPACE_NAME_LABEL, self.name);
+        let on_name = LabelSelector {
+            match_labels: selector.match_labels.as_ref().map(|m| {
+                m.iter()
+                    .filter(|(k, _)| k.as_str() == NAMESPACE_NAME_LABEL)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }),
+            match_expressions: selector.match_expressions.as_ref().map(|e| {
+                e.iter()
+                    .filter(|r| r.key == NAMESPACE_NAME_LABEL)
+                    .cloned()
+                    .collect()
+            }),
+        };
+        let other_keys = selector
+            .match_labels
+            .iter()
+            .flatten()
+            .any(|(k, _)| k != NAMESPACE_NAME_LABEL)
+            || selector
+                .match_expressions
+                .iter()
+                .flatten()
+                .any(|r| r.key != NAMESPACE_NAME_LABEL);
+        let matched = selector_matches(&on_name, &ns);
+        if matched && other_keys {
+            self.unknown_seen.set(true);
+            return self.assume.get();
+        }
+        matched
+    }
+
+    /// Ports admitted with selectors on unseen labels assumed to match.
+    fn assuming<T>(&self, judge: impl FnOnce() -> T) -> T {
+        self.assume.set(true);
+        let judged = judge();
+        self.assume.set(false);
+        judged
+    }
+}
+
+fn peer_admits(
+    peer: &NetworkPolicyPeer,
+    namespace: &NamespaceView<'_>,
+    labels: &PodLabels<'_>,
+) -> bool {
     let namespace_ok = match &peer.namespace_selector {
         None => true,
-        Some(selector) => {
-            let mut ns = PodLabels::new();
-            ns.insert("kubernetes.io/metadata.name", namespace);
-            selector_matches(selector, &ns)
-        }
+        Some(selector) => namespace.selected_by(selector),
     };
     let pods_ok = match &peer.pod_selector {
         None => peer.namespace_selector.is_some(),
@@ -312,7 +390,7 @@ fn peer_admits(peer: &NetworkPolicyPeer, namespace: &str, labels: &PodLabels<'_>
 fn admitted_between(
     policies: &[&NetworkPolicy],
     direction: Direction,
-    namespace: &str,
+    namespace: &NamespaceView<'_>,
     peer: &PodLabels<'_>,
 ) -> Admitted {
     let mut admitted = Admitted::default();
@@ -400,7 +478,7 @@ enum Coverage<'p> {
 
 fn coverage<'p>(
     in_namespace: &[&'p NetworkPolicy],
-    namespace: &str,
+    namespace: &NamespaceView<'_>,
     target: &PodLabels<'_>,
     peers: &[&PodLabels<'_>],
     needed: &[Needed],
@@ -412,14 +490,32 @@ fn coverage<'p>(
     let mut blocked: Vec<Blocked> = Vec::new();
     let mut from: Vec<&NetworkPolicy> = Vec::new();
     for source_labels in peers {
+        namespace.unknown_seen.set(false);
         let ingress = admitted_between(&towards, Direction::Ingress, namespace, source_labels);
         let source_policies = selecting(in_namespace, source_labels);
         let egress = admitted_between(&source_policies, Direction::Egress, namespace, target);
+        // Offline, a namespaceSelector on labels raygate cannot see: judged again assuming it
+        // matches; a port open only then is reported as unverified, not as blocked.
+        let assumed = namespace.unknown_seen.get().then(|| {
+            namespace.assuming(|| {
+                (
+                    admitted_between(&towards, Direction::Ingress, namespace, source_labels),
+                    admitted_between(&source_policies, Direction::Egress, namespace, target),
+                )
+            })
+        });
         for (i, need) in needed.iter().enumerate() {
             let name = need.name.as_deref();
             let cut_in = !ingress.covers(need.from, need.to, name);
             let cut_out = !egress.covers(need.from, need.to, name);
             if !cut_in && !cut_out {
+                continue;
+            }
+            if let Some((ingress, egress)) = &assumed
+                && ingress.covers(need.from, need.to, name)
+                && egress.covers(need.from, need.to, name)
+            {
+                namespace.guessed.set(true);
                 continue;
             }
             if cut_out {
@@ -489,6 +585,7 @@ fn add_unique<'a>(list: &mut Vec<&'a NetworkPolicy>, more: &[&'a NetworkPolicy])
 pub fn check_cluster(
     cluster: &ClusterSpec<'_>,
     namespace: Option<&str>,
+    namespace_labels: Option<&BTreeMap<String, String>>,
     policies: NetworkPolicies<'_>,
     out: &mut Findings<'_>,
 ) {
@@ -519,6 +616,7 @@ pub fn check_cluster(
         return;
     };
     let in_namespace = in_namespace(all, namespace);
+    let namespace_view = NamespaceView::new(namespace, namespace_labels);
     let groups: Vec<(NodeGroup<'_>, PodLabels<'_>)> = cluster
         .groups()
         .map(|g| {
@@ -541,7 +639,7 @@ pub fn check_cluster(
             towards,
             from,
             blocked,
-        } = coverage(&in_namespace, namespace, labels, &peers, &needed)
+        } = coverage(&in_namespace, &namespace_view, labels, &peers, &needed)
         else {
             out.report(
                 MISSING,
@@ -616,6 +714,26 @@ pub fn check_cluster(
         );
     }
     check_dns_egress(cluster, &egress_restricted, out);
+    report_guess(&namespace_view, &cluster.path, out);
+}
+
+/// Offline, a `namespaceSelector` on labels other than the namespace's name cannot be
+/// judged: it was assumed to match, and this says so.
+fn report_guess(
+    namespace: &NamespaceView<'_>,
+    path: &json_patch::jsonptr::PointerBuf,
+    out: &mut Findings<'_>,
+) {
+    if namespace.guessed.get() {
+        out.report(
+            NOT_VERIFIED,
+            path,
+            format!(
+                "a NetworkPolicy selects peers by labels of namespace {:?} that raygate cannot see here (no cluster access); they were assumed to match",
+                namespace.name
+            ),
+        );
+    }
 }
 
 /// Whether a rule's port list admits `protocol` `port`, or one of the port names `names`.
@@ -829,6 +947,7 @@ pub fn check_pod(
     pod: &RayPod<'_>,
     labels: Labels<'_>,
     namespace: Option<&str>,
+    namespace_labels: Option<&BTreeMap<String, String>>,
     policies: &[Arc<NetworkPolicy>],
     out: &mut Findings<'_>,
 ) {
@@ -854,7 +973,16 @@ pub fn check_pod(
         Some(name) => format!("{LABEL_CR_NAME}={name}"),
         None => format!("{LABEL_CLUSTER}={}", pod.cluster),
     };
-    match coverage(&in_namespace, namespace, &own, &[&own, &head], &needed) {
+    let namespace_view = NamespaceView::new(namespace, namespace_labels);
+    let judged = coverage(
+        &in_namespace,
+        &namespace_view,
+        &own,
+        &[&own, &head],
+        &needed,
+    );
+    report_guess(&namespace_view, &root, out);
+    match judged {
         Coverage::Unselected => out.report(
             MISSING,
             &root,
