@@ -281,13 +281,21 @@ fn decide(
                     let policies = view.namespace.and_then(|ns| cluster.network_policies(ns));
                     let namespace_labels =
                         view.namespace.and_then(|ns| cluster.namespace_labels(ns));
-                    let owner = owning_cluster(*cluster, object, view.namespace);
+                    let namespace = view.namespace;
+                    let owner = owning_cluster(*cluster, object, namespace);
                     let context = Context {
                         network_policies: match &policies {
                             Some(p) => NetworkPolicies::Known(p),
                             None => NetworkPolicies::Unknown,
                         },
                         namespace_labels: namespace_labels.as_ref(),
+                        pod_cluster: owner.as_deref().map(|c| {
+                            let mut view = ObjectRef::from_dynamic(c);
+                            view.api_version = "ray.io/v1";
+                            view.kind = "RayCluster";
+                            view.namespace = view.namespace.or(namespace);
+                            view
+                        }),
                         cluster_origin: owner
                             .as_deref()
                             .map(ObjectRef::from_dynamic)

@@ -17,6 +17,9 @@ pub struct Context<'a> {
     /// The labels of the object's namespace, when the cluster state knows them
     /// (NetworkPolicy `namespaceSelector`s match on them).
     pub namespace_labels: Option<&'a std::collections::BTreeMap<String, String>>,
+    /// For a Pod: its live RayCluster, when the cluster state knows it. The Pod is then also
+    /// judged on that cluster's whole coverage (every group, both directions).
+    pub pod_cluster: Option<ObjectRef<'a>>,
     /// For a Pod: the RayJob, RayService or RayCronJob its RayCluster was generated from,
     /// as the cluster state knows it (exemptions of the owner cover the Pods too).
     pub cluster_origin: Option<&'a str>,
@@ -30,6 +33,7 @@ impl Context<'_> {
     pub const WITHOUT_CLUSTER: Context<'static> = Context {
         network_policies: NetworkPolicies::Unknown,
         namespace_labels: None,
+        pod_cluster: None,
         cluster_origin: None,
         at_admission: false,
     };
@@ -39,6 +43,7 @@ impl Context<'_> {
         Context {
             network_policies: NetworkPolicies::Known(network_policies),
             namespace_labels: None,
+            pod_cluster: None,
             cluster_origin: None,
             at_admission: false,
         }
@@ -208,6 +213,9 @@ impl Engine {
                         policies,
                         &mut findings,
                     );
+                    if let Some(owner) = &context.pod_cluster {
+                        self.add_cluster_coverage(owner, policies, context, &mut findings);
+                    }
                 }
             }
             Target::OutOfScope => {}
@@ -508,6 +516,55 @@ impl Engine {
             mode,
             violations,
             patch: Patch(Vec::new()),
+        }
+    }
+}
+
+impl Engine {
+    /// A Pod's cut ports towards or from any group of its live cluster (worker to head across
+    /// two policies, say), which the Pod's own labels alone cannot show.
+    fn add_cluster_coverage(
+        &self,
+        owner: &ObjectRef<'_>,
+        policies: &[Arc<NetworkPolicy>],
+        context: &Context<'_>,
+        findings: &mut Findings<'_>,
+    ) {
+        let Target::Cluster(spec) = Target::of(owner) else {
+            return;
+        };
+        let scope = &self.policy.spec().scope;
+        let namespace = owner.namespace.unwrap_or("default");
+        let names: Vec<&str> = [Some(owner.name), owner.owner]
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut of_cluster = Findings::new(&self.policy, |f| scope.exempts(namespace, &names, f));
+        rules::network_policy::check_cluster(
+            &spec,
+            owner.namespace,
+            context.namespace_labels,
+            NetworkPolicies::Known(policies),
+            &mut of_cluster,
+        );
+        let carried = [
+            rules::network_policy::BLOCKED_PORTS,
+            rules::network_policy::WORKER_PORTS,
+            rules::network_policy::DNS_EGRESS,
+            rules::network_policy::APISERVER_EGRESS,
+        ];
+        // The cluster's view covers the Pod's own group in both directions: it replaces the
+        // Pod's own cut ports rather than repeating them.
+        findings.violations.retain(|v| !carried.contains(&v.rule));
+        for v in of_cluster.violations {
+            if !carried.contains(&v.rule) {
+                continue;
+            }
+            findings.report(
+                v.rule,
+                &json_patch::jsonptr::PointerBuf::new(),
+                format!("its RayCluster {:?}: {}", owner.name, v.message),
+            );
         }
     }
 }

@@ -1303,7 +1303,19 @@ fn a_cluster_created_in_audit_mode_scales_under_enforcement_without_being_re_pla
 
     let raygate = Raygate::start_in_cluster("enforce", &[]);
     let _registration = Registration::new(&raygate, "ratchet");
-    wait_for_webhook(&ns);
+    // The live cluster's own name would be an unchanged UPDATE, which raygate lets through.
+    wait_until(
+        "the API server calls raygate",
+        Duration::from_secs(20),
+        || {
+            let probe = default_ports_cluster().replace("name: raycluster-kuberay", "name: probe");
+            let out = kubectl(
+                &["apply", "-n", &ns, "--dry-run=server", "-f", "-"],
+                Some(&probe),
+            );
+            text(&out.stderr).contains("raygate")
+        },
+    );
 
     // The autoscaler's way: replicas only. Admitted, and nothing re-planned.
     let out = scale_workers(&ns, cluster, 3);
@@ -1377,16 +1389,20 @@ fn a_cluster_created_in_audit_mode_scales_under_enforcement_without_being_re_pla
     );
     assert!(!out.status.success(), "a new break is denied");
     let err = text(&out.stderr);
-    assert!(err.contains("placement/node-name"), "{err}");
+    let denial = err
+        .split_once("Error from server")
+        .map_or("", |(_, denial)| denial);
+    assert!(denial.contains("placement/node-name"), "{err}");
     assert!(
-        !err.contains("ports/forbidden-port"),
-        "old findings do not deny: {err}"
+        !denial.contains("ports/forbidden-port"),
+        "old findings are warnings, not reasons: {err}"
     );
+    assert!(err.contains("Warning: ports/forbidden-port"), "{err}");
 
-    // A default-deny policy created beside it would cut the live cluster: warned.
+    // A default-deny policy created beside it cuts the live cluster's egress: warned.
     let deny_all = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {"name": "deny-all"},
-        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}});
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}});
     let out = kubectl(
         &["apply", "-n", &ns, "-f", "-"],
         Some(&deny_all.to_string()),

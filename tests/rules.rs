@@ -1183,6 +1183,7 @@ mod network_policy_at_admission {
             &Context {
                 network_policies: NetworkPolicies::Known(&policies),
                 namespace_labels: None,
+                pod_cluster: None,
                 cluster_origin: None,
                 at_admission: true,
             },
@@ -1253,6 +1254,57 @@ mod network_policy_at_admission {
             "{}",
             d.violations[0].message
         );
+    }
+
+    /// Worker to head across two policies: the worker Pod's own labels cannot show it, its
+    /// live cluster can.
+    #[test]
+    fn a_pod_is_judged_on_its_live_clusters_whole_coverage() {
+        let mut workers = network_policy("c");
+        workers["metadata"]["name"] = json!("c-workers");
+        workers["spec"]["podSelector"] =
+            json!({"matchLabels": {"ray.io/cluster": "c", "ray.io/node-type": "worker"}});
+        workers["spec"]["policyTypes"] = json!(["Ingress", "Egress"]);
+        workers["spec"]["egress"] = json!([
+            {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+            {"to": [{"podSelector": {"matchLabels": {"ray.io/cluster": "c"}}}],
+             "ports": [{"port": 6380}]}
+        ]);
+        let policies = arcs(&[network_policy("c"), workers]);
+        let pod = ray_pod("c", false);
+        let view = ObjectRef::from_value(&pod).unwrap();
+        let alone = engine().evaluate(
+            &view,
+            &Context {
+                at_admission: true,
+                ..Context::complete(&policies)
+            },
+        );
+        let live = cluster("c");
+        let with_cluster = engine().evaluate(
+            &view,
+            &Context {
+                at_admission: true,
+                pod_cluster: ObjectRef::from_value(&live),
+                ..Context::complete(&policies)
+            },
+        );
+        assert!(
+            !alone.violations.iter().any(|v| v.message.contains("8266")),
+            "{:#?}",
+            alone.violations
+        );
+        let cut: Vec<_> = with_cluster
+            .violations
+            .iter()
+            .filter(|v| v.message.starts_with("its RayCluster \"c\": "))
+            .collect();
+        assert!(!cut.is_empty(), "{:#?}", with_cluster.violations);
+        assert!(
+            cut.iter()
+                .any(|v| v.message.contains("8266 (dashboard)") && v.message.contains("egress"))
+        );
+        assert!(!with_cluster.allowed());
     }
 
     #[test]
