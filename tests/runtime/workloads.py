@@ -143,6 +143,29 @@ def step_serve(args, timeout):
     return f"application 'runtime' running, HTTP on 0.0.0.0:{args['port']}"
 
 
+def step_concurrently(args, timeout):
+    """Several steps at once, each with the same timeout; answers their results as JSON."""
+    results = {}
+
+    def one(name, fn, step_args):
+        t0 = time.time()
+        try:
+            results[name] = {"ok": True, "detail": globals()[f"step_{fn}"](step_args, timeout)}
+        except BaseException as e:  # noqa: BLE001
+            results[name] = {"ok": False, "error": f"{type(e).__name__}: {e}".strip()[:500]}
+        results[name]["seconds"] = round(time.time() - t0, 2)
+
+    threads = [threading.Thread(target=one, args=item, daemon=True) for item in args["steps"]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 3)
+    for name, _, _ in args["steps"]:
+        results.setdefault(name, {"ok": False, "error": f"no answer within {timeout + 3}s",
+                                  "seconds": timeout + 3})
+    return json.dumps(results)
+
+
 # --- client steps (a pod in another namespace) ------------------------------------------------
 
 
