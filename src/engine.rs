@@ -175,6 +175,9 @@ impl Engine {
                         rules::resources::check_pod_spec(&pod, &subject, &mut findings);
                     }
                 }
+                if cluster.source == crate::ray::ClusterSource::RayService {
+                    rules::ports::check_serve_config(object.body, &mut findings);
+                }
                 if let Some(pod) = submitter_pod_spec(object.body, cluster.source) {
                     let subject = "submitter pod template".to_owned();
                     rules::ports::check_pod(&pod, &mut findings);

@@ -301,6 +301,10 @@ pub struct PlannedPort {
     /// Pinned on every Ray node (head and workers), not only on the head.
     #[serde(default)]
     pub every_node: bool,
+    /// Other names the port goes by (older docs, hand-written plans): a port under one of
+    /// them is this port, renamed, never a reason to add a second one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -780,6 +784,24 @@ fn validate_ports(ports: &PortPolicy, problems: &mut Vec<String>) {
             problems.push(format!(
                 "{at}.port: {port} lies inside spec.ports.workerPorts ({workers}); Ray refuses to start a node whose pinned port is in its worker range"
             ));
+        }
+    }
+    for (i, planned) in ports.planned.iter().enumerate() {
+        for (j, alias) in planned.aliases.iter().enumerate() {
+            let taken = names
+                .get(alias.as_str())
+                .map(|at| at.to_string())
+                .or_else(|| {
+                    ports.planned[..i]
+                        .iter()
+                        .position(|p| p.aliases.contains(alias))
+                        .map(|k| format!("an alias of spec.ports.planned[{k}]"))
+                });
+            if let Some(other) = taken {
+                problems.push(format!(
+                    "spec.ports.planned[{i}].aliases[{j}]: {alias:?} is already {other}"
+                ));
+            }
         }
     }
     for (i, range) in ports.node_ranges.iter().enumerate() {

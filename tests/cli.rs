@@ -31,7 +31,10 @@ fn check_denies_a_sample_on_default_ports_with_fixes() {
         text.contains("RayCluster raycluster-complete: DENIED"),
         "{text}"
     );
-    assert!(text.contains("use 6380 (gcs-server)"), "{text}");
+    assert!(
+        text.contains("set containerPort: 6380 and rename it to \"gcs-server\""),
+        "{text}"
+    );
     assert!(text.contains("1 Ray object(s) checked: 1 denied"), "{text}");
 }
 

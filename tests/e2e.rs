@@ -326,8 +326,8 @@ fn default_ports_are_denied_with_rules_and_fixes() {
         err.contains("admission webhook \"ray.validate.raygate.dev\" denied the request"),
         "{err}"
     );
-    assert!(err.contains("ports/forbidden-port"), "{err}");
-    assert!(err.contains("use 6380 (gcs-server)"), "{err}");
+    assert!(err.contains("ports/head-port"), "{err}");
+    assert!(err.contains("set containerPort: 6380"), "{err}");
     let listed = kubectl_ok(&["get", "rayclusters", "-n", &ns, "-o", "name"], None);
     assert!(listed.trim().is_empty(), "nothing stored: {listed}");
 
@@ -410,7 +410,7 @@ fn server_side_dry_run_gives_the_same_decision_and_stores_nothing() {
         Some(&default_ports_cluster()),
     );
     assert!(!denied.status.success());
-    assert!(text(&denied.stderr).contains("ports/forbidden-port"));
+    assert!(text(&denied.stderr).contains("ports/head-port"));
     let allowed = kubectl(
         &[
             "apply",
@@ -468,7 +468,7 @@ fn audit_mode_denies_nothing_and_annotates_the_audit_log() {
                 "audit mode denied: {}",
                 text(&out.stderr)
             );
-            let warned = text(&out.stderr).contains("Warning: ports/forbidden-port");
+            let warned = text(&out.stderr).contains("Warning: ports/head-port");
             applied = Some(out);
             if !warned {
                 kubectl(
@@ -483,7 +483,7 @@ fn audit_mode_denies_nothing_and_annotates_the_audit_log() {
     let annotated = log.lines().any(|l| {
         l.contains(&ns)
             && l.contains("\"ray.validate.raygate.dev/violations\"")
-            && l.contains("ports/forbidden-port")
+            && l.contains("ports/head-port")
     });
     assert!(
         annotated,
@@ -1010,8 +1010,7 @@ fn a_rayjob_and_a_rayservice_come_up_behind_the_network_policy_their_hint_names(
     let _registration = Registration::new(&raygate, "origin");
     let ns = namespace("origin");
     wait_for_webhook(&ns);
-    let serve_config =
-        "applications:\n- name: app\n  import_path: app:deployment\n  route_prefix: /\n";
+    let serve_config = "http_options:\n  host: 0.0.0.0\n  port: 8001\napplications:\n- name: app\n  import_path: app:deployment\n  route_prefix: /\n";
     let objects = [
         json!({"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": "nightly"},
             "spec": {"entrypoint": "python -c 'import ray; ray.init()'",
@@ -1143,7 +1142,7 @@ fn audit_reports_what_already_runs_and_writes_one_policy_report_per_namespace() 
         stdout.contains(&format!("RayCluster {ns}/raycluster-kuberay: DENIED")),
         "{stdout}"
     );
-    assert!(stdout.contains("ports/forbidden-port"), "{stdout}");
+    assert!(stdout.contains("ports/head-port"), "{stdout}");
     assert!(stdout.contains("network-policy/missing"), "{stdout}");
     assert!(
         stdout.contains(&format!("RayCluster {ns}/fillable: allowed once filled in")),
@@ -1199,7 +1198,7 @@ fn audit_reports_what_already_runs_and_writes_one_policy_report_per_namespace() 
     assert!(fails >= 3, "{report}");
     let results = report["results"].as_array().unwrap();
     assert!(results.iter().any(|r| {
-        r["rule"] == "ports/forbidden-port"
+        r["rule"] == "ports/head-port"
             && r["result"] == "fail"
             && r["resources"][0]["name"] == "raycluster-kuberay"
             && r["resources"][0]["uid"]
@@ -1220,7 +1219,7 @@ fn audit_reports_what_already_runs_and_writes_one_policy_report_per_namespace() 
             raygate.metrics().lines().any(|l| {
                 l.starts_with("raygate_audit_violations{")
                     && l.contains(&format!("namespace=\"{ns}\""))
-                    && l.contains("rule=\"ports/forbidden-port\"")
+                    && l.contains("rule=\"ports/head-port\"")
             })
         },
     );
@@ -1394,10 +1393,10 @@ fn a_cluster_created_in_audit_mode_scales_under_enforcement_without_being_re_pla
         .map_or("", |(_, denial)| denial);
     assert!(denial.contains("placement/node-name"), "{err}");
     assert!(
-        !denial.contains("ports/forbidden-port"),
+        !denial.contains("ports/head-port"),
         "old findings are warnings, not reasons: {err}"
     );
-    assert!(err.contains("Warning: ports/forbidden-port"), "{err}");
+    assert!(err.contains("Warning: ports/head-port"), "{err}");
 
     // A default-deny policy created beside it cuts the live cluster's egress: warned.
     let deny_all = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",

@@ -67,11 +67,11 @@ mod ports {
             json!(6379),
         );
         let d = evaluate(&c);
+        // One finding for one field: not also forbidden-port.
         let rules = rules(&d);
-        assert_eq!(rules, ["ports/head-port", "ports/forbidden-port"]);
+        assert_eq!(rules, ["ports/head-port"]);
         assert!(d.violations.iter().all(|v| !v.fillable));
         assert!(d.violations[0].message.contains("set containerPort: 6380"));
-        assert!(d.violations[1].message.contains("use 6380 (gcs-server)"));
         assert!(d.patch.0.is_empty());
         assert!(!d.allowed());
     }
@@ -368,6 +368,193 @@ mod ports {
                 false
             )
         );
+    }
+
+    /// The older docs name the GCS port `gcs`: it is the GCS port on the wrong number, never a
+    /// reason to add a second one, and one finding names the fix.
+    #[test]
+    fn a_gcs_port_under_its_older_name_is_recognised() {
+        let mut c = cluster("c");
+        set(
+            &mut c,
+            &format!("{HEAD_RAY}/ports/0"),
+            json!({"name": "gcs", "containerPort": 6379}),
+        );
+        let d = evaluate(&c);
+        assert_eq!(
+            only(&d),
+            (
+                "ports/head-port",
+                format!("{HEAD_RAY}/ports/0/containerPort"),
+                false
+            )
+        );
+        assert!(
+            d.violations[0]
+                .message
+                .contains("set containerPort: 6380 and rename it to \"gcs-server\""),
+            "{}",
+            d.violations[0].message
+        );
+        assert!(d.patch.0.is_empty(), "no second GCS port: {:?}", d.patch);
+        // On the planned number it only needs the name.
+        set(
+            &mut c,
+            &format!("{HEAD_RAY}/ports/0/containerPort"),
+            json!(6380),
+        );
+        assert_eq!(
+            only(&evaluate(&c)),
+            ("ports/head-port", format!("{HEAD_RAY}/ports/0/name"), false)
+        );
+        // Any name on KubeRay's default number is the planned port on the wrong number.
+        set(
+            &mut c,
+            &format!("{HEAD_RAY}/ports/0"),
+            json!({"name": "redis", "containerPort": 6379}),
+        );
+        let d = evaluate(&c);
+        assert_eq!(
+            only(&d),
+            (
+                "ports/head-port",
+                format!("{HEAD_RAY}/ports/0/containerPort"),
+                false
+            )
+        );
+        assert!(d.patch.0.is_empty());
+    }
+
+    #[test]
+    fn a_default_port_on_the_wrong_number_is_reported_once() {
+        let mut c = cluster("c");
+        set(
+            &mut c,
+            &format!("{HEAD_RAY}/ports/2/containerPort"),
+            json!(8265),
+        );
+        let d = evaluate(&c);
+        assert_eq!(
+            only(&d),
+            (
+                "ports/head-port",
+                format!("{HEAD_RAY}/ports/2/containerPort"),
+                false
+            )
+        );
+        // On another container it is still a forbidden port.
+        let pod = c.pointer_mut(HEAD_POD).unwrap();
+        pod["containers"].as_array_mut().unwrap().push(
+            json!({"name": "side", "ports": [{"containerPort": 8265}],
+                   "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}),
+        );
+        assert_eq!(
+            rules(&evaluate(&c)),
+            ["ports/head-port", "ports/forbidden-port"]
+        );
+    }
+
+    fn ray_service(serve_config: &str) -> Value {
+        json!({"apiVersion": "ray.io/v1", "kind": "RayService",
+            "metadata": {"name": "c", "namespace": "kuberay"},
+            "spec": {"serveConfigV2": serve_config, "rayClusterConfig": cluster("c")["spec"].clone()}})
+    }
+
+    fn serve_findings(serve_config: &str) -> Vec<raygate::rules::Violation> {
+        let mut np = network_policy("c");
+        let selector = json!({"matchLabels": {"raygate.dev/ray-cr-name": "c"}});
+        np["spec"]["podSelector"] = selector.clone();
+        np["spec"]["ingress"][0]["from"][0]["podSelector"] = selector;
+        evaluate_with(&engine(), &ray_service(serve_config), &[np])
+            .violations
+            .into_iter()
+            .filter(|v| v.rule == "ports/serve-config")
+            .collect()
+    }
+
+    /// Serve listens where `serveConfigV2` says, 8000 by default (Ray 2.60.0), while KubeRay's
+    /// Serve Service sends traffic to the planned port: raygate says what to add and never
+    /// edits the user's config.
+    #[test]
+    fn a_rayservices_serve_config_must_listen_on_the_planned_port() {
+        let apps = "applications:\n- name: app\n  import_path: app:deployment\n";
+        let unset = serve_findings(apps);
+        assert_eq!(unset.len(), 1, "{unset:#?}");
+        assert_eq!(unset[0].path, "/spec/serveConfigV2");
+        assert!(!unset[0].fillable);
+        assert!(
+            unset[0]
+                .message
+                .contains("add to serveConfigV2 `http_options: {host: 0.0.0.0, port: 8001}`"),
+            "{}",
+            unset[0].message
+        );
+        let wrong = serve_findings(&format!("http_options:\n  port: 8000\n{apps}"));
+        assert!(
+            wrong[0].message.contains("sets http_options.port: 8000"),
+            "{}",
+            wrong[0].message
+        );
+        assert!(
+            serve_findings(&format!(
+                "http_options:\n  host: 0.0.0.0\n  port: 8001\n{apps}"
+            ))
+            .is_empty()
+        );
+        // A gRPC proxy on a planned port clashes; Serve's default 9000 does not.
+        let grpc = |port: &str| {
+            serve_findings(&format!(
+                "http_options: {{port: 8001}}\ngrpc_options: {{{port}grpc_servicer_functions: [a.b]}}\n{apps}"
+            ))
+        };
+        assert!(grpc("").is_empty());
+        let clash = grpc("port: 8301, ");
+        assert!(
+            clash[0].message.contains("8301-8400 (object-manager-port)"),
+            "{}",
+            clash[0].message
+        );
+        let broken = serve_findings("applications: [");
+        assert!(broken[0].message.contains("not valid YAML"));
+    }
+
+    /// A container that runs its own `ray start` (KubeRay then ignores rayStartParams): its
+    /// flags are judged, and nothing is filled into rayStartParams, where it would do nothing.
+    #[test]
+    fn ports_on_the_containers_own_command_line_are_judged() {
+        let mut c = cluster("c");
+        c["metadata"]["annotations"] = json!({"ray.io/overwrite-container-cmd": "true"});
+        remove(&mut c, &format!("{HEAD}/rayStartParams"));
+        let args = "ulimit -n 65536; ray start --head --block --port=6379 --ray-client-server-port=10002 \
+            --dashboard-port 8266 --metrics-export-port=8081 --dashboard-agent-grpc-port=8601 \
+            --dashboard-agent-listen-port=52365 --object-manager-port=8301 --node-manager-port=8401 \
+            --runtime-env-agent-port=8501 --min-worker-port=10003 --max-worker-port=19999";
+        let ray = c.pointer_mut(HEAD_RAY).unwrap();
+        ray["command"] = json!(["/bin/bash", "-c", "--"]);
+        ray["args"] = json!([args]);
+        let d = evaluate(&c);
+        assert_eq!(
+            only(&d),
+            ("ports/ray-start-param", format!("{HEAD_RAY}/args"), false)
+        );
+        assert!(
+            d.violations[0]
+                .message
+                .contains("it sets --port=6379: use --port=6380"),
+            "{}",
+            d.violations[0].message
+        );
+        assert!(d.patch.0.is_empty());
+        // Running KubeRay's generated command keeps rayStartParams in force.
+        c.pointer_mut(HEAD_RAY).unwrap()["args"] =
+            json!(["ulimit -n 65536; echo head; $KUBERAY_GEN_RAY_START_CMD"]);
+        let d = evaluate(&c);
+        assert!(
+            d.violations
+                .iter()
+                .all(|v| v.path == format!("{HEAD}/rayStartParams"))
+        );
+        assert!(!d.patch.0.is_empty());
     }
 
     #[test]

@@ -190,8 +190,12 @@ async fn a_cluster_on_default_ports_is_denied_with_its_fixes() {
     assert_eq!(r["allowed"], false);
     assert_eq!(r["status"]["code"], 403);
     let message = r["status"]["message"].as_str().unwrap();
-    assert!(message.contains("ports/forbidden-port at /spec/headGroupSpec/template/spec/containers/0/ports/0/containerPort"), "{message}");
-    assert!(message.contains("use 6380 (gcs-server)"), "{message}");
+    assert!(message.contains("ports/head-port at /spec/headGroupSpec/template/spec/containers/0/ports/0/containerPort"), "{message}");
+    assert!(message.contains("set containerPort: 6380"), "{message}");
+    assert!(
+        message.contains("1 violation(s)"),
+        "one finding per field: {message}"
+    );
     // Without cluster access the NetworkPolicy rule is audited, never a reason to deny.
     assert!(!message.contains("network-policy"), "{message}");
     assert!(
@@ -282,14 +286,14 @@ async fn audit_mode_never_denies_or_patches_but_reports() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|w| w.as_str().unwrap().starts_with("ports/forbidden-port"))
+            .any(|w| w.as_str().unwrap().starts_with("ports/head-port"))
     );
     assert_eq!(r["auditAnnotations"]["mode"], "audit");
     assert!(
         r["auditAnnotations"]["violations"]
             .as_str()
             .unwrap()
-            .contains("ports/forbidden-port")
+            .contains("ports/head-port")
     );
     let mutated = h
         .post(
@@ -301,7 +305,7 @@ async fn audit_mode_never_denies_or_patches_but_reports() {
     let metrics = h.metrics().await;
     assert!(
         metrics.contains(
-            r#"raygate_policy_violations_total{rule="ports/forbidden-port",action="deny"} 1"#
+            r#"raygate_policy_violations_total{rule="ports/head-port",action="deny"} 1"#
         ),
         "{metrics}"
     );

@@ -9,12 +9,15 @@ package raygate
 import rego.v1
 
 planned := [
-	{"name": "gcs-server", "port": 6380, "param": "port", "every_node": false},
-	{"name": "client", "port": 10002, "param": "ray-client-server-port", "every_node": false},
-	{"name": "dashboard", "port": 8266, "param": "dashboard-port", "every_node": false},
-	{"name": "serve", "port": 8001, "every_node": false},
-	{"name": "metrics", "port": 8081, "param": "metrics-export-port", "every_node": true},
+	{"name": "gcs-server", "port": 6380, "param": "port", "every_node": false, "default": 6379, "aliases": ["gcs"]},
+	{"name": "client", "port": 10002, "param": "ray-client-server-port", "every_node": false, "default": 10001, "aliases": ["client-server"]},
+	{"name": "dashboard", "port": 8266, "param": "dashboard-port", "every_node": false, "default": 8265, "aliases": []},
+	{"name": "serve", "port": 8001, "every_node": false, "default": 8000, "aliases": []},
+	{"name": "metrics", "port": 8081, "param": "metrics-export-port", "every_node": true, "default": 8080, "aliases": []},
 ]
+
+# Names a planned port claims: its own and its aliases.
+claimed_names := {n | some p in planned; n := p.name} | {a | some p in planned; some a in p.aliases}
 
 node_ports := [
 	{"name": "agent-grpc", "port": 8601, "param": "dashboard-agent-grpc-port"},
@@ -187,7 +190,7 @@ has_params(grp) if is_object(grp.spec.rayStartParams)
 # --- ports ----------------------------------------------------------------------------------
 
 # A planned port declared under its name with another number.
-violation contains {"rule": rule_for(p), "path": path, "msg": msg} if {
+port_findings contains {"rule": rule_for(p), "path": path, "msg": msg} if {
 	some gpath, grp in groups
 	pod := grp.spec.template.spec
 	is_object(pod.containers[0])
@@ -202,32 +205,89 @@ violation contains {"rule": rule_for(p), "path": path, "msg": msg} if {
 	msg := sprintf("port %q is %v; set containerPort: %d", [p.name, object.get(ports[i], "containerPort", null), p.port])
 }
 
-# A planned number declared under another name (Serve's case is serve-port-name's).
-violation contains {"rule": rule_for(p), "path": path, "msg": msg} if {
-	some gpath, grp in groups
-	pod := grp.spec.template.spec
-	is_object(pod.containers[0])
-	ports := ray_ports(pod)
+# Where a planned port that is missing under its own name may be declared instead: under an
+# alias, under its number with another name, or on KubeRay's default number.
+alias_index(p, ports) := idx[0] if {
+	idx := [i | some i, q in ports; port_name(q) in p.aliases]
+	count(idx) > 0
+}
+
+number_index(p, ports) := idx[0] if {
+	idx := [i | some i, q in ports; as_port(object.get(q, "containerPort", null)) == p.port]
+	count(idx) > 0
+}
+
+default_index(p, ports) := idx[0] if {
+	idx := [i |
+		some i, q in ports
+		as_port(object.get(q, "containerPort", null)) == p.default
+		not port_name(q) in claimed_names
+	]
+	count(idx) > 0
+}
+
+unnamed_planned(grp, ports) := {p |
 	some p in planned
 	applies(p, grp.role)
-	p.name != "serve"
 	not p.name in {port_name(q) | some q in ports}
-	numbered := [i | some i, q in ports; as_port(object.get(q, "containerPort", null)) == p.port]
-	count(numbered) > 0
-	path := sprintf("%s/template/spec/containers/0/ports/%d/name", [gpath, numbered[0]])
-	msg := sprintf("port %d is named %q; rename it to %q", [p.port, port_name(ports[numbered[0]]), p.name])
+}
+
+ray_ports_of(grp) := ray_ports(pod) if {
+	pod := grp.spec.template.spec
+	is_object(pod.containers[0])
+}
+
+# Under an alias with another number: fix the number (and the name).
+port_findings contains {"rule": rule_for(p), "path": path, "msg": "alias on the wrong number"} if {
+	some gpath, grp in groups
+	ports := ray_ports_of(grp)
+	some p in unnamed_planned(grp, ports)
+	i := alias_index(p, ports)
+	not as_port(object.get(ports[i], "containerPort", null)) == p.port
+	path := sprintf("%s/template/spec/containers/0/ports/%d/containerPort", [gpath, i])
+}
+
+# Under an alias on the right number: rename.
+port_findings contains {"rule": rule_for(p), "path": path, "msg": "alias"} if {
+	some gpath, grp in groups
+	ports := ray_ports_of(grp)
+	some p in unnamed_planned(grp, ports)
+	i := alias_index(p, ports)
+	as_port(object.get(ports[i], "containerPort", null)) == p.port
+	path := sprintf("%s/template/spec/containers/0/ports/%d/name", [gpath, i])
+}
+
+# A planned number declared under another name (Serve's case is serve-port-name's).
+port_findings contains {"rule": rule_for(p), "path": path, "msg": "renamed"} if {
+	some gpath, grp in groups
+	ports := ray_ports_of(grp)
+	some p in unnamed_planned(grp, ports)
+	p.name != "serve"
+	not alias_index(p, ports)
+	i := number_index(p, ports)
+	path := sprintf("%s/template/spec/containers/0/ports/%d/name", [gpath, i])
+}
+
+# On KubeRay's default number under a name no planned port claims.
+port_findings contains {"rule": rule_for(p), "path": path, "msg": "on the default"} if {
+	some gpath, grp in groups
+	ports := ray_ports_of(grp)
+	some p in unnamed_planned(grp, ports)
+	p.name != "serve"
+	not alias_index(p, ports)
+	not number_index(p, ports)
+	i := default_index(p, ports)
+	path := sprintf("%s/template/spec/containers/0/ports/%d/containerPort", [gpath, i])
 }
 
 # A planned port missing altogether.
-violation contains {"rule": rule_for(p), "path": path, "msg": msg} if {
+port_findings contains {"rule": rule_for(p), "path": path, "msg": msg} if {
 	some gpath, grp in groups
-	pod := grp.spec.template.spec
-	is_object(pod.containers[0])
-	ports := ray_ports(pod)
-	some p in planned
-	applies(p, grp.role)
-	not p.name in {port_name(q) | some q in ports}
-	not p.port in {as_port(object.get(q, "containerPort", null)) | some q in ports}
+	ports := ray_ports_of(grp)
+	some p in unnamed_planned(grp, ports)
+	not alias_index(p, ports)
+	not number_index(p, ports)
+	not default_index(p, ports)
 	path := sprintf("%s/template/spec/containers/0/ports", [gpath])
 	msg := sprintf("the Ray container has no port %q; add {name: %s, containerPort: %d}", [p.name, p.name, p.port])
 }
@@ -404,8 +464,17 @@ violation contains {"rule": "ports/forbidden-port", "path": path, "msg": msg} if
 	some field in ["containerPort", "hostPort"]
 	as_port(q[field]) in forbidden
 	path := sprintf("%s/%s/%d/ports/%d/%s", [ppath, list, c, i, field])
+	not planned_port_finding_at(path)
 	msg := sprintf("port %q uses %v, a default the plan forbids", [port_name(q), q[field]])
 }
+
+# One finding per field: a planned port on the wrong number is not also a forbidden port.
+planned_port_finding_at(path) if {
+	some f in port_findings
+	f.path == path
+}
+
+violation contains f if some f in port_findings
 
 # --- placement ------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ pub const ALL_RULES: &[&str] = &[
     ports::FORBIDDEN_PORT,
     ports::WORKER_PORT_OVERLAP,
     ports::WORKER_PORT_RANGE,
+    ports::SERVE_CONFIG,
     placement::NODE_NAME,
     placement::TARGETS_MASTER,
     placement::TOLERATES_CONTROL_PLANE,

@@ -34,7 +34,10 @@ pub fn check_cluster(cluster: &ClusterSpec<'_>, out: &mut Findings<'_>) {
         if let Some(ray) = pod.ray_container() {
             check_ray_container_ports(&group, &pod, &ray, plan, out);
         }
-        check_start_params(&group, plan, out);
+        match own_ray_start(&group) {
+            Some((text, path)) => check_command_line(&group, &text, &path, plan, out),
+            None => check_start_params(&group, plan, out),
+        }
         check_forbidden_ports(&pod, plan, out);
     }
 }
@@ -106,10 +109,36 @@ fn check_ray_container_ports(
                 let same_number = declared
                     .iter()
                     .position(|p| container_port(p) == Some(wanted));
-                match same_number {
+                let by_alias = declared
+                    .iter()
+                    .position(|p| planned.aliases.iter().any(|a| a == port_name(p)));
+                // A port on KubeRay's default number is this planned port on the wrong
+                // number, unless another planned port claims its name.
+                let on_default = planned.kube_ray_default.and_then(|default| {
+                    declared.iter().position(|p| {
+                        container_port(p) == Some(u32::from(default))
+                            && !plan.planned.iter().any(|other| {
+                                other.name == port_name(p)
+                                    || other.aliases.iter().any(|a| a == port_name(p))
+                            })
+                    })
+                });
+                match (by_alias, same_number, on_default) {
                     // The Serve case is the warn-level serve-port-name rule's to report.
-                    Some(_) if planned.name == SERVE_PORT => {}
-                    Some(i) => out.report(
+                    (None, Some(_), _) if planned.name == SERVE_PORT => {}
+                    (Some(i), _, _) if container_port(&declared[i]) != Some(wanted) => out
+                        .report(
+                            rule,
+                            &child(&child(&ports_path, &i.to_string()), "containerPort"),
+                            format!(
+                                "port {:?} of {} is {}; set containerPort: {wanted} and rename it to {:?} (KubeRay's name)",
+                                port_name(&declared[i]),
+                                ray.describe(),
+                                declared[i].get("containerPort").unwrap_or(&Value::Null),
+                                planned.name
+                            ),
+                        ),
+                    (Some(i), _, _) | (None, Some(i), _) => out.report(
                         rule,
                         &child(&child(&ports_path, &i.to_string()), "name"),
                         format!(
@@ -119,7 +148,22 @@ fn check_ray_container_ports(
                             planned.name
                         ),
                     ),
-                    None => {
+                    (None, None, Some(i)) if planned.name != SERVE_PORT => out.report(
+                        rule,
+                        &child(&child(&ports_path, &i.to_string()), "containerPort"),
+                        format!(
+                            "port {:?} of {} is {}, KubeRay's default for {:?}; set containerPort: {wanted} and name: {}",
+                            port_name(&declared[i]),
+                            ray.describe(),
+                            declared[i].get("containerPort").unwrap_or(&Value::Null),
+                            planned.name,
+                            planned.name
+                        ),
+                    ),
+                    // Serve on KubeRay's 8000 under another name: the forbidden-port and
+                    // serve-port-name rules say what to change; a second Serve port would not.
+                    (None, None, Some(_)) => {}
+                    (None, None, None) => {
                         let why = if planned.name == "metrics" {
                             " (else KubeRay adds metrics:8080)"
                         } else {
@@ -183,6 +227,158 @@ fn check_ray_container_ports(
             }
         } else {
             out.fill(ports_path, Value::Array(missing));
+        }
+    }
+}
+
+/// The Ray container's own `ray start` command line and where it is written. KubeRay v1.5.0
+/// runs it instead of the command it generates from `rayStartParams` when the command holds
+/// `ray start` (with or without `ray.io/overwrite-container-cmd: "true"`); a command that
+/// runs `$KUBERAY_GEN_RAY_START_CMD` still starts Ray from `rayStartParams`.
+fn own_ray_start(group: &NodeGroup<'_>) -> Option<(String, json_patch::jsonptr::PointerBuf)> {
+    let pod = group.pod_spec()?;
+    let ray = pod.ray_container()?;
+    let words = |field: &str| -> Vec<&str> {
+        ray.value
+            .get(field)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect()
+    };
+    let (command, args) = (words("command"), words("args"));
+    let text = command
+        .iter()
+        .chain(&args)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if !text.contains("ray start") || text.contains("KUBERAY_GEN_RAY_START_CMD") {
+        return None;
+    }
+    let field = if args.iter().any(|a| a.contains("ray start")) {
+        "args"
+    } else {
+        "command"
+    };
+    Some((text, child(&pod.container_path(&ray), field)))
+}
+
+/// The value of `--key=value` or `--key value` in a shell command line.
+fn flag<'t>(text: &'t str, key: &str) -> Option<&'t str> {
+    let needle = format!("--{key}");
+    let mut from = 0;
+    while let Some(found) = text[from..].find(&needle) {
+        let start = from + found;
+        let end = start + needle.len();
+        from = end;
+        let before_ok = text[..start]
+            .chars()
+            .next_back()
+            .is_none_or(|c| c.is_whitespace() || c == '"' || c == '\'');
+        let rest = &text[end..];
+        let value = match rest.chars().next() {
+            Some('=') => &rest[1..],
+            Some(c) if c.is_whitespace() => rest.trim_start(),
+            _ => continue,
+        };
+        if !before_ok {
+            continue;
+        }
+        let stop = value
+            .find(|c: char| c.is_whitespace() || ";&|'\"".contains(c))
+            .unwrap_or(value.len());
+        return Some(&value[..stop]);
+    }
+    None
+}
+
+/// A group whose container runs its own `ray start`: its flags are judged like
+/// `rayStartParams`, and nothing is filled (the command is the user's).
+fn check_command_line(
+    group: &NodeGroup<'_>,
+    text: &str,
+    path: &json_patch::jsonptr::PointerBuf,
+    plan: &PortPolicy,
+    out: &mut Findings<'_>,
+) {
+    let who = format!(
+        "the {}'s container runs its own `ray start` (rayStartParams do not apply)",
+        group.describe()
+    );
+    let mut pinned: Vec<(&'static str, &str, String, Option<String>)> = Vec::new();
+    for planned in planned_for(group.role, plan) {
+        if let Some(key) = &planned.ray_start_param {
+            let default = planned
+                .kube_ray_default
+                .map(|d| format!("Ray 2.60.0 then uses {d}"));
+            pinned.push((RAY_START_PARAM, key, planned.port.to_string(), default));
+        }
+    }
+    for node_port in &plan.node_ports {
+        pinned.push((
+            RAY_START_PARAM,
+            &node_port.ray_start_param,
+            node_port.port.to_string(),
+            node_port.when_unset.clone(),
+        ));
+    }
+    for (rule, key, wanted, default) in pinned {
+        if !out.enabled(rule) {
+            continue;
+        }
+        match flag(text, key) {
+            None => {
+                let why = default.map(|d| format!(" ({d})")).unwrap_or_default();
+                out.report(
+                    rule,
+                    path,
+                    format!("{who}; it has no --{key}{why}: add --{key}={wanted}"),
+                );
+            }
+            Some(value) if value != wanted => out.report(
+                rule,
+                path,
+                format!("{who}; it sets --{key}={value}: use --{key}={wanted}"),
+            ),
+            Some(_) => {}
+        }
+    }
+    if out.enabled(NODE_PORT_RANGE) {
+        for range in &plan.node_ranges {
+            let key = &range.ray_start_param;
+            let ok = flag(text, key)
+                .and_then(|v| v.parse::<u32>().ok())
+                .is_some_and(|p| range.contains(p));
+            if !ok {
+                out.report(
+                    NODE_PORT_RANGE,
+                    path,
+                    format!(
+                        "{who}; --{key} must be set inside {}-{}: add --{key}={}",
+                        range.from, range.to, range.from
+                    ),
+                );
+            }
+        }
+    }
+    if out.enabled(WORKER_PORT_RANGE)
+        && let Some(range) = plan.worker_ports
+    {
+        let bound = |key| flag(text, key).and_then(|v| v.parse::<u32>().ok());
+        let ok = bound(MIN_WORKER_PORT)
+            .zip(bound(MAX_WORKER_PORT))
+            .is_some_and(|(min, max)| min <= max && range.contains(min) && range.contains(max));
+        if !ok {
+            out.report(
+                WORKER_PORT_RANGE,
+                path,
+                format!(
+                    "{who}; its worker ports must lie inside {range} (unset, Ray 2.60.0 uses 10002-19999, which holds the client port): add --{MIN_WORKER_PORT}={} --{MAX_WORKER_PORT}={}",
+                    range.from, range.to
+                ),
+            );
         }
     }
 }
@@ -564,6 +760,11 @@ fn check_forbidden_ports(pod: &PodSpecRef<'_>, plan: &PortPolicy, out: &mut Find
                     ),
                     field,
                 );
+                // Already reported as a planned port on the wrong number: one finding, one fix.
+                let shown = path.to_string();
+                if out.violations.iter().any(|v| v.path == shown) {
+                    continue;
+                }
                 out.report(
                     FORBIDDEN_PORT,
                     &path,
@@ -575,5 +776,113 @@ fn check_forbidden_ports(pod: &PodSpecRef<'_>, plan: &PortPolicy, out: &mut Find
                 );
             }
         }
+    }
+}
+
+pub const SERVE_CONFIG: &str = "ports/serve-config";
+
+/// Ray Serve's HTTP port when `http_options.port` is unset (Ray 2.60.0).
+const SERVE_DEFAULT_HTTP_PORT: u32 = 8000;
+/// Ray Serve's gRPC port when `grpc_options.port` is unset (Ray 2.60.0).
+const SERVE_DEFAULT_GRPC_PORT: u32 = 9000;
+
+/// A RayService's `serveConfigV2`: Serve must listen where KubeRay's Serve Service sends
+/// traffic (the planned Serve port). The config is text the user wrote, so raygate never
+/// edits it: it says exactly what to add.
+pub fn check_serve_config(object: &Value, out: &mut Findings<'_>) {
+    if !out.enabled(SERVE_CONFIG) {
+        return;
+    }
+    let plan = &out.policy().spec().ports;
+    let Some(serve) = plan.planned.iter().find(|p| p.name == SERVE_PORT) else {
+        return;
+    };
+    let Some(text) = object
+        .pointer("/spec/serveConfigV2")
+        .and_then(Value::as_str)
+    else {
+        return;
+    };
+    let path = json_patch::jsonptr::PointerBuf::from_tokens(["spec", "serveConfigV2"]);
+    let config: Value = match serde_yaml_ng::from_str(text) {
+        Ok(config) => config,
+        Err(e) => {
+            out.report(
+                SERVE_CONFIG,
+                &path,
+                format!("serveConfigV2 is not valid YAML ({e}); KubeRay cannot deploy it"),
+            );
+            return;
+        }
+    };
+    let wanted = u32::from(serve.port);
+    let http_port = config.pointer("/http_options/port");
+    match http_port.map(as_port) {
+        None => out.report(
+            SERVE_CONFIG,
+            &path,
+            format!(
+                "serveConfigV2 leaves http_options.port unset, so Serve listens on {SERVE_DEFAULT_HTTP_PORT} (Ray 2.60.0), not on {wanted} where KubeRay's Serve Service sends traffic; add to serveConfigV2 `http_options: {{host: 0.0.0.0, port: {wanted}}}`"
+            ),
+        ),
+        Some(port) if port != Some(wanted) => out.report(
+            SERVE_CONFIG,
+            &path,
+            format!(
+                "serveConfigV2 sets http_options.port: {}, but KubeRay's Serve Service sends traffic to {wanted}; set `port: {wanted}` under http_options",
+                http_port.unwrap_or(&Value::Null)
+            ),
+        ),
+        Some(_) => {}
+    }
+    let servicers = config
+        .pointer("/grpc_options/grpc_servicer_functions")
+        .and_then(Value::as_array)
+        .is_some_and(|s| !s.is_empty());
+    if !servicers {
+        return;
+    }
+    let grpc = config
+        .pointer("/grpc_options/port")
+        .map_or(Some(SERVE_DEFAULT_GRPC_PORT), as_port);
+    let clash = grpc.and_then(|port| {
+        let planned = plan
+            .planned
+            .iter()
+            .map(|p| (p.port, p.name.as_str()))
+            .chain(plan.node_ports.iter().map(|p| (p.port, p.name.as_str())))
+            .find(|(p, _)| u32::from(*p) == port)
+            .map(|(p, name)| format!("planned {p} ({name})"));
+        let forbidden = plan
+            .forbidden
+            .iter()
+            .find(|f| u32::from(**f) == port)
+            .map(|f| format!("the forbidden default {f}"));
+        let ranges = plan
+            .node_ranges
+            .iter()
+            .find(|r| r.contains(port))
+            .map(|r| format!("the plan's {}-{} ({})", r.from, r.to, r.ray_start_param))
+            .or_else(|| {
+                plan.worker_ports
+                    .filter(|w| w.contains(port))
+                    .map(|w| format!("the worker range {w}"))
+            });
+        planned.or(forbidden).or(ranges)
+    });
+    match (grpc, clash) {
+        (None, _) => out.report(
+            SERVE_CONFIG,
+            &path,
+            "serveConfigV2 grpc_options.port is not a port number".to_owned(),
+        ),
+        (Some(port), Some(clash)) => out.report(
+            SERVE_CONFIG,
+            &path,
+            format!(
+                "serveConfigV2's gRPC proxy listens on {port}, which is {clash}; set grpc_options.port to a port the plan leaves free (Serve's default is {SERVE_DEFAULT_GRPC_PORT})"
+            ),
+        ),
+        _ => {}
     }
 }
