@@ -14,6 +14,7 @@ import json
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -953,6 +954,11 @@ def main():
     if args.cmd == "cleanup":
         netns.cleanup(args.state)
         return 0
+    # run.sh forwards INT and TERM as TERM (a background job ignores SIGINT): stop like Ctrl-C.
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
     rig = Rig(args)
     ok = rig.run()
     log(f"report: {os.path.join(args.out, 'report.md')}")

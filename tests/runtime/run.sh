@@ -70,6 +70,11 @@ else
 	cargo build --locked --bin raygate >&2
 	raygate="$ROOT/target/debug/raygate"
 fi
+# A private copy: another cargo command in this tree may relink target/debug/raygate mid-run.
+raygate_copy=$(mktemp -t raygate-runtime-bin.XXXXXX)
+install -m 0755 "$raygate" "$raygate_copy"
+raygate="$raygate_copy"
+trap 'rm -f "$raygate_copy"' EXIT
 log "tools, venv and raygate ready after $(elapsed)"
 
 (cd tests/runtime && "$venv/bin/python" -m pytest -q -p no:cacheprovider test_netpol_nft.py)
@@ -95,7 +100,7 @@ teardown() {
 	else
 		log "passed in $(elapsed); report in $out/report.md"
 	fi
-	rm -rf "$cluster_dir"
+	rm -rf "$cluster_dir" "$raygate_copy"
 	exit "$status"
 }
 trap teardown EXIT
@@ -110,8 +115,13 @@ eval "$(tests/e2e/cluster.sh env "$cluster_dir")"
 tests/e2e/cluster.sh nodes "$cluster_dir" 2>/dev/null
 log "control plane up after $(elapsed)"
 
+# In the background, so that INT or TERM reach the rig at once (it then tears down what it
+# started); the exit trap removes whatever is left.
 PYTHONPATH="$ROOT/tests/runtime" "$venv/bin/python" tests/runtime/rig.py run \
 	--kubectl "$E2E_KUBECTL" --kubeconfig "$KUBECONFIG" \
 	--raygate-kubeconfig "$E2E_RAYGATE_KUBECONFIG" --raygate "$raygate" \
 	--venv "$venv" --ray-version "$RAY_VERSION" --out "$out" \
-	--state "$state" --prefix "rgrt$$" --scenarios "$SCENARIOS"
+	--state "$state" --prefix "rgrt$$" --scenarios "$SCENARIOS" &
+rig=$!
+trap 'log "interrupted"; kill -TERM "$rig" 2>/dev/null || true; wait "$rig" || true; exit 130' INT TERM
+wait "$rig"
