@@ -89,16 +89,31 @@ pub struct AppState {
 /// The webhook's routes, without a socket: tests may drive it in-process.
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/validate", post(validate))
-        .route("/mutate", post(mutate))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .route("/validate", post(validate).fallback(method_not_allowed))
+        .route("/mutate", post(mutate).fallback(method_not_allowed))
+        .route(
+            "/healthz",
+            get(|| async { "ok" }).fallback(method_not_allowed),
+        )
+        .route("/readyz", get(readyz).fallback(method_not_allowed))
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
         .with_state(state)
+}
+
+// Both read the whole request body before answering: over HTTP/2 an answer sent while the
+// client is still uploading ends in a stream reset, which curl and others report as a framing
+// error instead of the status.
+async fn not_found(_body: axum::body::Bytes) -> (StatusCode, &'static str) {
+    (StatusCode::NOT_FOUND, "not found\n")
+}
+
+async fn method_not_allowed(_body: axum::body::Bytes) -> (StatusCode, &'static str) {
+    (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
 }
 
 fn metrics_app(state: Arc<AppState>) -> Router {
@@ -431,7 +446,10 @@ pub async fn start(config: ServeConfig) -> Result<Running, Error> {
         limits.request_timeout,
     ));
     let task = tokio::spawn(server.serve(app.into_make_service()));
-    tracing::info!(%addr, metrics = ?metrics_addr, "raygate is serving");
+    match metrics_addr {
+        Some(metrics) => tracing::info!(%addr, %metrics, "raygate is serving"),
+        None => tracing::info!(%addr, metrics = "off", "raygate is serving"),
+    }
     Ok(Running {
         addr,
         metrics_addr,
