@@ -537,10 +537,13 @@ class Rig:
         check = self.raygate("check", "-f", "-", input=text)
         fix = self.raygate("fix", "-f", "-", input=text)
         result["raygate_check"] = check.stdout
-        denied = check.returncode == 1 and "ports/worker-port" in check.stdout
-        fills = fix.returncode == 0 and all(
-            k in fix.stdout for k in ("min-worker-port", "max-worker-port"))
-        result["raygate_denies"], result["raygate_fills"] = denied, fills
+        denied = check.returncode == 1 and re.search(r"^\s*DENY\s+ports/worker-port", check.stdout, re.M)
+        fixed = yaml.safe_load(fix.stdout) if fix.returncode == 0 else None
+        groups = ([fixed["spec"]["headGroupSpec"]] + fixed["spec"]["workerGroupSpecs"]) if fixed else []
+        fills = bool(groups) and all(
+            (g.get("rayStartParams") or {}).get(k) == NODE_PARAMS.get(k)
+            for g in groups for k in ("min-worker-port", "max-worker-port"))
+        result["raygate_denies"], result["raygate_fills"] = bool(denied), fills
         self.check("raygate denies the cluster or fills the worker-process range", denied or fills,
                    f"check exit {check.returncode}; fix adds min/max-worker-port: {fills}")
         # Through raygate in audit mode (as with no raygate at all), the operator's own commands.
