@@ -365,7 +365,8 @@ pub async fn run_periodically(
                 tracing::debug!(kind, "not installed in this cluster; skipped");
             }
         };
-        let scanned = scan(&client, &state.engine, None, &mut progress).await;
+        let engine = state.engine.load_full();
+        let scanned = scan(&client, &engine, None, &mut progress).await;
         let scan = match scanned {
             Ok(scan) => scan,
             Err(error) => {
@@ -384,7 +385,7 @@ pub async fn run_periodically(
         if write {
             let reports = policy_reports(
                 &scan,
-                state.engine.policy().name(),
+                engine.policy().name(),
                 time::OffsetDateTime::now_utc(),
             );
             if let Err(error) = write_reports(&client, &reports).await {

@@ -165,6 +165,28 @@ impl ClusterCache {
             metrics.watch_metrics(),
         ));
 
+        // `raygate_cache_synced` falls back to 0 while a watch is stale, as its help says.
+        let healths = [
+            network_policy_health.clone(),
+            ray_cluster_health.clone(),
+            namespace_health.clone(),
+        ];
+        let synced_gauges = metrics.watch_metrics().cache_synced;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                for health in &healths {
+                    let labels = ResourceLabels {
+                        resource: health.resource.to_owned(),
+                    };
+                    synced_gauges
+                        .get_or_create(&labels)
+                        .set(i64::from(health.usable(stale_after)));
+                }
+            }
+        });
+
         ClusterCache {
             network_policies,
             ray_clusters,

@@ -73,6 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             write_reports,
         } => {
             init_tracing(log_format);
+            let policy_file = policy.policy.clone();
             let policy = load_policy(&policy, mode)?;
             let (tls_cert, tls_key) = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => (cert, key),
@@ -96,6 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                         tls_key,
                         client_ca,
                         engine: Engine::new(policy),
+                        policy_file: policy_file.map(|path| raygate::server::PolicyFile { path, mode }),
                         cluster: client.map(|client| {
                             raygate::server::ClusterAccess::Api(raygate::server::ApiAccess {
                                 client,

@@ -12,12 +12,16 @@ pub struct RequestLabels {
     pub kind: String,
     pub operation: String,
     pub decision: String,
+    /// `true` for dry runs (`kubectl --dry-run=server`, Argo CD's server-side diff), so that
+    /// they never inflate what was admitted or denied.
+    pub dry_run: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ViolationLabels {
     pub rule: String,
     pub action: String,
+    pub dry_run: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -36,8 +40,22 @@ pub struct UndecidedLabels {
     pub endpoint: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `applied` or `rejected`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub name: String,
+    pub version: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Every metric's full name (`raygate_…`, without `_total`), for tests and docs.
+    names: Vec<String>,
     pub requests: Family<RequestLabels, Counter>,
     pub duration: Histogram,
     pub violations: Family<ViolationLabels, Counter>,
@@ -49,6 +67,8 @@ pub struct Metrics {
     pub cache_synced: Family<ResourceLabels, Gauge>,
     pub watch_errors: Family<ResourceLabels, Counter>,
     pub undecided: Family<UndecidedLabels, Counter>,
+    pub policy_reloads: Family<ReloadLabels, Counter>,
+    pub policy_info: Family<PolicyLabels, Gauge>,
 }
 
 /// Buckets from 25 µs: raygate decides in microseconds, far below the API server's 5 ms floor.
@@ -60,32 +80,43 @@ const DURATION_BUCKETS: [f64; 14] = [
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("raygate");
+        let mut names = Vec::new();
         let requests = Family::<RequestLabels, Counter>::default();
         let duration = Histogram::new(DURATION_BUCKETS);
         let violations = Family::<ViolationLabels, Counter>::default();
         let cert_expiry = Gauge::default();
         let bad_requests = Counter::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut names,
             "admission_requests",
             "Admission reviews answered, by object kind, operation and decision",
             requests.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut names,
             "admission_duration_seconds",
             "Time from a complete request body to the encoded response",
             duration.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut names,
             "policy_violations",
             "Violations found in admitted or denied objects, by rule and action",
             violations.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut names,
             "tls_cert_expiry_timestamp_seconds",
             "When the serving certificate expires (Unix time)",
             cert_expiry.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut names,
             "bad_requests",
             "Bodies that were not an AdmissionReview",
             bad_requests.clone(),
@@ -95,40 +126,71 @@ impl Default for Metrics {
         let audit_failures = Counter::default();
         let cache_synced = Family::<ResourceLabels, Gauge>::default();
         let watch_errors = Family::<ResourceLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut names,
             "audit_violations",
             "Violations found by the last background audit, by namespace and rule",
             audit_violations.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut names,
             "audit_scans",
             "Background audit scans completed",
             audit_scans.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut names,
             "audit_failures",
             "Background audit scans that could not list the cluster",
             audit_failures.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut names,
             "cache_synced",
             "1 once the watch cache of a resource has listed it, 0 while it is unavailable",
             cache_synced.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut names,
             "watch_errors",
             "Errors of the watch behind a cache, by resource",
             watch_errors.clone(),
         );
         let undecided = Family::<UndecidedLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut names,
             "undecided",
             "Reviews answered without a decision (deadline exceeded or evaluation failed)",
             undecided.clone(),
         );
+        let policy_reloads = Family::<ReloadLabels, Counter>::default();
+        register(
+            &mut registry,
+            &mut names,
+            "policy_reloads",
+            "Changes of the --policy file, applied or rejected (the old policy keeps serving)",
+            policy_reloads.clone(),
+        );
+        let policy_info = Family::<PolicyLabels, Gauge>::default();
+        register(
+            &mut registry,
+            &mut names,
+            "policy_info",
+            "1 for the policy in force, by name and version (a hash of its effective content)",
+            policy_info.clone(),
+        );
         Metrics {
             registry,
+            names,
             undecided,
+            policy_reloads,
+            policy_info,
             audit_violations,
             audit_scans,
             audit_failures,
@@ -143,6 +205,17 @@ impl Default for Metrics {
     }
 }
 
+fn register(
+    registry: &mut Registry,
+    names: &mut Vec<String>,
+    name: &str,
+    help: &str,
+    metric: impl prometheus_client::registry::Metric,
+) {
+    names.push(format!("raygate_{name}"));
+    registry.register(name, help, metric);
+}
+
 /// The metrics a watch task updates (handles share the registry's values).
 pub struct WatchMetrics {
     pub cache_synced: Family<ResourceLabels, Gauge>,
@@ -155,6 +228,11 @@ impl Metrics {
             cache_synced: self.cache_synced.clone(),
             watch_errors: self.watch_errors.clone(),
         }
+    }
+
+    /// The full names of every metric raygate exports (counters without `_total`).
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     pub fn encode(&self) -> String {

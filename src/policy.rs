@@ -577,6 +577,15 @@ impl Policy {
         }
     }
 
+    /// A short hash of the effective policy: what `/readyz` and `raygate_policy_info` report,
+    /// so that every replica can be seen to serve the same one.
+    pub fn version(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.to_yaml().as_bytes());
+        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        format!("sha256:{hex}")
+    }
+
     pub fn to_yaml(&self) -> String {
         serde_yaml_ng::to_string(&self.document).unwrap_or_default()
     }

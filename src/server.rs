@@ -22,6 +22,7 @@ use crate::cluster::ClusterCache;
 use crate::connections::LimitAcceptor;
 use crate::engine::Engine;
 use crate::metrics::{Metrics, RequestLabels, UndecidedLabels, ViolationLabels};
+use crate::metrics::{PolicyLabels, ReloadLabels};
 use crate::policy::FailureAction;
 use crate::tls;
 
@@ -56,11 +57,20 @@ pub struct ServeConfig {
     pub tls_key: PathBuf,
     pub client_ca: Option<PathBuf>,
     pub engine: Engine,
+    /// The policy file `engine` was loaded from: watched, and swapped in when it changes
+    /// (a ConfigMap volume swaps its `..data` symlink). `None` for the built-in policy.
+    pub policy_file: Option<PolicyFile>,
     /// Cluster access for the NetworkPolicy and RayCluster caches; without it coverage is
     /// reported as unverified.
     pub cluster: Option<ClusterAccess>,
     /// Timeouts and the connection cap.
     pub limits: Limits,
+}
+
+pub struct PolicyFile {
+    pub path: PathBuf,
+    /// `--mode`, which overrides the file's own mode on every reload too.
+    pub mode: Option<crate::policy::Mode>,
 }
 
 pub enum ClusterAccess {
@@ -79,7 +89,9 @@ pub struct ApiAccess {
 }
 
 pub struct AppState {
-    pub engine: Engine,
+    /// The policy in force. A request takes it once and finishes on it, so a reload never
+    /// changes a decision half-way.
+    pub engine: arc_swap::ArcSwap<Engine>,
     pub metrics: Metrics,
     /// False once shutting down.
     pub ready: AtomicBool,
@@ -143,7 +155,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         )
             .into_response()
     } else {
-        "ok".into_response()
+        let engine = state.engine.load();
+        let policy = engine.policy();
+        format!("ok: policy {} {}", policy.name(), policy.version()).into_response()
     }
 }
 
@@ -162,15 +176,17 @@ type Reviewed = Result<(Vec<u8>, Outcome), admission::Error>;
 /// evaluation runs on the blocking pool under a timeout.
 async fn decide_in_time(state: &Arc<AppState>, endpoint: Endpoint, body: &Bytes) -> Reviewed {
     let Some(cluster) = state.cluster.clone() else {
+        let engine = state.engine.load();
         let inline = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            admission::review_live(&state.engine, &NoCluster, endpoint, body)
+            admission::review_live(&engine, &NoCluster, endpoint, body)
         }));
         return inline.unwrap_or_else(|_| undecided(state, endpoint, body, "evaluation failed"));
     };
-    let deadline = Duration::from_millis(state.engine.policy().spec().deadline.milliseconds);
-    let (task_state, task_body) = (state.clone(), body.clone());
+    let engine = state.engine.load_full();
+    let deadline = Duration::from_millis(engine.policy().spec().deadline.milliseconds);
+    let task_body = body.clone();
     let task = tokio::task::spawn_blocking(move || {
-        admission::review_live(&task_state.engine, &*cluster, endpoint, &task_body)
+        admission::review_live(&engine, &*cluster, endpoint, &task_body)
     });
     match tokio::time::timeout(deadline, task).await {
         Ok(Ok(reviewed)) => reviewed,
@@ -198,8 +214,8 @@ fn undecided(state: &AppState, endpoint: Endpoint, body: &[u8], reason: &str) ->
         reason,
         "answered without a decision"
     );
-    let closed: Vec<&str> = state
-        .engine
+    let engine = state.engine.load();
+    let closed: Vec<&str> = engine
         .policy()
         .spec()
         .deadline
@@ -249,6 +265,7 @@ fn record(state: &AppState, endpoint: Endpoint, outcome: &Outcome) {
             kind: outcome.kind.clone(),
             operation: outcome.operation.to_owned(),
             decision: outcome.decision.to_owned(),
+            dry_run: outcome.dry_run.to_string(),
         })
         .inc();
     // Violations are counted once per review, on the validating call.
@@ -260,6 +277,7 @@ fn record(state: &AppState, endpoint: Endpoint, outcome: &Outcome) {
                 .get_or_create(&ViolationLabels {
                     rule: v.rule.to_owned(),
                     action: v.action.as_str().to_owned(),
+                    dry_run: outcome.dry_run.to_string(),
                 })
                 .inc();
         }
@@ -292,6 +310,7 @@ pub struct Running {
     handle: Handle<SocketAddr>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     _watcher: notify::RecommendedWatcher,
+    _policy_watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Running {
@@ -312,6 +331,64 @@ impl Running {
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
+}
+
+fn set_policy_info(metrics: &Metrics, engine: &Engine) {
+    metrics.policy_info.clear();
+    let policy = engine.policy();
+    metrics
+        .policy_info
+        .get_or_create(&PolicyLabels {
+            name: policy.name().to_owned(),
+            version: policy.version(),
+        })
+        .set(1);
+}
+
+/// Watches the policy file's directory and swaps in each valid new policy. An invalid one is
+/// logged with its file and field, counted, and the policy in force keeps serving.
+fn watch_policy(
+    file: PolicyFile,
+    state: Arc<AppState>,
+) -> Result<notify::RecommendedWatcher, Error> {
+    let dir = file
+        .path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let reload = move || {
+        let count = |result: &str| {
+            state
+                .metrics
+                .policy_reloads
+                .get_or_create(&ReloadLabels {
+                    result: result.to_owned(),
+                })
+                .inc();
+        };
+        match crate::policy::Policy::load(&file.path) {
+            Ok(policy) => {
+                let policy = match file.mode {
+                    Some(mode) => policy.with_mode(mode),
+                    None => policy,
+                };
+                let version = policy.version();
+                if version == state.engine.load().policy().version() {
+                    return;
+                }
+                let engine = Engine::new(policy);
+                set_policy_info(&state.metrics, &engine);
+                state.engine.store(Arc::new(engine));
+                count("applied");
+                tracing::info!(file = %file.path.display(), %version, "applied the new policy");
+            }
+            Err(error) => {
+                count("rejected");
+                tracing::error!(%error, "rejected the changed policy; the policy in force keeps serving");
+            }
+        }
+    };
+    tls::watch(dir.clone(), reload).map_err(|source| Error::Watch { dir, source })
 }
 
 pub async fn start(config: ServeConfig) -> Result<Running, Error> {
@@ -339,8 +416,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, Error> {
         Some(ClusterAccess::View(view)) => Some(view.clone()),
         None => None,
     };
+    set_policy_info(&metrics, &config.engine);
     let state = Arc::new(AppState {
-        engine: config.engine,
+        engine: arc_swap::ArcSwap::from_pointee(config.engine),
         metrics,
         ready: AtomicBool::new(true),
         cluster,
@@ -383,6 +461,10 @@ pub async fn start(config: ServeConfig) -> Result<Running, Error> {
             }
         })
         .map_err(|source| Error::Watch { dir, source })?
+    };
+    let policy_watcher = match config.policy_file {
+        Some(file) => Some(watch_policy(file, state.clone())?),
+        None => None,
     };
 
     let metrics_addr = match config.metrics_listen {
@@ -457,5 +539,6 @@ pub async fn start(config: ServeConfig) -> Result<Running, Error> {
         handle,
         server: task,
         _watcher: watcher,
+        _policy_watcher: policy_watcher,
     })
 }

@@ -52,6 +52,7 @@ async fn start(limits: Limits) -> Server {
         tls_key: dir.path().join(tls::KEY_FILE),
         client_ca: None,
         engine: Engine::new(Policy::built_in()),
+        policy_file: None,
         cluster: None,
         limits,
     })

@@ -68,6 +68,7 @@ fn serve_config(dir: &Path, engine: Engine) -> ServeConfig {
         tls_key: dir.join(tls::KEY_FILE),
         client_ca: None,
         engine,
+        policy_file: None,
         cluster: None,
         limits: Default::default(),
     }
@@ -305,7 +306,7 @@ async fn audit_mode_never_denies_or_patches_but_reports() {
     let metrics = h.metrics().await;
     assert!(
         metrics
-            .contains(r#"raygate_policy_violations_total{rule="ports/head-port",action="deny"} 1"#),
+            .contains(r#"raygate_policy_violations_total{rule="ports/head-port",action="deny",dry_run="false"} 1"#),
         "{metrics}"
     );
 }
@@ -429,7 +430,7 @@ async fn bad_bodies_get_clear_errors_and_the_server_stays_healthy() {
         metrics.contains("raygate_bad_requests_total 3"),
         "{metrics}"
     );
-    assert!(metrics.contains(r#"raygate_admission_requests_total{kind="RayCluster",operation="CREATE",decision="allowed"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"raygate_admission_requests_total{kind="RayCluster",operation="CREATE",decision="allowed",dry_run="false"} 1"#), "{metrics}");
     assert!(
         metrics.contains("raygate_admission_duration_seconds_bucket{le=\"0.000025\"}"),
         "{metrics}"
@@ -982,4 +983,192 @@ async fn every_path_answers_cleanly_over_http2_and_http1() {
             }
         }
     }
+}
+
+/// Writes `text` as the `policy.yaml` of a ConfigMap volume, swapping `..data` as the kubelet does.
+fn install_policy(dir: &Path, generation: &str, text: &str) {
+    let version = dir.join(format!("..{generation}"));
+    std::fs::create_dir_all(&version).unwrap();
+    std::fs::write(version.join("policy.yaml"), text).unwrap();
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(format!("..{generation}"), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    let link = dir.join("policy.yaml");
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink("..data/policy.yaml", &link).unwrap();
+    }
+}
+
+/// A changed policy file is applied without a restart; a broken one is refused and the policy
+/// in force keeps serving; `/readyz` and `raygate_policy_info` say which one serves.
+#[tokio::test]
+async fn a_changed_policy_file_is_applied_without_a_restart_and_a_broken_one_refused() {
+    install_crypto();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let certs = secret_volume(&dir, "first");
+    let policy_dir = dir.join("policy");
+    std::fs::create_dir_all(&policy_dir).unwrap();
+    install_policy(&policy_dir, "one", raygate::policy::BUILT_IN_POLICY);
+    let path = policy_dir.join("policy.yaml");
+    let running = raygate::server::start(ServeConfig {
+        policy_file: Some(raygate::server::PolicyFile {
+            path: path.clone(),
+            mode: None,
+        }),
+        ..serve_config(&dir, Engine::new(Policy::load(&path).unwrap()))
+    })
+    .await
+    .unwrap();
+    let h = Harness {
+        running,
+        client: client_trusting(&[&certs.ca_pem]),
+        _dir: tmp,
+        dir,
+    };
+    let ready = || async {
+        h.client
+            .get(h.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = ready().await;
+    assert!(
+        before.starts_with("ok: policy ray-platform sha256:"),
+        "{before}"
+    );
+    let denied = h
+        .post(
+            "/validate",
+            &review(&sample_on_default_ports(), "CREATE", false),
+        )
+        .await;
+    assert_eq!(response(&denied)["allowed"], false);
+
+    // The platform team switches the plan to audit: the next review uses it.
+    install_policy(
+        &policy_dir,
+        "two",
+        &raygate::policy::BUILT_IN_POLICY.replace("mode: enforce", "mode: audit"),
+    );
+    let mut allowed = false;
+    for _ in 0..50 {
+        let answer = h
+            .post(
+                "/validate",
+                &review(&sample_on_default_ports(), "CREATE", false),
+            )
+            .await;
+        if response(&answer)["allowed"] == true {
+            allowed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(allowed, "the new policy was never applied");
+    let after = ready().await;
+    assert_ne!(after, before);
+    assert!(
+        h.metrics()
+            .await
+            .contains(r#"raygate_policy_reloads_total{result="applied"} 1"#)
+    );
+
+    // A broken policy is refused, named by file and field; the audit policy keeps serving.
+    install_policy(
+        &policy_dir,
+        "three",
+        &raygate::policy::BUILT_IN_POLICY.replace("port: 6380,", "port: 70000,"),
+    );
+    let mut rejected = false;
+    for _ in 0..50 {
+        if h.metrics()
+            .await
+            .contains(r#"raygate_policy_reloads_total{result="rejected"} 1"#)
+        {
+            rejected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rejected, "{}", h.metrics().await);
+    assert_eq!(ready().await, after);
+    let answer = h
+        .post(
+            "/validate",
+            &review(&sample_on_default_ports(), "CREATE", false),
+        )
+        .await;
+    assert_eq!(response(&answer)["allowed"], true);
+    let metrics = h.metrics().await;
+    let versions = metrics
+        .lines()
+        .filter(|l| l.starts_with("raygate_policy_info{"))
+        .count();
+    assert_eq!(versions, 1, "{metrics}");
+}
+
+/// Every metric the docs, the README, the policy file and deploy/ name is one raygate exports.
+#[tokio::test]
+async fn every_metric_the_docs_name_exists() {
+    let h = start(Mode::Enforce).await;
+    let exported: std::collections::BTreeSet<&str> = h
+        .running
+        .state
+        .metrics
+        .names()
+        .iter()
+        .map(String::as_str)
+        .collect();
+    // What is set is exported under those names.
+    let metrics = h.metrics().await;
+    for line in metrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = line.split_whitespace().next().unwrap();
+        assert!(exported.contains(name), "{name} is exported but not listed");
+    }
+    let mut files = vec![
+        std::path::PathBuf::from("README.md"),
+        "policies/ray-platform.yaml".into(),
+    ];
+    for dir in ["docs", "deploy"] {
+        let mut stack = vec![std::path::PathBuf::from(dir)];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+    }
+    let mut named = 0;
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for (at, _) in text.match_indices("raygate_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            let base = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            named += 1;
+            assert!(
+                exported.contains(base),
+                "{} names {name}, which raygate does not export: {exported:?}",
+                file.display()
+            );
+        }
+    }
+    assert!(named > 0);
 }
