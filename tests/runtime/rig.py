@@ -524,7 +524,11 @@ class Rig:
         self.check("raygate check denies the cluster under the infrastructure NetworkPolicy",
                    check.returncode == 1 and "network-policy/" in check.stdout, check.stdout[-2000:])
         # The same admitted cluster (its Pods from scenario 1), now under the control policy.
-        pods = getattr(self, "pods_1", None) or self.wait_pods(NS, CLUSTER, 4)
+        pods = getattr(self, "pods_1", None)
+        if pods is None:  # run on its own: admit the cluster as scenario 1 does
+            self.kube.apply([yaml.safe_load(self.manifest("networkpolicy.yaml"))], NS)
+            self.kube.apply([cluster], NS)
+            pods = self.wait_pods(NS, CLUSTER, 4)
         out = self.kube.apply([policy], NS)
         out = self.kube.run("delete", "networkpolicy", "-n", NS, CLUSTER, "--ignore-not-found")
         result["apply"] = (out.stdout + out.stderr).strip()
@@ -747,7 +751,7 @@ class Rig:
                 for name, fn, _ in cross:
                     r = parts.get(name, {"ok": False, "error": both.get("error", "?")})
                     result["steps"].append({"step": name, "fn": fn, **r})
-                    log(f"{'ok  ' if r['ok'] else 'FAIL'} {name} ({r.get('seconds')}s): "
+                    log(f"{'PASSED, should fail:' if r['ok'] else 'fails, as it should:'} {name} ({r.get('seconds')}s): "
                         f"{r.get('detail') or r.get('error', '')[:200]}")
             if full:
                 step(f"list_logs of {b}", "list_logs", {"ip": ips[b]}, STEP_TIMEOUT)
