@@ -327,24 +327,69 @@ pub fn policy_reports(scan: &Scan, policy_name: &str, now: time::OffsetDateTime)
     reports
 }
 
-/// Creates or replaces each report with one server-side apply.
+/// Creates or replaces each report with one server-side apply. A namespace that cannot be
+/// written (Terminating, forbidden) is logged and skipped, and does not stop the others; the
+/// first such error is returned once all are done.
 pub async fn write_reports(client: &Client, reports: &[Value]) -> Result<(), Error> {
-    let resource = ApiResource::from_gvk_with_plural(
-        &kube::api::GroupVersionKind::gvk("wgpolicyk8s.io", "v1alpha2", "PolicyReport"),
-        "policyreports",
-    );
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut first_error = None;
     for report in reports {
         let namespace = report["metadata"]["namespace"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
-        api.patch(REPORT_NAME, &params, &Patch::Apply(report))
-            .await
-            .map_err(|source| Error::WriteReport { namespace, source })?;
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &namespace, &policy_report_resource());
+        if let Err(source) = api.patch(REPORT_NAME, &params, &Patch::Apply(report)).await {
+            let error = Error::WriteReport { namespace, source };
+            tracing::warn!(%error, "PolicyReport not written; the other namespaces go on");
+            first_error.get_or_insert(error);
+        }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
+}
+
+fn policy_report_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("wgpolicyk8s.io", "v1alpha2", "PolicyReport"),
+        "policyreports",
+    )
+}
+
+/// Deletes raygate's PolicyReports in namespaces that no longer have Ray objects (a whole-
+/// cluster scan wrote `reports` for every namespace that has them). Reports raygate did not
+/// write are never touched.
+pub async fn prune_reports(client: &Client, reports: &[Value]) -> Result<usize, Error> {
+    let current: std::collections::BTreeSet<&str> = reports
+        .iter()
+        .filter_map(|r| r["metadata"]["namespace"].as_str())
+        .collect();
+    let all: Api<DynamicObject> = Api::all_with(client.clone(), &policy_report_resource());
+    let params = ListParams::default()
+        .fields(&format!("metadata.name={REPORT_NAME}"))
+        .labels("app.kubernetes.io/managed-by=raygate");
+    let listed = all.list(&params).await.map_err(|source| Error::List {
+        what: "PolicyReports".into(),
+        source,
+    })?;
+    let mut pruned = 0;
+    for stale in listed.items.iter().filter(|r| {
+        r.metadata
+            .namespace
+            .as_deref()
+            .is_some_and(|ns| !current.contains(ns))
+    }) {
+        let namespace = stale.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &namespace, &policy_report_resource());
+        match api.delete(REPORT_NAME, &Default::default()).await {
+            Ok(_) => pruned += 1,
+            Err(error) => {
+                tracing::warn!(%error, namespace, "stale PolicyReport not deleted; retried next scan")
+            }
+        }
+    }
+    Ok(pruned)
 }
 
 /// `raygate serve --audit-interval`: the same scan in the background, as metrics (and
@@ -359,6 +404,12 @@ pub async fn run_periodically(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        // Only the leader scans, writes reports and exports audit gauges (a sum over the
+        // replicas is then right). A replica that takes over scans at once.
+        while !state.audit_leadership.is_leader() {
+            state.metrics.audit_violations.clear();
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
         let started = std::time::Instant::now();
         let mut progress = |p: Progress<'_>| {
             if let Progress::NotInstalled { kind } = p {
@@ -390,7 +441,15 @@ pub async fn run_periodically(
             );
             if let Err(error) = write_reports(&client, &reports).await {
                 state.metrics.audit_failures.inc();
-                tracing::warn!(%error, "background audit could not write its PolicyReports");
+                tracing::warn!(%error, "background audit could not write every PolicyReport");
+            }
+            match prune_reports(&client, &reports).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(
+                    pruned,
+                    "deleted PolicyReports of namespaces without Ray objects"
+                ),
+                Err(error) => tracing::warn!(%error, "stale PolicyReports not pruned"),
             }
         }
         state.metrics.audit_scans.inc();

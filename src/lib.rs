@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod commands;
 pub mod connections;
 pub mod engine;
+pub mod leader;
 pub mod manifest;
 pub mod metrics;
 pub mod policy;

@@ -232,6 +232,10 @@ pub struct PortPolicy {
     /// them in no Service), pinned through `rayStartParams`.
     #[serde(default)]
     pub node_ports: Vec<NodePort>,
+    /// Ports only the head listens on, at Ray's own defaults unless an environment variable
+    /// moves them (Prometheus scrape targets of the autoscaler and the dashboard).
+    #[serde(default)]
+    pub head_ports: Vec<EnvPort>,
     #[serde(default)]
     pub node_ranges: Vec<NodePortRange>,
     /// The range every node's worker processes (tasks, actors, drivers) bind in, pinned
@@ -270,6 +274,15 @@ impl fmt::Display for PortRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.from, self.to)
     }
+}
+
+/// A port set by an environment variable of the Ray container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvPort {
+    pub name: String,
+    pub port: u16,
+    pub env: String,
 }
 
 /// A single port every Ray node listens on, pinned through a `rayStartParams` key.
@@ -748,6 +761,14 @@ fn validate_ports(ports: &PortPolicy, problems: &mut Vec<String>) {
                 Some(p.ray_start_param.as_str()),
             )
         }))
+        .chain(ports.head_ports.iter().enumerate().map(|(i, p)| {
+            (
+                format!("spec.ports.headPorts[{i}]"),
+                p.port,
+                p.name.as_str(),
+                None,
+            )
+        }))
         .collect();
     let mut names = BTreeMap::new();
     let mut numbers = BTreeMap::new();
@@ -897,9 +918,11 @@ fn validate_external_access(spec: &PolicySpec, problems: &mut Vec<String>) {
             problems.push(format!("{at}.ports: name at least one planned port"));
         }
         for (j, name) in access.ports.iter().enumerate() {
-            if !spec.ports.planned.iter().any(|p| &p.name == name) {
+            let known = spec.ports.planned.iter().any(|p| &p.name == name)
+                || spec.ports.head_ports.iter().any(|p| &p.name == name);
+            if !known {
                 problems.push(format!(
-                    "{at}.ports[{j}]: {name:?} is not a name in spec.ports.planned"
+                    "{at}.ports[{j}]: {name:?} is not a name in spec.ports.planned or spec.ports.headPorts"
                 ));
             }
         }

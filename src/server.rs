@@ -96,6 +96,10 @@ pub struct AppState {
     /// False once shutting down.
     pub ready: AtomicBool,
     pub cluster: Option<Arc<dyn ClusterState>>,
+    /// Whether this replica runs the background audit (it holds the audit Lease).
+    pub audit_leadership: crate::leader::Leadership,
+    /// Becomes true on shutdown (the audit Lease is then released).
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// The webhook's routes, without a socket: tests may drive it in-process.
@@ -311,6 +315,7 @@ pub struct Running {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     _watcher: notify::RecommendedWatcher,
     _policy_watcher: Option<notify::RecommendedWatcher>,
+    elector: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -318,6 +323,7 @@ impl Running {
     /// finish within `grace`.
     pub fn shutdown(&self, grace: Duration) {
         self.state.ready.store(false, Ordering::Relaxed);
+        self.state.stopping.send_replace(true);
         self.handle.graceful_shutdown(Some(grace));
     }
 
@@ -327,9 +333,15 @@ impl Running {
     }
 
     pub async fn wait(self) -> std::io::Result<()> {
-        self.server
+        let served = self
+            .server
             .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        // Let the audit Lease be released so that another replica takes over at once.
+        if let Some(elector) = self.elector {
+            let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
+        }
+        served
     }
 }
 
@@ -422,10 +434,26 @@ pub async fn start(config: ServeConfig) -> Result<Running, Error> {
         metrics,
         ready: AtomicBool::new(true),
         cluster,
+        audit_leadership: Default::default(),
+        stopping: tokio::sync::watch::channel(false).0,
     });
+    let mut elector = None;
     if let Some(ClusterAccess::Api(access)) = &config.cluster
         && let Some(interval) = access.audit_interval
     {
+        // One replica audits and writes reports; admission never depends on the Lease.
+        let namespace = std::env::var("POD_NAMESPACE")
+            .unwrap_or_else(|_| access.client.default_namespace().to_owned());
+        let lease = crate::leader::LeaseConfig::new(namespace, crate::leader::identity());
+        let mut stopping = state.stopping.subscribe();
+        elector = Some(tokio::spawn(crate::leader::run(
+            access.client.clone(),
+            lease,
+            state.audit_leadership.clone(),
+            async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            },
+        )));
         tokio::spawn(crate::audit::run_periodically(
             access.client.clone(),
             state.clone(),
@@ -540,5 +568,6 @@ pub async fn start(config: ServeConfig) -> Result<Running, Error> {
         server: task,
         _watcher: watcher,
         _policy_watcher: policy_watcher,
+        elector,
     })
 }

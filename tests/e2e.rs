@@ -120,6 +120,8 @@ impl Raygate {
         let served = support::serve::serve(|command| {
             command
                 .args(["--shutdown-delay", "0", "--mode", mode])
+                // Where deploy/'s RBAC lets the audit hold its Lease.
+                .env("POD_NAMESPACE", "raygate-system")
                 .arg("--tls-cert")
                 .arg(certs.path().join("tls.crt"))
                 .arg("--tls-key")
@@ -149,6 +151,14 @@ impl Raygate {
 
     fn stop(&mut self) {
         let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops raygate as Kubernetes does: SIGTERM, then wait for it to exit.
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 
@@ -261,7 +271,14 @@ fn apply_raygate_rbac() {
     for doc in render_deploy("deploy/base").iter().filter(|d| {
         matches!(
             d["kind"].as_str(),
-            Some("ClusterRole" | "ClusterRoleBinding" | "ServiceAccount" | "Namespace")
+            Some(
+                "ClusterRole"
+                    | "ClusterRoleBinding"
+                    | "Role"
+                    | "RoleBinding"
+                    | "ServiceAccount"
+                    | "Namespace"
+            )
         )
     }) {
         kubectl_ok(&["apply", "-f", "-"], Some(&doc.to_string()));
@@ -875,6 +892,42 @@ fn every_deploy_manifest_passes_a_server_side_dry_run_and_rbac_is_least_privileg
     assert!(!can("create", "rayclusters.ray.io"));
     assert!(!can("get", "secrets"));
     assert!(!can("delete", "pods"));
+    // Its own audit Lease, in its own namespace, and no other.
+    let can_in = |verb: &str, resource: &str, namespace: &str| -> bool {
+        let out = kubectl(
+            &[
+                "auth",
+                "can-i",
+                verb,
+                resource,
+                "-n",
+                namespace,
+                "--as=system:serviceaccount:raygate-system:raygate",
+            ],
+            None,
+        );
+        text(&out.stdout).trim() == "yes"
+    };
+    assert!(can_in(
+        "update",
+        "leases.coordination.k8s.io/raygate-audit",
+        "raygate-system"
+    ));
+    assert!(!can_in(
+        "update",
+        "leases.coordination.k8s.io/kube-scheduler",
+        "raygate-system"
+    ));
+    assert!(!can_in(
+        "update",
+        "leases.coordination.k8s.io/raygate-audit",
+        "kube-system"
+    ));
+    assert!(!can_in(
+        "delete",
+        "leases.coordination.k8s.io/raygate-audit",
+        "raygate-system"
+    ));
 }
 
 /// A NetworkPolicy admitting all TCP between the pods of RayCluster `cluster`.
@@ -1483,4 +1536,86 @@ fn a_namespace_label_selector_is_honoured() {
         || ray_pods(&ns, "labelled") >= 2,
     );
     assert_eq!(denied_pod_creates(&raygate), 0);
+}
+
+/// Two replicas with `--audit-interval`: one holds the audit Lease and alone writes reports
+/// and exports audit gauges; stopping it hands the Lease to the other within its duration.
+#[test]
+#[ignore = "needs the e2e control plane: run tests/e2e/run.sh"]
+fn two_replicas_elect_one_audit_leader_and_the_other_takes_over() {
+    let ns = namespace("leader");
+    kubectl_ok(
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&default_ports_cluster()),
+    );
+    let args = ["--audit-interval", "1s", "--write-reports"];
+    let mut replicas = vec![
+        Raygate::start_in_cluster("enforce", &args),
+        Raygate::start_in_cluster("enforce", &args),
+    ];
+    let exports = |r: &Raygate| r.metrics().contains("raygate_audit_violations{");
+    let holder = || -> String {
+        kubectl_ok(
+            &[
+                "get",
+                "lease",
+                "raygate-audit",
+                "-n",
+                "raygate-system",
+                "-o",
+                "jsonpath={.spec.holderIdentity}",
+            ],
+            None,
+        )
+    };
+    wait_until(
+        "one replica leads the audit",
+        Duration::from_secs(30),
+        || replicas.iter().any(exports),
+    );
+    // Give the follower a few audit intervals: it never exports, and one report is written.
+    std::thread::sleep(Duration::from_secs(3));
+    let leading: Vec<usize> = (0..2).filter(|&i| exports(&replicas[i])).collect();
+    assert_eq!(leading.len(), 1, "only the leader exports audit gauges");
+    let mut leader = replicas.remove(leading[0]);
+    let follower = replicas.remove(0);
+    let reports = kubectl_ok(&["get", "policyreports", "-n", &ns, "-o", "name"], None);
+    assert_eq!(reports.lines().count(), 1, "{reports}");
+    let led_by = holder();
+    assert!(
+        led_by.ends_with(&format!("_{}", leader.child.id())),
+        "{led_by}"
+    );
+
+    // SIGTERM: the leader releases the Lease on its way out and the follower takes over.
+    let started = std::time::Instant::now();
+    leader.terminate();
+    wait_until("the follower takes over", Duration::from_secs(20), || {
+        exports(&follower)
+    });
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(15),
+        "within the lease duration: {took:?}"
+    );
+    assert!(holder().ends_with(&format!("_{}", follower.child.id())));
+
+    // The namespace loses its Ray objects: its report goes too.
+    kubectl_ok(
+        &["delete", "raycluster", "--all", "-n", &ns, "--wait=false"],
+        None,
+    );
+    kubectl_ok(
+        &["delete", "pods", "--all", "-n", &ns, "--wait=false"],
+        None,
+    );
+    wait_until(
+        "the stale PolicyReport is deleted",
+        Duration::from_secs(30),
+        || {
+            kubectl_ok(&["get", "policyreports", "-n", &ns, "-o", "name"], None)
+                .trim()
+                .is_empty()
+        },
+    );
 }

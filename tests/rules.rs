@@ -557,6 +557,27 @@ mod ports {
         assert!(!d.patch.0.is_empty());
     }
 
+    /// The head's metrics for Prometheus (autoscaler 44217, dashboard 44227 in Ray 2.60.0)
+    /// are planned at Ray's defaults; an environment variable that moves one is denied.
+    #[test]
+    fn a_head_port_moved_by_its_environment_variable_is_denied() {
+        let mut c = cluster("c");
+        c.pointer_mut(HEAD_RAY).unwrap()["env"] = json!([
+            {"name": "AUTOSCALER_METRIC_PORT", "value": "44217"},
+            {"name": "DASHBOARD_METRIC_PORT", "value": "9999"}
+        ]);
+        let d = evaluate(&c);
+        assert_eq!(
+            only(&d),
+            ("ports/head-port", format!("{HEAD_RAY}/env/1/value"), false)
+        );
+        assert!(
+            d.violations[0]
+                .message
+                .contains("dash-metrics port off the plan's 44227")
+        );
+    }
+
     #[test]
     fn a_node_port_outside_its_range_is_denied() {
         let mut c = cluster("c");

@@ -890,12 +890,28 @@ fn check_external_access(
                             && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
                     }))
         };
-        let blocked: Vec<String> = access
+        let ports = &policy.spec().ports;
+        let wanted: Vec<(&str, u16)> = access
             .ports
             .iter()
-            .filter_map(|name| policy.spec().ports.planned.iter().find(|p| &p.name == name))
-            .filter(|planned| group.role == Role::Head || planned.every_node)
-            .filter(|planned| {
+            .filter_map(|name| {
+                let planned = ports
+                    .planned
+                    .iter()
+                    .find(|p| &p.name == name)
+                    .filter(|p| group.role == Role::Head || p.every_node)
+                    .map(|p| (p.name.as_str(), p.port));
+                let head = ports
+                    .head_ports
+                    .iter()
+                    .find(|p| &p.name == name && group.role == Role::Head)
+                    .map(|p| (p.name.as_str(), p.port));
+                planned.or(head)
+            })
+            .collect();
+        let blocked: Vec<String> = wanted
+            .into_iter()
+            .filter(|(name, port)| {
                 !restricting.iter().any(|p| {
                     p.spec
                         .as_ref()
@@ -907,16 +923,11 @@ fn check_external_access(
                                 .as_ref()
                                 .filter(|peers| !peers.is_empty())
                                 .is_none_or(|peers| peers.iter().any(admits_peer))
-                                && ports_admit(
-                                    rule.ports.as_ref(),
-                                    "TCP",
-                                    planned.port.into(),
-                                    &[&planned.name],
-                                )
+                                && ports_admit(rule.ports.as_ref(), "TCP", (*port).into(), &[name])
                         })
                 })
             })
-            .map(|planned| format!("{} ({})", planned.port, planned.name))
+            .map(|(name, port)| format!("{port} ({name})"))
             .collect();
         if blocked.is_empty() {
             continue;

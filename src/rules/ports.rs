@@ -192,6 +192,10 @@ fn check_ray_container_ports(
         }
     }
 
+    if group.role == Role::Head && out.enabled(HEAD_PORT) {
+        check_env_ports(pod, ray, plan, out);
+    }
+
     if group.role == Role::Head && out.enabled(SERVE_PORT_NAME) {
         let serve_numbers: Vec<u32> = plan
             .planned
@@ -380,6 +384,40 @@ fn check_command_line(
                 ),
             );
         }
+    }
+}
+
+/// Head ports set by environment variables stay where the plan has them.
+fn check_env_ports(
+    pod: &PodSpecRef<'_>,
+    ray: &ContainerRef<'_>,
+    plan: &PortPolicy,
+    out: &mut Findings<'_>,
+) {
+    let env = ray.value.get("env").and_then(Value::as_array);
+    for (i, var) in env.into_iter().flatten().enumerate() {
+        let Some(name) = var.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let Some(planned) = plan.head_ports.iter().find(|p| p.env == name) else {
+            continue;
+        };
+        let value = var.get("value").and_then(Value::as_str);
+        if value.and_then(|v| v.trim().parse::<u32>().ok()) == Some(u32::from(planned.port)) {
+            continue;
+        }
+        let shown = value.map_or_else(|| "set from a reference".to_owned(), |v| format!("{v:?}"));
+        out.report(
+            HEAD_PORT,
+            &child(&child(&child(&pod.container_path(ray), "env"), &i.to_string()), "value"),
+            format!(
+                "{} sets {name} to {shown}, moving the {} port off the plan's {}; remove it or set \"{}\"",
+                ray.describe(),
+                planned.name,
+                planned.port,
+                planned.port
+            ),
+        );
     }
 }
 

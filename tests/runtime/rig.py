@@ -50,6 +50,7 @@ def load_plan(policy: dict):
     PLAN.clear()
     PLAN.extend((p["name"], p["port"], p["port"]) for p in ports["planned"])
     PLAN.extend((p["name"], p["port"], p["port"]) for p in ports.get("nodePorts", []))
+    PLAN.extend((p["name"], p["port"], p["port"]) for p in ports.get("headPorts", []))
     PLAN.extend((r["rayStartParam"], r["from"], r["to"]) for r in ports["nodeRanges"])
     NODE_PARAMS.clear()
     NODE_PARAMS.update({p["rayStartParam"]: str(p["port"]) for p in ports.get("nodePorts", [])})
