@@ -247,7 +247,15 @@ EOF
 		f="${f##*/ray.io_}"
 		crds+=("crd/${f%.yaml}.ray.io")
 	done
-	kubectl wait --for=condition=Established --timeout="${TIMEOUT}s" "${crds[@]}" >&2
+	# `kubectl wait` fails at once ("status.conditions accessor error") on a CRD whose
+	# status is not written yet, so poll until every CRD reports Established.
+	crds_established() {
+		local crd
+		for crd in "${crds[@]}"; do
+			[[ "$(kubectl get "$crd" -o 'jsonpath={.status.conditions[?(@.type=="Established")].status}' 2>/dev/null)" == True ]] || return 1
+		done
+	}
+	wait_for kube-apiserver "the KubeRay CRDs to be Established" crds_established
 
 	# The operator defaults to :8080/:8082 on all interfaces and leader
 	# election; pin it to loopback and a single replica without a lease.

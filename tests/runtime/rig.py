@@ -43,6 +43,9 @@ LEGACY = "raycluster-legacy"
 PLAN = []
 # What every group's rayStartParams must hold besides the head ports (from the same policy).
 NODE_PARAMS = {}
+# Planned ports that only Prometheus scrapes (the plan's headPorts): listened on, but not
+# needed between the cluster's pods.
+SCRAPE_ONLY = set()
 
 
 def load_plan(policy: dict):
@@ -51,6 +54,8 @@ def load_plan(policy: dict):
     PLAN.extend((p["name"], p["port"], p["port"]) for p in ports["planned"])
     PLAN.extend((p["name"], p["port"], p["port"]) for p in ports.get("nodePorts", []))
     PLAN.extend((p["name"], p["port"], p["port"]) for p in ports.get("headPorts", []))
+    SCRAPE_ONLY.clear()
+    SCRAPE_ONLY.update(p["name"] for p in ports.get("headPorts", []))
     PLAN.extend((r["rayStartParam"], r["from"], r["to"]) for r in ports["nodeRanges"])
     NODE_PARAMS.clear()
     NODE_PARAMS.update({p["rayStartParam"]: str(p["port"]) for p in ports.get("nodePorts", [])})
@@ -844,6 +849,8 @@ class Rig:
                 if src is dst:
                     continue
                 for name, lo, hi in PLAN:
+                    if name in SCRAPE_ONLY:
+                        continue
                     for port in {lo, hi}:
                         if not netpol_nft.allowed(src, dst, port, "TCP", policies, eps):
                             missing.append(f"{src.name}->{dst.name}:{port} ({name})")
