@@ -132,8 +132,11 @@ async fn method_not_allowed(_body: axum::body::Bytes) -> (StatusCode, &'static s
     (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
 }
 
+/// Metrics, and the liveness probe: on their own plain listener, so that a probe never takes
+/// one of the admission listener's capped connections.
 fn metrics_app(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/healthz", get(|| async { "ok" }))
         .route(
             "/metrics",
             get(|State(state): State<Arc<AppState>>| async move {

@@ -1117,6 +1117,12 @@ async fn a_changed_policy_file_is_applied_without_a_restart_and_a_broken_one_ref
 #[tokio::test]
 async fn every_metric_the_docs_name_exists() {
     let h = start(Mode::Enforce).await;
+    // The liveness probe's path is on the plain metrics listener.
+    let addr = h.running.metrics_addr.unwrap();
+    let live = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
     let exported: std::collections::BTreeSet<&str> = h
         .running
         .state

@@ -1,0 +1,79 @@
+//! deploy/ against the built-in policy: what an outage of raygate can and cannot block.
+
+use serde_json::Value;
+
+fn documents(file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(format!("deploy/base/{file}")).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+/// Namespaces the policy exempts never wait on raygate: every webhook's namespaceSelector
+/// leaves them out, so an exempt namespace keeps working while raygate is down.
+#[test]
+fn the_webhooks_leave_out_every_namespace_the_policy_exempts() {
+    let policy = raygate::Policy::built_in();
+    let exempt = &policy.spec().scope.exempt_namespaces;
+    assert!(!exempt.is_empty());
+    let mut webhooks = 0;
+    for file in [
+        "validatingwebhookconfiguration.yaml",
+        "mutatingwebhookconfiguration.yaml",
+    ] {
+        for config in documents(file) {
+            for webhook in config["webhooks"].as_array().unwrap() {
+                webhooks += 1;
+                let left_out: Vec<&str> = webhook["namespaceSelector"]["matchExpressions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|e| {
+                        e["key"] == "kubernetes.io/metadata.name" && e["operator"] == "NotIn"
+                    })
+                    .flat_map(|e| e["values"].as_array().unwrap())
+                    .filter_map(Value::as_str)
+                    .collect();
+                for namespace in exempt.iter().map(String::as_str).chain(["raygate-system"]) {
+                    assert!(
+                        left_out.contains(&namespace),
+                        "{} sends {namespace} to raygate",
+                        webhook["name"]
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(webhooks, 5);
+}
+
+/// The liveness probe uses the metrics listener, never one of the admission listener's
+/// capped connections; the Pods outrank Ray's and spread over zones and nodes.
+#[test]
+fn the_deployment_survives_load_preemption_and_node_loss() {
+    let deployment = &documents("deployment.yaml")[0];
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["livenessProbe"]["httpGet"]["port"], "metrics");
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "https");
+    assert!(
+        container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str().unwrap().starts_with("--metrics-listen=0.0.0.0:"))
+    );
+    let class = &documents("priorityclass.yaml")[0];
+    assert_eq!(pod["priorityClassName"], class["metadata"]["name"]);
+    assert!(class["value"].as_i64().unwrap() >= 100_000_000);
+    let keys: Vec<&str> = pod["topologySpreadConstraints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["topologyKey"].as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    );
+}
