@@ -71,20 +71,35 @@ where
     K: Clone + DeserializeOwned + std::fmt::Debug,
 {
     let mut items = Vec::new();
+    list_pages(api, labels, what, progress, |page| items.extend(page)).await?;
+    Ok(items)
+}
+
+/// Lists `PAGE_SIZE` objects at a time and hands each page to `on_page`, so that a scan holds
+/// one page of objects at a time, never the whole cluster.
+async fn list_pages<K>(
+    api: &Api<K>,
+    labels: Option<&str>,
+    what: &str,
+    progress: &mut (dyn FnMut(Progress<'_>) + Send),
+    mut on_page: impl FnMut(Vec<K>),
+) -> Result<(), kube::Error>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let mut listed = 0;
     let mut params = ListParams::default().limit(PAGE_SIZE);
     if let Some(labels) = labels {
         params = params.labels(labels);
     }
     loop {
         let page = api.list(&params).await?;
-        items.extend(page.items);
-        progress(Progress::Page {
-            what,
-            listed: items.len(),
-        });
+        listed += page.items.len();
+        on_page(page.items);
+        progress(Progress::Page { what, listed });
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return Ok(items),
+            _ => return Ok(()),
         }
     }
 }
@@ -141,58 +156,23 @@ pub async fn scan(
         by_namespace.entry(ns).or_default().push(Arc::new(policy));
     }
 
-    let mut objects: Vec<(Value, &'static str)> = Vec::new();
-    for (kind, plural) in RAY_KINDS {
-        let resource = ray_resource(kind, plural);
-        let what = format!("{kind}s");
-        match list_all(
-            &dynamic_api(client, namespace, &resource),
-            None,
-            &what,
-            progress,
-        )
-        .await
-        {
-            Ok(items) => objects.extend(
-                items
-                    .into_iter()
-                    .filter_map(|o| serde_json::to_value(o).ok())
-                    .map(|v| (v, kind)),
-            ),
-            Err(error) if is_not_found(&error) => progress(Progress::NotInstalled { kind }),
-            Err(error) => return Err(list_error(&what)(error)),
-        }
-    }
-    let pods: Vec<Pod> = list_all(
-        &typed_api(client, namespace),
-        Some(LABEL_CLUSTER),
-        "Ray Pods",
-        progress,
-    )
-    .await
-    .map_err(list_error("Ray Pods"))?;
-    objects.extend(
-        pods.into_iter()
-            .filter_map(|p| serde_json::to_value(p).ok())
-            .map(|v| (v, "Pod")),
-    );
-
+    // Each page is judged as it arrives and dropped: only the results are kept.
     let no_policies = Vec::new();
     let mut results = Vec::new();
     let mut uids = Vec::new();
-    for (mut value, kind) in objects {
+    let mut judge = |mut value: Value, kind: &'static str| {
         // List items may omit their type; the engine keys on it.
         let api_version = if kind == "Pod" { "v1" } else { "ray.io/v1" };
         value["apiVersion"] = api_version.into();
         value["kind"] = kind.into();
         let Some(object) = ObjectRef::from_value(&value) else {
-            continue;
+            return;
         };
         let ns = object.namespace.unwrap_or("default");
         let context = Context::complete(by_namespace.get(ns).unwrap_or(&no_policies));
         let decision = engine.evaluate(&object, &context);
         if matches!(decision.coverage, Coverage::OutOfScope) {
-            continue;
+            return;
         }
         uids.push(
             value
@@ -207,7 +187,49 @@ pub async fn scan(
             object.name,
             decision,
         ));
+    };
+    for (kind, plural) in RAY_KINDS {
+        let resource = ray_resource(kind, plural);
+        let what = format!("{kind}s");
+        let listed = list_pages(
+            &dynamic_api(client, namespace, &resource),
+            None,
+            &what,
+            progress,
+            |page| {
+                for mut object in page {
+                    // The rules never read managedFields; they are often half the object.
+                    object.metadata.managed_fields = None;
+                    if let Ok(value) = serde_json::to_value(object) {
+                        judge(value, kind);
+                    }
+                }
+            },
+        )
+        .await;
+        match listed {
+            Ok(()) => {}
+            Err(error) if is_not_found(&error) => progress(Progress::NotInstalled { kind }),
+            Err(error) => return Err(list_error(&what)(error)),
+        }
     }
+    list_pages(
+        &typed_api::<Pod>(client, namespace),
+        Some(LABEL_CLUSTER),
+        "Ray Pods",
+        progress,
+        |page| {
+            for mut pod in page {
+                pod.metadata.managed_fields = None;
+                pod.status = None;
+                if let Ok(value) = serde_json::to_value(pod) {
+                    judge(value, "Pod");
+                }
+            }
+        },
+    )
+    .await
+    .map_err(list_error("Ray Pods"))?;
     let mut namespaces: Vec<String> = results.iter().filter_map(|r| r.namespace.clone()).collect();
     if let Some(ns) = namespace {
         namespaces.push(ns.to_owned());
