@@ -1,0 +1,52 @@
+#!/bin/sh
+# Config Management Plugin `generate` for raygate, run by argocd-cmp-server in the
+# Application's source directory. Renders the directory's manifests, checks them with
+# `raygate check` as admission would, and:
+#   - nothing denied: prints the manifests unchanged on stdout (the webhook still fills
+#     in at apply time); warnings go to stderr, i.e. the cmp-server's log;
+#   - something denied (exit 1) or unusable input (exit 2): prints raygate's findings on
+#     stderr and fails, so Argo CD reports "Manifest generation error" with the findings
+#     and applies nothing from this commit.
+# Settings (sidecar env, or per Application as plugin env ARGOCD_ENV_RAYGATE_MODE):
+#   RAYGATE            raygate binary (default: raygate on PATH)
+#   RAYGATE_POLICY     policy file for --policy (default: raygate's built-in plan)
+#   RAYGATE_MODE       enforce (default) or audit: audit reports findings but never fails
+set -eu
+# One path per line: paths may hold spaces.
+IFS='
+'
+
+raygate="${RAYGATE:-raygate}"
+mode="${ARGOCD_ENV_RAYGATE_MODE:-${RAYGATE_MODE:-enforce}}"
+case "$mode" in enforce | audit) ;; *)
+	echo "raygate gate: RAYGATE_MODE must be enforce or audit, not \"$mode\"" >&2
+	exit 2
+	;;
+esac
+
+# The manifests as Argo CD's plain-directory source would read them: every *.yaml,
+# *.yml and *.json below the source path, outside hidden directories, in path order.
+files=$(find . -path '*/.*' -prune -o -type f \( -name '*.yaml' -o -name '*.yml' -o -name '*.json' \) -print | LC_ALL=C sort)
+if [ -z "$files" ]; then
+	echo "raygate gate: no *.yaml, *.yml or *.json files in $(pwd)" >&2
+	exit 2
+fi
+
+set -- check --mode "$mode"
+[ -n "${RAYGATE_POLICY:-}" ] && set -- "$@" --policy "$RAYGATE_POLICY"
+for f in $files; do set -- "$@" -f "$f"; done
+
+status=0
+findings=$("$raygate" "$@" 2>&1) || status=$?
+if [ "$status" -ne 0 ]; then
+	# Lead with the verdict: Argo CD shows the message in one condition line.
+	printf 'raygate denied this commit (raygate check exit %s):\n%s\n' "$status" "$findings" >&2
+	exit 1
+fi
+printf '%s\n' "$findings" >&2
+
+for f in $files; do
+	printf -- '---\n'
+	cat "$f"
+	printf '\n'
+done
