@@ -77,3 +77,25 @@ fn the_deployment_survives_load_preemption_and_node_loss() {
         ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
     );
 }
+
+/// The PrometheusRule of the monitoring component carries exactly the groups of the plain
+/// rules file that `promtool test rules` checks.
+#[test]
+fn the_prometheus_rule_and_the_rules_file_agree() {
+    let read = |path: &str| -> Value {
+        serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let file = read("deploy/monitoring/raygate.rules.yaml");
+    let rule = read("deploy/components/monitoring/prometheusrule.yaml");
+    assert_eq!(rule["spec"], file);
+    let alerts = file["groups"][0]["rules"].as_array().unwrap();
+    assert!(alerts.len() >= 6);
+    // Each alert links its own runbook section.
+    let runbook = std::fs::read_to_string("docs/RUNBOOK.md").unwrap().to_lowercase();
+    for alert in alerts {
+        let name = alert["alert"].as_str().unwrap();
+        let url = alert["annotations"]["runbook_url"].as_str().unwrap();
+        assert_eq!(url, format!("docs/RUNBOOK.md#{}", name.to_lowercase()));
+        assert!(runbook.contains(&format!("## {}", name.to_lowercase())), "{name}");
+    }
+}
