@@ -434,59 +434,37 @@ fn check_start_params(group: &NodeGroup<'_>, plan: &PortPolicy, out: &mut Findin
             .is_none_or(Value::is_object);
 
     if out.enabled(RAY_START_PARAM) {
-        for planned in planned_for(group.role, plan) {
-            let Some(key) = &planned.ray_start_param else {
-                continue;
-            };
-            let wanted = planned.port.to_string();
+        // Single ports pinned by a key: the planned ports of this role, and the node ports.
+        let planned = planned_for(group.role, plan).filter_map(|p| {
+            let unset = p
+                .kube_ray_default
+                .map(|d| format!(" (unset, KubeRay v1.5.0 and Ray 2.60.0 use {d})"));
+            Some((p.ray_start_param.as_deref()?, p.port, unset, String::new()))
+        });
+        let node_ports = plan.node_ports.iter().map(|p| {
+            let unset = p
+                .when_unset
+                .as_deref()
+                .map(|d| format!(" (when unset, {d})"));
+            (
+                p.ray_start_param.as_str(),
+                p.port,
+                unset,
+                format!(" ({})", p.name),
+            )
+        });
+        for (key, port, unset, named) in planned.chain(node_ports) {
+            let wanted = port.to_string();
             match get(key) {
                 None => {
-                    let default = planned
-                        .kube_ray_default
-                        .map(|d| format!(" (unset, KubeRay v1.5.0 and Ray 2.60.0 use {d})"))
-                        .unwrap_or_default();
                     let message = format!(
-                        "{} rayStartParams has no {key:?}{default}; set {key}: \"{wanted}\"",
-                        group.describe()
-                    );
-                    if can_fill {
-                        out.report_fillable(RAY_START_PARAM, &params_path, message);
-                        missing.insert(key.clone(), Value::String(wanted));
-                    } else {
-                        out.report(RAY_START_PARAM, &params_path, message);
-                    }
-                }
-                Some(value) if param_text(value).as_deref() != Some(wanted.as_str()) => {
-                    out.report(
-                        RAY_START_PARAM,
-                        &child(&params_path, key),
-                        format!(
-                            "{} rayStartParams.{key} is {value}; set it to \"{wanted}\"",
-                            group.describe()
-                        ),
-                    );
-                }
-                Some(_) => {}
-            }
-        }
-        for node_port in &plan.node_ports {
-            let key = &node_port.ray_start_param;
-            let wanted = node_port.port.to_string();
-            match get(key) {
-                None => {
-                    let default = node_port
-                        .when_unset
-                        .as_deref()
-                        .map(|d| format!(" (when unset, {d})"))
-                        .unwrap_or_default();
-                    let message = format!(
-                        "{} rayStartParams has no {key:?}{default}; set {key}: \"{wanted}\" ({})",
+                        "{} rayStartParams has no {key:?}{}; set {key}: \"{wanted}\"{named}",
                         group.describe(),
-                        node_port.name
+                        unset.unwrap_or_default()
                     );
                     if can_fill {
                         out.report_fillable(RAY_START_PARAM, &params_path, message);
-                        missing.insert(key.clone(), Value::String(wanted));
+                        missing.insert(key.to_owned(), Value::String(wanted));
                     } else {
                         out.report(RAY_START_PARAM, &params_path, message);
                     }
@@ -496,9 +474,8 @@ fn check_start_params(group: &NodeGroup<'_>, plan: &PortPolicy, out: &mut Findin
                         RAY_START_PARAM,
                         &child(&params_path, key),
                         format!(
-                            "{} rayStartParams.{key} is {value}; set it to \"{wanted}\" ({})",
-                            group.describe(),
-                            node_port.name
+                            "{} rayStartParams.{key} is {value}; set it to \"{wanted}\"{named}",
+                            group.describe()
                         ),
                     );
                 }
