@@ -12,6 +12,7 @@ use crate::manifest::{self, Format, ManifestFile};
 use crate::ray::ObjectRef;
 use crate::report::{CheckResult, Report};
 use crate::rules::network_policy;
+use crate::yaml_edit;
 
 /// Exit codes shared by `check`, `fix` and `audit`.
 pub mod exit {
@@ -137,17 +138,15 @@ pub fn check(engine: &Engine, paths: &[PathBuf], output: Output) -> u8 {
     }
 }
 
-/// What `fix` makes of one document.
-enum Fixed {
-    Unchanged,
-    Changed(Value),
-}
-
-fn fix_document(engine: &Engine, context: &Context<'_>, value: &Value) -> Result<Fixed, String> {
+/// The fill-ins of one document as `add`s at document level, with the patched document.
+fn fill_ins(
+    engine: &Engine,
+    context: &Context<'_>,
+    value: &Value,
+) -> Result<Option<(Vec<(String, Value)>, Value)>, String> {
     let mut fixed = value.clone();
-    let mut changed = false;
-    let targets: Vec<(Option<usize>, &Value)> = objects(value);
-    for (item, object_value) in targets {
+    let mut adds = Vec::new();
+    for (item, object_value) in objects(value) {
         let Some(object) = ObjectRef::from_value(object_value) else {
             continue;
         };
@@ -155,33 +154,103 @@ fn fix_document(engine: &Engine, context: &Context<'_>, value: &Value) -> Result
         if decision.patch.0.is_empty() {
             continue;
         }
+        let prefix = item.map(|i| format!("/items/{i}")).unwrap_or_default();
+        for op in &decision.patch.0 {
+            match op {
+                json_patch::PatchOperation::Add(add) => {
+                    adds.push((format!("{prefix}{}", add.path), add.value.clone()));
+                }
+                other => return Err(format!("the fill-in patch has a {other:?} operation")),
+            }
+        }
         let target = match item {
             Some(i) => &mut fixed["items"][i],
             None => &mut fixed,
         };
         json_patch::patch(target, &decision.patch.0)
             .map_err(|e| format!("the fill-in patch does not apply: {e}"))?;
-        changed = true;
     }
-    Ok(if changed {
-        Fixed::Changed(fixed)
-    } else {
-        Fixed::Unchanged
-    })
+    Ok((!adds.is_empty()).then_some((adds, fixed)))
 }
 
-fn render(value: &Value, format: Format) -> Result<String, String> {
-    match format {
-        Format::Yaml => serde_yaml_ng::to_string(value).map_err(|e| e.to_string()),
-        Format::Json => serde_json::to_string_pretty(value)
-            .map(|s| s + "\n")
-            .map_err(|e| e.to_string()),
+/// What `fix` makes of one document: its new text and, when the text could not be edited in
+/// place, what the rewrite lost.
+pub struct FixedDocument {
+    pub text: String,
+    pub rewritten: Option<String>,
+}
+
+/// Fills in one document. Untouched documents are `None`.
+pub fn fix_document(
+    engine: &Engine,
+    context: &Context<'_>,
+    document: &manifest::Document,
+) -> Result<Option<FixedDocument>, String> {
+    let Some(value) = &document.value else {
+        return Ok(None);
+    };
+    let Some((adds, expected)) = fill_ins(engine, context, value)? else {
+        return Ok(None);
+    };
+    if document.format == Format::Json {
+        let text = serde_json::to_string_pretty(&expected).map_err(|e| e.to_string())? + "\n";
+        return Ok(Some(FixedDocument {
+            text,
+            rewritten: None,
+        }));
+    }
+    let ops: Vec<yaml_edit::Add<'_>> = adds
+        .iter()
+        .map(|(path, value)| yaml_edit::Add { path, value })
+        .collect();
+    match yaml_edit::apply(&document.text, value, &ops, &expected) {
+        Ok(text) => Ok(Some(FixedDocument {
+            text,
+            rewritten: None,
+        })),
+        Err(reason) => {
+            let newline = if document.text.contains("\r\n") {
+                "\r\n"
+            } else {
+                "\n"
+            };
+            let bom = if document.text.starts_with('\u{feff}') {
+                "\u{feff}"
+            } else {
+                ""
+            };
+            let text = format!("{bom}{}", yaml_edit::render(&expected, newline));
+            match manifest::parse_yaml(&text) {
+                Ok(Some(reread)) if reread == expected => Ok(Some(FixedDocument {
+                    text,
+                    rewritten: Some(reason),
+                })),
+                _ => Err(format!(
+                    "cannot write the fill-ins without changing other values ({reason})"
+                )),
+            }
+        }
     }
 }
 
 pub struct FixOptions {
     pub in_place: bool,
     pub discard_comments: bool,
+}
+
+/// The file's text with the fixed documents in place of the old; everything between them
+/// (separators, comments) is kept.
+fn splice_file(file: &ManifestFile, fixed: &[(usize, String)]) -> String {
+    let mut out = String::with_capacity(file.text.len());
+    let mut at = 0;
+    for (index, text) in fixed {
+        let range = &file.documents[*index].range;
+        out.push_str(&file.text[at..range.start]);
+        out.push_str(text);
+        at = range.end;
+    }
+    out.push_str(&file.text[at..]);
+    out
 }
 
 pub fn fix(engine: &Engine, paths: &[PathBuf], options: &FixOptions) -> u8 {
@@ -195,94 +264,82 @@ pub fn fix(engine: &Engine, paths: &[PathBuf], options: &FixOptions) -> u8 {
     let policies = inputs.network_policies();
     let context = Context::complete(&policies);
     let mut failed = false;
-    let mut stdout_docs: Vec<String> = Vec::new();
+    let mut filled = 0;
+    let mut stdout_texts: Vec<String> = Vec::new();
     for file in &inputs.files {
-        let mut texts = Vec::new();
-        let mut file_changed = false;
-        for document in &file.documents {
-            let fixed = match &document.value {
-                Some(value) => fix_document(engine, &context, value),
-                None => Ok(Fixed::Unchanged),
-            };
-            let text = match fixed {
-                Ok(Fixed::Unchanged) => document.text.clone(),
-                Ok(Fixed::Changed(value)) => {
-                    if options.in_place
-                        && !options.discard_comments
-                        && manifest::has_comments(&document.text)
-                    {
+        let mut fixed = Vec::new();
+        let mut file_failed = false;
+        for (index, document) in file.documents.iter().enumerate() {
+            match fix_document(engine, &context, document) {
+                Ok(None) => {}
+                Ok(Some(done)) => {
+                    if let Some(reason) = &done.rewritten {
+                        let lost = "its comments, anchors and layout are not kept";
+                        if options.in_place
+                            && !options.discard_comments
+                            && manifest::has_comments(&document.text)
+                        {
+                            eprintln!(
+                                "error: {}: the fill-ins cannot be inserted into the text ({reason}) and rewriting the document would drop its comments; review `raygate fix` output on stdout, or pass --discard-comments",
+                                document.source
+                            );
+                            file_failed = true;
+                            continue;
+                        }
                         eprintln!(
-                            "error: {}: this document has comments that rewriting it would drop; \
-                             review `raygate fix` output on stdout, or pass --discard-comments",
+                            "warning: {}: the fill-ins cannot be inserted into the text ({reason}); the document is rewritten and {lost}",
                             document.source
                         );
-                        failed = true;
-                        document.text.clone()
-                    } else {
-                        match render(&value, file.format) {
-                            Ok(text) => {
-                                file_changed = true;
-                                text
-                            }
-                            Err(e) => {
-                                eprintln!("error: {}: {e}", document.source);
-                                failed = true;
-                                document.text.clone()
-                            }
-                        }
                     }
+                    filled += 1;
+                    fixed.push((index, done.text));
                 }
                 Err(e) => {
                     eprintln!("error: {}: {e}", document.source);
-                    failed = true;
-                    document.text.clone()
+                    file_failed = true;
                 }
-            };
-            texts.push(text);
+            }
         }
+        failed |= file_failed;
+        let text = splice_file(file, &fixed);
         if options.in_place {
-            if file_changed
-                && !failed
+            if !fixed.is_empty()
+                && !file_failed
                 && let Some(path) = &file.path
-                && let Err(e) = write_atomically(path, &join(&texts, file.format))
+                && let Err(e) = write_atomically(path, &text)
             {
                 eprintln!("error: {}: cannot write: {e}", file.display);
                 failed = true;
             }
         } else {
-            stdout_docs.push(join(&texts, file.format));
+            stdout_texts.push(text);
         }
     }
     if !options.in_place {
         let stdout = std::io::stdout();
-        let mut out = stdout.lock();
-        for (i, text) in stdout_docs.iter().enumerate() {
-            let separator = if i > 0 { "---\n" } else { "" };
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        let mut previous_open = false;
+        for (i, text) in stdout_texts.iter().enumerate() {
+            // Files are joined into one stream; a file without a final newline gets one first.
+            let separator = match (i, previous_open) {
+                (0, _) => "",
+                (_, true) => "\n---\n",
+                (_, false) => "---\n",
+            };
             if write!(out, "{separator}{text}").is_err() {
                 return exit::UNUSABLE;
             }
+            previous_open = !text.is_empty() && !text.ends_with('\n');
+        }
+        if out.flush().is_err() {
+            return exit::UNUSABLE;
         }
     }
+    eprintln!(
+        "raygate fix: {filled} document(s) filled in{}",
+        if options.in_place { " and written" } else { "" }
+    );
     if failed { exit::UNUSABLE } else { exit::OK }
-}
-
-fn join(texts: &[String], format: Format) -> String {
-    match format {
-        Format::Json => texts.concat(),
-        Format::Yaml => {
-            let mut out = String::new();
-            for (i, text) in texts.iter().enumerate() {
-                if i > 0 {
-                    out.push_str("---\n");
-                }
-                out.push_str(text);
-                if !text.is_empty() && !text.ends_with('\n') {
-                    out.push('\n');
-                }
-            }
-            out
-        }
-    }
 }
 
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {

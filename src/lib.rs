@@ -16,6 +16,8 @@ pub mod report;
 pub mod rules;
 pub mod server;
 pub mod tls;
+pub mod yaml;
+pub mod yaml_edit;
 
 pub use engine::{Context, Coverage, Decision, Engine};
 pub use policy::{Action, Mode, Policy};

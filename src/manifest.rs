@@ -49,6 +49,9 @@ impl fmt::Display for Source {
 pub struct Document {
     pub source: Source,
     pub text: String,
+    /// Where `text` is in the file's text; separators and the rest lie outside.
+    pub range: std::ops::Range<usize>,
+    pub format: Format,
     /// `None` for a document with nothing but comments or whitespace.
     pub value: Option<Value>,
 }
@@ -58,6 +61,9 @@ pub struct ManifestFile {
     /// `None` for standard input.
     pub path: Option<PathBuf>,
     pub display: String,
+    /// The whole text as read.
+    pub text: String,
+    /// The first document's format.
     pub format: Format,
     pub documents: Vec<Document>,
 }
@@ -132,70 +138,75 @@ pub fn read(path: &Path) -> Result<ManifestFile> {
     Ok(file)
 }
 
-/// Parses manifest text. JSON is told apart by its first character.
+/// Parses manifest text into the documents kubectl would read from it (see [`crate::yaml`]).
 pub fn parse(display: &str, text: &str) -> Result<ManifestFile> {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        let line = text.len() - trimmed.len();
-        let first_line = text[..line].matches('\n').count() + 1;
-        let value: Value = serde_json::from_str(text).map_err(|e| Error::Parse {
-            path: display.to_owned(),
-            line: e.line(),
-            message: format!("invalid JSON: {e}"),
-        })?;
-        return Ok(ManifestFile {
-            path: None,
-            display: display.to_owned(),
-            format: Format::Json,
-            documents: vec![Document {
-                source: Source {
-                    file: display.to_owned(),
-                    line: first_line,
-                },
-                text: text.to_owned(),
-                value: Some(value),
-            }],
-        });
-    }
+    let parse_error = |line: usize, message: String| Error::Parse {
+        path: display.to_owned(),
+        line,
+        message,
+    };
+    let chunks = crate::yaml::split(text)
+        .map_err(|e| parse_error(e.line, format!("invalid YAML: {}", e.message)))?;
     let mut documents = Vec::new();
-    for (start_line, chunk) in split_yaml(text) {
-        let value = if is_blank(chunk) {
-            None
-        } else {
-            if let Some(offset) = too_deep(chunk) {
-                return Err(Error::Parse {
-                    path: display.to_owned(),
-                    line: start_line + chunk[..offset].matches('\n').count(),
-                    message: format!("invalid YAML: nested deeper than {MAX_NESTING} levels"),
-                });
-            }
-            let value: Value = serde_yaml_ng::from_str(chunk).map_err(|e| {
-                let line = e
-                    .location()
-                    .map_or(start_line, |l| start_line + l.line() - 1);
-                Error::Parse {
-                    path: display.to_owned(),
-                    line,
-                    message: format!("invalid YAML: {e}"),
-                }
+    for chunk in chunks {
+        let body = &text[chunk.start..chunk.end];
+        let value = if chunk.json {
+            let value: Value = serde_json::from_str(body).map_err(|e| {
+                parse_error(chunk.line + e.line() - 1, format!("invalid JSON: {e}"))
             })?;
-            (!value.is_null()).then_some(value)
+            Some(value)
+        } else {
+            parse_yaml(body)
+                .map_err(|(line, message)| parse_error(chunk.line + line - 1, message))?
         };
+        let line = chunk.line
+            + if chunk.json {
+                0
+            } else {
+                first_content_line(body)
+            };
         documents.push(Document {
             source: Source {
                 file: display.to_owned(),
-                line: start_line + first_content_line(chunk),
+                line,
             },
-            text: chunk.to_owned(),
-            value,
+            text: body.to_owned(),
+            range: chunk.start..chunk.end,
+            format: if chunk.json {
+                Format::Json
+            } else {
+                Format::Yaml
+            },
+            value: value.filter(|v| !v.is_null()),
         });
     }
+    let format = match documents.first() {
+        Some(d) => d.format,
+        None if text.trim_start().starts_with('{') => Format::Json,
+        None => Format::Yaml,
+    };
     Ok(ManifestFile {
         path: None,
         display: display.to_owned(),
-        format: Format::Yaml,
+        text: text.to_owned(),
+        format,
         documents,
     })
+}
+
+/// One YAML document's JSON, or the line (within `body`) and message of what is wrong.
+pub fn parse_yaml(body: &str) -> std::result::Result<Option<Value>, (usize, String)> {
+    if let Some(offset) = too_deep(body) {
+        return Err((
+            body[..offset].matches('\n').count() + 1,
+            format!("invalid YAML: nested deeper than {MAX_NESTING} levels"),
+        ));
+    }
+    let invalid = |e: crate::yaml::Error| (e.line.max(1), format!("invalid YAML: {}", e.message));
+    match crate::yaml::parse(body).map_err(invalid)? {
+        None => Ok(None),
+        Some(tree) => crate::yaml::to_json(&tree).map(Some).map_err(invalid),
+    }
 }
 
 /// YAML nested deeper than this is refused before parsing. The deserialiser refuses more than
@@ -311,40 +322,6 @@ fn first_content_line(chunk: &str) -> usize {
             !l.is_empty() && !l.starts_with('#')
         })
         .unwrap_or(0)
-}
-
-fn is_blank(chunk: &str) -> bool {
-    chunk.lines().all(|l| {
-        let l = l.trim();
-        l.is_empty() || l.starts_with('#')
-    })
-}
-
-/// Splits a YAML stream at `---` lines, keeping each document's text and first line.
-/// Separator lines are not part of any document.
-fn split_yaml(text: &str) -> Vec<(usize, &str)> {
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    let mut start_line = 1;
-    let mut offset = 0;
-    for (index, line) in text.split_inclusive('\n').enumerate() {
-        let content = line.trim_end_matches(['\n', '\r']);
-        let is_separator = content == "---"
-            || content.starts_with("--- ")
-            || content == "..."
-            || content.starts_with("... ");
-        if is_separator {
-            if offset > start || index > 0 {
-                chunks.push((start_line, &text[start..offset]));
-            }
-            start = offset + line.len();
-            start_line = index + 2;
-        }
-        offset += line.len();
-    }
-    chunks.push((start_line, &text[start..]));
-    chunks.retain(|(_, chunk)| !chunk.is_empty());
-    chunks
 }
 
 /// Whether a document's text has comments that re-serialising it would drop.

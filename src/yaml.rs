@@ -1,0 +1,781 @@
+//! YAML as kubectl reads it. kubectl splits a stream with k8s.io/apimachinery's
+//! YAMLOrJSONDecoder and converts each YAML document with sigs.k8s.io/yaml, which is go-yaml v2:
+//! YAML 1.1 scalars (`0755` is 493, `yes` and `on` are true), merge keys that override earlier
+//! keys, timestamps kept as strings. This module mirrors that, and keeps every node's place in
+//! the text so that `fix` can insert into the text instead of rewriting it.
+//! `tests/yaml_oracle.rs` holds it to kubectl's own code.
+
+use std::collections::{HashMap, HashSet};
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+use serde_json::{Map, Value};
+
+/// Nesting deeper than this is refused (the conversion recurses).
+pub const MAX_DEPTH: usize = 128;
+/// Values an alias-heavy document may expand to ("billion laughs").
+const MAX_EXPANDED: usize = 1_000_000;
+const YAML_TAG: &str = "tag:yaml.org,2002:";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// 1-based, within the text given.
+    pub line: usize,
+    pub message: String,
+}
+
+fn error(line: usize, message: impl Into<String>) -> Error {
+    Error {
+        line,
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Plain,
+    Quoted,
+    Block,
+}
+
+#[derive(Debug, Clone)]
+pub enum Kind {
+    Scalar(String, Style),
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+    Alias(usize),
+}
+
+/// A node with its byte range in the text. Block collections end where their last child ends.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub kind: Kind,
+    pub anchor: usize,
+    pub tag: Option<String>,
+    pub start: usize,
+    pub end: usize,
+    pub line: usize,
+    pub flow: bool,
+}
+
+/// The first document of `text` (kubectl reads no further), or `None` when it has none.
+pub struct Tree {
+    pub root: Node,
+    anchors: HashMap<usize, Node>,
+}
+
+impl Tree {
+    pub fn anchor(&self, id: usize) -> Option<&Node> {
+        self.anchors.get(&id)
+    }
+}
+
+struct Frame {
+    node: Node,
+    key: Option<Node>,
+}
+
+/// Parses the first document of one chunk of a stream (as split by [`split`]).
+pub fn parse(text: &str) -> Result<Option<Tree>, Error> {
+    // go-yaml skips a byte order mark at the start; offsets stay those of `text`.
+    let bom = if text.starts_with('\u{feff}') { 3 } else { 0 };
+    let body = &text[bom..];
+    let offsets: Vec<usize> = body
+        .char_indices()
+        .map(|(i, _)| i + bom)
+        .chain(std::iter::once(text.len()))
+        .collect();
+    let at = |span: &Span| {
+        let start = offsets[span.start.index().min(offsets.len() - 1)];
+        let end = offsets[span.end.index().min(offsets.len() - 1)];
+        (start, end.max(start))
+    };
+    let mut parser = Parser::new_from_str(body);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut root = None;
+    let mut in_document = false;
+    while let Some(event) = parser.next_event() {
+        let (event, span) = event.map_err(|e| error(e.marker().line(), e.info().to_owned()))?;
+        let sequence_start = matches!(event, Event::SequenceStart(..));
+        let (start, end) = at(&span);
+        let line = span.start.line();
+        let node = |kind, anchor, tag: Option<String>, flow| Node {
+            kind,
+            anchor,
+            tag,
+            start,
+            end,
+            line,
+            flow,
+        };
+        let complete = match event {
+            Event::DocumentStart(_) => {
+                in_document = true;
+                continue;
+            }
+            Event::DocumentEnd => break,
+            Event::StreamStart | Event::StreamEnd | Event::Nothing => continue,
+            Event::Scalar(value, style, anchor, tag) => {
+                let style = match style {
+                    ScalarStyle::Plain => Style::Plain,
+                    ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => Style::Quoted,
+                    ScalarStyle::Literal | ScalarStyle::Folded => Style::Block,
+                };
+                node(
+                    Kind::Scalar(value.into_owned(), style),
+                    anchor,
+                    tag.map(|t| full_tag(&t.handle, &t.suffix)),
+                    false,
+                )
+            }
+            Event::Alias(id) => {
+                if !anchors.contains_key(&id) {
+                    return Err(error(
+                        line,
+                        "an alias refers to an unknown anchor or to itself",
+                    ));
+                }
+                node(Kind::Alias(id), 0, None, false)
+            }
+            Event::SequenceStart(anchor, tag) | Event::MappingStart(anchor, tag) => {
+                let is_seq = sequence_start;
+                if stack.len() >= MAX_DEPTH {
+                    return Err(error(
+                        line,
+                        format!("nested deeper than {MAX_DEPTH} levels"),
+                    ));
+                }
+                let flow = matches!(text[start..].chars().next(), Some('[' | '{'))
+                    && text[start..end].trim_end().len() == 1;
+                let kind = if is_seq {
+                    Kind::Seq(Vec::new())
+                } else {
+                    Kind::Map(Vec::new())
+                };
+                stack.push(Frame {
+                    node: node(
+                        kind,
+                        anchor,
+                        tag.map(|t| full_tag(&t.handle, &t.suffix)),
+                        flow,
+                    ),
+                    key: None,
+                });
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some(frame) = stack.pop() else {
+                    return Err(error(line, "unbalanced collection"));
+                };
+                let mut done = frame.node;
+                if done.flow {
+                    done.end = end;
+                } else {
+                    done.end = last_end(&done).unwrap_or(done.start);
+                }
+                done
+            }
+        };
+        if complete.anchor != 0 {
+            anchors.insert(complete.anchor, complete.clone());
+        }
+        match stack.last_mut() {
+            None => root = Some(complete),
+            Some(frame) => match &mut frame.node.kind {
+                Kind::Seq(items) => items.push(complete),
+                Kind::Map(entries) => match frame.key.take() {
+                    None => frame.key = Some(complete),
+                    Some(key) => entries.push((key, complete)),
+                },
+                _ => unreachable!("only collections are pushed"),
+            },
+        }
+    }
+    let _ = in_document;
+    Ok(root.map(|root| Tree { root, anchors }))
+}
+
+fn last_end(node: &Node) -> Option<usize> {
+    match &node.kind {
+        Kind::Seq(items) => items.last().map(|n| n.end),
+        Kind::Map(entries) => entries.last().map(|(_, v)| v.end),
+        _ => Some(node.end),
+    }
+}
+
+fn full_tag(handle: &str, suffix: &str) -> String {
+    if handle == "!!" {
+        format!("{YAML_TAG}{suffix}")
+    } else {
+        format!("{handle}{suffix}")
+    }
+}
+
+/// A scalar as go-yaml v2 resolves it into an `interface{}`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Str(String),
+}
+
+/// go-yaml v2's `resolve` for a scalar with the given tag (full form) and style.
+pub fn resolve(value: &str, style: Style, tag: Option<&str>) -> Result<Scalar, String> {
+    let tag = match tag {
+        None if style != Style::Plain => return Ok(Scalar::Str(value.to_owned())),
+        None => "",
+        Some(t) => t,
+    };
+    let short = tag.strip_prefix(YAML_TAG);
+    match short {
+        None if !tag.is_empty() => return Ok(Scalar::Str(value.to_owned())),
+        Some("binary") => {
+            use base64::Engine as _;
+            let clean: String = value.chars().filter(|c| !c.is_whitespace()).collect();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(clean)
+                .map_err(|_| "!!binary value contains invalid base64 data".to_owned())?;
+            return Ok(Scalar::Str(String::from_utf8_lossy(&bytes).into_owned()));
+        }
+        Some("str") => return Ok(Scalar::Str(value.to_owned())),
+        Some("bool" | "int" | "float" | "null" | "timestamp") | None => {}
+        Some(_) => return Ok(Scalar::Str(value.to_owned())),
+    }
+    let (rtag, out) = resolve_plain(value, short.is_none() || short == Some("timestamp"));
+    match (short, rtag) {
+        (None, _) => Ok(out),
+        (Some(want), got) if want == got => Ok(out),
+        (Some("float"), "int") => Ok(match out {
+            Scalar::Int(i) => Scalar::Float(i as f64),
+            Scalar::Uint(u) => Scalar::Float(u as f64),
+            other => other,
+        }),
+        (Some(want), got) => Err(format!("cannot decode !!{got} `{value}` as a !!{want}")),
+    }
+}
+
+fn resolve_plain(value: &str, timestamps: bool) -> (&'static str, Scalar) {
+    let string = || ("str", Scalar::Str(value.to_owned()));
+    let Some(first) = value.bytes().next() else {
+        return ("null", Scalar::Null);
+    };
+    match value {
+        "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
+            return ("bool", Scalar::Bool(true));
+        }
+        "n" | "N" | "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => {
+            return ("bool", Scalar::Bool(false));
+        }
+        "~" | "null" | "Null" | "NULL" => return ("null", Scalar::Null),
+        ".nan" | ".NaN" | ".NAN" => return ("float", Scalar::Float(f64::NAN)),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return ("float", Scalar::Float(f64::INFINITY));
+        }
+        "-.inf" | "-.Inf" | "-.INF" => return ("float", Scalar::Float(f64::NEG_INFINITY)),
+        "<<" => return ("merge", Scalar::Str(value.to_owned())),
+        _ => {}
+    }
+    match first {
+        b'.' => match go_parse_float(value) {
+            Some(f) => ("float", Scalar::Float(f)),
+            None => string(),
+        },
+        b'0'..=b'9' | b'+' | b'-' => {
+            if timestamps && looks_like_timestamp(value) {
+                return ("timestamp", Scalar::Str(value.to_owned()));
+            }
+            let plain: String = value.chars().filter(|&c| c != '_').collect();
+            if let Some(i) = go_parse_int(&plain) {
+                return ("int", Scalar::Int(i));
+            }
+            if let Some(u) = go_parse_uint(&plain) {
+                return ("int", Scalar::Uint(u));
+            }
+            if yaml_style_float(&plain)
+                && let Some(f) = go_parse_float(&plain)
+            {
+                return ("float", Scalar::Float(f));
+            }
+            if let Some(digits) = plain.strip_prefix("0b")
+                && let Some(u) = parse_digits(digits, 2)
+            {
+                return ("int", Scalar::Uint(u));
+            }
+            string()
+        }
+        _ => string(),
+    }
+}
+
+/// `strconv.ParseUint(s, 0, 64)`: 0x, 0o, 0b and a leading 0 (octal) prefixes, no sign.
+fn go_parse_uint(s: &str) -> Option<u64> {
+    let bytes = s.as_bytes();
+    let (digits, base) = match bytes {
+        [] => return None,
+        [b'0', p, _, ..] if p.eq_ignore_ascii_case(&b'x') => (&s[2..], 16),
+        [b'0', p, _, ..] if p.eq_ignore_ascii_case(&b'o') => (&s[2..], 8),
+        [b'0', p, _, ..] if p.eq_ignore_ascii_case(&b'b') => (&s[2..], 2),
+        [b'0', ..] => (&s[1..], 8),
+        _ => (s, 10),
+    };
+    if digits.is_empty() {
+        return (base == 8).then_some(0);
+    }
+    parse_digits(digits, base)
+}
+
+fn parse_digits(digits: &str, base: u32) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for c in digits.chars() {
+        n = n
+            .checked_mul(u64::from(base))?
+            .checked_add(u64::from(c.to_digit(base)?))?;
+    }
+    Some(n)
+}
+
+/// `strconv.ParseInt(s, 0, 64)`.
+fn go_parse_int(s: &str) -> Option<i64> {
+    let (negative, rest) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let magnitude = go_parse_uint(rest)?;
+    if negative {
+        if magnitude <= i64::MAX as u64 + 1 {
+            Some((magnitude as i128).wrapping_neg() as i64)
+        } else {
+            None
+        }
+    } else {
+        i64::try_from(magnitude).ok()
+    }
+}
+
+/// `strconv.ParseFloat(s, 64)` for the decimal forms go-yaml lets through; out of range fails.
+fn go_parse_float(s: &str) -> Option<f64> {
+    let body = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if !body.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    if !body
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
+    {
+        return None;
+    }
+    let f: f64 = s.parse().ok()?;
+    f.is_finite().then_some(f)
+}
+
+/// `^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$`
+fn yaml_style_float(s: &str) -> bool {
+    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some(("", frac)) => digits(frac),
+        Some((int, frac)) => digits(int) && (frac.is_empty() || digits(frac)),
+        None => digits(mantissa),
+    };
+    mantissa_ok && exponent.is_none_or(|e| digits(e.strip_prefix(['+', '-']).unwrap_or(e)))
+}
+
+/// go-yaml's timestamp formats (`2006-1-2`, with an optional time), checked loosely: every
+/// string that could be one resolves to the same string anyway; this only matters for tags.
+pub fn looks_like_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 8 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && {
+        let date_end = s.find([' ', 't', 'T']).unwrap_or(s.len());
+        let mut parts = s[5..date_end].split('-');
+        let ok = |p: Option<&str>| {
+            p.is_some_and(|p| (1..=2).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+        };
+        ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+    }
+}
+
+/// How a JSON value of this YAML scalar is written by Go's encoding/json.
+fn scalar_json(scalar: Scalar) -> Result<Value, String> {
+    Ok(match scalar {
+        Scalar::Null => Value::Null,
+        Scalar::Bool(b) => Value::Bool(b),
+        Scalar::Int(i) => Value::from(i),
+        Scalar::Uint(u) => Value::from(u),
+        Scalar::Str(s) => Value::String(s),
+        Scalar::Float(f) => {
+            if !f.is_finite() {
+                return Err(format!("json: unsupported value: {f}"));
+            }
+            // Go writes integral floats without a fraction (1.0 is `1`), so JSON readers see an
+            // integer; read the number back from the same text.
+            let abs = f.abs();
+            let text = if abs == 0.0 || (1e-6..1e21).contains(&abs) {
+                format!("{f}")
+            } else {
+                format!("{f:e}")
+            };
+            serde_json::from_str(&text).map_err(|e| e.to_string())?
+        }
+    })
+}
+
+/// A map key as sigs.k8s.io/yaml turns it into a JSON object key.
+fn key_string(scalar: Scalar) -> Result<String, String> {
+    Ok(match scalar {
+        Scalar::Str(s) => s,
+        Scalar::Int(i) => i.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+        Scalar::Float(f) => go_float32_g(f),
+        Scalar::Uint(u) => return Err(format!("unsupported map key of type: uint64, key: {u}")),
+        Scalar::Null => return Err("unsupported map key of type: <nil>".into()),
+    })
+}
+
+/// `strconv.FormatFloat(f, 'g', -1, 32)` with go-yaml's names for the infinities.
+fn go_float32_g(f: f64) -> String {
+    if f.is_nan() {
+        return ".nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { ".inf" } else { "-.inf" }.into();
+    }
+    let x = f as f32;
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    let sci = format!("{x:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    // Shortest 'g' switches to an exponent outside [1e-4, 1e6).
+    if !(-4..6).contains(&exp) {
+        return go_exponent(mantissa, exp);
+    }
+    format!("{x}")
+}
+
+fn go_exponent(mantissa: &str, exp: i32) -> String {
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exp.abs())
+}
+
+/// Converts a parsed document to the JSON kubectl would send.
+pub fn to_json(tree: &Tree) -> Result<Value, Error> {
+    let mut converter = Converter {
+        tree,
+        expanded: 0,
+        depth: 0,
+    };
+    converter.value(&tree.root)
+}
+
+struct Converter<'t> {
+    tree: &'t Tree,
+    expanded: usize,
+    depth: usize,
+}
+
+impl<'t> Converter<'t> {
+    fn deref(&self, node: &'t Node) -> &'t Node {
+        match node.kind {
+            Kind::Alias(id) => self.tree.anchor(id).unwrap_or(node),
+            _ => node,
+        }
+    }
+
+    fn value(&mut self, node: &'t Node) -> Result<Value, Error> {
+        self.expanded += 1;
+        if self.expanded > MAX_EXPANDED {
+            return Err(error(node.line, "document contains excessive aliasing"));
+        }
+        let node = self.deref(node);
+        self.depth += 1;
+        if self.depth > MAX_DEPTH * 4 {
+            return Err(error(node.line, "aliases nest too deeply"));
+        }
+        let out = match &node.kind {
+            Kind::Scalar(text, style) => resolve(text, *style, node.tag.as_deref())
+                .and_then(scalar_json)
+                .map_err(|m| error(node.line, m)),
+            Kind::Seq(items) => items
+                .iter()
+                .map(|item| self.value(item))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array),
+            Kind::Map(_) => {
+                let mut map = Map::new();
+                self.merge_into(node, &mut map, true)?;
+                Ok(Value::Object(map))
+            }
+            Kind::Alias(_) => Err(error(node.line, "an alias refers to an alias")),
+        };
+        self.depth -= 1;
+        out
+    }
+
+    /// go-yaml v2 fills one Go map in document order: a merge overwrites keys set before it.
+    fn merge_into(
+        &mut self,
+        node: &'t Node,
+        map: &mut Map<String, Value>,
+        own: bool,
+    ) -> Result<(), Error> {
+        let Kind::Map(entries) = &node.kind else {
+            return Err(error(
+                node.line,
+                "map merge requires map or sequence of maps as the value",
+            ));
+        };
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (key, value) in entries {
+            if is_merge(key) {
+                let value = self.deref(value);
+                match &value.kind {
+                    Kind::Map(_) => self.merge_into(value, map, false)?,
+                    Kind::Seq(items) => {
+                        for item in items.iter().rev() {
+                            let item = self.deref(item);
+                            self.merge_into(item, map, false)?;
+                        }
+                    }
+                    _ => {
+                        return Err(error(
+                            value.line,
+                            "map merge requires map or sequence of maps as the value",
+                        ));
+                    }
+                }
+                continue;
+            }
+            let name = self.key(key)?;
+            if own && let Some(first) = seen.insert(name.clone(), key.line) {
+                return Err(error(
+                    key.line,
+                    format!(
+                        "duplicate key {name:?} (first on line {first}): kubectl keeps the last \
+                         and kustomize refuses the file; remove one"
+                    ),
+                ));
+            }
+            let value = self.value(value)?;
+            map.insert(name, value);
+        }
+        Ok(())
+    }
+
+    fn key(&mut self, key: &'t Node) -> Result<String, Error> {
+        let key = self.deref(key);
+        match &key.kind {
+            Kind::Scalar(text, style) => resolve(text, *style, key.tag.as_deref())
+                .and_then(key_string)
+                .map_err(|m| error(key.line, m)),
+            _ => Err(error(key.line, "invalid map key: a collection")),
+        }
+    }
+}
+
+/// Whether a mapping key is go-yaml's merge key `<<` (plain, or tagged `!!merge`).
+pub fn is_merge(key: &Node) -> bool {
+    matches!(&key.kind, Kind::Scalar(v, style) if v == "<<"
+        && (key.tag.is_none() && *style == Style::Plain
+            || key.tag.as_deref() == Some("tag:yaml.org,2002:merge")))
+}
+
+/// The key of a mapping entry as a JSON key, when it is a plain enough scalar.
+pub fn key_of(tree: &Tree, key: &Node) -> Option<String> {
+    let key = match key.kind {
+        Kind::Alias(id) => tree.anchor(id)?,
+        _ => key,
+    };
+    match &key.kind {
+        Kind::Scalar(text, style) => resolve(text, *style, key.tag.as_deref())
+            .and_then(key_string)
+            .ok(),
+        _ => None,
+    }
+}
+
+/// Anchors that some alias refers to.
+pub fn referenced_anchors(node: &Node, out: &mut HashSet<usize>) {
+    match &node.kind {
+        Kind::Alias(id) => {
+            out.insert(*id);
+        }
+        Kind::Seq(items) => items.iter().for_each(|n| referenced_anchors(n, out)),
+        Kind::Map(entries) => entries.iter().for_each(|(k, v)| {
+            referenced_anchors(k, out);
+            referenced_anchors(v, out);
+        }),
+        Kind::Scalar(..) => {}
+    }
+}
+
+/// One document of a stream as kubectl's decoder returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// Byte range in the stream.
+    pub start: usize,
+    pub end: usize,
+    /// 1-based line of `start`.
+    pub line: usize,
+    pub json: bool,
+}
+
+/// Splits a stream as k8s.io/apimachinery's YAMLOrJSONDecoder does: a stream whose first
+/// non-space character is `{` is read as JSON values; after at most one of them it falls back
+/// to YAML documents separated by `---` lines (whatever follows a separator must be a comment).
+pub fn split(text: &str) -> Result<Vec<Chunk>, Error> {
+    let line_of = |offset: usize| text[..offset].matches('\n').count() + 1;
+    let mut chunks = Vec::new();
+    let mut yaml_from = 0;
+    if text.trim_start().starts_with('{') {
+        let mut stream =
+            serde_json::Deserializer::from_str(text).into_iter::<&serde_json::value::RawValue>();
+        let mut consumed = 0;
+        let mut count = 0;
+        let failure;
+        loop {
+            match stream.next() {
+                None => return Ok(chunks),
+                Some(Ok(raw)) => {
+                    let end = stream.byte_offset();
+                    let start = end - raw.get().len();
+                    chunks.push(Chunk {
+                        start,
+                        end,
+                        line: line_of(start),
+                        json: true,
+                    });
+                    consumed = end;
+                    count += 1;
+                }
+                Some(Err(e)) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if count > 1
+            && let Some(e) = failure
+        {
+            return Err(error(e.line(), format!("invalid JSON: {e}")));
+        }
+        // Like the decoder: eat whitespace up to and including the first newline.
+        yaml_from = consumed;
+        for (i, c) in text[consumed..].char_indices() {
+            if c == '\n' {
+                yaml_from = consumed + i + 1;
+                break;
+            }
+            if !c.is_whitespace() {
+                yaml_from = consumed + i;
+                break;
+            }
+            yaml_from = consumed + i + c.len_utf8();
+        }
+    }
+    let mut start = yaml_from;
+    let mut offset = yaml_from;
+    for line in text[yaml_from..].split_inclusive('\n') {
+        if let Some(rest) = line.strip_prefix("---") {
+            let rest = rest.trim();
+            if !rest.is_empty() && !rest.starts_with('#') {
+                return Err(error(
+                    line_of(offset),
+                    format!("invalid YAML document separator: {rest}"),
+                ));
+            }
+            if offset > start {
+                chunks.push(Chunk {
+                    start,
+                    end: offset,
+                    line: line_of(start),
+                    json: false,
+                });
+            }
+            start = offset + line.len();
+        }
+        offset += line.len();
+    }
+    if offset > start {
+        chunks.push(Chunk {
+            start,
+            end: offset,
+            line: line_of(start),
+            json: false,
+        });
+    }
+    Ok(chunks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(text: &str) -> Value {
+        to_json(&parse(text).unwrap().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn yaml_1_1_scalars_as_go_yaml_v2() {
+        let v = json(
+            "a: 0755\nb: yes\nc: on\nd: 2001-12-14\ne: 1.0\nf: 0x1F\ng: 1_000\nh: '0755'\ni: 08\nj: ~\nk: -0b11\n",
+        );
+        assert_eq!(v["a"], 493);
+        assert_eq!(v["b"], true);
+        assert_eq!(v["c"], true);
+        assert_eq!(v["d"], "2001-12-14");
+        assert_eq!(v["e"], 1);
+        assert_eq!(v["f"], 31);
+        assert_eq!(v["g"], 1000);
+        assert_eq!(v["h"], "0755");
+        assert_eq!(v["i"], 8);
+        assert_eq!(v["j"], Value::Null);
+        assert_eq!(v["k"], -3);
+    }
+
+    #[test]
+    fn merges_override_earlier_keys_and_duplicates_are_refused() {
+        let v = json("base: &b {x: 1, w: 2}\nm:\n  x: 0\n  <<: *b\n  z: 3\n");
+        assert_eq!(v["m"], serde_json::json!({"x": 1, "w": 2, "z": 3}));
+        let e = to_json(&parse("a: 1\nb: 2\na: 3\n").unwrap().unwrap()).unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(
+            e.message.contains("duplicate key \"a\" (first on line 1)"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn streams_split_like_kubectl() {
+        let chunks = split("{\"a\": 1}\n---\n{\"b\": 2}\n").unwrap();
+        assert_eq!(chunks.len(), 2);
+        assert!(chunks[0].json && !chunks[1].json);
+        assert!(
+            split("a: 1\n--- x\n")
+                .unwrap_err()
+                .message
+                .contains("separator")
+        );
+        assert_eq!(split("---\n---\na: 1\n").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn float_keys_as_go_formats_them() {
+        assert_eq!(go_float32_g(1.5), "1.5");
+        assert_eq!(go_float32_g(1000.0), "1000");
+        assert_eq!(go_float32_g(1e6), "1e+06");
+        assert_eq!(go_float32_g(0.5), "0.5");
+    }
+}
