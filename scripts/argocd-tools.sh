@@ -7,6 +7,7 @@
 #   .cache/argocd/bin/argocd   multi-call binary (tests/argocd/tools/argocd/main.go)
 #   .cache/argocd/bin/{argocd-application-controller,argocd-repo-server,argocd-cmp-server,argocd-git-ask-pass}
 #                              symlinks to it: the component is chosen by the name it runs as
+#   .cache/argocd/bin/git-verify-wrapper.sh  from the same module (Argo CD's image has it on PATH)
 #   .cache/argocd/crds/{application,appproject}-crd.yaml
 #   .cache/argocd/go/          GOPATH, module cache (with the Go toolchain) and build cache
 #
@@ -74,13 +75,15 @@ for name in argocd-application-controller argocd-repo-server argocd-cmp-server a
 	ln -sfn argocd "$BIN/$name"
 done
 
-if stale "$CRDS/application-crd.yaml" "$want"; then
+if stale "$CRDS/application-crd.yaml" "$want" || [[ ! -x "$BIN/git-verify-wrapper.sh" ]]; then
 	dir="$(cd "$TOOLS" && "$GO" list -m -f '{{.Dir}}' github.com/argoproj/argo-cd/v3)"
 	for crd in application-crd.yaml appproject-crd.yaml; do
 		install -m 0644 "$dir/manifests/crds/$crd" "$CRDS/$crd"
 	done
+	# The repo server runs this script (on PATH in Argo CD's image) for every git revision.
+	install -m 0755 "$dir/hack/git-verify-wrapper.sh" "$BIN/git-verify-wrapper.sh"
 	echo "$want" >"$CRDS/application-crd.yaml.stamp"
-	log "crds: Application and AppProject copied from $pin"
+	log "crds: Application and AppProject copied from $pin, with hack/git-verify-wrapper.sh"
 else
 	log "crds: up to date"
 fi
