@@ -89,6 +89,15 @@ pub fn parse(text: &str) -> Result<Option<Tree>, Error> {
         let end = offsets[span.end.index().min(offsets.len() - 1)];
         (start, end.max(start))
     };
+    // go-yaml refuses a document end marker before any document.
+    if let Some((index, line)) = body
+        .lines()
+        .enumerate()
+        .find(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        && line.trim_end() == "..."
+    {
+        return Err(error(index + 1, "did not find expected node content"));
+    }
     let mut parser = Parser::new_from_str(body);
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: HashMap<usize, Node> = HashMap::new();

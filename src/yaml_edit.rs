@@ -25,7 +25,15 @@ pub fn apply(
     let mut text = text.to_owned();
     let mut current = original.clone();
     for add in adds {
-        let tokens = pointer_tokens(add.path)?;
+        let mut tokens = pointer_tokens(add.path)?;
+        // `-` appends: name the index the new item gets.
+        if let Some((last, parent)) = tokens.split_last()
+            && last == "-"
+            && let Some(Value::Array(items)) = at(&current, parent)
+        {
+            let index = items.len().to_string();
+            *tokens.last_mut().unwrap_or(&mut String::new()) = index;
+        }
         let op: json_patch::PatchOperation = serde_json::from_value(
             serde_json::json!({"op": "add", "path": add.path, "value": add.value}),
         )
