@@ -6,7 +6,19 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use raygate::Mode;
-use raygate::commands::Output;
+use raygate::commands::{FailOn, Output};
+
+const CHECK_EXIT_CODES: &str = "\
+Exit codes (for CI and Argo CD gates):
+  0  nothing denied (with --mode audit: always, unless input is unusable)
+  1  an object is denied: admission would refuse it
+  2  unusable input: a file or folder that cannot be read or parsed (named with its line),
+     a bad --policy, or bad arguments; nothing was judged
+  3  nothing denied, but a --fail-on condition holds: `fill` (admission would fill in values
+     the file lacks, so the file in git differs from what runs), `warn`, or `empty` (no Ray
+     object in the inputs)
+A gate that must only block what admission refuses checks for 1 and 2; one that keeps git
+equal to the cluster adds --fail-on fill.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,9 +41,11 @@ pub struct PolicyArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check manifests against the policy, as admission would (fill in, then validate).
+    #[command(after_long_help = CHECK_EXIT_CODES, after_help = "Exit codes: 0 pass, 1 denied, 2 unusable input, 3 a --fail-on condition (see --help).")]
     Check {
-        /// A file, a folder (recursively *.yaml, *.yml, *.json) or - for stdin.
-        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+        /// Files, folders (recursively *.yaml, *.yml, *.json) or - for stdin; repeat -f or
+        /// list several after one.
+        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
         paths: Vec<PathBuf>,
         #[command(flatten)]
         policy: PolicyArgs,
@@ -40,17 +54,26 @@ pub enum Command {
         mode: Option<Mode>,
         #[arg(short, long, value_enum, default_value = "text")]
         output: Output,
+        /// Also fail (exit 3) when: `fill` an object is allowed only once filled in (the file
+        /// in git still lacks the fill-ins; run `raygate fix`), `warn` a finding is a warning,
+        /// `empty` the inputs hold no Ray object. Repeat or separate with commas.
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "WHEN")]
+        fail_on: Vec<FailOn>,
     },
-    /// Write the manifests with what the plan can supply filled in.
+    /// Write the manifests with what the plan can supply filled in; every other line, comment
+    /// and quote stays as written.
     Fix {
-        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+        /// Files, folders (recursively *.yaml, *.yml, *.json) or - for stdin; repeat -f or
+        /// list several after one. Without --in-place the result goes to stdout as one stream.
+        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
         paths: Vec<PathBuf>,
         #[command(flatten)]
         policy: PolicyArgs,
         /// Rewrite the files instead of printing to stdout.
         #[arg(long)]
         in_place: bool,
-        /// With --in-place, also rewrite documents whose comments would be lost.
+        /// With --in-place, also rewrite a document whose fill-ins cannot be inserted into its
+        /// text (the rewrite drops its comments and anchors).
         #[arg(long, requires = "in_place")]
         discard_comments: bool,
     },

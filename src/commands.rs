@@ -19,6 +19,19 @@ pub mod exit {
     pub const OK: u8 = 0;
     pub const DENIED: u8 = 1;
     pub const UNUSABLE: u8 = 2;
+    /// Nothing denied, but a `--fail-on` condition holds.
+    pub const FAIL_ON: u8 = 3;
+}
+
+/// Conditions `check --fail-on` fails on besides denials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    /// An object is allowed only once filled in.
+    Fill,
+    /// A finding is a warning.
+    Warn,
+    /// No Ray object among the inputs.
+    Empty,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -111,7 +124,7 @@ pub fn evaluate(engine: &Engine, inputs: &Inputs) -> Report {
     Report { results }
 }
 
-pub fn check(engine: &Engine, paths: &[PathBuf], output: Output) -> u8 {
+pub fn check(engine: &Engine, paths: &[PathBuf], output: Output, fail_on: &[FailOn]) -> u8 {
     let inputs = Inputs::read(paths);
     let report = evaluate(engine, &inputs);
     // Buffered: stdout is line-buffered, a write(2) per report line otherwise.
@@ -130,9 +143,40 @@ pub fn check(engine: &Engine, paths: &[PathBuf], output: Output) -> u8 {
         eprintln!("error: {error}");
     }
     if !inputs.errors.is_empty() {
-        exit::UNUSABLE
-    } else if report.denied() > 0 {
+        return exit::UNUSABLE;
+    }
+    let checked = report.checked();
+    if checked == 0 {
+        let documents: usize = inputs.files.iter().map(|f| f.documents.len()).sum();
+        eprintln!(
+            "raygate check: no Ray object (RayCluster, RayJob, RayService, RayCronJob or Ray Pod) in {} file(s) with {documents} document(s){}",
+            inputs.files.len(),
+            if fail_on.contains(&FailOn::Empty) {
+                "; failing (--fail-on empty)"
+            } else {
+                ""
+            }
+        );
+    }
+    let failed_on = fail_on.iter().find(|condition| match condition {
+        FailOn::Empty => checked == 0,
+        FailOn::Fill => report.with_fill_ins() > 0,
+        FailOn::Warn => report.with_warnings() > 0,
+    });
+    if report.denied() > 0 {
         exit::DENIED
+    } else if let Some(condition) = failed_on {
+        if *condition != FailOn::Empty {
+            eprintln!(
+                "raygate check: failing on {} (--fail-on)",
+                match condition {
+                    FailOn::Fill =>
+                        "objects allowed only once filled in; run `raygate fix` and commit the result",
+                    _ => "warnings",
+                }
+            );
+        }
+        exit::FAIL_ON
     } else {
         exit::OK
     }
@@ -193,7 +237,8 @@ pub fn fix_document(
         return Ok(None);
     };
     if document.format == Format::Json {
-        let text = serde_json::to_string_pretty(&expected).map_err(|e| e.to_string())? + "\n";
+        // The newline after the value lies outside the document's range and is kept.
+        let text = serde_json::to_string_pretty(&expected).map_err(|e| e.to_string())?;
         return Ok(Some(FixedDocument {
             text,
             rewritten: None,

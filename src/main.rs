@@ -26,11 +26,27 @@ fn main() -> ExitCode {
     let code = match run(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", error_chain(&error));
             exit::UNUSABLE
         }
     };
     ExitCode::from(code)
+}
+
+/// The error and its causes, leaving out a cause whose text the message already includes.
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -40,9 +56,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             policy,
             mode,
             output,
+            fail_on,
         } => {
             let policy = load_policy(&policy, mode)?;
-            commands::check(&Engine::new(policy), &paths, output)
+            commands::check(&Engine::new(policy), &paths, output, &fail_on)
         }
         Command::Fix {
             paths,

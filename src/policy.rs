@@ -519,7 +519,11 @@ impl Policy {
         let document: PolicyDocument =
             serde_path_to_error::deserialize(deserializer).map_err(|err| {
                 let path = err.path().to_string();
-                let inner = err.into_inner();
+                let inner = err.into_inner().to_string();
+                // serde_yaml_ng's message may already start with the path.
+                let message = inner
+                    .strip_prefix(&format!("{path}: "))
+                    .map_or(inner.clone(), str::to_owned);
                 Error::Parse {
                     source_name: source_name.to_owned(),
                     path: if path == "." {
@@ -527,7 +531,7 @@ impl Policy {
                     } else {
                         path
                     },
-                    message: inner.to_string(),
+                    message,
                 }
             })?;
         compile(document).map_err(|problems| Error::Invalid {

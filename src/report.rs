@@ -47,6 +47,17 @@ impl CheckResult {
         }
     }
 
+    fn audit_mode(&self) -> bool {
+        self.mode == Mode::Audit.as_str()
+    }
+
+    /// Whether admission answers this finding with a warning.
+    fn warns(&self, violation: &Violation) -> bool {
+        !violation.fillable
+            && (violation.action == Action::Warn
+                || self.audit_mode() && violation.action == Action::Deny)
+    }
+
     fn checked(&self) -> bool {
         self.coverage == Coverage::Cluster.as_str() || self.coverage == Coverage::Pod.as_str()
     }
@@ -55,6 +66,27 @@ impl CheckResult {
 impl Report {
     pub fn denied(&self) -> usize {
         self.results.iter().filter(|r| !r.allowed).count()
+    }
+
+    /// Ray objects judged (the rest are out of scope).
+    pub fn checked(&self) -> usize {
+        self.results.iter().filter(|r| r.checked()).count()
+    }
+
+    /// Ray objects that admission would fill in.
+    pub fn with_fill_ins(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| r.checked() && !r.patch.0.is_empty())
+            .count()
+    }
+
+    /// Ray objects admitted with warnings (in audit mode, what enforcement would deny too).
+    pub fn with_warnings(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| r.checked() && r.violations.iter().any(|v| r.warns(v)))
+            .count()
     }
 
     pub fn write_json(&self, out: &mut impl Write) -> io::Result<()> {
@@ -80,17 +112,27 @@ impl Report {
             };
             let to_fix = result.violations.iter().filter(|v| !v.fillable).count();
             let fills = result.violations.len() - to_fix;
+            // In audit mode nothing is denied: what enforcement would deny is a warning.
+            let would_deny = result
+                .violations
+                .iter()
+                .filter(|v| !v.fillable && v.action == Action::Deny)
+                .count();
             let verdict = match (result.allowed, to_fix, fills) {
-                (false, _, _) => "DENIED",
-                (true, 0, 0) => "ok",
-                (true, 0, _) => "allowed once filled in",
-                (true, _, _) if result.mode == Mode::Audit.as_str() => "allowed (audit mode)",
-                (true, _, _) => "allowed with warnings",
+                (false, _, _) => "DENIED".to_owned(),
+                (true, 0, 0) => "ok".to_owned(),
+                (true, 0, _) => "allowed once filled in".to_owned(),
+                (true, _, _) if result.audit_mode() && would_deny > 0 => format!(
+                    "allowed with warnings (audit mode; {would_deny} finding(s) would deny it when enforcing)"
+                ),
+                (true, _, _) => "allowed with warnings".to_owned(),
             };
             writeln!(out, "{}: {who}: {verdict}", result.source)?;
             for violation in &result.violations {
                 let tag = if violation.fillable {
                     "fill"
+                } else if result.warns(violation) {
+                    "warn"
                 } else {
                     match violation.action {
                         Action::Deny => "DENY",
@@ -99,8 +141,18 @@ impl Report {
                         Action::Off => "off",
                     }
                 };
-                writeln!(out, "  {tag:<5} {}  {}", violation.rule, violation.path)?;
-                writeln!(out, "        {}", violation.message)?;
+                // A finding on the object as a whole has the empty JSON pointer.
+                let path = if violation.path.is_empty() {
+                    "(object)"
+                } else {
+                    violation.path.as_str()
+                };
+                writeln!(out, "  {tag:<5} {}  {path}", violation.rule)?;
+                if result.audit_mode() && violation.action == Action::Deny && !violation.fillable {
+                    writeln!(out, "        (denied when enforcing) {}", violation.message)?;
+                } else {
+                    writeln!(out, "        {}", violation.message)?;
+                }
             }
         }
         writeln!(

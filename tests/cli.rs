@@ -73,7 +73,7 @@ fn check_json_has_the_documented_shape() {
 fn audit_mode_exits_zero() {
     let out = raygate(&["check", "-f", COMPLETE, "--mode", "audit"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(stdout(&out).contains("allowed (audit mode)"));
+    assert!(stdout(&out).contains("(audit mode;"));
 }
 
 #[test]
@@ -167,12 +167,22 @@ fn fix_in_place_keeps_comments_and_unchanged_documents_byte_for_byte() {
     let mut lines = written.lines();
     // (`rayStartParams: {}` becomes a block mapping.)
     for line in source.lines().filter(|l| !l.ends_with(": {}")) {
-        assert!(lines.any(|l| l == line), "lost or moved: {line:?}\n{written}");
+        assert!(
+            lines.any(|l| l == line),
+            "lost or moved: {line:?}\n{written}"
+        );
     }
-    assert!(written.contains("object-manager-port: \"8301\""), "{written}");
+    assert!(
+        written.contains("object-manager-port: \"8301\""),
+        "{written}"
+    );
     let again = raygate(&["fix", "-f", p, "--in-place"]);
     assert_eq!(again.status.code(), Some(0));
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), written, "idempotent");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        written,
+        "idempotent"
+    );
 }
 
 #[test]
@@ -249,5 +259,220 @@ fn policy_prints_the_effective_policy_and_rejects_a_bad_one() {
         check.status.code(),
         Some(2),
         "a bad policy is never half-applied"
+    );
+}
+
+const YAML11: &str = "tests/fixtures/yaml/ray-yaml-1-1.yaml";
+
+fn temp_copy(dir: &tempfile::TempDir, source: &str, name: &str) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    std::fs::copy(source, &path).unwrap();
+    path
+}
+
+#[test]
+fn fix_keeps_yaml_1_1_types_comments_and_merges() {
+    let out = raygate(&["fix", "-f", YAML11]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for kept in [
+        "fsGroup: 0100",
+        "defaultMode: 0755",
+        "value: \"2001-12-14\"",
+        "value: 'yes'",
+        "# the head runs no tasks",
+        "namespace: ml # trailing comment",
+        "<<: &head-limits",
+    ] {
+        assert!(text.contains(kept), "{kept} in\n{text}");
+    }
+    // The merged limits stay; requests come beside them, not instead of them.
+    let fixed = raygate::manifest::parse("fixed.yaml", &text).unwrap();
+    let cluster = fixed.documents[0].value.as_ref().unwrap();
+    let head = &cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0];
+    assert_eq!(head["resources"]["limits"]["memory"], "8Gi");
+    assert_eq!(head["resources"]["requests"]["memory"], "8Gi");
+    assert_eq!(
+        cluster["spec"]["headGroupSpec"]["template"]["spec"]["volumes"][0]["configMap"]["defaultMode"],
+        493
+    );
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
+#[test]
+fn fix_in_place_keeps_crlf_line_endings_and_the_bom() {
+    let dir = tempfile::tempdir().unwrap();
+    for (source, crlf, bom) in [
+        ("tests/fixtures/yaml/ray-crlf.yaml", true, false),
+        ("tests/fixtures/yaml/ray-bom.yaml", false, true),
+    ] {
+        let path = temp_copy(&dir, source, "m.yaml");
+        let out = raygate(&["fix", "-f", path.to_str().unwrap(), "--in-place"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let bytes = std::fs::read(&path).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains("min-worker-port"), "{text}");
+        let lone_lf = text
+            .match_indices('\n')
+            .filter(|(i, _)| *i == 0 || &text[i - 1..*i] != "\r")
+            .count();
+        if crlf {
+            assert_eq!(lone_lf, 0, "mixed line endings:\n{text:?}");
+        } else {
+            assert!(!text.contains('\r'));
+        }
+        assert_eq!(bytes.starts_with(b"\xef\xbb\xbf"), bom, "{source}");
+    }
+}
+
+#[test]
+fn a_json_stream_in_a_yaml_file_is_read() {
+    let out = raygate(&[
+        "check",
+        "-f",
+        "tests/fixtures/yaml/ray-json-stream.yaml",
+        "-o",
+        "json",
+    ]);
+    // The cluster on default ports is denied: what matters is that both documents are read.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["results"].as_array().unwrap().len(), 2);
+    let fixed = raygate(&["fix", "-f", "tests/fixtures/yaml/ray-json-stream.yaml"]);
+    assert_eq!(fixed.status.code(), Some(0), "{}", stderr(&fixed));
+    let reread = raygate::manifest::parse("fixed.yaml", &stdout(&fixed)).unwrap();
+    assert_eq!(reread.documents.len(), 2);
+}
+
+#[test]
+fn f_takes_several_paths_after_one_flag() {
+    let out = raygate(&[
+        "check",
+        "-f",
+        COMPLETE,
+        "tests/fixtures/manifests/fillable-cluster.yaml",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sources: Vec<&str> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["source"].as_str().unwrap())
+        .collect();
+    assert!(
+        sources.iter().any(|s| s.starts_with(COMPLETE)),
+        "{sources:?}"
+    );
+    assert!(
+        sources.iter().any(|s| s.contains("fillable-cluster")),
+        "{sources:?}"
+    );
+    let help = stdout(&raygate(&["fix", "--help"]));
+    assert!(help.contains("-f, --filename <PATH>..."), "{help}");
+    assert!(help.contains("list several after one"), "{help}");
+    let help = stdout(&raygate(&["check", "--help"]));
+    assert!(
+        help.contains("Exit codes (for CI and Argo CD gates)"),
+        "{help}"
+    );
+}
+
+#[test]
+fn audit_mode_says_what_happened() {
+    let out = raygate(&["check", "-f", COMPLETE, "--mode", "audit"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(
+        text.contains("allowed with warnings (audit mode;"),
+        "{text}"
+    );
+    assert!(!text.contains("  DENY "), "{text}");
+    assert!(text.contains("(denied when enforcing)"), "{text}");
+    let strict = raygate(&[
+        "check",
+        "-f",
+        COMPLETE,
+        "--mode",
+        "audit",
+        "--fail-on",
+        "warn",
+    ]);
+    assert_eq!(strict.status.code(), Some(3));
+}
+
+#[test]
+fn fail_on_fill_and_empty() {
+    let fillable = "tests/fixtures/manifests/fillable-cluster.yaml";
+    assert_eq!(raygate(&["check", "-f", fillable]).status.code(), Some(0));
+    let out = raygate(&["check", "-f", fillable, "--fail-on", "fill"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("raygate fix"), "{}", stderr(&out));
+    // Denials come first: 1, not 3.
+    assert_eq!(
+        raygate(&["check", "-f", COMPLETE, "--fail-on", "fill,empty"])
+            .status
+            .code(),
+        Some(1)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\n",
+    )
+    .unwrap();
+    let d = dir.path().to_str().unwrap();
+    let empty = raygate(&["check", "-f", d]);
+    assert_eq!(empty.status.code(), Some(0));
+    assert!(
+        stderr(&empty).contains("no Ray object"),
+        "{}",
+        stderr(&empty)
+    );
+    assert_eq!(
+        raygate(&["check", "-f", d, "--fail-on", "empty"])
+            .status
+            .code(),
+        Some(3)
+    );
+}
+
+#[test]
+fn errors_do_not_repeat_themselves() {
+    let out = raygate(&["policy", "--policy", "no/such/policy.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.yaml");
+    std::fs::write(
+        &path,
+        raygate::policy::BUILT_IN_POLICY.replace("port: 8266,", "port: 99999,"),
+    )
+    .unwrap();
+    let err = stderr(&raygate(&["policy", "--policy", path.to_str().unwrap()]));
+    assert_eq!(
+        err.matches("spec.ports.planned[2].port").count(),
+        1,
+        "{err}"
+    );
+}
+
+#[test]
+fn duplicate_keys_are_refused_with_their_lines() {
+    let out = raygate(&[
+        "check",
+        "-f",
+        "tests/fixtures/yaml/refused-duplicate-nested.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("refused-duplicate-nested.yaml:4: invalid YAML: duplicate key \"name\" (first on line 3)"),
+        "{err}"
     );
 }
