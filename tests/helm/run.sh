@@ -86,6 +86,7 @@ refuse "existingSecret without a caBundle" "caBundle" --set certificates.mode=ex
 refuse "an unknown values key" "additional properties" --set replicas=3
 refuse "a webhook URL that is not https" "url" --set webhook.url=http://127.0.0.1:8443
 refuse "an inline policy that is not YAML" "policy.inline" --set-string 'policy.inline=a: [b'
+refuse "both an inline policy and an existing ConfigMap" "not both" --set-string "policy.inline=kind: RayPlatformPolicy" --set policy.existingConfigMap=x
 
 # --- 4. kustomize and Helm render the same objects ---------------------------------------------
 cp -r deploy "$WORK/deploy"
@@ -228,9 +229,12 @@ k get raycluster filled -n "$ns" -o json |
 "$HELM" template raygate "$CHART" -n "$NS" --show-only templates/certgen.yaml |
 	python3 -c 'import sys, yaml; [print("---\n" + yaml.safe_dump(d)) for d in yaml.safe_load_all(sys.stdin) if d and d["kind"] != "Job"]' |
 	k apply -f - >&2
-sed -n '/^ *- |$/,/^ *env:$/p' <("$HELM" template raygate "$CHART" -n "$NS" --show-only templates/certgen.yaml) |
-	sed '1d;$d' | sed 's/^              //' >"$WORK/certgen.sh"
-cmp -s "$WORK/certgen.sh" "$CHART/files/certgen.sh" || { diff "$CHART/files/certgen.sh" "$WORK/certgen.sh" >&2 || true; die "the hook Job does not run files/certgen.sh verbatim"; }
+"$HELM" template raygate "$CHART" -n "$NS" --show-only templates/certgen.yaml | python3 -c '
+import sys, yaml
+job = [d for d in yaml.safe_load_all(sys.stdin) if d and d["kind"] == "Job"][0]
+script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+sys.exit(0 if script.rstrip("\n") == open(sys.argv[1]).read().rstrip("\n") else 1)
+' "$CHART/files/certgen.sh" || die "the hook Job does not run files/certgen.sh verbatim"
 mkdir -p "$WORK/certs-2"
 "$RAYGATE" certs --host 127.0.0.1 --out-dir "$WORK/certs-2" >/dev/null
 hook() {
