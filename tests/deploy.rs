@@ -91,11 +91,16 @@ fn the_prometheus_rule_and_the_rules_file_agree() {
     let alerts = file["groups"][0]["rules"].as_array().unwrap();
     assert!(alerts.len() >= 6);
     // Each alert links its own runbook section.
-    let runbook = std::fs::read_to_string("docs/RUNBOOK.md").unwrap().to_lowercase();
+    let runbook = std::fs::read_to_string("docs/RUNBOOK.md")
+        .unwrap()
+        .to_lowercase();
     for alert in alerts {
         let name = alert["alert"].as_str().unwrap();
         let url = alert["annotations"]["runbook_url"].as_str().unwrap();
         assert_eq!(url, format!("docs/RUNBOOK.md#{}", name.to_lowercase()));
-        assert!(runbook.contains(&format!("## {}", name.to_lowercase())), "{name}");
+        assert!(
+            runbook.contains(&format!("## {}", name.to_lowercase())),
+            "{name}"
+        );
     }
 }
