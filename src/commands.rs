@@ -182,12 +182,15 @@ pub fn check(engine: &Engine, paths: &[PathBuf], output: Output, fail_on: &[Fail
     }
 }
 
+/// The `add`s of a document's fill-ins (pointer and value) and the patched document.
+type FillIns = (Vec<(String, Value)>, Value);
+
 /// The fill-ins of one document as `add`s at document level, with the patched document.
 fn fill_ins(
     engine: &Engine,
     context: &Context<'_>,
     value: &Value,
-) -> Result<Option<(Vec<(String, Value)>, Value)>, String> {
+) -> Result<Option<FillIns>, String> {
     let mut fixed = value.clone();
     let mut adds = Vec::new();
     for (item, object_value) in objects(value) {

@@ -156,8 +156,16 @@ pub fn parse(display: &str, text: &str) -> Result<ManifestFile> {
             })?;
             Some(value)
         } else {
-            parse_yaml(body)
-                .map_err(|(line, message)| parse_error(chunk.line + line - 1, message))?
+            parse_yaml(body).map_err(|(line, message)| {
+                // kubectl tries a stream that starts with `{` as JSON first, and names the
+                // JSON error when YAML cannot read it either.
+                match json_error(text) {
+                    Some((json_line, json_message)) if chunk.start == 0 => {
+                        parse_error(json_line, json_message)
+                    }
+                    _ => parse_error(chunk.line + line - 1, message),
+                }
+            })?
         };
         let line = chunk.line
             + if chunk.json {
@@ -192,6 +200,17 @@ pub fn parse(display: &str, text: &str) -> Result<ManifestFile> {
         format,
         documents,
     })
+}
+
+/// The first JSON error of a stream that starts like JSON.
+fn json_error(text: &str) -> Option<(usize, String)> {
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    serde_json::Deserializer::from_str(text)
+        .into_iter::<serde::de::IgnoredAny>()
+        .find_map(Result::err)
+        .map(|e| (e.line(), format!("invalid JSON: {e}")))
 }
 
 /// One YAML document's JSON, or the line (within `body`) and message of what is wrong.
@@ -363,8 +382,17 @@ mod tests {
 
     #[test]
     fn json_error_names_the_line() {
-        let err = parse("m.json", "{\n  \"kind\": \"X\",\n  oops\n}").unwrap_err();
-        assert!(err.to_string().starts_with("m.json:3:"), "{err}");
+        let err = parse("m.json", "{\n  \"kind\": \"X\",\n  \"a\": [1,\n}").unwrap_err();
+        assert!(
+            err.to_string().starts_with("m.json:4: invalid JSON"),
+            "{err}"
+        );
+        // What YAML reads, kubectl reads too: `oops` is a key with a null value.
+        let file = parse("m.json", "{\n  \"kind\": \"X\",\n  oops\n}").unwrap();
+        assert_eq!(
+            file.documents[0].value.as_ref().unwrap()["oops"],
+            Value::Null
+        );
     }
 
     #[test]

@@ -102,7 +102,6 @@ pub fn parse(text: &str) -> Result<Option<Tree>, Error> {
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: HashMap<usize, Node> = HashMap::new();
     let mut root = None;
-    let mut in_document = false;
     while let Some(event) = parser.next_event() {
         let (event, span) = event.map_err(|e| error(e.marker().line(), e.info().to_owned()))?;
         let sequence_start = matches!(event, Event::SequenceStart(..));
@@ -118,10 +117,7 @@ pub fn parse(text: &str) -> Result<Option<Tree>, Error> {
             flow,
         };
         let complete = match event {
-            Event::DocumentStart(_) => {
-                in_document = true;
-                continue;
-            }
+            Event::DocumentStart(_) => continue,
             Event::DocumentEnd => break,
             Event::StreamStart | Event::StreamEnd | Event::Nothing => continue,
             Event::Scalar(value, style, anchor, tag) => {
@@ -200,7 +196,6 @@ pub fn parse(text: &str) -> Result<Option<Tree>, Error> {
             },
         }
     }
-    let _ = in_document;
     Ok(root.map(|root| Tree { root, anchors }))
 }
 

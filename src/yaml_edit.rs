@@ -114,7 +114,7 @@ fn edit(text: &str, tokens: &[String], patched: &Value, newline: &str) -> Result
             Some(Step::Entry(key, value)) => {
                 // `key: *alias`: write the value out here instead.
                 let new = at(patched, &tokens[..=depth]).ok_or("patched path missing")?;
-                return Ok(replace_value(text, key, value, new, newline));
+                return Ok(replace_value(text, key, value, new));
             }
             Some(Step::Item(item)) => {
                 let new = at(patched, &tokens[..=depth]).ok_or("patched path missing")?;
@@ -132,7 +132,7 @@ fn edit(text: &str, tokens: &[String], patched: &Value, newline: &str) -> Result
         Kind::Map(_) => match step(&tree, node, last) {
             Some(Step::Entry(key, value)) => {
                 let new = at(patched, tokens).ok_or("patched path missing")?;
-                Ok(replace_value(text, key, value, new, newline))
+                Ok(replace_value(text, key, value, new))
             }
             _ => {
                 let new = at(patched, tokens).ok_or("patched path missing")?;
@@ -253,8 +253,7 @@ fn insert_entry(
         ));
     }
     let (first_key, _) = entries.first().ok_or("an empty block mapping")?;
-    let (indent, alone) = column(text, first_key.start);
-    let _ = alone;
+    let (indent, _) = column(text, first_key.start);
     let last = entries.last().map_or(map.end, |(_, v)| v.end);
     let (at, prefix) = after_line(text, last, newline);
     let mut entry = String::new();
@@ -319,8 +318,7 @@ fn insert_flow(text: &str, node: &Node, entry: &str) -> String {
 }
 
 /// Writes `new` as the value of an existing entry (one that is null, or an alias).
-fn replace_value(text: &str, key: &Node, value: &Node, new: &Value, newline: &str) -> String {
-    let _ = newline;
+fn replace_value(text: &str, key: &Node, value: &Node, new: &Value) -> String {
     let colon = text[key.end..]
         .find(':')
         .map_or(key.end, |i| key.end + i + 1);
