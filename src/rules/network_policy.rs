@@ -556,6 +556,16 @@ fn names(policies: &[&NetworkPolicy]) -> Vec<String> {
         .collect()
 }
 
+/// `NetworkPolicy "a" blocks` or `NetworkPolicies "a" and "b" block`.
+fn policies_do(policies: &[&NetworkPolicy], one: &str, several: &str) -> String {
+    let listed = super::and_list(&names(policies));
+    if policies.len() > 1 {
+        format!("NetworkPolicies {listed} {several}")
+    } else {
+        format!("NetworkPolicy {listed} {one}")
+    }
+}
+
 fn cluster_manages_its_own_policies(cluster: &ClusterSpec<'_>) -> bool {
     // KubeRay's own spec.networkPolicy makes the operator manage policies that admit
     // all traffic inside the cluster.
@@ -705,8 +715,8 @@ pub fn check_cluster(
             cut.need.rule,
             &cut.path,
             format!(
-                "NetworkPolicy {} blocks TCP {} between the cluster's pods (to the {}){why}; add `- {}` to the ports of its {directions} rule for the cluster's pods",
-                super::and_list(&names(&policies)),
+                "{} TCP {} between the cluster's pods (to the {}){why}; add `- {}` to the ports of its {directions} rule for the cluster's pods",
+                policies_do(&policies, "blocks", "block"),
                 cut.need.label,
                 super::and_list(&cut.groups),
                 cut.need.entry()
@@ -814,8 +824,8 @@ fn check_dns_egress(
         DNS_EGRESS,
         &cluster.path,
         format!(
-            "NetworkPolicy {} restricts egress of the cluster's pods but not to DNS ({}), so workers cannot resolve the head Service; add an egress rule `- to: [{{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: kube-system}}}}, podSelector: {{matchLabels: {{k8s-app: kube-dns}}}}}}]` with `ports: [{{protocol: UDP, port: 53}}, {{protocol: TCP, port: 53}}]`",
-            super::and_list(&names(restricting)),
+            "{} egress of the cluster's pods but not to DNS ({}), so workers cannot resolve the head Service; add an egress rule `- to: [{{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: kube-system}}}}, podSelector: {{matchLabels: {{k8s-app: kube-dns}}}}}}]` with `ports: [{{protocol: UDP, port: 53}}, {{protocol: TCP, port: 53}}]`",
+            policies_do(restricting, "restricts", "restrict"),
             super::and_list(&missing)
         ),
     );
@@ -848,8 +858,8 @@ fn check_apiserver_egress(
         APISERVER_EGRESS,
         &head.path,
         format!(
-            "enableInTreeAutoscaling is true but NetworkPolicy {} blocks the head's egress to the API server, so the autoscaler cannot scale; add an egress rule `- to: [{{ipBlock: {{cidr: <API server address>/32}}}}]` with `ports: [{{protocol: TCP, port: 443}}, {{protocol: TCP, port: 6443}}]` (most CNIs judge the endpoint's port after the Service's DNAT)",
-            super::and_list(&names(restricting))
+            "enableInTreeAutoscaling is true but {} the head's egress to the API server, so the autoscaler cannot scale; add an egress rule `- to: [{{ipBlock: {{cidr: <API server address>/32}}}}]` with `ports: [{{protocol: TCP, port: 443}}, {{protocol: TCP, port: 6443}}]` (most CNIs judge the endpoint's port after the Service's DNAT)",
+            policies_do(restricting, "blocks", "block")
         ),
     );
 }
@@ -941,8 +951,12 @@ fn check_external_access(
             EXTERNAL_ACCESS,
             &group.path,
             format!(
-                "NetworkPolicy {} blocks TCP {} to the {} from namespaces labelled {{{}}}; add an ingress rule `- from: [{{namespaceSelector: {{matchLabels: {{{}}}}}}}]` for those ports",
-                super::and_list(&names(&restricting.iter().map(|p| **p).collect::<Vec<_>>())),
+                "{} TCP {} to the {} from namespaces labelled {{{}}}; add an ingress rule `- from: [{{namespaceSelector: {{matchLabels: {{{}}}}}}}]` for those ports",
+                policies_do(
+                    &restricting.iter().map(|p| **p).collect::<Vec<_>>(),
+                    "blocks",
+                    "block"
+                ),
                 super::and_list(&blocked),
                 group.describe(),
                 labels.join(", "),
@@ -1022,8 +1036,8 @@ pub fn check_pod(
                     rule,
                     &root,
                     format!(
-                        "NetworkPolicy {} blocks TCP {} to this {role} Pod of cluster {:?} from the cluster's own pods; admit {}",
-                        super::and_list(&names(&policies)),
+                        "{} TCP {} to this {role} Pod of cluster {:?} from the cluster's own pods; admit {}",
+                        policies_do(&policies, "blocks", "block"),
                         super::and_list(&cut.iter().map(|n| n.label.clone()).collect::<Vec<_>>()),
                         pod.cluster,
                         super::and_list(&cut.iter().map(|n| format!("`{}`", n.entry())).collect::<Vec<_>>())
