@@ -272,7 +272,7 @@ def register(raygate):
     kubectl("create", "namespace", probe_ns, ok=False)
     sample = open(os.path.join(ROOT, "tests/fixtures/kuberay/samples/ray-cluster.sample.yaml")).read()
     wait("the API server calls raygate", 30,
-         lambda: "raygate" in kubectl("apply", "-n", probe_ns, "--dry-run=server", "-f", "-",
+         lambda: "violation(s) of the Ray platform plan" in kubectl("apply", "-n", probe_ns, "--dry-run=server", "-f", "-",
                                       input=sample, ok=False).stderr)
 
 
@@ -426,9 +426,12 @@ def set_revision(name, revision):
 
 
 def sync(name, revision):
-    """A manual sync, as `argocd app sync` requests it: the Application's operation field."""
+    """A manual sync, as `argocd app sync` requests it: the Application's operation field,
+    with the Application's sync options."""
+    options = ((app_get(name)["spec"].get("syncPolicy") or {}).get("syncOptions")) or []
     kubectl("patch", "application", name, "-n", ARGO_NS, "--type", "merge", "-p", json.dumps(
-        {"operation": {"initiatedBy": {"username": "argocd-tier"}, "sync": {"revision": revision, "prune": True}}}))
+        {"operation": {"initiatedBy": {"username": "argocd-tier"},
+                       "sync": {"revision": revision, "prune": True, "syncOptions": options}}}))
 
 
 def refresh(name, hard=True):
@@ -573,33 +576,64 @@ def scenario_2_fillable_no_drift():
     """A fillable cluster syncs, is stored filled, and stays Synced under each diff strategy."""
     variants = [
         ("s2-default", None),
+        ("s2-default-ignore", None),
         ("s2-ssd", "ServerSideDiff=true"),
         ("s2-ssd-mwh", "ServerSideDiff=true,IncludeMutationWebhook=true"),
     ]
+    # The default diff's workaround for appended list elements: ignore the list.
+    ports = {"group": "ray.io", "kind": "RayCluster", "jqPathExpressions": [
+        ".spec.headGroupSpec.template.spec.containers[].ports",
+        ".spec.workerGroupSpecs[].template.spec.containers[].ports"]}
     cluster, policy = fillable("ray-filled")
-    sha = commit("s2", {"raycluster.yaml": [cluster, policy]}, "s2: a RayCluster raygate fills in, and its NetworkPolicy")
+    # The same cluster with one planned head port written out: raygate appends the other
+    # four planned ports to that list (fill-ins of missing fields vs. appended elements).
+    appended, appended_policy = fillable("ray-appended")
+    appended["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"] = [
+        {"name": "gcs-server", "containerPort": 6380}]
+    sha = commit("s2", {"raycluster.yaml": [cluster, policy], "appended.yaml": [appended, appended_policy]},
+                 "s2: RayClusters raygate fills in, and their NetworkPolicies")
     for name, compare in variants:
-        application(name, name, "s2", sha, compare=compare)
+        application(name, name, "s2", sha, compare=compare, ignore=[ports] if name.endswith("-ignore") else None)
     drift = {}
     for name, compare in variants:
         app = wait_operation(name, sha)
         check(operation(app).get("phase") == "Succeeded", f"{name}: the sync Succeeded")
         live = get("raycluster", "ray-filled", name)
         check(live is not None and filled(live), f"{name}: the RayCluster is stored filled in")
+        live = get("raycluster", "ray-appended", name)
+        ports = [p["name"] for p in live["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]]
+        check(len(ports) == 5, f"{name}: raygate appended the planned head ports to the one in git: {ports}")
     # Compare again from scratch, twice (the second after another resync), and record.
     for name, compare in variants:
         for _ in range(2):
             app = refresh(name)
-        status = app["status"]["sync"]["status"]
-        rc = resource_status(app, "RayCluster", "ray-filled")
-        drift[name] = {"compare-options": compare or "(default)", "sync": status,
-                       "RayCluster": rc and rc.get("status"), "conditions": conditions(app)}
+        op = operation(app)
+        drift[name] = {"compare-options": compare or "(default)", "sync": app["status"]["sync"]["status"],
+                       "ray-filled": (resource_status(app, "RayCluster", "ray-filled") or {}).get("status"),
+                       "ray-appended": (resource_status(app, "RayCluster", "ray-appended") or {}).get("status"),
+                       "conditions": conditions(app),
+                       "last sync": f"{op.get('phase')} at {op.get('finishedAt')}",
+                       # Syncs started: the first, then any self-heal of drift.
+                       "syncs": syncs_started(name)}
         show(f"{name} after two hard refreshes", json.dumps(drift[name], indent=1))
-        # An OutOfSync under selfHeal would start another sync; record how many ran.
-        drift[name]["syncs"] = (app["status"].get("operationState") or {}).get("syncResult", {}).get("revision")
     RESULTS["2"] = drift
     for name, d in drift.items():
-        check(d["sync"] == "Synced" and d["RayCluster"] == "Synced", f"{name}: no drift, stays Synced")
+        check(d["ray-filled"] == "Synced", f"{name}: fill-ins of missing fields show no drift")
+    d = drift["s2-default"]
+    check(d["ray-appended"] == "OutOfSync" and d["sync"] == "OutOfSync",
+          "s2-default: elements appended to a list from git show as drift under the default diff")
+    check(d["syncs"] > 1, f"s2-default: selfHeal syncs the drift again and again ({d['syncs']} syncs so far)")
+    for name in ("s2-default-ignore", "s2-ssd", "s2-ssd-mwh"):
+        d = drift[name]
+        check(d["ray-appended"] == "Synced" and d["sync"] == "Synced",
+              f"{name}: no drift from appended elements either; the Application stays Synced")
+    for name in ("s2-ssd", "s2-ssd-mwh"):
+        check(drift[name]["syncs"] == 1, f"{name}: exactly one sync")
+
+
+def syncs_started(app):
+    return sum(1 for line in logtext("argocd-application-controller").splitlines()
+               if "Initialized new operation" in line and f"application={app} " in line)
 
 
 def scenario_3_ssd_denial_before_sync():
@@ -655,28 +689,75 @@ def pods_of(ns, cluster):
     return json.loads(out.stdout)["items"]
 
 
+def reviews(ns, kind=None, endpoint="validate"):
+    """raygate's "reviewed" log lines for objects in namespace ns."""
+    out = []
+    for e in RAYGATE_NOW.log():
+        span = e.get("span") or {}
+        if e.get("message") == "reviewed" and span.get("namespace") == ns and span.get("endpoint") == endpoint \
+                and (kind is None or span.get("kind") == kind):
+            out.append({"kind": span.get("kind"), "operation": span.get("operation"),
+                        "decision": span.get("decision"), "rules": e.get("rules")})
+    return out
+
+
+def order_case(name, title, np_wave, rc_wave, expect_sync="Succeeded"):
+    cluster, policy = fillable("ray-order")
+    sha = commit(name, {"policy.yaml": [wave(policy, np_wave)], "cluster.yaml": [wave(cluster, rc_wave)]},
+                 f"{name}: {title}")
+    application(name, name, name, sha)
+    app = wait_operation(name, sha)
+    op = operation(app)
+    res = resource_result(app, "RayCluster", "ray-order")
+    check(op.get("phase") == expect_sync, f"{name} ({title}): the sync ends {expect_sync}")
+    if expect_sync == "Succeeded":
+        wait(f"{name}: KubeRay's Pods are admitted", 120, lambda: pods_of(name, "ray-order"))
+    # raygate logs a review only when it has findings: none means admitted clean.
+    cluster_reviews = reviews(name, "RayCluster") or [{"decision": "allowed" if get("raycluster", "ray-order", name)
+                                                       else "denied", "rules": ""}]
+    pod_denials = [r for r in reviews(name, "Pod") if r["decision"] == "denied"]
+    result = {"title": title, "phase": op.get("phase"), "RayCluster syncResult": res and res.get("message"),
+              "RayCluster CREATE": cluster_reviews[:1], "Pod CREATEs denied": len(pod_denials),
+              "NetworkPolicy applied": get("networkpolicy", "ray-order", name) is not None,
+              "Pods": len(pods_of(name, "ray-order"))}
+    show(f"{name}: {title}", json.dumps(result, indent=1))
+    return result
+
+
 def scenario_4_order():
-    """NetworkPolicy and RayCluster ordering under Argo CD's waves (enforceOn: pods)."""
+    """NetworkPolicy and RayCluster ordering under Argo CD's waves."""
     results = {}
-    cases = [
-        ("s4-waves", "NetworkPolicy in wave -1, RayCluster in wave 0", -1, 0),
-        ("s4-onewave", "both in one wave", 0, 0),
-        ("s4-reversed", "RayCluster in wave -1, NetworkPolicy in wave 0", 0, -1),
-    ]
-    for name, title, np_wave, rc_wave in cases:
-        cluster, policy = fillable("ray-order")
-        sha = commit(name, {"policy.yaml": [wave(policy, np_wave)], "cluster.yaml": [wave(cluster, rc_wave)]},
-                     f"{name}: {title}")
-        application(name, name, name, sha)
-        app = wait_operation(name, sha)
-        op = operation(app)
-        check(op.get("phase") == "Succeeded", f"{name} ({title}): the sync Succeeded")
-        pods = wait(f"{name}: KubeRay's Pods are admitted", 120, lambda: pods_of(name, "ray-order"))
-        warnings = [e for e in RAYGATE_NOW.log() if e.get("namespace") == name or name in json.dumps(e)]
-        pod_denials = [e for e in warnings if "Pod" in json.dumps(e) and ("deny" in json.dumps(e).lower())]
-        results[name] = {"title": title, "phase": op.get("phase"), "pods": len(pods),
-                         "raygate log lines": len(warnings), "Pod denials logged": len(pod_denials)}
-        show(f"{name}: {title}", json.dumps(results[name], indent=1))
+    # enforceOn: pods (the built-in plan)
+    r = results["s4-waves"] = order_case("s4-waves", "NetworkPolicy in wave -1, RayCluster in wave 0", -1, 0)
+    check(r["RayCluster CREATE"][0]["decision"] == "allowed" and "network-policy" not in (r["RayCluster CREATE"][0]["rules"] or ""),
+          "s4-waves: the cluster is admitted covered, without a warning")
+    check(r["Pod CREATEs denied"] == 0, "s4-waves: no Pod is denied")
+    r = results["s4-onewave"] = order_case("s4-onewave", "both in one wave", 0, 0)
+    check(r["RayCluster CREATE"][0]["decision"] == "allowed" and "network-policy" not in (r["RayCluster CREATE"][0]["rules"] or ""),
+          "s4-onewave: Argo CD applies the NetworkPolicy kind before the RayCluster, so the cluster is covered")
+    check(r["Pod CREATEs denied"] == 0, "s4-onewave: no Pod is denied")
+    r = results["s4-reversed"] = order_case("s4-reversed", "RayCluster in wave -1, NetworkPolicy in wave 0", 0, -1)
+    check(r["RayCluster CREATE"][0]["decision"] == "allowed" and "network-policy/missing" in r["RayCluster CREATE"][0]["rules"],
+          "s4-reversed: enforceOn: pods admits the uncovered cluster with a warning")
+    check(r["Pod CREATEs denied"] > 0, "s4-reversed: its Pods are denied until the policy exists")
+    check(r["Pods"] > 0, "s4-reversed: the cluster comes up once the wave 0 policy is applied")
+
+    # enforceOn: clusters: the same plan with the cluster object itself denied when uncovered.
+    global RAYGATE_NOW
+    plan = open(os.path.join(ROOT, "policies/ray-platform.yaml")).read()
+    check("enforceOn: pods" in plan, "the built-in plan says enforceOn: pods")
+    path = os.path.join(DIR, "enforce-on-clusters.yaml")
+    with open(path, "w") as f:
+        f.write(plan.replace("enforceOn: pods", "enforceOn: clusters"))
+    RAYGATE_NOW.stop()
+    RAYGATE_NOW = Raygate("raygate-enforce-on-clusters", policy=path)
+    register(RAYGATE_NOW)
+    r = results["s4c-onewave"] = order_case("s4c-onewave", "enforceOn: clusters, both in one wave", 0, 0)
+    check(r["RayCluster CREATE"][0]["decision"] == "allowed", "s4c-onewave: the cluster is admitted (its policy came first)")
+    r = results["s4c-reversed"] = order_case("s4c-reversed", "enforceOn: clusters, RayCluster in wave -1, NetworkPolicy in wave 0",
+                                             0, -1, expect_sync="Failed")
+    check("network-policy/missing" in (r["RayCluster syncResult"] or ""), "s4c-reversed: the cluster is denied for its missing policy")
+    check(not r["NetworkPolicy applied"], "s4c-reversed: the wave 0 NetworkPolicy is never applied, so every retry fails alike")
     RESULTS["4"] = results
 
 
@@ -745,14 +826,20 @@ def scenario_6_crd_apply():
     """KubeRay's RayCluster CRD through Argo CD: client-side apply fails, ServerSideApply=true works."""
     crd_path = os.path.join(E2E_CRDS, "ray.io_rayclusters.yaml")
     sha = commit("s6", {"ray.io_rayclusters.yaml": open(crd_path).read()}, "s6: KubeRay's RayCluster CRD")
-    application("s6-csa", "s6-crds", "s6", sha)
+    # The CRD already exists exactly so (cluster.sh applied it), so Argo CD finds it
+    # Synced and an automated sync would never apply it: sync by hand.
+    application("s6-csa", "s6-crds", "s6", sha, automated=False)
+    wait("s6-csa compared", 60, lambda: ((app_get("s6-csa").get("status") or {}).get("sync") or {}).get("revision") == sha)
+    sync("s6-csa", sha)
     app = wait_operation("s6-csa", sha)
     op = operation(app)
     show("s6-csa (client-side apply) operationState.message", op.get("message", ""))
     check(op.get("phase") == "Failed" and "Too long" in op.get("message", ""),
           "client-side apply of the CRD fails on the last-applied annotation's size")
     kubectl("delete", "application", "s6-csa", "-n", ARGO_NS)
-    application("s6-ssa", "s6-crds", "s6", sha, sync_options=["ServerSideApply=true"])
+    application("s6-ssa", "s6-crds", "s6", sha, sync_options=["ServerSideApply=true"], automated=False)
+    wait("s6-ssa compared", 60, lambda: ((app_get("s6-ssa").get("status") or {}).get("sync") or {}).get("revision") == sha)
+    sync("s6-ssa", sha)
     app = wait_operation("s6-ssa", sha)
     op = operation(app)
     show("s6-ssa (ServerSideApply=true) operationState.message", op.get("message", ""))

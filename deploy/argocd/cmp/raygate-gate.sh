@@ -39,8 +39,14 @@ for f in $files; do set -- "$@" -f "$f"; done
 status=0
 findings=$("$raygate" "$@" 2>&1) || status=$?
 if [ "$status" -ne 0 ]; then
-	# Lead with the verdict: Argo CD shows the message in one condition line.
-	printf 'raygate denied this commit (raygate check exit %s):\n%s\n' "$status" "$findings" >&2
+	# Argo CD shows stderr as the Application's condition: lead with the verdict and keep
+	# what must change. A finding is a line "  ACTION  rule  path" and its indented message;
+	# fill-ins are left out (the webhook applies them at sync), the rest is kept verbatim.
+	printf 'raygate denied this commit (raygate check exit %s):\n' "$status" >&2
+	printf '%s\n' "$findings" | awk '
+		/^  [A-Za-z]+  / { skip = ($1 == "fill") }
+		/^[^ ]/ { skip = 0 }
+		!skip' >&2
 	exit 1
 fi
 printf '%s\n' "$findings" >&2
