@@ -392,11 +392,13 @@ def commit(path, files, message):
 
 
 def application(name, ns, path, revision, compare=None, automated=True, sync_options=None, plugin=False,
-                ignore=None):
+                ignore=None, plugin_env=None):
     kubectl("create", "namespace", ns, ok=False)
     source = {"repoURL": REPO_URL, "targetRevision": revision, "path": path}
     if plugin:
         source["plugin"] = {"name": "raygate"}
+        if plugin_env:
+            source["plugin"]["env"] = [{"name": k, "value": v} for k, v in plugin_env.items()]
     app = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
            "metadata": {"name": name, "namespace": ARGO_NS},
            "spec": {"project": "default", "source": source,
@@ -819,7 +821,17 @@ def scenario_5_cmp_gate():
     check(get("configmap", "ray-settings", ns)["data"]["plan"] == "v1", "the commit's ConfigMap change is not applied")
     live2 = get("raycluster", "ray-gated", ns)
     check(live2["metadata"]["resourceVersion"] == live1["metadata"]["resourceVersion"], "the live RayCluster is unchanged")
-    RESULTS["5"] = {"conditions": cond}
+
+    # RAYGATE_FAIL_ON=fill (per Application, as plugin env): git must carry the fill-ins.
+    application("s5-strict", "s5-strict", "s5", sha2, plugin=True, plugin_env={"RAYGATE_FAIL_ON": "fill"})
+    app = wait("the strict gate's message", 120, lambda: (lambda a: a if any(
+        "exit 3" in c.get("message", "") for c in conditions(a)) else None)(app_get("s5-strict")))
+    strict = [c for c in conditions(app) if "exit 3" in c.get("message", "")]
+    show("s5-strict status.conditions (valid, but git lacks the fill-ins)", json.dumps(strict, indent=1)[:3000])
+    check("fill  " in strict[0]["message"] and "raygate fix" in strict[0]["message"],
+          "with RAYGATE_FAIL_ON=fill the gate names the fill-ins git lacks")
+    check(get("raycluster", "ray-gated", "s5-strict") is None, "and nothing is applied")
+    RESULTS["5"] = {"conditions": cond, "strict": strict}
 
 
 def scenario_6_crd_apply():

@@ -11,6 +11,8 @@
 #   RAYGATE            raygate binary (default: raygate on PATH)
 #   RAYGATE_POLICY     policy file for --policy (default: raygate's built-in plan)
 #   RAYGATE_MODE       enforce (default) or audit: audit reports findings but never fails
+#   RAYGATE_FAIL_ON    passed to --fail-on, e.g. "fill": also fail (raygate exit 3) while a
+#                      file in git still lacks fill-ins, so git always equals what runs
 set -eu
 # One path per line: paths may hold spaces.
 IFS='
@@ -34,6 +36,8 @@ fi
 
 set -- check --mode "$mode"
 [ -n "${RAYGATE_POLICY:-}" ] && set -- "$@" --policy "$RAYGATE_POLICY"
+fail_on="${ARGOCD_ENV_RAYGATE_FAIL_ON:-${RAYGATE_FAIL_ON:-}}"
+[ -n "$fail_on" ] && set -- "$@" --fail-on "$fail_on"
 for f in $files; do set -- "$@" -f "$f"; done
 
 status=0
@@ -41,10 +45,18 @@ findings=$("$raygate" "$@" 2>&1) || status=$?
 if [ "$status" -ne 0 ]; then
 	# Argo CD shows stderr as the Application's condition: lead with the verdict and keep
 	# what must change. A finding is a line "  ACTION  rule  path" and its indented message;
-	# fill-ins are left out (the webhook applies them at sync), the rest is kept verbatim.
-	printf 'raygate denied this commit (raygate check exit %s):\n' "$status" >&2
-	printf '%s\n' "$findings" | awk '
-		/^  [A-Za-z]+  / { skip = ($1 == "fill") }
+	# fill-ins are left out (the webhook applies them at sync) unless they are the reason
+	# (exit 3 with --fail-on fill); the rest is kept verbatim.
+	case "$status" in
+	1) verdict="raygate denied this commit" ;;
+	3) verdict="raygate stopped this commit (--fail-on $fail_on)" ;;
+	*) verdict="raygate could not check this commit" ;;
+	esac
+	printf '%s (raygate check exit %s):\n' "$verdict" "$status" >&2
+	keep_fills=0
+	[ "$status" -eq 3 ] && keep_fills=1
+	printf '%s\n' "$findings" | awk -v keep="$keep_fills" '
+		/^  [A-Za-z]+  / { skip = (!keep && $1 == "fill") }
 		/^[^ ]/ { skip = 0 }
 		!skip' >&2
 	exit 1
