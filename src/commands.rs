@@ -38,6 +38,10 @@ pub enum FailOn {
 pub enum Output {
     Text,
     Json,
+    /// SARIF 2.1.0, for code scanning (GitHub and others).
+    Sarif,
+    /// JUnit XML, one test case per Ray object (GitLab, Jenkins).
+    Junit,
 }
 
 /// Manifests read from the command line, with the errors of those that could not be read.
@@ -130,11 +134,7 @@ pub fn check(engine: &Engine, paths: &[PathBuf], output: Output, fail_on: &[Fail
     // Buffered: stdout is line-buffered, a write(2) per report line otherwise.
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let written = match output {
-        Output::Json => report.write_json(&mut out),
-        Output::Text => report.write_text(&mut out),
-    }
-    .and_then(|()| out.flush());
+    let written = report.write(output, &mut out).and_then(|()| out.flush());
     if let Err(e) = written {
         eprintln!("error: cannot write the report: {e}");
         return exit::UNUSABLE;

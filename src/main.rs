@@ -227,10 +227,7 @@ async fn audit(
     let scan = raygate::audit::scan(&client, engine, namespace.as_deref(), &mut progress).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match output {
-        commands::Output::Json => scan.report.write_json(&mut out)?,
-        commands::Output::Text => scan.report.write_text(&mut out)?,
-    }
+    scan.report.write(output, &mut out)?;
     if write {
         let reports = raygate::audit::policy_reports(
             &scan,

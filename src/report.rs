@@ -1,4 +1,4 @@
-//! Results of `check` for people (text) and for tools (JSON).
+//! Results of `check` and `audit` for people (text) and for tools (JSON, SARIF, JUnit).
 
 use std::io::{self, Write};
 
@@ -63,6 +63,17 @@ impl CheckResult {
     }
 }
 
+/// `file:line` as checks name a document's source; a source without a line (a cluster) has none.
+fn split_source(source: &str) -> (&str, Option<u64>) {
+    match source.rsplit_once(':') {
+        Some((file, line)) if !file.is_empty() => match line.parse() {
+            Ok(line) => (file, Some(line)),
+            Err(_) => (source, None),
+        },
+        _ => (source, None),
+    }
+}
+
 impl Report {
     pub fn denied(&self) -> usize {
         self.results.iter().filter(|r| !r.allowed).count()
@@ -87,6 +98,143 @@ impl Report {
             .iter()
             .filter(|r| r.checked() && r.violations.iter().any(|v| r.warns(v)))
             .count()
+    }
+
+    pub fn write(&self, output: crate::commands::Output, out: &mut impl Write) -> io::Result<()> {
+        use crate::commands::Output;
+        match output {
+            Output::Text => self.write_text(out),
+            Output::Json => self.write_json(out),
+            Output::Sarif => self.write_sarif(out),
+            Output::Junit => self.write_junit(out),
+        }
+    }
+
+    /// SARIF 2.1.0: every rule as a reportingDescriptor with its help, every finding as a
+    /// result at its file and line, with the JSON pointer and the fix.
+    pub fn write_sarif(&self, out: &mut impl Write) -> io::Result<()> {
+        let rules: Vec<serde_json::Value> = crate::rules::ALL_RULES
+            .iter()
+            .map(|rule| {
+                serde_json::json!({
+                    "id": rule,
+                    "shortDescription": {"text": crate::rules::rule_help(rule)},
+                    "help": {"text": format!(
+                        "{} Each finding's message names the exact fix; `raygate fix` applies the ones marked fill.",
+                        crate::rules::rule_help(rule)
+                    )},
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for result in self.results.iter().filter(|r| r.checked()) {
+            let (file, line) = split_source(&result.source);
+            let who = match &result.namespace {
+                Some(ns) => format!("{} {ns}/{}", result.kind, result.name),
+                None => format!("{} {}", result.kind, result.name),
+            };
+            for violation in &result.violations {
+                let level = if violation.fillable {
+                    "note"
+                } else if result.warns(violation) || violation.action != Action::Deny {
+                    "warning"
+                } else {
+                    "error"
+                };
+                let rule_index = crate::rules::ALL_RULES
+                    .iter()
+                    .position(|r| *r == violation.rule)
+                    .unwrap_or(0);
+                let mut location = serde_json::json!({
+                    "physicalLocation": {"artifactLocation": {"uri": file}},
+                    "logicalLocations": [{
+                        "fullyQualifiedName": format!("{who}{}", violation.path),
+                        "kind": "object",
+                    }],
+                });
+                if let Some(line) = line {
+                    location["physicalLocation"]["region"] = serde_json::json!({"startLine": line});
+                }
+                results.push(serde_json::json!({
+                    "ruleId": violation.rule,
+                    "ruleIndex": rule_index,
+                    "level": level,
+                    "message": {"text": format!("{who}: {}", violation.message)},
+                    "locations": [location],
+                    "properties": {
+                        "jsonPointer": violation.path,
+                        "fillable": violation.fillable,
+                        "action": violation.action.as_str(),
+                    },
+                }));
+            }
+        }
+        let sarif = serde_json::json!({
+            "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+            "version": "2.1.0",
+            "runs": [{
+                "tool": {"driver": {
+                    "name": "raygate",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "rules": rules,
+                }},
+                "results": results,
+            }],
+        });
+        serde_json::to_writer_pretty(&mut *out, &sarif)?;
+        writeln!(out)
+    }
+
+    /// JUnit XML: one test case per Ray object, failed when admission would deny it.
+    pub fn write_junit(&self, out: &mut impl Write) -> io::Result<()> {
+        use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
+        let mut report = quick_junit::Report::new("raygate");
+        let mut suite = TestSuite::new("raygate check");
+        for result in self.results.iter().filter(|r| r.checked()) {
+            let who = match &result.namespace {
+                Some(ns) => format!("{} {ns}/{}", result.kind, result.name),
+                None => format!("{} {}", result.kind, result.name),
+            };
+            let findings: Vec<String> = result
+                .violations
+                .iter()
+                .map(|v| {
+                    let tag = if v.fillable {
+                        "fill"
+                    } else {
+                        v.action.as_str()
+                    };
+                    format!("{tag} {} at {}: {}", v.rule, v.path, v.message)
+                })
+                .collect();
+            let status = if result.allowed {
+                TestCaseStatus::success()
+            } else {
+                let denied = result
+                    .violations
+                    .iter()
+                    .filter(|v| v.action == Action::Deny && !v.fillable)
+                    .count();
+                let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                status.set_message(format!(
+                    "denied: {denied} violation(s) of the Ray platform plan"
+                ));
+                status.set_type("raygate.denied");
+                status.set_description(findings.join("\n"));
+                status
+            };
+            let mut case = TestCase::new(who, status);
+            case.set_classname(result.source.clone());
+            if result.allowed && !findings.is_empty() {
+                case.set_system_out(findings.join("\n"));
+            }
+            suite.add_test_case(case);
+        }
+        report.add_test_suite(suite);
+        let xml = report
+            .to_string()
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        out.write_all(xml.as_bytes())
     }
 
     pub fn write_json(&self, out: &mut impl Write) -> io::Result<()> {

@@ -476,3 +476,95 @@ fn duplicate_keys_are_refused_with_their_lines() {
         "{err}"
     );
 }
+
+/// `-o sarif` is valid SARIF 2.1.0 (the official schema), with every rule described and each
+/// finding at its file and line; `-o junit` has one test case per Ray object, failed when
+/// admission would deny it.
+#[test]
+fn sarif_and_junit_reports_for_ci() {
+    let samples = "tests/fixtures/kuberay/samples";
+    // KubeRay's own samples (not the templated ones under extra/).
+    let mut files: Vec<String> = std::fs::read_dir(samples)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| p.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    // And one that passes (its NetworkPolicy covers it).
+    files.push("tests/fixtures/manifests/fillable-cluster.yaml".to_owned());
+    let check = |format: &str| {
+        let mut args = vec!["check", "-o", format, "-f"];
+        args.extend(files.iter().map(String::as_str));
+        raygate(&args)
+    };
+    let out = check("sarif");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let sarif: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The official schema's `language` patterns have a stray `]`, which the meta-schema's
+    // regex check refuses; raygate writes no `language`, so drop the typo'd bracket.
+    let text = std::fs::read_to_string("tests/fixtures/sarif/sarif-schema-2.1.0.json")
+        .unwrap()
+        .replace("{2}]?$", "{2}?$");
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let validator = jsonschema::draft7::new(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&sarif)
+        .take(5)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let run = &sarif["runs"][0];
+    let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), raygate::rules::ALL_RULES.len());
+    assert!(
+        rules
+            .iter()
+            .all(|r| !r["help"]["text"].as_str().unwrap().is_empty())
+    );
+    let results = run["results"].as_array().unwrap();
+    assert!(results.len() > 100, "{}", results.len());
+    for result in results {
+        let index = result["ruleIndex"].as_u64().unwrap() as usize;
+        assert_eq!(rules[index]["id"], result["ruleId"]);
+        let location = &result["locations"][0]["physicalLocation"];
+        assert!(
+            location["artifactLocation"]["uri"]
+                .as_str()
+                .unwrap()
+                .starts_with("tests/fixtures/")
+        );
+        assert!(location["region"]["startLine"].as_u64().unwrap() >= 1);
+    }
+    assert!(results.iter().any(|r| r["level"] == "error"));
+    assert!(
+        results
+            .iter()
+            .any(|r| r["level"] == "note" && r["properties"]["fillable"] == true)
+    );
+
+    // The same objects as JUnit test cases.
+    let json = check("json");
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let checked: Vec<&serde_json::Value> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["coverage"] == "cluster" || r["coverage"] == "pod")
+        .collect();
+    let denied = checked.iter().filter(|r| r["allowed"] == false).count();
+    let out = check("junit");
+    assert_eq!(out.status.code(), Some(1));
+    let xml = stdout(&out);
+    assert!(xml.starts_with("<?xml"), "{xml}");
+    assert!(
+        xml.contains(&format!(
+            "<testsuite name=\"raygate check\" tests=\"{}\" skipped=\"0\" errors=\"0\" failures=\"{denied}\">",
+            checked.len()
+        )),
+        "{}",
+        &xml[..xml.len().min(400)]
+    );
+    assert_eq!(xml.matches("<testcase ").count(), checked.len());
+    assert_eq!(xml.matches("<failure ").count(), denied);
+    assert!(denied > 0 && denied < checked.len());
+}

@@ -46,6 +46,78 @@ pub const ALL_RULES: &[&str] = &[
     resources::GPU_MISMATCH,
 ];
 
+/// What each rule asks, for tools that list rules (SARIF's reportingDescriptors).
+pub fn rule_help(rule: &str) -> &'static str {
+    match rule {
+        ports::HEAD_PORT => {
+            "The head's Ray container declares each planned port under KubeRay's name and the plan's number (GCS 6380, client 10002, dashboard 8266, Serve 8001)."
+        }
+        ports::METRICS_PORT => {
+            "Every Ray container declares the metrics port 8081; without it KubeRay adds metrics:8080."
+        }
+        ports::SERVE_PORT_NAME => {
+            "KubeRay's Serve Service only takes ports named `serve` or `serve-*`."
+        }
+        ports::RAY_START_PARAM => {
+            "rayStartParams pin each planned single port (GCS, client, dashboard, metrics, the dashboard agent's ports) to the plan's number."
+        }
+        ports::NODE_PORT_RANGE => {
+            "Every node pins its object manager, node manager and runtime env agent inside the plan's ranges."
+        }
+        ports::FORBIDDEN_PORT => {
+            "No container uses a default port the plan forbids (6379, 10001, 8265, 8000, 8080)."
+        }
+        ports::WORKER_PORT_OVERLAP => {
+            "The worker-process range stays clear of every pinned port; Ray refuses to start a node whose pinned port lies in it."
+        }
+        ports::WORKER_PORT_RANGE => {
+            "Every node pins min/max-worker-port inside the plan's worker range, which the NetworkPolicy admits."
+        }
+        ports::SERVE_CONFIG => {
+            "A RayService's serveConfigV2 makes Serve listen on the planned Serve port, where KubeRay's Serve Service sends traffic."
+        }
+        placement::NODE_NAME => "Ray pods never name a master node in nodeName.",
+        placement::TARGETS_MASTER => {
+            "Ray pods never select a master node by nodeSelector or node affinity."
+        }
+        placement::TOLERATES_CONTROL_PLANE => {
+            "Ray pods without a GPU never tolerate the control plane's taints."
+        }
+        placement::NOT_PINNED => "Ray pods are pinned to the worker nodes (node-role=worker).",
+        network_policy::MISSING => "A NetworkPolicy selects the pods of every Ray cluster.",
+        network_policy::BLOCKED_PORTS => {
+            "The cluster's NetworkPolicies admit every planned port and range between its pods, both ways."
+        }
+        network_policy::WORKER_PORTS => {
+            "The cluster's NetworkPolicies admit the worker-process range between its pods (tasks, actors, object transfers)."
+        }
+        network_policy::NOT_VERIFIED => {
+            "NetworkPolicy coverage could not be verified (no cluster access, or labels raygate cannot see)."
+        }
+        network_policy::UNCOVERS_CLUSTER => {
+            "A NetworkPolicy change does not leave a live Ray cluster uncovered."
+        }
+        network_policy::DNS_EGRESS => {
+            "A NetworkPolicy that restricts Ray pods' egress still lets them reach DNS (UDP and TCP 53)."
+        }
+        network_policy::APISERVER_EGRESS => {
+            "With in-tree autoscaling, the head may reach the API server through its NetworkPolicies."
+        }
+        network_policy::EXTERNAL_ACCESS => {
+            "Namespaces the policy names (Prometheus, notebooks) can reach the ports they need."
+        }
+        network_policy::POD_LABEL => {
+            "Pods of a RayJob's, RayService's or RayCronJob's cluster carry raygate.dev/ray-cr-name, so a NetworkPolicy can select them."
+        }
+        resources::MISSING => "Every container sets CPU and memory requests and limits.",
+        resources::INVALID_QUANTITY => "Resource quantities are valid Kubernetes quantities.",
+        resources::LIMIT_BELOW_REQUEST => "No limit is below its request.",
+        resources::ABOVE_MAXIMUM => "No container asks for more than the policy's maximum.",
+        resources::GPU_MISMATCH => "GPU requests equal GPU limits.",
+        _ => "A rule of the Ray platform plan.",
+    }
+}
+
 /// One broken rule, where it is broken, and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Violation {
