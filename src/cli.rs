@@ -49,6 +49,10 @@ pub enum Command {
         paths: Vec<PathBuf>,
         #[command(flatten)]
         policy: PolicyArgs,
+        /// The namespace of objects that name none, as `kubectl apply -n` (or an Argo CD
+        /// Application's destination) gives them; `default` when not given.
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
         /// Override the policy's mode.
         #[arg(long, value_enum)]
         mode: Option<Mode>,

@@ -48,6 +48,8 @@ pub enum Output {
 pub struct Inputs {
     pub files: Vec<ManifestFile>,
     pub errors: Vec<manifest::Error>,
+    /// The namespace of objects that name none, as `kubectl apply -n` would give them.
+    pub default_namespace: Option<String>,
 }
 
 impl Inputs {
@@ -64,7 +66,11 @@ impl Inputs {
                 Err(e) => errors.push(e),
             }
         }
-        Inputs { files, errors }
+        Inputs {
+            files,
+            errors,
+            default_namespace: None,
+        }
     }
 
     /// The NetworkPolicies among all documents: `check` sees them as the cluster would.
@@ -77,7 +83,13 @@ impl Inputs {
             .filter_map(|d| d.value.as_ref())
         {
             for object in objects(value) {
-                policies.extend(network_policy::from_manifest(object.1));
+                policies.extend(network_policy::from_manifest(object.1).map(|mut policy| {
+                    if policy.metadata.namespace.is_none() {
+                        Arc::make_mut(&mut policy).metadata.namespace =
+                            self.default_namespace.clone();
+                    }
+                    policy
+                }));
             }
         }
         policies
@@ -108,9 +120,12 @@ pub fn evaluate(engine: &Engine, inputs: &Inputs) -> Report {
             continue;
         };
         for (item, object_value) in objects(value) {
-            let Some(object) = ObjectRef::from_value(object_value) else {
+            let Some(mut object) = ObjectRef::from_value(object_value) else {
                 continue;
             };
+            if object.namespace.is_none() {
+                object.namespace = inputs.default_namespace.as_deref();
+            }
             let decision = engine.evaluate(&object, &context);
             let source = match item {
                 Some(i) => format!("{} items[{i}]", document.source),
@@ -128,8 +143,15 @@ pub fn evaluate(engine: &Engine, inputs: &Inputs) -> Report {
     Report { results }
 }
 
-pub fn check(engine: &Engine, paths: &[PathBuf], output: Output, fail_on: &[FailOn]) -> u8 {
-    let inputs = Inputs::read(paths);
+pub fn check(
+    engine: &Engine,
+    paths: &[PathBuf],
+    namespace: Option<String>,
+    output: Output,
+    fail_on: &[FailOn],
+) -> u8 {
+    let mut inputs = Inputs::read(paths);
+    inputs.default_namespace = namespace;
     let report = evaluate(engine, &inputs);
     // Buffered: stdout is line-buffered, a write(2) per report line otherwise.
     let stdout = std::io::stdout();

@@ -54,12 +54,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Check {
             paths,
             policy,
+            namespace,
             mode,
             output,
             fail_on,
         } => {
             let policy = load_policy(&policy, mode)?;
-            commands::check(&Engine::new(policy), &paths, output, &fail_on)
+            commands::check(&Engine::new(policy), &paths, namespace, output, &fail_on)
         }
         Command::Fix {
             paths,

@@ -568,3 +568,27 @@ fn sarif_and_junit_reports_for_ci() {
     assert_eq!(xml.matches("<failure ").count(), denied);
     assert!(denied > 0 && denied < checked.len());
 }
+
+/// `-n` gives objects that name no namespace the one they will be applied to (an Argo CD
+/// Application's destination), for NetworkPolicies and Ray objects alike.
+#[test]
+fn check_namespace_is_the_one_objects_without_one_get() {
+    let job = "tests/fixtures/kuberay/samples/ray-job.sample.yaml";
+    let out = raygate(&["check", "-f", job, "-n", "ml"]);
+    assert!(
+        stdout(&out).contains("RayJob ml/rayjob-sample"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("in namespace \"ml\""),
+        "{}",
+        stdout(&out)
+    );
+    let out = raygate(&["check", "-f", job]);
+    assert!(
+        stdout(&out).contains("in namespace \"default\""),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -156,6 +156,7 @@ fn fix_output_reads_back_as_the_patched_input_in_kubectl() {
         let read = Inputs {
             files: vec![file],
             errors: Vec::new(),
+            default_namespace: None,
         };
         let policies = read.network_policies();
         let context = Context::complete(&policies);
@@ -202,6 +203,7 @@ fn fix_output_reads_back_as_the_patched_input_in_kubectl() {
         let read = Inputs {
             files: vec![file],
             errors: Vec::new(),
+            default_namespace: None,
         };
         let policies = read.network_policies();
         let context = Context::complete(&policies);

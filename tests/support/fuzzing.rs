@@ -128,6 +128,7 @@ pub fn check_manifest(engine: &Engine, bytes: &[u8]) {
     let inputs = Inputs {
         files: vec![file],
         errors: Vec::new(),
+        default_namespace: None,
     };
     let report = commands::evaluate(engine, &inputs);
     report

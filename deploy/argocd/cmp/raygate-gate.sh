@@ -36,6 +36,8 @@ fi
 
 set -- check --mode "$mode"
 [ -n "${RAYGATE_POLICY:-}" ] && set -- "$@" --policy "$RAYGATE_POLICY"
+# Objects without a namespace land in the Application's destination namespace.
+[ -n "${ARGOCD_APP_NAMESPACE:-}" ] && set -- "$@" --namespace "$ARGOCD_APP_NAMESPACE"
 fail_on="${ARGOCD_ENV_RAYGATE_FAIL_ON:-${RAYGATE_FAIL_ON:-}}"
 [ -n "$fail_on" ] && set -- "$@" --fail-on "$fail_on"
 for f in $files; do set -- "$@" -f "$f"; done
