@@ -325,8 +325,19 @@ fn decide(
             let namespace = request.namespace.as_deref();
             spare_pods_of_unmarked_cluster(*cluster, object, namespace, &mut decision);
         }
+        // The mark goes on at CREATE and, like every fill-in on UPDATE, is put back when an
+        // update drops it (a server-side apply of the original manifest): it never flaps, and
+        // removing it cannot turn a cluster's Pods into ones that are never denied.
+        let marks = match request.operation {
+            Operation::Create => true,
+            Operation::Update => old_object
+                .as_ref()
+                .and_then(|old| old.pointer("/metadata/annotations"))
+                .is_some_and(|a| a.get(ENFORCED_ANNOTATION).is_some()),
+            _ => false,
+        };
         if endpoint == Endpoint::Mutate
-            && matches!(request.operation, Operation::Create)
+            && marks
             && decision.mode == Mode::Enforce
             && decision.coverage == Coverage::Cluster
             && request.kind.kind == "RayCluster"

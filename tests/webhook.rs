@@ -1178,3 +1178,36 @@ async fn every_metric_the_docs_name_exists() {
     }
     assert!(named > 0);
 }
+
+/// raygate's enforcement mark goes on at CREATE and comes back when an update drops it (a
+/// server-side apply of the manifest it was never in), so Argo CD's server-side diff sees no
+/// drift and removing it never spares a cluster's Pods.
+#[tokio::test]
+async fn the_enforcement_mark_is_set_at_create_and_put_back_on_update() {
+    let h = start(Mode::Enforce).await;
+    let object = cluster("ray");
+    let mutated = h.post("/mutate", &review(&object, "CREATE", false)).await;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(response(&mutated)["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let marked = apply(&object, &patch);
+    assert_eq!(
+        marked["metadata"]["annotations"]["raygate.dev/enforced"],
+        "true"
+    );
+    // An update without the mark: it is put back, and nothing else changes.
+    let mut update = review(&object, "UPDATE", false);
+    update["request"]["oldObject"] = marked.clone();
+    let answer = h.post("/mutate", &update).await;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(response(&answer)["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    assert_eq!(apply(&object, &patch), marked);
+    // A cluster that never had it (created before raygate) does not get it on update.
+    let mut legacy = review(&object, "UPDATE", false);
+    legacy["request"]["oldObject"] = object.clone();
+    let answer = h.post("/mutate", &legacy).await;
+    assert!(response(&answer).get("patch").is_none(), "{answer}");
+}
