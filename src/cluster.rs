@@ -109,61 +109,46 @@ impl ClusterCache {
         let ray_cluster_health = Arc::new(WatchHealth::new("rayclusters"));
 
         let (network_policies, writer) = reflector::store();
-        let stream = watcher(
+        spawn_watch(
             Api::<NetworkPolicy>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(|p| p.managed_fields_mut().clear())
-        .reflect(writer);
-        tokio::spawn(follow(
-            stream,
-            network_policy_health.clone(),
-            metrics.watch_metrics(),
-        ));
+            writer,
+            |p| p.managed_fields_mut().clear(),
+            &network_policy_health,
+            metrics,
+        );
 
         // NetworkPolicy namespaceSelectors match namespaces by their labels.
         let namespace_health = Arc::new(WatchHealth::new("namespaces"));
         let (namespaces, writer) = reflector::store();
-        let stream = watcher(
+        spawn_watch(
             Api::<Namespace>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(|n: &mut Namespace| {
-            n.managed_fields_mut().clear();
-            n.metadata.annotations = None;
-            n.spec = None;
-            n.status = None;
-        })
-        .reflect(writer);
-        tokio::spawn(follow(
-            stream,
-            namespace_health.clone(),
-            metrics.watch_metrics(),
-        ));
+            writer,
+            |n| {
+                n.managed_fields_mut().clear();
+                n.metadata.annotations = None;
+                n.spec = None;
+                n.status = None;
+            },
+            &namespace_health,
+            metrics,
+        );
 
         let resource = ray_resource("RayCluster", "rayclusters");
         let writer = reflector::store::Writer::new(resource.clone());
         let ray_clusters = writer.as_reader();
-        let stream = watcher(
+        spawn_watch(
             Api::<DynamicObject>::all_with(client, &resource),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        // Only the spec and metadata are read; status churns and costs memory.
-        .modify(|c: &mut DynamicObject| {
-            c.managed_fields_mut().clear();
-            if let Some(map) = c.data.as_object_mut() {
-                map.remove("status");
-            }
-        })
-        .reflect(writer);
-        tokio::spawn(follow(
-            stream,
-            ray_cluster_health.clone(),
-            metrics.watch_metrics(),
-        ));
+            writer,
+            // Only the spec and metadata are read; status churns and costs memory.
+            |c| {
+                c.managed_fields_mut().clear();
+                if let Some(map) = c.data.as_object_mut() {
+                    map.remove("status");
+                }
+            },
+            &ray_cluster_health,
+            metrics,
+        );
 
         // `raygate_cache_synced` falls back to 0 while a watch is stale, as its help says.
         let healths = [
@@ -202,6 +187,25 @@ impl ClusterCache {
     pub fn network_policies_synced(&self) -> bool {
         self.network_policy_health.synced()
     }
+}
+
+/// Watches `api` into `writer`'s store, with each object trimmed to what is read, and keeps
+/// `health` and the watch metrics up to date.
+fn spawn_watch<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    trim: impl FnMut(&mut K) + Send + 'static,
+    health: &Arc<WatchHealth>,
+    metrics: &Metrics,
+) where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(trim)
+        .reflect(writer);
+    tokio::spawn(follow(stream, health.clone(), metrics.watch_metrics()));
 }
 
 async fn follow<K, S>(stream: S, health: Arc<WatchHealth>, metrics: WatchMetrics)

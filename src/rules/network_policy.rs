@@ -146,6 +146,16 @@ fn selector_matches(selector: &LabelSelector, labels: &PodLabels<'_>) -> bool {
     match_labels_ok && expressions_ok
 }
 
+/// The ports a numbered NetworkPolicy port entry admits, `endPort` included.
+fn numbered_range(number: i32, port: &NetworkPolicyPort) -> (u32, u32) {
+    let from = u32::try_from(number).unwrap_or(0);
+    let to = port
+        .end_port
+        .and_then(|e| u32::try_from(e).ok())
+        .unwrap_or(from);
+    (from, to.max(from))
+}
+
 /// Port intervals admitted by a set of rules; `all` when some rule admits every port.
 #[derive(Default, Debug)]
 struct Admitted {
@@ -166,14 +176,7 @@ impl Admitted {
             }
             match &port.port {
                 None => self.all = true,
-                Some(IntOrString::Int(n)) => {
-                    let from = u32::try_from(*n).unwrap_or(0);
-                    let to = port
-                        .end_port
-                        .and_then(|e| u32::try_from(e).ok())
-                        .unwrap_or(from);
-                    self.ranges.push((from, to.max(from)));
-                }
+                Some(IntOrString::Int(n)) => self.ranges.push(numbered_range(*n, port)),
                 Some(IntOrString::String(name)) => self.names.push(name.clone()),
             }
         }
@@ -761,12 +764,8 @@ fn ports_admit(
             && match &p.port {
                 None => true,
                 Some(IntOrString::Int(n)) => {
-                    let from = u32::try_from(*n).unwrap_or(0);
-                    let to = p
-                        .end_port
-                        .and_then(|e| u32::try_from(e).ok())
-                        .unwrap_or(from);
-                    (from..=to.max(from)).contains(&port)
+                    let (from, to) = numbered_range(*n, p);
+                    (from..=to).contains(&port)
                 }
                 Some(IntOrString::String(name)) => names.contains(&name.as_str()),
             }
