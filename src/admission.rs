@@ -264,6 +264,13 @@ fn decide(
         }
         _ => None,
     };
+    // A Ray Pod's live RayCluster: its coverage, origin and enforcement mark all matter.
+    let owner = match (&known, &object) {
+        (Known::Live(cluster), Some(object)) => {
+            owning_cluster(*cluster, object, request.namespace.as_deref())
+        }
+        _ => None,
+    };
     let decision = match &object {
         Some(object) => {
             let view = ObjectRef::from_value(object).map(|v| with_request(v, &request));
@@ -282,7 +289,6 @@ fn decide(
                     let namespace_labels =
                         view.namespace.and_then(|ns| cluster.namespace_labels(ns));
                     let namespace = view.namespace;
-                    let owner = owning_cluster(*cluster, object, namespace);
                     let context = Context {
                         network_policies: match &policies {
                             Some(p) => NetworkPolicies::Known(p),
@@ -319,11 +325,10 @@ fn decide(
     if let Some(mut decision) =
         decision.filter(|d| !matches!(d.coverage, Coverage::OutOfScope | Coverage::Exempt))
     {
-        if let (Known::Live(cluster), Some(object)) = (&known, &object)
+        if let Some(owner) = &owner
             && decision.coverage == Coverage::Pod
         {
-            let namespace = request.namespace.as_deref();
-            spare_pods_of_unmarked_cluster(*cluster, object, namespace, &mut decision);
+            spare_pods_of_unmarked_cluster(owner, &mut decision);
         }
         // The mark goes on at CREATE and, like every fill-in on UPDATE, is put back when an
         // update drops it (a server-side apply of the original manifest): it never flaps, and
@@ -388,16 +393,8 @@ fn mark_enforced(object: &serde_json::Value) -> Option<json_patch::PatchOperatio
 
 /// The Pods of a live RayCluster created before raygate enforced the plan are judged but not
 /// denied, so that installing raygate or leaving audit mode never stops a cluster scaling.
-/// A cluster raygate has not seen yet is judged as new.
-fn spare_pods_of_unmarked_cluster(
-    cluster: &dyn ClusterState,
-    pod: &serde_json::Value,
-    namespace: Option<&str>,
-    decision: &mut Decision,
-) {
-    let Some(owner) = owning_cluster(cluster, pod, namespace) else {
-        return;
-    };
+/// (A cluster raygate has not seen yet has no owner here and is judged as new.)
+fn spare_pods_of_unmarked_cluster(owner: &DynamicObject, decision: &mut Decision) {
     let marked = owner
         .metadata
         .annotations
