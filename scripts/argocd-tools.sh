@@ -17,7 +17,8 @@
 #
 # The binary is rebuilt only when it is missing or its pins (go.mod, go.sum, main.go,
 # Go version) changed. FORCE=1 rebuilds. ARGOCD_CACHE=/dir moves the cache;
-# ARGOCD_PRUNE=1 deletes the Go caches afterwards and keeps bin/ and crds/.
+# GO_TOOLS_PRUNE (scripts/lib/go-tools.sh) deletes the Go caches afterwards and keeps
+# bin/ and crds/; the toolchain is then fetched again only for a rebuild.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,48 +27,23 @@ CACHE="${ARGOCD_CACHE:-$ROOT/.cache/argocd}"
 BIN="$CACHE/bin"
 CRDS="$CACHE/crds"
 
-GO="$(command -v go || true)"
-[[ -z "$GO" && -x /usr/local/go/bin/go ]] && GO=/usr/local/go/bin/go
-[[ -n "$GO" ]] || { echo "argocd-tools: Go toolchain not found (need go >= 1.21 on PATH)" >&2; exit 1; }
-
-export GOPATH="$CACHE/go"
-export GOMODCACHE="$GOPATH/pkg/mod"
-export GOCACHE="$GOPATH/cache"
-# -modcacherw lets `rm -rf .cache` work; the host's GOFLAGS are deliberately replaced.
-export GOFLAGS="-trimpath -modcacherw"
+# shellcheck source=lib/go-tools.sh
+source "$ROOT/scripts/lib/go-tools.sh"
 # The toolchain Argo CD's go.mod asks for (go 1.27.0), pinned to one release.
-export GOTOOLCHAIN="${ARGOCD_GOTOOLCHAIN:-go1.27.3}"
-export CGO_ENABLED=0
-
+go_tools_init argocd-tools "$CACHE" "${ARGOCD_GOTOOLCHAIN:-go1.27.3}"
 mkdir -p "$BIN" "$CRDS"
-log() { printf '[argocd-tools] %s\n' "$*" >&2; }
 
-NICE=()
-command -v nice >/dev/null && NICE=(nice -n 10)
-
-total_start=$SECONDS
-# A pinned GOTOOLCHAIN names the Go version itself, so a warm run never starts the go
-# command (which would fetch the toolchain again after ARGOCD_PRUNE=1).
-if [[ "$GOTOOLCHAIN" == go1.* ]]; then goversion="$GOTOOLCHAIN"; else goversion="$(cd "$TOOLS" && "$GO" env GOVERSION)"; fi
 pin="$(awk '$1 == "github.com/argoproj/argo-cd/v3" { print $2; exit }' "$TOOLS/go.mod")"
-log "go: $goversion (GOTOOLCHAIN=$GOTOOLCHAIN); argo-cd $pin"
+log "go: $(cd "$TOOLS" && go_version) (GOTOOLCHAIN=$GOTOOLCHAIN); argo-cd $pin"
 
-want="$( (cd "$TOOLS" && cat go.mod go.sum argocd/main.go && echo "$goversion") | sha256sum | cut -d' ' -f1)"
-stale() { [[ "${FORCE:-0}" == 1 || ! -e "$1" || "$(cat "$1.stamp" 2>/dev/null)" != "$2" ]]; }
+want="$(stamp "$TOOLS" go.mod go.sum argocd/main.go)"
 
 out="$BIN/argocd"
 if stale "$out" "$want"; then
 	start=$SECONDS
 	(cd "$TOOLS" && "$GO" mod download)
 	log "modules: ready in $((SECONDS - start))s"
-	start=$SECONDS
-	log "argocd: building ./argocd (application controller, repo server, cmp server) ..."
-	(cd "$TOOLS" && "${NICE[@]}" "$GO" build \
-		-ldflags="-s -w -X github.com/argoproj/argo-cd/v3/common.version=${pin#v}" \
-		-o "$out.tmp" ./argocd)
-	mv -f "$out.tmp" "$out"
-	echo "$want" >"$out.stamp"
-	log "argocd: built in $((SECONDS - start))s ($(du -h "$out" | cut -f1))"
+	go_build "$TOOLS" "$out" "$want" "-X github.com/argoproj/argo-cd/v3/common.version=${pin#v}" ./argocd
 else
 	log "argocd: up to date"
 fi
@@ -88,9 +64,4 @@ else
 	log "crds: up to date"
 fi
 
-if [[ "${ARGOCD_PRUNE:-0}" == 1 ]]; then
-	"$GO" clean -cache -modcache
-	log "pruned Go caches (the Go $GOTOOLCHAIN toolchain is fetched again on the next build)"
-fi
-
-log "done in $((SECONDS - total_start))s; cache uses $(du -sh "$CACHE" | cut -f1)"
+go_tools_done

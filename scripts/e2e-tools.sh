@@ -7,10 +7,11 @@
 # Output (git-ignored, safe to cache between CI runs as a whole):
 #   .cache/e2e/bin/{kube-apiserver,kubectl,etcd,kuberay-operator}
 #   .cache/e2e/crds/ray.io_*.yaml
-#   .cache/e2e/go/   GOPATH, module cache and build cache
+#   .cache/e2e/go/   GOPATH, module cache and build cache (pruned under CI)
 #
 # A binary is rebuilt only when it is missing or its pins (go.mod, go.sum,
-# wrapper sources) changed since it was built. FORCE=1 rebuilds everything.
+# wrapper sources) changed since it was built. FORCE=1 rebuilds everything;
+# GO_TOOLS_PRUNE is described in scripts/lib/go-tools.sh.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,40 +21,14 @@ CACHE="${E2E_CACHE:-$ROOT/.cache/e2e}"
 BIN="$CACHE/bin"
 CRDS="$CACHE/crds"
 
-GO="$(command -v go || true)"
-[[ -z "$GO" && -x /usr/local/go/bin/go ]] && GO=/usr/local/go/bin/go
-[[ -n "$GO" ]] || { echo "e2e-tools: Go toolchain not found (need go >= 1.24 on PATH)" >&2; exit 1; }
-
-# Keep everything Go writes inside the repo cache so it is self-contained.
-export GOPATH="$CACHE/go"
-export GOMODCACHE="$GOPATH/pkg/mod"
-export GOCACHE="$GOPATH/cache"
-# -modcacherw lets `rm -rf .cache` work; the host's GOFLAGS are deliberately replaced.
-export GOFLAGS="-trimpath -modcacherw"
-# Never fetch another toolchain: the proxy may not serve it and CI must use the installed one.
-export GOTOOLCHAIN=local
-# Static binaries, as upstream ships them; no C toolchain needed.
-export CGO_ENABLED=0
-
+# shellcheck source=lib/go-tools.sh
+source "$ROOT/scripts/lib/go-tools.sh"
+go_tools_init e2e-tools "$CACHE"
 mkdir -p "$BIN" "$CRDS"
-
-log() { printf '[e2e-tools] %s\n' "$*" >&2; }
-
-# Go builds are long and CPU-bound; yield to interactive work on shared machines.
-NICE=()
-command -v nice >/dev/null && NICE=(nice -n 10)
-
-# stamp DIR FILES... -> hash of the inputs that determine a binary.
-stamp() {
-	local dir="$1"
-	shift
-	(cd "$dir" && cat "$@" && "$GO" env GOVERSION) | sha256sum | cut -d' ' -f1
-}
 
 # pinned MODULE_DIR MODULE: version as written in go.mod (no module cache needed).
 pinned() { awk -v m="$2" '$1 == m { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$1/go.mod"; }
 
-total_start=$SECONDS
 log "go: $("$GO" version)"
 log "pins: kubernetes $(pinned "$TOOLS" k8s.io/kubernetes), etcd $(pinned "$TOOLS" go.etcd.io/etcd/server/v3)," \
 	"kuberay $(pinned "$TOOLS/kuberay" github.com/ray-project/kuberay/ray-operator)"
@@ -70,24 +45,15 @@ prepare() {
 	READY[$dir]=1
 }
 
-# stale FILE STAMP: whether the output recorded in FILE's stamp is out of date.
-stale() { [[ "${FORCE:-0}" == 1 || ! -e "$1" || "$(cat "$1.stamp" 2>/dev/null)" != "$2" ]]; }
-
 # build NAME MODULE_DIR PACKAGE STAMP [extra -ldflags]
 build() {
 	local name="$1" dir="$2" pkg="$3" want="$4" extra="${5:-}"
-	local out="$BIN/$name"
-	if ! stale "$out" "$want"; then
+	if ! stale "$BIN/$name" "$want"; then
 		log "$name: up to date"
 		return
 	fi
 	prepare "$dir"
-	log "$name: building $pkg ..."
-	local start=$SECONDS
-	(cd "$dir" && "${NICE[@]}" "$GO" build -ldflags="-s -w $extra" -o "$out.tmp" "$pkg")
-	mv -f "$out.tmp" "$out"
-	echo "$want" >"$out.stamp"
-	log "$name: built in $((SECONDS - start))s ($(du -h "$out" | cut -f1))"
+	go_build "$dir" "$BIN/$name" "$want" "$extra" "$pkg"
 }
 
 # Without these the binaries report v0.0.0-master, which kubectl flags as version skew.
@@ -133,11 +99,4 @@ else
 	log "crds: up to date"
 fi
 
-# E2E_PRUNE=1 drops the Go caches (~4 GiB) and keeps only bin/ and crds/
-# (~230 MiB), e.g. for a persistent CI cache; a later pin change re-downloads.
-if [[ "${E2E_PRUNE:-0}" == 1 ]]; then
-	"$GO" clean -cache -modcache
-	log "pruned Go caches"
-fi
-
-log "done in $((SECONDS - total_start))s; cache uses $(du -sh "$CACHE" | cut -f1)"
+go_tools_done
