@@ -7,11 +7,18 @@
       OUT_DIR/../index.tsv: NNNN, where it came from. The inputs: the benchmark objects,
       every document of the KubeRay samples, and objects that break one rule at a time.
 
+  verdicts.py vpol CLUSTER_POLICY
+      Prints the ClusterPolicy's rules as two Kyverno ValidatingPolicies (policies.kyverno.io):
+      the same variables and expressions, compiled once per policy instead of once per rule
+      and request; `raygate` denies (its Enforce rules), `raygate-warn` warns (its Audit rule).
+
   verdicts.py compare INDEX RAYGATE_JSON KYVERNO_REPORT POLICY APPROXIMATIONS
       Compares `raygate check -o json` with `kyverno apply --policy-report` of POLICY; exits 1
       on any disagreement not listed in APPROXIMATIONS. Kyverno denies when a rule whose
       failureAction is Enforce fails or errs (the CLI's report says `fail` for Audit rules
-      too; admission lets them pass).
+      too; admission lets them pass). A ValidatingPolicy reports only its first failing
+      validation: its rule ids (from the messages) must be among raygate's, and name one
+      whenever raygate denies.
 """
 
 import copy
@@ -158,18 +165,79 @@ def raygate_verdicts(path):
 
 
 def enforced_rules(policy_path):
-    """The rules of the policy file that deny (failureAction Enforce), by name."""
-    enforced = set()
+    """What denies in the policy file: ClusterPolicy rules whose failureAction is Enforce,
+    ValidatingPolicies whose validationActions hold Deny, by name; and whether the file is
+    ValidatingPolicies (which report one failure each)."""
+    enforced, vpol = set(), False
     with open(policy_path) as f:
         for doc in yaml.safe_load_all(f):
-            if not doc or doc.get("kind") not in ("ClusterPolicy", "Policy"):
+            if not doc:
+                continue
+            if doc.get("kind") == "ValidatingPolicy":
+                vpol = True
+                if "Deny" in doc["spec"].get("validationActions", []):
+                    enforced.add(doc["metadata"]["name"])
+                continue
+            if doc.get("kind") not in ("ClusterPolicy", "Policy"):
                 continue
             default = doc["spec"].get("validationFailureAction", "Audit")
             for rule in doc["spec"]["rules"]:
                 action = rule.get("validate", {}).get("failureAction", default)
                 if action.lower() == "enforce":
                     enforced.add(rule["name"])
-    return enforced
+    return enforced, vpol
+
+
+def to_vpol(policy_path):
+    with open(policy_path) as f:
+        (policy,) = [d for d in yaml.safe_load_all(f) if d and d.get("kind") == "ClusterPolicy"]
+    rules = policy["spec"]["rules"]
+    variables = rules[0]["validate"]["cel"]["variables"]
+    assert all(r["validate"]["cel"]["variables"] == variables for r in rules), "rules differ in variables"
+
+    def vpol(name, rules, actions):
+        return {
+            "apiVersion": "policies.kyverno.io/v1", "kind": "ValidatingPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "validationActions": actions,
+                "evaluation": {"background": {"enabled": False}},
+                "matchConstraints": {"resourceRules": [
+                    {"apiGroups": ["ray.io"], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
+                     "resources": ["rayclusters", "rayjobs", "rayservices", "raycronjobs"]},
+                    {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["pods"]}]},
+                # The ClusterPolicy's match (Ray objects, Pods with a ray.io/cluster label) and
+                # exclude (raygate's exempt namespaces), as match conditions.
+                "matchConditions": [
+                    {"name": "ray-object-or-pod", "expression":
+                        "object.apiVersion.startsWith('ray.io/') || "
+                        "(has(object.metadata.labels) && 'ray.io/cluster' in object.metadata.labels)"},
+                    {"name": "not-exempt", "expression":
+                        "!((has(object.metadata.namespace) ? object.metadata.namespace : "
+                        "(has(request.namespace) && request.namespace != '' ? request.namespace : 'default')) "
+                        "in ['kube-system', 'kube-public', 'kube-node-lease'])"}],
+                "variables": variables,
+                "validations": [{"expression": r["validate"]["cel"]["expressions"][0]["expression"],
+                                 "message": r["validate"]["cel"]["expressions"][0]["message"]} for r in rules],
+            }}
+
+    enforce = [r for r in rules if r["validate"]["failureAction"] == "Enforce"]
+    audit = [r for r in rules if r["validate"]["failureAction"] != "Enforce"]
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper, data):
+        style = ">" if "\n" in data or len(data) > 100 else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+    Dumper.add_representer(str, text)
+    print(f"# Generated from {policy_path} by `tests/kyverno/verdicts.py vpol {policy_path}`;")
+    print("# tests/kyverno/run.sh fails when it is not. The same rules as Kyverno ValidatingPolicies:")
+    print("# variables and expressions compiled once per policy, not once per rule and request.")
+    print("# A ValidatingPolicy reports its first failing validation only.")
+    print(yaml.dump_all([vpol("raygate", enforce, ["Deny"]), vpol("raygate-warn", audit, ["Audit", "Warn"])],
+                        Dumper=Dumper, sort_keys=False, width=120), end="")
 
 
 def kyverno_verdicts(path, enforced):
@@ -188,10 +256,15 @@ def kyverno_verdicts(path, enforced):
                 for resource in result.get("resources") or []:
                     key = resource["name"].removeprefix("k-")
                     entry = out.setdefault(key, {"denied": False, "rules": set(), "errors": []})
-                    rule = result["rule"].replace("-", "/", 1)
+                    name = result.get("rule") or result["policy"]
+                    if result.get("rule"):
+                        rule = result["rule"].replace("-", "/", 1)
+                    else:
+                        # A ValidatingPolicy's result names no rule: its message starts with it.
+                        rule = (result.get("message") or "").split(":", 1)[0].strip()
                     outcome = result["result"]
                     if outcome in ("fail", "error"):
-                        entry["denied"] |= result["rule"] in enforced
+                        entry["denied"] |= name in enforced
                         entry["rules"].add(rule)
                         if outcome == "error":
                             entry["errors"].append(f"{rule}: {result.get('message', '')}")
@@ -211,7 +284,7 @@ def compare(index_path, raygate_path, kyverno_path, policy_path, approximations_
                 source, rule = line.rsplit(None, 1)
                 approximations.setdefault(source, set()).add(rule)
     ours = raygate_verdicts(raygate_path)
-    enforced = enforced_rules(policy_path)
+    enforced, first_only = enforced_rules(policy_path)
     if not enforced:
         raise SystemExit(f"no Enforce rule in {policy_path}")
     theirs = kyverno_verdicts(kyverno_path, enforced)
@@ -229,6 +302,13 @@ def compare(index_path, raygate_path, kyverno_path, policy_path, approximations_
         denied += r["denied"]
         allowed += not r["denied"]
         differ = r["rules"] ^ k["rules"]
+        if first_only:
+            # One failure per ValidatingPolicy: Kyverno's must be among raygate's, one of
+            # them denying whenever raygate denies, the warning the same.
+            missing_deny = bool(r["rules"] - WARN_RULES) and not (k["rules"] - WARN_RULES)
+            differ = (k["rules"] - r["rules"]) | ((r["rules"] ^ k["rules"]) & WARN_RULES)
+            if missing_deny:
+                differ |= r["rules"] - WARN_RULES
         excused = approximations.get(source, set())
         if r["denied"] != k["denied"] or differ:
             if differ and differ <= excused:
@@ -259,7 +339,9 @@ def compare(index_path, raygate_path, kyverno_path, policy_path, approximations_
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 4 and sys.argv[1] == "inputs":
+    if len(sys.argv) == 3 and sys.argv[1] == "vpol":
+        to_vpol(sys.argv[2])
+    elif len(sys.argv) >= 4 and sys.argv[1] == "inputs":
         inputs(sys.argv[2], sys.argv[3], sys.argv[4:])
     elif len(sys.argv) == 7 and sys.argv[1] == "compare":
         sys.exit(compare(*sys.argv[2:]))
