@@ -6,9 +6,13 @@
 #      benchmark objects (examples/bench_inputs.rs), every document of every KubeRay sample
 #      that is YAML (the clusterloader2 templates are not until rendered), and objects that
 #      break one rule at a time;
-#   3. `raygate check -o json` and `kyverno apply --policy-report` over the same folder;
+#   3. `raygate check -o json` and `kyverno apply --policy-report` over the same folder, once
+#      with the ClusterPolicy and once with the same rules as ValidatingPolicies
+#      (benches/policies/kyverno/raygate.vpol.yaml, which must be what `verdicts.py vpol`
+#      generates from the ClusterPolicy);
 #   4. per object: the same allow/deny verdict and the same broken rules (raygate's rule ids,
-#      Kyverno's rule names), network-policy/* and ports/serve-config left out as the policy
+#      Kyverno's rule names; a ValidatingPolicy names only its first failure, which must be
+#      one of raygate's), network-policy/* and ports/serve-config left out as the policy
 #      documents. Any difference not listed in tests/kyverno/approximations.txt fails the
 #      tier, and so does a listed one that no longer differs.
 #
@@ -35,6 +39,9 @@ log "building raygate and the benchmark inputs (debug)"
 cargo build --quiet --locked --bin raygate --example bench_inputs
 RAYGATE="$ROOT/target/debug/raygate"
 POLICY=benches/policies/kyverno/raygate.yaml
+VPOL=benches/policies/kyverno/raygate.vpol.yaml
+python3 tests/kyverno/verdicts.py vpol "$POLICY" | cmp -s - "$VPOL" ||
+	die "$VPOL is not generated from $POLICY: python3 tests/kyverno/verdicts.py vpol $POLICY >$VPOL"
 
 WORK=$(mktemp -d -t raygate-kyverno.XXXXXX)
 cleanup() { rm -rf "$WORK"; }
@@ -53,20 +60,24 @@ set -e
 ((code <= 1)) || { cat "$WORK/raygate.err" >&2; die "raygate check exited $code"; }
 log "raygate check: exit $code"
 
-start=$SECONDS
-set +e
-"$KYVERNO" apply "$POLICY" --resource "$WORK/objects" --policy-report \
-	--remove-color >"$WORK/kyverno.yaml" 2>"$WORK/kyverno.err"
-code=$?
-set -e
-# Exit 1 means a rule failed; anything else, or no report, is a broken run.
-if ((code > 1)) || ! grep -qE '^kind: (Cluster)?(Policy)?Report$' "$WORK/kyverno.yaml"; then
-	tail -n 40 "$WORK/kyverno.err" "$WORK/kyverno.yaml" >&2
-	die "kyverno apply exited $code without a policy report"
-fi
-log "kyverno apply: exit $code in $((SECONDS - start))s"
+for kind in ClusterPolicy ValidatingPolicy; do
+	policy=$POLICY
+	[[ $kind == ValidatingPolicy ]] && policy=$VPOL
+	start=$SECONDS
+	set +e
+	"$KYVERNO" apply "$policy" --resource "$WORK/objects" --policy-report \
+		--remove-color >"$WORK/kyverno.yaml" 2>"$WORK/kyverno.err"
+	code=$?
+	set -e
+	# Exit 1 means a rule failed; anything else, or no report, is a broken run.
+	if ((code > 1)) || ! grep -qE '^kind: (Cluster)?(Policy)?Report$' "$WORK/kyverno.yaml"; then
+		tail -n 40 "$WORK/kyverno.err" "$WORK/kyverno.yaml" >&2
+		die "kyverno apply ($kind) exited $code without a policy report"
+	fi
+	log "kyverno apply ($kind): exit $code in $((SECONDS - start))s"
 
-# --- 4. compare -------------------------------------------------------------------------------
-python3 tests/kyverno/verdicts.py compare "$WORK/index.tsv" "$WORK/raygate.json" "$WORK/kyverno.yaml" "$POLICY" \
-	tests/kyverno/approximations.txt || die "Kyverno and raygate disagree (above)"
+	# --- 4. compare ---------------------------------------------------------------------------
+	python3 tests/kyverno/verdicts.py compare "$WORK/index.tsv" "$WORK/raygate.json" "$WORK/kyverno.yaml" "$policy" \
+		tests/kyverno/approximations.txt || die "Kyverno ($kind) and raygate disagree (above)"
+done
 log "passed in $((SECONDS - started))s"
