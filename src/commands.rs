@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::engine::{Context, Engine};
 use crate::manifest::{self, Format, ManifestFile};
 use crate::ray::ObjectRef;
-use crate::report::{CheckResult, Report};
+use crate::report::{CheckResult, Report, ReportWriter};
 use crate::rules::network_policy;
 use crate::yaml_edit;
 
@@ -75,24 +75,10 @@ impl Inputs {
 
     /// The NetworkPolicies among all documents: `check` sees them as the cluster would.
     pub fn network_policies(&self) -> Vec<Arc<NetworkPolicy>> {
-        let mut policies = Vec::new();
-        for value in self
-            .files
+        self.files
             .iter()
-            .flat_map(|f| &f.documents)
-            .filter_map(|d| d.value.as_ref())
-        {
-            for object in objects(value) {
-                policies.extend(network_policy::from_manifest(object.1).map(|mut policy| {
-                    if policy.metadata.namespace.is_none() {
-                        Arc::make_mut(&mut policy).metadata.namespace =
-                            self.default_namespace.clone();
-                    }
-                    policy
-                }));
-            }
-        }
-        policies
+            .flat_map(|file| file_network_policies(file, self.default_namespace.as_deref()))
+            .collect()
     }
 }
 
@@ -115,7 +101,35 @@ pub fn evaluate(engine: &Engine, inputs: &Inputs) -> Report {
     let policies = inputs.network_policies();
     let context = Context::complete(&policies);
     let mut results = Vec::new();
-    for document in inputs.files.iter().flat_map(|f| &f.documents) {
+    for file in &inputs.files {
+        let collect = &mut |result| {
+            results.push(result);
+            Ok(())
+        };
+        evaluate_file(
+            engine,
+            &context,
+            inputs.default_namespace.as_deref(),
+            file,
+            collect,
+        )
+        .expect("collecting into a Vec cannot fail");
+    }
+    Report { results }
+}
+
+/// Where results go: a report being written, or a Vec.
+type ResultSink<'a> = &'a mut dyn FnMut(CheckResult) -> std::io::Result<()>;
+
+/// Judges every object in `file` and hands each result to `sink`.
+fn evaluate_file(
+    engine: &Engine,
+    context: &Context<'_>,
+    default_namespace: Option<&str>,
+    file: &ManifestFile,
+    sink: ResultSink<'_>,
+) -> std::io::Result<()> {
+    for document in &file.documents {
         let Some(value) = &document.value else {
             continue;
         };
@@ -124,23 +138,130 @@ pub fn evaluate(engine: &Engine, inputs: &Inputs) -> Report {
                 continue;
             };
             if object.namespace.is_none() {
-                object.namespace = inputs.default_namespace.as_deref();
+                object.namespace = default_namespace;
             }
-            let decision = engine.evaluate(&object, &context);
+            let decision = engine.evaluate(&object, context);
             let source = match item {
                 Some(i) => format!("{} items[{i}]", document.source),
                 None => document.source.to_string(),
             };
-            results.push(CheckResult::new(
+            sink(CheckResult::new(
                 source,
                 object.kind,
                 object.namespace,
                 object.name,
                 decision,
-            ));
+            ))?;
         }
     }
-    Report { results }
+    Ok(())
+}
+
+/// The NetworkPolicies of one file, namespaced as `kubectl apply -n` would.
+fn file_network_policies(
+    file: &ManifestFile,
+    default_namespace: Option<&str>,
+) -> Vec<Arc<NetworkPolicy>> {
+    let mut policies = Vec::new();
+    for value in file.documents.iter().filter_map(|d| d.value.as_ref()) {
+        for (_, object) in objects(value) {
+            policies.extend(network_policy::from_manifest(object).map(|mut policy| {
+                if policy.metadata.namespace.is_none() {
+                    Arc::make_mut(&mut policy).metadata.namespace =
+                        default_namespace.map(str::to_owned);
+                }
+                policy
+            }));
+        }
+    }
+    policies
+}
+
+/// Whether manifest text can hold a document of kind NetworkPolicy. The kind is spelled out
+/// in the text unless a YAML double-quoted scalar or a JSON string spells it with a hex
+/// escape (`\x`, `\u`, `\U`) or splits it with an escaped line break; anchors, aliases and
+/// merge keys all repeat text that is in the file.
+pub fn may_hold_network_policy(text: &str) -> bool {
+    text.contains("NetworkPolicy")
+        || text
+            .as_bytes()
+            .windows(2)
+            .any(|w| w[0] == b'\\' && matches!(w[1], b'x' | b'u' | b'U' | b'\n' | b'\r'))
+}
+
+/// What `check` read besides its results.
+pub struct Checked {
+    pub errors: Vec<manifest::Error>,
+    pub files: usize,
+    pub documents: usize,
+}
+
+/// `check` over files one at a time, so memory holds one file, not every document.
+/// NetworkPolicies count for every object, so a first pass collects them, parsing only the
+/// files that can hold one ([`may_hold_network_policy`]).
+pub fn check_paths(
+    engine: &Engine,
+    paths: &[PathBuf],
+    default_namespace: Option<&str>,
+    sink: ResultSink<'_>,
+) -> std::io::Result<Checked> {
+    let mut errors = Vec::new();
+    let expanded = manifest::expand(paths).unwrap_or_else(|e| {
+        errors.push(e);
+        Vec::new()
+    });
+    // Standard input can be read once: it is kept parsed; files are read again.
+    let mut stdin = None;
+    let mut policies = Vec::new();
+    for path in &expanded {
+        if path.as_os_str() == "-" {
+            match manifest::read(path) {
+                Ok(file) => {
+                    policies.extend(file_network_policies(&file, default_namespace));
+                    stdin = Some(file);
+                }
+                Err(e) => errors.push(e),
+            }
+            continue;
+        }
+        // Unreadable and unparsable files are reported by the second pass.
+        if let Ok(text) = std::fs::read_to_string(path)
+            && may_hold_network_policy(&text)
+            && let Ok(file) = manifest::parse(&path.display().to_string(), &text)
+        {
+            policies.extend(file_network_policies(&file, default_namespace));
+        }
+    }
+    let context = Context::complete(&policies);
+    let (mut files, mut documents) = (0, 0);
+    for path in &expanded {
+        let read;
+        let file = if path.as_os_str() == "-" {
+            match &stdin {
+                Some(file) => file,
+                None => continue,
+            }
+        } else {
+            match manifest::read(path) {
+                Ok(file) => {
+                    read = file;
+                    &read
+                }
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            }
+        };
+        files += 1;
+        documents += file.documents.len();
+        evaluate_file(engine, &context, default_namespace, file, &mut *sink)?;
+    }
+    Ok(Checked {
+        errors,
+        files,
+        documents,
+    })
 }
 
 pub fn check(
@@ -150,29 +271,36 @@ pub fn check(
     output: Output,
     fail_on: &[FailOn],
 ) -> u8 {
-    let mut inputs = Inputs::read(paths);
-    inputs.default_namespace = namespace;
-    let report = evaluate(engine, &inputs);
     // Buffered: stdout is line-buffered, a write(2) per report line otherwise.
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let written = report.write(output, &mut out).and_then(|()| out.flush());
-    if let Err(e) = written {
-        eprintln!("error: cannot write the report: {e}");
-        return exit::UNUSABLE;
-    }
-    for error in &inputs.errors {
+    let mut writer = ReportWriter::new(output, std::io::BufWriter::new(stdout.lock()));
+    let checked = check_paths(engine, paths, namespace.as_deref(), &mut |result| {
+        writer.push(result)
+    });
+    let (
+        Checked {
+            errors,
+            files,
+            documents,
+        },
+        tally,
+    ) = match checked.and_then(|checked| Ok((checked, writer.finish()?))) {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("error: cannot write the report: {e}");
+            return exit::UNUSABLE;
+        }
+    };
+    for error in &errors {
         eprintln!("error: {error}");
     }
-    if !inputs.errors.is_empty() {
+    if !errors.is_empty() {
         return exit::UNUSABLE;
     }
-    let checked = report.checked();
+    let checked = tally.checked;
     if checked == 0 {
-        let documents: usize = inputs.files.iter().map(|f| f.documents.len()).sum();
         eprintln!(
-            "raygate check: no Ray object (RayCluster, RayJob, RayService, RayCronJob or Ray Pod) in {} file(s) with {documents} document(s){}",
-            inputs.files.len(),
+            "raygate check: no Ray object (RayCluster, RayJob, RayService, RayCronJob or Ray Pod) in {files} file(s) with {documents} document(s){}",
             if fail_on.contains(&FailOn::Empty) {
                 "; failing (--fail-on empty)"
             } else {
@@ -182,10 +310,10 @@ pub fn check(
     }
     let failed_on = fail_on.iter().find(|condition| match condition {
         FailOn::Empty => checked == 0,
-        FailOn::Fill => report.with_fill_ins() > 0,
-        FailOn::Warn => report.with_warnings() > 0,
+        FailOn::Fill => tally.with_fill_ins > 0,
+        FailOn::Warn => tally.with_warnings > 0,
     });
-    if report.denied() > 0 {
+    if tally.denied > 0 {
         exit::DENIED
     } else if let Some(condition) = failed_on {
         if *condition != FailOn::Empty {

@@ -1,5 +1,10 @@
 use std::process::ExitCode;
 
+/// Admission allocates and frees per request on every tokio thread; glibc's malloc made that
+/// about a third of the server's profile (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use raygate::commands::{self, FixOptions, exit};
 use raygate::{Engine, Mode, Policy};

@@ -103,8 +103,13 @@ impl Report {
     pub fn write(&self, output: crate::commands::Output, out: &mut impl Write) -> io::Result<()> {
         use crate::commands::Output;
         match output {
-            Output::Text => self.write_text(out),
-            Output::Json => self.write_json(out),
+            Output::Text | Output::Json => {
+                let mut writer = ReportWriter::new(output, &mut *out);
+                for result in &self.results {
+                    writer.write_result(result)?;
+                }
+                writer.finish().map(drop)
+            }
             Output::Sarif => self.write_sarif(out),
             Output::Junit => self.write_junit(out),
         }
@@ -236,78 +241,170 @@ impl Report {
             .map_err(|e| io::Error::other(e.to_string()))?;
         out.write_all(xml.as_bytes())
     }
+}
 
-    pub fn write_json(&self, out: &mut impl Write) -> io::Result<()> {
-        serde_json::to_writer_pretty(&mut *out, self)?;
-        writeln!(out)
+/// Counts of a check's results: its summary line and exit code.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    /// Ray objects judged.
+    pub checked: usize,
+    pub denied: usize,
+    /// Ray objects that admission would fill in.
+    pub with_fill_ins: usize,
+    /// Ray objects admitted with warnings (in audit mode, what enforcement would deny too).
+    pub with_warnings: usize,
+    pub out_of_scope: usize,
+}
+
+impl Tally {
+    fn add(&mut self, result: &CheckResult) {
+        if !result.checked() {
+            self.out_of_scope += 1;
+            return;
+        }
+        self.checked += 1;
+        self.denied += usize::from(!result.allowed);
+        self.with_fill_ins += usize::from(!result.patch.0.is_empty());
+        self.with_warnings += usize::from(result.violations.iter().any(|v| result.warns(v)));
+    }
+}
+
+/// Writes text and JSON reports one result at a time, so `check` holds one file's results,
+/// not every file's. SARIF and JUnit are single documents: their results are kept until
+/// [`ReportWriter::finish`].
+pub struct ReportWriter<W: Write> {
+    output: crate::commands::Output,
+    out: W,
+    tally: Tally,
+    kept: Vec<CheckResult>,
+}
+
+impl<W: Write> ReportWriter<W> {
+    pub fn new(output: crate::commands::Output, out: W) -> ReportWriter<W> {
+        ReportWriter {
+            output,
+            out,
+            tally: Tally::default(),
+            kept: Vec::new(),
+        }
     }
 
-    /// Grouped by object; every violation with its path and fix.
-    pub fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
-        let mut checked = 0;
-        let mut filled = 0;
-        for result in &self.results {
-            if !result.checked() {
-                continue;
-            }
-            checked += 1;
-            if !result.patch.0.is_empty() {
-                filled += 1;
-            }
-            let who = match &result.namespace {
-                Some(ns) => format!("{} {ns}/{}", result.kind, result.name),
-                None => format!("{} {}", result.kind, result.name),
-            };
-            let to_fix = result.violations.iter().filter(|v| !v.fillable).count();
-            let fills = result.violations.len() - to_fix;
-            // In audit mode nothing is denied: what enforcement would deny is a warning.
-            let would_deny = result
-                .violations
-                .iter()
-                .filter(|v| !v.fillable && v.action == Action::Deny)
-                .count();
-            let verdict = match (result.allowed, to_fix, fills) {
-                (false, _, _) => "DENIED".to_owned(),
-                (true, 0, 0) => "ok".to_owned(),
-                (true, 0, _) => "allowed once filled in".to_owned(),
-                (true, _, _) if result.audit_mode() && would_deny > 0 => format!(
-                    "allowed with warnings (audit mode; {would_deny} finding(s) would deny it when enforcing)"
-                ),
-                (true, _, _) => "allowed with warnings".to_owned(),
-            };
-            writeln!(out, "{}: {who}: {verdict}", result.source)?;
-            for violation in &result.violations {
-                let tag = if violation.fillable {
-                    "fill"
-                } else if result.warns(violation) {
-                    "warn"
-                } else {
-                    match violation.action {
-                        Action::Deny => "DENY",
-                        Action::Warn => "warn",
-                        Action::Audit => "audit",
-                        Action::Off => "off",
-                    }
-                };
-                // A finding on the object as a whole has the empty JSON pointer.
-                let path = if violation.path.is_empty() {
-                    "(object)"
-                } else {
-                    violation.path.as_str()
-                };
-                writeln!(out, "  {tag:<5} {}  {path}", violation.rule)?;
-                if result.audit_mode() && violation.action == Action::Deny && !violation.fillable {
-                    writeln!(out, "        (denied when enforcing) {}", violation.message)?;
-                } else {
-                    writeln!(out, "        {}", violation.message)?;
-                }
+    pub fn push(&mut self, result: CheckResult) -> io::Result<()> {
+        use crate::commands::Output;
+        match self.output {
+            Output::Text | Output::Json => self.write_result(&result),
+            Output::Sarif | Output::Junit => {
+                self.tally.add(&result);
+                self.kept.push(result);
+                Ok(())
             }
         }
-        writeln!(
-            out,
-            "{checked} Ray object(s) checked: {} denied, {filled} with fill-ins; {} other object(s) out of scope",
-            self.denied(),
-            self.results.len() - checked
-        )
     }
+
+    fn write_result(&mut self, result: &CheckResult) -> io::Result<()> {
+        use crate::commands::Output;
+        let first = self.tally.checked + self.tally.out_of_scope == 0;
+        self.tally.add(result);
+        match self.output {
+            Output::Json => write_json_result(&mut self.out, result, first),
+            _ => write_text_result(&mut self.out, result),
+        }
+    }
+
+    /// Writes what remains (the summary, the closing brackets, a whole SARIF or JUnit report).
+    pub fn finish(mut self) -> io::Result<Tally> {
+        use crate::commands::Output;
+        let tally = self.tally;
+        match self.output {
+            Output::Text => writeln!(
+                self.out,
+                "{} Ray object(s) checked: {} denied, {} with fill-ins; {} other object(s) out of scope",
+                tally.checked, tally.denied, tally.with_fill_ins, tally.out_of_scope
+            )?,
+            // As serde_json's pretty printer writes a `Report`.
+            Output::Json if tally.checked + tally.out_of_scope == 0 => {
+                writeln!(self.out, "{{\n  \"results\": []\n}}")?
+            }
+            Output::Json => writeln!(self.out, "\n  ]\n}}")?,
+            Output::Sarif => Report { results: self.kept }.write_sarif(&mut self.out)?,
+            Output::Junit => Report { results: self.kept }.write_junit(&mut self.out)?,
+        }
+        self.out.flush()?;
+        Ok(tally)
+    }
+}
+
+/// One result as an element of the pretty-printed `results` array.
+fn write_json_result(out: &mut impl Write, result: &CheckResult, first: bool) -> io::Result<()> {
+    out.write_all(if first {
+        b"{\n  \"results\": [\n"
+    } else {
+        b",\n"
+    })?;
+    let element = serde_json::to_vec_pretty(result)?;
+    // Nested two levels deep; JSON strings hold no raw line breaks, so every line is indented.
+    for (i, line) in element.split(|b| *b == b'\n').enumerate() {
+        if i > 0 {
+            out.write_all(b"\n")?;
+        }
+        out.write_all(b"    ")?;
+        out.write_all(line)?;
+    }
+    Ok(())
+}
+
+/// One object, every violation with its path and fix.
+fn write_text_result(out: &mut impl Write, result: &CheckResult) -> io::Result<()> {
+    if !result.checked() {
+        return Ok(());
+    }
+    let who = match &result.namespace {
+        Some(ns) => format!("{} {ns}/{}", result.kind, result.name),
+        None => format!("{} {}", result.kind, result.name),
+    };
+    let to_fix = result.violations.iter().filter(|v| !v.fillable).count();
+    let fills = result.violations.len() - to_fix;
+    // In audit mode nothing is denied: what enforcement would deny is a warning.
+    let would_deny = result
+        .violations
+        .iter()
+        .filter(|v| !v.fillable && v.action == Action::Deny)
+        .count();
+    let verdict = match (result.allowed, to_fix, fills) {
+        (false, _, _) => "DENIED".to_owned(),
+        (true, 0, 0) => "ok".to_owned(),
+        (true, 0, _) => "allowed once filled in".to_owned(),
+        (true, _, _) if result.audit_mode() && would_deny > 0 => format!(
+            "allowed with warnings (audit mode; {would_deny} finding(s) would deny it when enforcing)"
+        ),
+        (true, _, _) => "allowed with warnings".to_owned(),
+    };
+    writeln!(out, "{}: {who}: {verdict}", result.source)?;
+    for violation in &result.violations {
+        let tag = if violation.fillable {
+            "fill"
+        } else if result.warns(violation) {
+            "warn"
+        } else {
+            match violation.action {
+                Action::Deny => "DENY",
+                Action::Warn => "warn",
+                Action::Audit => "audit",
+                Action::Off => "off",
+            }
+        };
+        // A finding on the object as a whole has the empty JSON pointer.
+        let path = if violation.path.is_empty() {
+            "(object)"
+        } else {
+            violation.path.as_str()
+        };
+        writeln!(out, "  {tag:<5} {}  {path}", violation.rule)?;
+        if result.audit_mode() && violation.action == Action::Deny && !violation.fillable {
+            writeln!(out, "        (denied when enforcing) {}", violation.message)?;
+        } else {
+            writeln!(out, "        {}", violation.message)?;
+        }
+    }
+    Ok(())
 }

@@ -592,3 +592,45 @@ fn check_namespace_is_the_one_objects_without_one_get() {
         stdout(&out)
     );
 }
+
+/// `check` reads files one at a time and collects NetworkPolicies first from the files that
+/// can hold one: a kind spelled with escapes must still count, from any file of the input.
+#[test]
+fn a_network_policy_in_another_file_counts_however_its_kind_is_spelled() {
+    let fixed = raygate(&[
+        "fix",
+        "-f",
+        "tests/fixtures/manifests/fillable-cluster.yaml",
+    ]);
+    assert_eq!(fixed.status.code(), Some(0), "{}", stderr(&fixed));
+    let text = stdout(&fixed);
+    let (cluster, policy) = text.split_once("\n---\n").expect("two documents");
+    assert!(policy.contains("kind: NetworkPolicy"), "{policy}");
+    for spelling in [
+        "kind: NetworkPolicy",
+        r#"kind: "Network\x50olicy""#,
+        r#"kind: "\u004EetworkPolicy""#,
+        "kind: \"Network\\\n  Policy\"",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        // The cluster's file sorts first, so its policy is read after it.
+        std::fs::write(dir.path().join("a-cluster.yaml"), cluster).unwrap();
+        std::fs::write(
+            dir.path().join("b-policy.yaml"),
+            policy.replace("kind: NetworkPolicy", spelling),
+        )
+        .unwrap();
+        let out = raygate(&["check", "-f", dir.path().to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{spelling}: {}", stdout(&out));
+        assert!(
+            stdout(&out).contains(": ok"),
+            "{spelling}: {}",
+            stdout(&out)
+        );
+    }
+    // Without the policy the same cluster is not covered.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a-cluster.yaml"), cluster).unwrap();
+    let out = raygate(&["check", "-f", dir.path().to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0), "{}", stdout(&out));
+}

@@ -132,11 +132,19 @@ pub fn check_manifest(engine: &Engine, bytes: &[u8]) {
     };
     let report = commands::evaluate(engine, &inputs);
     report
-        .write_text(&mut std::io::sink())
+        .write(commands::Output::Text, &mut std::io::sink())
         .expect("the text report");
+    // The JSON report is written one result at a time, as serde_json writes it whole.
+    let mut streamed = Vec::new();
     report
-        .write_json(&mut std::io::sink())
+        .write(commands::Output::Json, &mut streamed)
         .expect("the JSON report");
+    let mut whole = serde_json::to_vec_pretty(&report).expect("the report renders as JSON");
+    whole.push(b'\n');
+    assert!(
+        streamed == whole,
+        "the streamed JSON report differs from serde_json's"
+    );
 }
 
 const UID: &str = "00000000-0000-0000-0000-00000000f022";
