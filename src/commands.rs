@@ -189,6 +189,9 @@ pub fn may_hold_network_policy(text: &str) -> bool {
             .any(|w| w[0] == b'\\' && matches!(w[1], b'x' | b'u' | b'U' | b'\n' | b'\r'))
 }
 
+/// How much file text `check` keeps between its passes instead of reading it again.
+const KEPT_TEXT_BUDGET: usize = 16 << 20;
+
 /// What `check` read besides its results.
 pub struct Checked {
     pub errors: Vec<manifest::Error>,
@@ -210,10 +213,13 @@ pub fn check_paths(
         errors.push(e);
         Vec::new()
     });
-    // Standard input can be read once: it is kept parsed; files are read again.
+    // Standard input can be read once: it is kept parsed. File texts are kept for the second
+    // pass up to a budget; the rest are read again.
     let mut stdin = None;
     let mut policies = Vec::new();
-    for path in &expanded {
+    let mut kept = vec![None; expanded.len()];
+    let mut budget = KEPT_TEXT_BUDGET;
+    for (path, kept) in expanded.iter().zip(&mut kept) {
         if path.as_os_str() == "-" {
             match manifest::read(path) {
                 Ok(file) => {
@@ -225,16 +231,22 @@ pub fn check_paths(
             continue;
         }
         // Unreadable and unparsable files are reported by the second pass.
-        if let Ok(text) = std::fs::read_to_string(path)
-            && may_hold_network_policy(&text)
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        if may_hold_network_policy(&text)
             && let Ok(file) = manifest::parse(&path.display().to_string(), &text)
         {
             policies.extend(file_network_policies(&file, default_namespace));
         }
+        if text.len() <= budget {
+            budget -= text.len();
+            *kept = Some(text);
+        }
     }
     let context = Context::complete(&policies);
     let (mut files, mut documents) = (0, 0);
-    for path in &expanded {
+    for (path, kept) in expanded.iter().zip(kept) {
         let read;
         let file = if path.as_os_str() == "-" {
             match &stdin {
@@ -242,7 +254,16 @@ pub fn check_paths(
                 None => continue,
             }
         } else {
-            match manifest::read(path) {
+            let parsed = match kept {
+                Some(text) => {
+                    manifest::parse_owned(&path.display().to_string(), text).map(|mut file| {
+                        file.path = Some(path.clone());
+                        file
+                    })
+                }
+                None => manifest::read(path),
+            };
+            match parsed {
                 Ok(file) => {
                     read = file;
                     &read

@@ -133,19 +133,24 @@ pub fn read(path: &Path) -> Result<ManifestFile> {
         })?;
         (display, text, Some(path.to_path_buf()))
     };
-    let mut file = parse(&display, &text)?;
+    let mut file = parse_owned(&display, text)?;
     file.path = file_path;
     Ok(file)
 }
 
 /// Parses manifest text into the documents kubectl would read from it (see [`crate::yaml`]).
 pub fn parse(display: &str, text: &str) -> Result<ManifestFile> {
+    parse_owned(display, text.to_owned())
+}
+
+/// [`parse`], keeping `text` as the file's text.
+pub fn parse_owned(display: &str, text: String) -> Result<ManifestFile> {
     let parse_error = |line: usize, message: String| Error::Parse {
         path: display.to_owned(),
         line,
         message,
     };
-    let chunks = crate::yaml::split(text)
+    let chunks = crate::yaml::split(&text)
         .map_err(|e| parse_error(e.line, format!("invalid YAML: {}", e.message)))?;
     let mut documents = Vec::new();
     for chunk in chunks {
@@ -159,7 +164,7 @@ pub fn parse(display: &str, text: &str) -> Result<ManifestFile> {
             parse_yaml(body).map_err(|(line, message)| {
                 // kubectl tries a stream that starts with `{` as JSON first, and names the
                 // JSON error when YAML cannot read it either.
-                match json_error(text) {
+                match json_error(&text) {
                     Some((json_line, json_message)) if chunk.start == 0 => {
                         parse_error(json_line, json_message)
                     }
@@ -196,7 +201,7 @@ pub fn parse(display: &str, text: &str) -> Result<ManifestFile> {
     Ok(ManifestFile {
         path: None,
         display: display.to_owned(),
-        text: text.to_owned(),
+        text,
         format,
         documents,
     })
@@ -224,7 +229,7 @@ pub fn parse_yaml(body: &str) -> std::result::Result<Option<Value>, (usize, Stri
     let invalid = |e: crate::yaml::Error| (e.line.max(1), format!("invalid YAML: {}", e.message));
     match crate::yaml::parse(body).map_err(invalid)? {
         None => Ok(None),
-        Some(tree) => crate::yaml::to_json(&tree).map(Some).map_err(invalid),
+        Some(tree) => crate::yaml::into_json(tree).map(Some).map_err(invalid),
     }
 }
 
@@ -239,6 +244,10 @@ pub const MAX_NESTING: usize = 128;
 /// YAML parser: it catches deep nesting as written, not every contrivance to hide it.
 pub fn too_deep(text: &str) -> Option<usize> {
     let bytes = text.as_bytes();
+    // Fewer brackets than levels cannot nest too deep: most documents end here.
+    if bytes.iter().filter(|&&b| b == b'[' || b == b'{').count() <= MAX_NESTING {
+        return None;
+    }
     let mut depth = 0usize;
     // The last byte that was not a space or tab: a quote or bracket right after one of these
     // (or at the start of a line) starts a scalar or a collection.

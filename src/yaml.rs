@@ -79,14 +79,22 @@ pub fn parse(text: &str) -> Result<Option<Tree>, Error> {
     // go-yaml skips a byte order mark at the start; offsets stay those of `text`.
     let bom = if text.starts_with('\u{feff}') { 3 } else { 0 };
     let body = &text[bom..];
-    let offsets: Vec<usize> = body
-        .char_indices()
-        .map(|(i, _)| i + bom)
-        .chain(std::iter::once(text.len()))
-        .collect();
+    // The parser counts characters; byte offsets differ only where a character is not ASCII.
+    let offsets: Vec<usize> = if body.is_ascii() {
+        Vec::new()
+    } else {
+        body.char_indices()
+            .map(|(i, _)| i + bom)
+            .chain(std::iter::once(text.len()))
+            .collect()
+    };
+    let offset = |index: usize| match offsets.len() {
+        0 => index.min(body.len()) + bom,
+        n => offsets[index.min(n - 1)],
+    };
     let at = |span: &Span| {
-        let start = offsets[span.start.index().min(offsets.len() - 1)];
-        let end = offsets[span.end.index().min(offsets.len() - 1)];
+        let start = offset(span.start.index());
+        let end = offset(span.end.index());
         (start, end.max(start))
     };
     // go-yaml refuses a document end marker before any document.
@@ -216,37 +224,40 @@ fn full_tag(handle: &str, suffix: &str) -> String {
 }
 
 /// A scalar as go-yaml v2 resolves it into an `interface{}`.
+/// A string is borrowed when it is the scalar's own text.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Scalar {
+pub enum Scalar<'a> {
     Null,
     Bool(bool),
     Int(i64),
     Uint(u64),
     Float(f64),
-    Str(String),
+    Str(std::borrow::Cow<'a, str>),
 }
 
 /// go-yaml v2's `resolve` for a scalar with the given tag (full form) and style.
-pub fn resolve(value: &str, style: Style, tag: Option<&str>) -> Result<Scalar, String> {
+pub fn resolve<'a>(value: &'a str, style: Style, tag: Option<&str>) -> Result<Scalar<'a>, String> {
     let tag = match tag {
-        None if style != Style::Plain => return Ok(Scalar::Str(value.to_owned())),
+        None if style != Style::Plain => return Ok(Scalar::Str(value.into())),
         None => "",
         Some(t) => t,
     };
     let short = tag.strip_prefix(YAML_TAG);
     match short {
-        None if !tag.is_empty() => return Ok(Scalar::Str(value.to_owned())),
+        None if !tag.is_empty() => return Ok(Scalar::Str(value.into())),
         Some("binary") => {
             use base64::Engine as _;
             let clean: String = value.chars().filter(|c| !c.is_whitespace()).collect();
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(clean)
                 .map_err(|_| "!!binary value contains invalid base64 data".to_owned())?;
-            return Ok(Scalar::Str(String::from_utf8_lossy(&bytes).into_owned()));
+            return Ok(Scalar::Str(
+                String::from_utf8_lossy(&bytes).into_owned().into(),
+            ));
         }
-        Some("str") => return Ok(Scalar::Str(value.to_owned())),
+        Some("str") => return Ok(Scalar::Str(value.into())),
         Some("bool" | "int" | "float" | "null" | "timestamp") | None => {}
-        Some(_) => return Ok(Scalar::Str(value.to_owned())),
+        Some(_) => return Ok(Scalar::Str(value.into())),
     }
     let (rtag, out) = resolve_plain(value, short.is_none() || short == Some("timestamp"));
     match (short, rtag) {
@@ -261,8 +272,8 @@ pub fn resolve(value: &str, style: Style, tag: Option<&str>) -> Result<Scalar, S
     }
 }
 
-fn resolve_plain(value: &str, timestamps: bool) -> (&'static str, Scalar) {
-    let string = || ("str", Scalar::Str(value.to_owned()));
+fn resolve_plain(value: &str, timestamps: bool) -> (&'static str, Scalar<'_>) {
+    let string = || ("str", Scalar::Str(value.into()));
     let Some(first) = value.bytes().next() else {
         return ("null", Scalar::Null);
     };
@@ -279,7 +290,7 @@ fn resolve_plain(value: &str, timestamps: bool) -> (&'static str, Scalar) {
             return ("float", Scalar::Float(f64::INFINITY));
         }
         "-.inf" | "-.Inf" | "-.INF" => return ("float", Scalar::Float(f64::NEG_INFINITY)),
-        "<<" => return ("merge", Scalar::Str(value.to_owned())),
+        "<<" => return ("merge", Scalar::Str(value.into())),
         _ => {}
     }
     match first {
@@ -289,9 +300,17 @@ fn resolve_plain(value: &str, timestamps: bool) -> (&'static str, Scalar) {
         },
         b'0'..=b'9' | b'+' | b'-' => {
             if timestamps && looks_like_timestamp(value) {
-                return ("timestamp", Scalar::Str(value.to_owned()));
+                return ("timestamp", Scalar::Str(value.into()));
             }
-            let plain: String = value.chars().filter(|&c| c != '_').collect();
+            let plain: std::borrow::Cow<str> = if value.contains('_') {
+                value
+                    .chars()
+                    .filter(|&c| c != '_')
+                    .collect::<String>()
+                    .into()
+            } else {
+                value.into()
+            };
             if let Some(i) = go_parse_int(&plain) {
                 return ("int", Scalar::Int(i));
             }
@@ -410,13 +429,13 @@ pub fn looks_like_timestamp(s: &str) -> bool {
 }
 
 /// How a JSON value of this YAML scalar is written by Go's encoding/json.
-fn scalar_json(scalar: Scalar) -> Result<Value, String> {
+fn scalar_json(scalar: Scalar<'_>) -> Result<Value, String> {
     Ok(match scalar {
         Scalar::Null => Value::Null,
         Scalar::Bool(b) => Value::Bool(b),
         Scalar::Int(i) => Value::from(i),
         Scalar::Uint(u) => Value::from(u),
-        Scalar::Str(s) => Value::String(s),
+        Scalar::Str(s) => Value::String(s.into_owned()),
         Scalar::Float(f) => {
             if !f.is_finite() {
                 return Err(format!("json: unsupported value: {f}"));
@@ -435,9 +454,9 @@ fn scalar_json(scalar: Scalar) -> Result<Value, String> {
 }
 
 /// A map key as sigs.k8s.io/yaml turns it into a JSON object key.
-fn key_string(scalar: Scalar) -> Result<String, String> {
+fn key_string(scalar: Scalar<'_>) -> Result<String, String> {
     Ok(match scalar {
-        Scalar::Str(s) => s,
+        Scalar::Str(s) => s.into_owned(),
         Scalar::Int(i) => i.to_string(),
         Scalar::Bool(b) => b.to_string(),
         Scalar::Float(f) => go_float32_g(f),
@@ -475,44 +494,74 @@ fn go_exponent(mantissa: &str, exp: i32) -> String {
 
 /// Converts a parsed document to the JSON kubectl would send.
 pub fn to_json(tree: &Tree) -> Result<Value, Error> {
-    let mut converter = Converter {
-        tree,
-        expanded: 0,
-        depth: 0,
-    };
-    converter.value(&tree.root)
+    Converter::new(&tree.anchors).value(&mut tree.root.clone())
 }
 
+/// [`to_json`], moving the document's strings into the JSON instead of copying them.
+pub fn into_json(tree: Tree) -> Result<Value, Error> {
+    let Tree { mut root, anchors } = tree;
+    Converter::new(&anchors).value(&mut root)
+}
+
+/// Converts the document's own nodes by consuming their strings; the nodes an alias stands
+/// for are shared by every alias, so each use converts a copy.
 struct Converter<'t> {
-    tree: &'t Tree,
+    anchors: &'t HashMap<usize, Node>,
     expanded: usize,
     depth: usize,
 }
 
 impl<'t> Converter<'t> {
-    fn deref(&self, node: &'t Node) -> &'t Node {
+    fn new(anchors: &'t HashMap<usize, Node>) -> Converter<'t> {
+        Converter {
+            anchors,
+            expanded: 0,
+            depth: 0,
+        }
+    }
+
+    fn deref<'n>(&'n self, node: &'n Node) -> &'n Node {
         match node.kind {
-            Kind::Alias(id) => self.tree.anchor(id).unwrap_or(node),
+            Kind::Alias(id) => self.anchors.get(&id).unwrap_or(node),
             _ => node,
         }
     }
 
-    fn value(&mut self, node: &'t Node) -> Result<Value, Error> {
+    /// The node itself, or a copy of the one its alias stands for.
+    fn target<'n>(&self, node: &'n mut Node, copy: &'n mut Option<Node>) -> &'n mut Node {
+        if let Kind::Alias(id) = node.kind
+            && let Some(anchored) = self.anchors.get(&id)
+        {
+            return copy.insert(anchored.clone());
+        }
+        node
+    }
+
+    fn value(&mut self, node: &mut Node) -> Result<Value, Error> {
         self.expanded += 1;
         if self.expanded > MAX_EXPANDED {
             return Err(error(node.line, "document contains excessive aliasing"));
         }
-        let node = self.deref(node);
+        let mut copy = None;
+        let node = self.target(node, &mut copy);
         self.depth += 1;
         if self.depth > MAX_DEPTH * 4 {
             return Err(error(node.line, "aliases nest too deeply"));
         }
-        let out = match &node.kind {
-            Kind::Scalar(text, style) => resolve(text, *style, node.tag.as_deref())
-                .and_then(scalar_json)
-                .map_err(|m| error(node.line, m)),
+        let line = node.line;
+        let out = match &mut node.kind {
+            Kind::Scalar(text, style) => {
+                match resolve(text, *style, node.tag.as_deref()) {
+                    Err(m) => Err(error(line, m)),
+                    // The scalar's own text: moved, not copied.
+                    Ok(Scalar::Str(std::borrow::Cow::Borrowed(_))) => {
+                        Ok(Value::String(std::mem::take(text)))
+                    }
+                    Ok(scalar) => scalar_json(scalar).map_err(|m| error(line, m)),
+                }
+            }
             Kind::Seq(items) => items
-                .iter()
+                .iter_mut()
                 .map(|item| self.value(item))
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::Array),
@@ -521,7 +570,7 @@ impl<'t> Converter<'t> {
                 self.merge_into(node, &mut map, true)?;
                 Ok(Value::Object(map))
             }
-            Kind::Alias(_) => Err(error(node.line, "an alias refers to an alias")),
+            Kind::Alias(_) => Err(error(line, "an alias refers to an alias")),
         };
         self.depth -= 1;
         out
@@ -530,25 +579,28 @@ impl<'t> Converter<'t> {
     /// go-yaml v2 fills one Go map in document order: a merge overwrites keys set before it.
     fn merge_into(
         &mut self,
-        node: &'t Node,
+        node: &mut Node,
         map: &mut Map<String, Value>,
         own: bool,
     ) -> Result<(), Error> {
-        let Kind::Map(entries) = &node.kind else {
+        let line = node.line;
+        let Kind::Map(entries) = &mut node.kind else {
             return Err(error(
-                node.line,
+                line,
                 "map merge requires map or sequence of maps as the value",
             ));
         };
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        for (key, value) in entries {
+        for index in 0..entries.len() {
+            let (key, value) = &mut entries[index];
             if is_merge(key) {
-                let value = self.deref(value);
-                match &value.kind {
+                let mut copy = None;
+                let value = self.target(value, &mut copy);
+                match &mut value.kind {
                     Kind::Map(_) => self.merge_into(value, map, false)?,
                     Kind::Seq(items) => {
-                        for item in items.iter().rev() {
-                            let item = self.deref(item);
+                        for item in items.iter_mut().rev() {
+                            let mut copy = None;
+                            let item = self.target(item, &mut copy);
                             self.merge_into(item, map, false)?;
                         }
                     }
@@ -562,22 +614,37 @@ impl<'t> Converter<'t> {
                 continue;
             }
             let name = self.key(key)?;
-            if own && let Some(first) = seen.insert(name.clone(), key.line) {
-                return Err(error(
-                    key.line,
-                    format!(
-                        "duplicate key {name:?} (first on line {first}): kubectl keeps the last \
-                         and kustomize refuses the file; remove one"
-                    ),
-                ));
-            }
+            let key_line = key.line;
             let value = self.value(value)?;
-            map.insert(name, value);
+            // A key already in the map came from a merge (which this one overrides) or is a
+            // duplicate: only then are the earlier keys looked at again.
+            if map.insert(name, value).is_some() && own {
+                let name = self.key(&entries[index].0)?;
+                if let Some(first) = self.earlier_key(&entries[..index], &name)? {
+                    return Err(error(
+                        key_line,
+                        format!(
+                            "duplicate key {name:?} (first on line {first}): kubectl keeps the \
+                             last and kustomize refuses the file; remove one"
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }
 
-    fn key(&mut self, key: &'t Node) -> Result<String, Error> {
+    /// The line of the first of `entries` (not merges) whose key is `name`.
+    fn earlier_key(&self, entries: &[(Node, Node)], name: &str) -> Result<Option<usize>, Error> {
+        for (key, _) in entries {
+            if !is_merge(key) && self.key(key)? == name {
+                return Ok(Some(key.line));
+            }
+        }
+        Ok(None)
+    }
+
+    fn key(&self, key: &Node) -> Result<String, Error> {
         let key = self.deref(key);
         match &key.kind {
             Kind::Scalar(text, style) => resolve(text, *style, key.tag.as_deref())
@@ -639,7 +706,18 @@ pub struct Chunk {
 /// non-space character is `{` is read as JSON values; after at most one of them it falls back
 /// to YAML documents separated by `---` lines (whatever follows a separator must be a comment).
 pub fn split(text: &str) -> Result<Vec<Chunk>, Error> {
-    let line_of = |offset: usize| text[..offset].matches('\n').count() + 1;
+    // Chunks come in order: lines are counted from the previous chunk on, not from the start.
+    let mut counted = (0, 1);
+    let mut line_of = |offset: usize| {
+        let (from, line) = counted;
+        let line = line
+            + text.as_bytes()[from..offset]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+        counted = (offset, line);
+        line
+    };
     let mut chunks = Vec::new();
     let mut yaml_from = 0;
     if text.trim_start().starts_with('{') {
@@ -688,33 +766,40 @@ pub fn split(text: &str) -> Result<Vec<Chunk>, Error> {
             yaml_from = consumed + i + c.len_utf8();
         }
     }
+    // Only lines that start with `---` matter: look for them, not at every line.
     let mut start = yaml_from;
-    let mut offset = yaml_from;
-    for line in text[yaml_from..].split_inclusive('\n') {
-        if let Some(rest) = line.strip_prefix("---") {
-            let rest = rest.trim();
-            if !rest.is_empty() && !rest.starts_with('#') {
-                return Err(error(
-                    line_of(offset),
-                    format!("invalid YAML document separator: {rest}"),
-                ));
-            }
-            if offset > start {
-                chunks.push(Chunk {
-                    start,
-                    end: offset,
-                    line: line_of(start),
-                    json: false,
-                });
-            }
-            start = offset + line.len();
+    let rest = &text[yaml_from..];
+    let separators = rest
+        .starts_with("---")
+        .then_some(0)
+        .into_iter()
+        .chain(rest.match_indices("\n---").map(|(i, _)| i + 1));
+    for at in separators {
+        let offset = yaml_from + at;
+        let line_end = text[offset..]
+            .find('\n')
+            .map_or(text.len(), |i| offset + i + 1);
+        let rest = text[offset + 3..line_end].trim();
+        if !rest.is_empty() && !rest.starts_with('#') {
+            return Err(error(
+                line_of(offset),
+                format!("invalid YAML document separator: {rest}"),
+            ));
         }
-        offset += line.len();
+        if offset > start {
+            chunks.push(Chunk {
+                start,
+                end: offset,
+                line: line_of(start),
+                json: false,
+            });
+        }
+        start = line_end;
     }
-    if offset > start {
+    if text.len() > start {
         chunks.push(Chunk {
             start,
-            end: offset,
+            end: text.len(),
             line: line_of(start),
             json: false,
         });

@@ -439,7 +439,7 @@ fn plain_safe(s: &str) -> bool {
     charset
         && start
         && !yaml::looks_like_timestamp(s)
-        && yaml::resolve(s, Style::Plain, None) == Ok(yaml::Scalar::Str(s.to_owned()))
+        && yaml::resolve(s, Style::Plain, None) == Ok(yaml::Scalar::Str(s.into()))
 }
 
 /// Quantities such as `500m` and `1Gi`: a number and a unit, never a number or date alone.
