@@ -270,9 +270,9 @@ fn record(state: &AppState, endpoint: Endpoint, outcome: &Outcome) {
         .requests
         .get_or_create(&RequestLabels {
             kind: outcome.kind.clone(),
-            operation: outcome.operation.to_owned(),
-            decision: outcome.decision.to_owned(),
-            dry_run: outcome.dry_run.to_string(),
+            operation: outcome.operation,
+            decision: outcome.decision,
+            dry_run: outcome.dry_run,
         })
         .inc();
     // Violations are counted once per review, on the validating call.
@@ -282,9 +282,9 @@ fn record(state: &AppState, endpoint: Endpoint, outcome: &Outcome) {
                 .metrics
                 .violations
                 .get_or_create(&ViolationLabels {
-                    rule: v.rule.to_owned(),
-                    action: v.action.as_str().to_owned(),
-                    dry_run: outcome.dry_run.to_string(),
+                    rule: v.rule,
+                    action: v.action.as_str(),
+                    dry_run: outcome.dry_run,
                 })
                 .inc();
         }
@@ -303,7 +303,7 @@ fn record(state: &AppState, endpoint: Endpoint, outcome: &Outcome) {
     let _entered = span.enter();
     if outcome.violations.is_empty() {
         tracing::debug!("reviewed");
-    } else {
+    } else if tracing::enabled!(tracing::Level::INFO) {
         let rules: Vec<&str> = outcome.violations.iter().map(|v| v.rule).collect();
         tracing::info!(violations = rules.len(), rules = ?rules, "reviewed");
     }

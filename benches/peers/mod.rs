@@ -47,6 +47,7 @@ impl Input {
 pub fn bench_inputs() -> Vec<Input> {
     vec![
         Input::new("typical-raycluster", typical_cluster()),
+        Input::new("compliant-raycluster", compliant_cluster()),
         Input::new("largest-sample", largest_sample().1),
         Input::new("synthetic-1mib", synthetic_cluster(1 << 20)),
         Input::new("ray-pod", ray_pod()),
@@ -89,6 +90,33 @@ fn sample(file: &str) -> Value {
 /// A typical RayCluster: KubeRay's `ray-cluster.complete.yaml`.
 pub fn typical_cluster() -> Value {
     sample("ray-cluster.complete.yaml")
+}
+
+/// The typical cluster as a team following the plan writes it, the common case in
+/// production: the head's ports on the plan's numbers, and everything raygate fills in
+/// filled in. It breaks no rule; its NetworkPolicy coverage needs the cluster, so a check
+/// without one reports it as not verified.
+pub fn compliant_cluster() -> Value {
+    let mut cluster = typical_cluster();
+    cluster["metadata"]["name"] = json!("raycluster-compliant");
+    let ports = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array_mut()
+        .expect("the head declares its ports");
+    for port in ports {
+        let (name, planned) = match port["name"].as_str() {
+            Some("gcs" | "gcs-server") => ("gcs-server", 6380),
+            Some("dashboard") => ("dashboard", 8266),
+            Some("client") => ("client", 10002),
+            _ => continue,
+        };
+        port["name"] = json!(name);
+        port["containerPort"] = json!(planned);
+    }
+    let engine = Engine::new(raygate::Policy::built_in());
+    let view = ObjectRef::from_value(&cluster).expect("a Ray object");
+    let patch = engine.evaluate(&view, &Context::WITHOUT_CLUSTER).patch;
+    json_patch::patch(&mut cluster, &patch.0).expect("raygate's fill-ins apply");
+    cluster
 }
 
 fn is_ray_object(value: &Value) -> bool {
