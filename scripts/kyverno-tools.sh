@@ -14,6 +14,9 @@
 # Kyverno 1.19 asks for go 1.26.6; the installed Go serves (KYVERNO_GOTOOLCHAIN=go1.X.Y
 # fetches another from the module proxy).
 #
+# KYVERNO_BINARIES lists what to build (default: both); the tier needs only kubectl-kyverno,
+# and building one binary keeps a fresh machine's disk peak lower.
+#
 # The binaries are rebuilt only when missing or their pins (go.mod, go.sum, Go version)
 # changed. FORCE=1 rebuilds. KYVERNO_CACHE=/dir moves the cache; GO_TOOLS_PRUNE
 # (scripts/lib/go-tools.sh) deletes the Go caches afterwards and keeps bin/ and crds/.
@@ -49,8 +52,10 @@ download() {
 }
 
 # One build at a time: the machine may have two cores, and each link takes GiBs.
+wanted=" ${KYVERNO_BINARIES:-kubectl-kyverno kyverno} "
 for tool in kubectl-kyverno:cmd/cli/kubectl-kyverno kyverno:cmd/kyverno; do
 	name="${tool%%:*}"
+	[[ "$wanted" == *" $name "* ]] || continue
 	out="$BIN/$name"
 	if stale "$out" "$want"; then
 		download

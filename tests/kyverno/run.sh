@@ -32,7 +32,7 @@ trap 'rc=$?; [[ $rc == 0 ]] || printf "\n[kyverno-tier] FAILED (exit %s) at line
 python3 -c 'import yaml' 2>/dev/null || die "PyYAML is missing: apt-get install python3-yaml"
 
 # --- 1. tools ---------------------------------------------------------------------------------
-scripts/kyverno-tools.sh
+KYVERNO_BINARIES=kubectl-kyverno scripts/kyverno-tools.sh
 KYVERNO="$ROOT/.cache/kyverno/bin/kubectl-kyverno"
 log "$("$KYVERNO" version 2>/dev/null | head -1)"
 log "building raygate and the benchmark inputs (debug)"
