@@ -58,6 +58,14 @@ impl CheckResult {
                 || self.audit_mode() && violation.action == Action::Deny)
     }
 
+    /// The object as reports name it: `Kind namespace/name`.
+    fn who(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{} {ns}/{}", self.kind, self.name),
+            None => format!("{} {}", self.kind, self.name),
+        }
+    }
+
     fn checked(&self) -> bool {
         self.coverage == Coverage::Cluster.as_str() || self.coverage == Coverage::Pod.as_str()
     }
@@ -77,27 +85,6 @@ fn split_source(source: &str) -> (&str, Option<u64>) {
 impl Report {
     pub fn denied(&self) -> usize {
         self.results.iter().filter(|r| !r.allowed).count()
-    }
-
-    /// Ray objects judged (the rest are out of scope).
-    pub fn checked(&self) -> usize {
-        self.results.iter().filter(|r| r.checked()).count()
-    }
-
-    /// Ray objects that admission would fill in.
-    pub fn with_fill_ins(&self) -> usize {
-        self.results
-            .iter()
-            .filter(|r| r.checked() && !r.patch.0.is_empty())
-            .count()
-    }
-
-    /// Ray objects admitted with warnings (in audit mode, what enforcement would deny too).
-    pub fn with_warnings(&self) -> usize {
-        self.results
-            .iter()
-            .filter(|r| r.checked() && r.violations.iter().any(|v| r.warns(v)))
-            .count()
     }
 
     pub fn write(&self, output: crate::commands::Output, out: &mut impl Write) -> io::Result<()> {
@@ -134,10 +121,7 @@ impl Report {
         let mut results = Vec::new();
         for result in self.results.iter().filter(|r| r.checked()) {
             let (file, line) = split_source(&result.source);
-            let who = match &result.namespace {
-                Some(ns) => format!("{} {ns}/{}", result.kind, result.name),
-                None => format!("{} {}", result.kind, result.name),
-            };
+            let who = result.who();
             for violation in &result.violations {
                 let level = if violation.fillable {
                     "note"
@@ -196,10 +180,7 @@ impl Report {
         let mut report = quick_junit::Report::new("raygate");
         let mut suite = TestSuite::new("raygate check");
         for result in self.results.iter().filter(|r| r.checked()) {
-            let who = match &result.namespace {
-                Some(ns) => format!("{} {ns}/{}", result.kind, result.name),
-                None => format!("{} {}", result.kind, result.name),
-            };
+            let who = result.who();
             let findings: Vec<String> = result
                 .violations
                 .iter()
@@ -358,10 +339,7 @@ fn write_text_result(out: &mut impl Write, result: &CheckResult) -> io::Result<(
     if !result.checked() {
         return Ok(());
     }
-    let who = match &result.namespace {
-        Some(ns) => format!("{} {ns}/{}", result.kind, result.name),
-        None => format!("{} {}", result.kind, result.name),
-    };
+    let who = result.who();
     let to_fix = result.violations.iter().filter(|v| !v.fillable).count();
     let fills = result.violations.len() - to_fix;
     // In audit mode nothing is denied: what enforcement would deny is a warning.
