@@ -345,8 +345,9 @@ def argocd_setup():
           [os.path.join(ARGO_BIN, "argocd-application-controller"), "--namespace", ARGO_NS,
            "--kubeconfig", KUBECONFIG, "--repo-server", f"127.0.0.1:{repo_port}", "--repo-server-plaintext",
            "--redis", redis, "--metrics-port", str(ctrl_metrics), "--logformat", "text",
-           # Polls every 20 s as well as on every change of an Application.
-           "--app-resync", "20", "--self-heal-timeout-seconds", "2"],
+           # Polls every 20 s as well as on every change of an Application. Self-heal keeps
+           # Argo CD's default backoff (none before the first self-heal, then 2 s, ×3).
+           "--app-resync", "20"],
           # https://kubernetes.default.svc is the cluster of KUBECONFIG (the e2e API server).
           env={**common_env, "ARGOCD_FAKE_IN_CLUSTER": "true", "KUBECONFIG": KUBECONFIG})
     wait("argocd-application-controller metrics", 90,
@@ -605,6 +606,18 @@ def scenario_2_fillable_no_drift():
         live = get("raycluster", "ray-appended", name)
         ports = [p["name"] for p in live["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]]
         check(len(ports) == 5, f"{name}: raygate appended the planned head ports to the one in git: {ports}")
+    # Argo CD 3.x self-heals with no delay before the first attempt, so a comparison made
+    # just after the first sync, before the controller's watch cache holds the created
+    # RayClusters, can start one partial sync of them (seen on a loaded machine; both
+    # variants of the default diff too). That is Argo CD's race, not drift: record the
+    # syncs once each Application has settled Synced, and require none after that.
+    settled = {}
+    for name in ("s2-ssd", "s2-ssd-mwh"):
+        wait(f"{name} settles Synced", 60, lambda: (lambda a: (
+            (a.get("status") or {}).get("sync", {}).get("status") == "Synced"
+            and operation(a).get("phase") == "Succeeded"
+            and "operation" not in a))(app_get(name)))
+        settled[name] = syncs_started(name)
     # Compare again from scratch, twice (the second after another resync), and record.
     for name, compare in variants:
         for _ in range(2):
@@ -615,8 +628,10 @@ def scenario_2_fillable_no_drift():
                        "ray-appended": (resource_status(app, "RayCluster", "ray-appended") or {}).get("status"),
                        "conditions": conditions(app),
                        "last sync": f"{op.get('phase')} at {op.get('finishedAt')}",
-                       # Syncs started: the first, then any self-heal of drift.
+                       # Syncs started: the first, then any self-heal.
                        "syncs": syncs_started(name)}
+        if name in settled:
+            drift[name]["syncs once settled"] = settled[name]
         show(f"{name} after two hard refreshes", json.dumps(drift[name], indent=1))
     RESULTS["2"] = drift
     for name, d in drift.items():
@@ -630,12 +645,23 @@ def scenario_2_fillable_no_drift():
         check(d["ray-appended"] == "Synced" and d["sync"] == "Synced",
               f"{name}: no drift from appended elements either; the Application stays Synced")
     for name in ("s2-ssd", "s2-ssd-mwh"):
-        check(drift[name]["syncs"] == 1, f"{name}: exactly one sync")
+        d = drift[name]
+        if d["syncs"] != 1:
+            show(f"{name}: the controller's sync log", "\n".join(sync_log(name))[-12000:])
+        check(d["syncs once settled"] <= 2,
+              f"{name}: the first sync, at most one self-heal racing its cache ({d['syncs once settled']} syncs)")
+        check(d["syncs"] == d["syncs once settled"], f"{name}: no sync once Synced, through two hard refreshes")
 
 
 def syncs_started(app):
-    return sum(1 for line in logtext("argocd-application-controller").splitlines()
-               if "Initialized new operation" in line and f"application={app} " in line)
+    return len(sync_log(app, ("Initialized new operation",)))
+
+
+def sync_log(app, needles=("Initialized new operation", "Updated sync status", "auto-sync", "self-heal",
+                           "Partial sync", "Sync operation")):
+    """The application controller's log lines about this Application's syncs."""
+    return [line for line in logtext("argocd-application-controller").splitlines()
+            if f"application={app} " in line and any(n in line for n in needles)]
 
 
 def scenario_3_ssd_denial_before_sync():

@@ -3,7 +3,8 @@
 # with the KubeRay operator, runs real Argo CD (application controller, repo server and
 # raygate's Config Management Plugin under argocd-cmp-server) against it with raygate as
 # the admission webhook, drives the scenarios of tests/argocd/driver.py, and always
-# tears everything down. ARGOCD_TIER_ONLY=1,3 runs only those scenarios.
+# tears everything down. ARGOCD_TIER_ONLY=1,3 runs only those scenarios; ARGOCD_TIER_KEEP=1
+# keeps the logs of a run that passed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
@@ -61,6 +62,8 @@ teardown() {
 	tests/e2e/cluster.sh down "$dir/cluster" || true
 	if [[ "$status" -ne 0 ]]; then
 		log "FAILED (exit $status); logs kept in $dir/logs and $dir/cluster/logs"
+	elif [[ -n "${ARGOCD_TIER_KEEP:-}" ]]; then
+		log "passed in $(($(date +%s) - started))s; logs kept in $dir/logs and $dir/cluster/logs"
 	else
 		rm -rf "$dir"
 		log "passed in $(($(date +%s) - started))s"
