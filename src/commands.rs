@@ -410,22 +410,23 @@ pub fn fix_document(
     let Some((adds, expected)) = fill_ins(engine, context, value)? else {
         return Ok(None);
     };
-    if document.format == Format::Json {
-        // The newline after the value lies outside the document's range and is kept.
-        let text = serde_json::to_string_pretty(&expected).map_err(|e| e.to_string())?;
-        return Ok(Some(FixedDocument {
-            text,
-            rewritten: None,
-        }));
-    }
     let ops: Vec<yaml_edit::Add<'_>> = adds
         .iter()
         .map(|(path, value)| yaml_edit::Add { path, value })
         .collect();
-    match yaml_edit::apply(&document.text, value, &ops, &expected) {
+    let syntax = match document.format {
+        Format::Json => yaml_edit::Syntax::Json,
+        Format::Yaml => yaml_edit::Syntax::Yaml,
+    };
+    match yaml_edit::apply(&document.text, value, &ops, &expected, syntax) {
         Ok(text) => Ok(Some(FixedDocument {
             text,
             rewritten: None,
+        })),
+        // The newline after the value lies outside the document's range and is kept.
+        Err(reason) if syntax == yaml_edit::Syntax::Json => Ok(Some(FixedDocument {
+            text: serde_json::to_string_pretty(&expected).map_err(|e| e.to_string())?,
+            rewritten: Some(reason),
         })),
         Err(reason) => {
             let newline = if document.text.contains("\r\n") {
@@ -493,7 +494,7 @@ pub fn fix(engine: &Engine, paths: &[PathBuf], options: &FixOptions) -> u8 {
                 Ok(None) => {}
                 Ok(Some(done)) => {
                     if let Some(reason) = &done.rewritten {
-                        let lost = "its comments, anchors and layout are not kept";
+                        let lost = "its comments, anchors, key order and layout are not kept";
                         if options.in_place
                             && !options.discard_comments
                             && manifest::has_comments(&document.text)

@@ -1,6 +1,6 @@
-//! `fix` edits YAML as text: the fill-ins are JSON Patch `add`s of missing keys and list items,
-//! so each is inserted at the right indentation under its parent, and every other byte
-//! (comments, order, quoting, line endings) stays as written. Every result is read back and
+//! `fix` edits YAML and JSON as text: the fill-ins are JSON Patch `add`s of missing keys and
+//! list items, so each is inserted at the right indentation under its parent, and every other
+//! byte (comments, order, quoting, line endings) stays as written. Every result is read back and
 //! must equal the patched JSON, else the edit is refused.
 
 use serde_json::Value;
@@ -13,15 +13,32 @@ pub struct Add<'a> {
     pub value: &'a Value,
 }
 
-/// Applies `adds` to one YAML document's text. `expected` is the document's JSON with the
-/// patch applied; the result reads back as exactly that.
+/// The syntax of the document being edited, and so of what is inserted into it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Syntax {
+    /// Block style under block parents, plain scalars where they read back the same.
+    Yaml,
+    /// A JSON document stays JSON: quoted keys and strings, flow collections only.
+    Json,
+}
+
+/// How inserted text is written.
+struct Layout<'a> {
+    newline: &'a str,
+    syntax: Syntax,
+}
+
+/// Applies `adds` to one document's text. `expected` is the document's JSON with the patch
+/// applied; the result reads back as exactly that (a JSON document as strict JSON).
 pub fn apply(
     text: &str,
     original: &Value,
     adds: &[Add<'_>],
     expected: &Value,
+    syntax: Syntax,
 ) -> Result<String, String> {
     let newline = if text.contains("\r\n") { "\r\n" } else { "\n" };
+    let layout = Layout { newline, syntax };
     let mut text = text.to_owned();
     let mut current = original.clone();
     for add in adds {
@@ -39,9 +56,12 @@ pub fn apply(
         )
         .map_err(|e| e.to_string())?;
         json_patch::patch(&mut current, &[op]).map_err(|e| e.to_string())?;
-        text = edit(&text, &tokens, &current, newline)?;
+        text = edit(&text, &tokens, &current, &layout)?;
     }
-    let reread = read(&text)?;
+    let reread = match syntax {
+        Syntax::Yaml => read(&text)?,
+        Syntax::Json => serde_json::from_str(&text).map_err(|e| e.to_string())?,
+    };
     if &reread != expected {
         return Err("the edited text does not read back as the patched document".into());
     }
@@ -86,7 +106,12 @@ enum Step<'t> {
 }
 
 /// One edit for one `add`, on the text as it is now; `patched` is the JSON after this add.
-fn edit(text: &str, tokens: &[String], patched: &Value, newline: &str) -> Result<String, String> {
+fn edit(
+    text: &str,
+    tokens: &[String],
+    patched: &Value,
+    layout: &Layout<'_>,
+) -> Result<String, String> {
     let tree = yaml::parse(text)
         .map_err(|e| format!("line {}: {}", e.line, e.message))?
         .ok_or("the document is empty")?;
@@ -114,16 +139,21 @@ fn edit(text: &str, tokens: &[String], patched: &Value, newline: &str) -> Result
             Some(Step::Entry(key, value)) => {
                 // `key: *alias`: write the value out here instead.
                 let new = at(patched, &tokens[..=depth]).ok_or("patched path missing")?;
-                return Ok(replace_value(text, key, value, new));
+                return Ok(replace_value(text, key, value, new, layout.syntax));
             }
             Some(Step::Item(item)) => {
                 let new = at(patched, &tokens[..=depth]).ok_or("patched path missing")?;
-                return Ok(splice(text, item.start, item.end, &flow(new)));
+                return Ok(splice(
+                    text,
+                    item.start,
+                    item.end,
+                    &flow(new, layout.syntax),
+                ));
             }
             Some(Step::Merged) => {
                 // The merged value stays shared; this mapping gets its own, complete copy.
                 let new = at(patched, &tokens[..=depth]).ok_or("patched path missing")?;
-                return insert_entry(text, node, None, token, new, newline);
+                return insert_entry(text, node, None, token, new, layout);
             }
             None => return Err(format!("no {token:?} in the text")),
         }
@@ -132,11 +162,11 @@ fn edit(text: &str, tokens: &[String], patched: &Value, newline: &str) -> Result
         Kind::Map(_) => match step(&tree, node, last) {
             Some(Step::Entry(key, value)) => {
                 let new = at(patched, tokens).ok_or("patched path missing")?;
-                Ok(replace_value(text, key, value, new))
+                Ok(replace_value(text, key, value, new, layout.syntax))
             }
             _ => {
                 let new = at(patched, tokens).ok_or("patched path missing")?;
-                insert_entry(text, node, key_column, last, new, newline)
+                insert_entry(text, node, key_column, last, new, layout)
             }
         },
         Kind::Seq(items) => {
@@ -147,7 +177,7 @@ fn edit(text: &str, tokens: &[String], patched: &Value, newline: &str) -> Result
                     .map_err(|_| format!("bad index {last:?}"))?
             };
             let value = at(patched, tokens).ok_or("patched path missing")?;
-            insert_item(text, node, items, index, value, newline)
+            insert_item(text, node, items, index, value, layout)
         }
         _ => Err("the parent of an addition is not a mapping or a list".into()),
     }
@@ -221,14 +251,16 @@ fn insert_entry(
     key_column: Option<usize>,
     key: &str,
     value: &Value,
-    newline: &str,
+    layout: &Layout<'_>,
 ) -> Result<String, String> {
     let Kind::Map(entries) = &map.kind else {
         return Err("not a mapping".into());
     };
+    let newline = layout.newline;
     if map.flow {
         // `key: {}` alone at the end of its line becomes a block mapping.
-        if entries.is_empty()
+        if layout.syntax == Syntax::Yaml
+            && entries.is_empty()
             && let Some(key_column) = key_column
             && text[map.end..]
                 .split('\n')
@@ -246,11 +278,12 @@ fn insert_entry(
             let colon = text[..map.start].trim_end_matches(' ').len();
             return Ok(splice(text, colon, map.end, &entry));
         }
-        return Ok(insert_flow(
-            text,
-            map,
-            &format!("{}: {}", scalar(key), flow(value)),
-        ));
+        let entry = format!(
+            "{}: {}",
+            flow(&Value::String(key.to_owned()), layout.syntax),
+            flow(value, layout.syntax)
+        );
+        return Ok(insert_flow(text, map, &entry, layout));
     }
     let (first_key, _) = entries.first().ok_or("an empty block mapping")?;
     let (indent, _) = column(text, first_key.start);
@@ -272,13 +305,14 @@ fn insert_item(
     items: &[Node],
     index: usize,
     value: &Value,
-    newline: &str,
+    layout: &Layout<'_>,
 ) -> Result<String, String> {
+    let newline = layout.newline;
     if seq.flow {
         if index != items.len() {
             return Err("an insertion inside a flow list".into());
         }
-        return Ok(insert_flow(text, seq, &flow(value)));
+        return Ok(insert_flow(text, seq, &flow(value, layout.syntax), layout));
     }
     let first = items.first().ok_or("an empty block list")?;
     let dash = dash_before(text, first.start).ok_or("a list item without its dash")?;
@@ -307,23 +341,46 @@ fn dash_before(text: &str, offset: usize) -> Option<usize> {
     before.ends_with('-').then(|| before.len() - 1)
 }
 
-/// Adds `entry` before the closing bracket of a flow collection.
-fn insert_flow(text: &str, node: &Node, entry: &str) -> String {
+/// Adds `entry` before the closing bracket of a flow collection: on a line of its own when the
+/// last entry has one (pretty-printed JSON), else on the same line.
+fn insert_flow(text: &str, node: &Node, entry: &str, layout: &Layout<'_>) -> String {
+    let Layout { newline, syntax } = *layout;
     let close = node.end - 1;
     let before = text[node.start..close].trim_end();
-    let needs_comma = !(before.ends_with('{') || before.ends_with('[') || before.ends_with(','));
-    let sep = if needs_comma { ", " } else { " " };
+    let last_start = match &node.kind {
+        Kind::Map(entries) => entries.last().map(|(key, _)| key.start),
+        Kind::Seq(items) => items.last().map(|item| item.start),
+        _ => None,
+    };
+    if let Some(start) = last_start
+        && let (indent, true) = column(text, start)
+    {
+        let comma = if before.ends_with(',') { "" } else { "," };
+        let at = node.start + before.len();
+        return splice(
+            text,
+            at,
+            at,
+            &format!("{comma}{newline}{}{entry}", " ".repeat(indent)),
+        );
+    }
+    let empty = before.ends_with('{') || before.ends_with('[');
+    let sep = match (empty, before.ends_with(',')) {
+        (true, _) if syntax == Syntax::Json => "",
+        (true, _) | (_, true) => " ",
+        _ => ", ",
+    };
     let at = node.start + before.len();
     splice(text, at, at, &format!("{sep}{entry}"))
 }
 
 /// Writes `new` as the value of an existing entry (one that is null, or an alias).
-fn replace_value(text: &str, key: &Node, value: &Node, new: &Value) -> String {
+fn replace_value(text: &str, key: &Node, value: &Node, new: &Value, syntax: Syntax) -> String {
     let colon = text[key.end..]
         .find(':')
         .map_or(key.end, |i| key.end + i + 1);
     if value.end <= colon {
-        return splice(text, colon, colon, &format!(" {}", flow(new)));
+        return splice(text, colon, colon, &format!(" {}", flow(new, syntax)));
     }
     let start = value.start.max(colon);
     let lead = if text[colon..start].is_empty() {
@@ -331,7 +388,12 @@ fn replace_value(text: &str, key: &Node, value: &Node, new: &Value) -> String {
     } else {
         ""
     };
-    splice(text, start, value.end, &format!("{lead}{}", flow(new)))
+    splice(
+        text,
+        start,
+        value.end,
+        &format!("{lead}{}", flow(new, syntax)),
+    )
 }
 
 /// A value after `key:` or `-` in block style, for a parent at column `indent`.
@@ -372,7 +434,7 @@ fn block_value(value: &Value, indent: usize, newline: &str, out: &mut String) {
         }
         other => {
             out.push(' ');
-            out.push_str(&flow(other));
+            out.push_str(&flow(other, Syntax::Yaml));
         }
     }
 }
@@ -390,29 +452,32 @@ pub fn render(value: &Value, newline: &str) -> String {
             }
         }
         other => {
-            out.push_str(&flow(other));
+            out.push_str(&flow(other, Syntax::Yaml));
             out.push_str(newline);
         }
     }
     out
 }
 
-/// A value in flow style: JSON, with strings plain where that reads back as the same string.
-fn flow(value: &Value) -> String {
+/// A value in flow style: JSON, with strings plain in YAML where that reads back as the same
+/// string.
+fn flow(value: &Value, syntax: Syntax) -> String {
+    let string = |s: &str| match syntax {
+        Syntax::Yaml => scalar(s),
+        Syntax::Json => Value::String(s.to_owned()).to_string(),
+    };
     match value {
-        Value::String(s) => scalar(s),
+        Value::String(s) => string(s),
         Value::Object(map) => {
             let entries: Vec<String> = map
                 .iter()
-                .map(|(k, v)| format!("{}: {}", scalar(k), flow(v)))
+                .map(|(k, v)| format!("{}: {}", string(k), flow(v, syntax)))
                 .collect();
             format!("{{{}}}", entries.join(", "))
         }
         Value::Array(items) => {
-            format!(
-                "[{}]",
-                items.iter().map(flow).collect::<Vec<_>>().join(", ")
-            )
+            let items: Vec<String> = items.iter().map(|v| flow(v, syntax)).collect();
+            format!("[{}]", items.join(", "))
         }
         other => other.to_string(),
     }

@@ -186,6 +186,78 @@ fn fix_in_place_keeps_comments_and_unchanged_documents_byte_for_byte() {
 }
 
 #[test]
+fn fix_edits_a_json_file_in_place_and_it_stays_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "tests/fixtures/manifests/fillable-cluster.yaml";
+    let source = std::fs::read_to_string(yaml).unwrap();
+    let cluster = raygate::manifest::parse("c.yaml", &source)
+        .unwrap()
+        .documents[0]
+        .value
+        .clone()
+        .unwrap();
+    // What the same cluster becomes when fixed as YAML.
+    let fixed_yaml = raygate(&["fix", "-f", yaml]);
+    let want = raygate::manifest::parse("f.yaml", &stdout(&fixed_yaml))
+        .unwrap()
+        .documents[0]
+        .value
+        .clone()
+        .unwrap();
+    let pretty = serde_json::to_string_pretty(&cluster).unwrap() + "\n";
+    let compact = serde_json::to_string(&cluster).unwrap() + "\n";
+    for (name, text) in [("pretty.json", &pretty), ("compact.json", &compact)] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let p = path.to_str().unwrap();
+        let done = raygate(&["fix", "-f", p, "--in-place"]);
+        assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
+        assert!(!stderr(&done).contains("rewritten"), "{}", stderr(&done));
+        let written = std::fs::read_to_string(&path).unwrap();
+        let got: Value = serde_json::from_str(&written).expect("still strict JSON");
+        assert_eq!(got, want, "{name}: the same fill-ins as the YAML");
+        // Fix only inserts: every line of the input is still there, in order (one may gain a
+        // comma before a new entry; an empty `{}` gains its entries).
+        let mut lines = written.lines().map(|l| l.trim_end_matches(','));
+        let unchanged = |l: &&str| !l.trim_end_matches(',').ends_with("{}");
+        for line in text
+            .lines()
+            .filter(unchanged)
+            .filter(|_| name == "pretty.json")
+        {
+            let line = line.trim_end_matches(',');
+            assert!(
+                lines.any(|l| l == line),
+                "{name}: lost or moved: {line:?}\n{written}"
+            );
+        }
+        let again = raygate(&["fix", "-f", p, "--in-place"]);
+        assert_eq!(again.status.code(), Some(0));
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            written,
+            "idempotent"
+        );
+    }
+    let pretty_fixed = std::fs::read_to_string(dir.path().join("pretty.json")).unwrap();
+    // A new entry goes on a line of its own, at the indentation of the entry before it.
+    let lines: Vec<&str> = pretty_fixed.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let ports = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("\"ports\": ["))
+        .expect("a ports list was inserted");
+    assert_eq!(
+        indent(lines[ports]),
+        indent(lines[ports - 1]),
+        "{pretty_fixed}"
+    );
+    assert!(lines[ports - 1].ends_with(','), "{pretty_fixed}");
+    let compact_fixed = std::fs::read_to_string(dir.path().join("compact.json")).unwrap();
+    assert_eq!(compact_fixed.lines().count(), 1, "{compact_fixed}");
+}
+
+#[test]
 fn unusable_input_exits_two_naming_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broken.yaml");

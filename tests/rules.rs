@@ -728,7 +728,7 @@ mod placement {
     fn with_required_terms(terms: Value) -> Value {
         let mut c = cluster("c");
         let pod = c.pointer_mut(WORKER_POD).unwrap();
-        pod.as_object_mut().unwrap().shift_remove("nodeSelector");
+        pod.as_object_mut().unwrap().remove("nodeSelector");
         pod["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": terms}}});
         c

@@ -505,7 +505,7 @@ fn mutate_once(value: &mut Value, rng: &mut Rng) {
             if let Some((last, parent)) = path.split_last() {
                 match (last, node_mut(value, parent)) {
                     (Step::Key(k), Value::Object(map)) => {
-                        map.shift_remove(k);
+                        map.remove(k);
                     }
                     (Step::Index(i), Value::Array(items)) => {
                         items.remove(*i);

@@ -167,8 +167,7 @@ pub fn remove(object: &mut Value, pointer: &str) {
     let parent = object.pointer_mut(parent).unwrap();
     match parent {
         Value::Object(map) => {
-            map.shift_remove(key)
-                .unwrap_or_else(|| panic!("no {pointer}"));
+            map.remove(key).unwrap_or_else(|| panic!("no {pointer}"));
         }
         Value::Array(items) => {
             items.remove(key.parse().unwrap());
