@@ -4,6 +4,8 @@
 //! For each input, two measurements per engine:
 //! - `review`: AdmissionReview bytes in, AdmissionReview bytes out (what a webhook does);
 //! - `evaluate`: the rules alone, on the object already decoded into the engine's own form.
+//!
+//! And raygate alone on an UPDATE that only scales (`update/scaling-only`).
 
 #[path = "peers/mod.rs"]
 mod peers;
@@ -75,6 +77,27 @@ fn engines(c: &mut Criterion) {
         });
         group.finish();
     }
+
+    // An UPDATE that only scales a worker group, as the autoscaler sends them: ratcheting
+    // answers it without running the rules on the new or the old object.
+    let old = peers::bench_inputs()
+        .into_iter()
+        .find(|i| i.name == "compliant-raycluster")
+        .expect("the compliant cluster")
+        .object;
+    let mut scaled = old.clone();
+    scaled["spec"]["workerGroupSpecs"][0]["replicas"] = serde_json::json!(3);
+    let old: DynamicObject = serde_json::from_value(old).expect("a RayCluster");
+    let scaled: DynamicObject = serde_json::from_value(scaled).expect("a RayCluster");
+    let mut group = c.benchmark_group("update");
+    group.bench_function(BenchmarkId::new("scaling-only", "raygate"), |b| {
+        b.iter(|| {
+            let new = ObjectRef::from_dynamic(black_box(&scaled));
+            let before = ObjectRef::from_dynamic(black_box(&old));
+            engine.evaluate_update(&new, &before, &context)
+        })
+    });
+    group.finish();
 }
 
 criterion_group! {

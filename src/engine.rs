@@ -133,18 +133,23 @@ impl Engine {
         self.policy.spec().network_policy.enforce_on == EnforceOn::Pods
     }
 
-    pub fn evaluate(&self, object: &ObjectRef<'_>, context: &Context<'_>) -> Decision {
-        let mode = self.policy.mode();
+    /// What the plan covers of the object: its target and the names exemptions match, or why
+    /// the rules never run (not Ray's, or exempt from every family).
+    fn in_scope<'a>(
+        &self,
+        object: &ObjectRef<'a>,
+        context: &Context<'a>,
+    ) -> Result<(Target<'a>, Coverage, Vec<&'a str>), Coverage> {
         let target = Target::of(object);
         let coverage = match target {
-            Target::OutOfScope => return Decision::unchecked(Coverage::OutOfScope, mode),
+            Target::OutOfScope => return Err(Coverage::OutOfScope),
             Target::Cluster(_) => Coverage::Cluster,
             Target::Pod(_) => Coverage::Pod,
         };
         let scope = &self.policy.spec().scope;
         let namespace = object.namespace.unwrap_or("default");
         if scope.exempts_namespace(namespace) {
-            return Decision::unchecked(Coverage::Exempt, mode);
+            return Err(Coverage::Exempt);
         }
         let cluster_name = match &target {
             Target::Pod(pod) => Some(pod.cluster),
@@ -159,10 +164,33 @@ impl Engine {
         .into_iter()
         .flatten()
         .collect();
-        let exempt_family = |family: Family| scope.exempts(namespace, &names, family);
-        if Family::ALL.into_iter().all(exempt_family) {
-            return Decision::unchecked(Coverage::Exempt, mode);
+        if Family::ALL
+            .into_iter()
+            .all(|family| scope.exempts(namespace, &names, family))
+        {
+            return Err(Coverage::Exempt);
         }
+        Ok((target, coverage, names))
+    }
+
+    pub fn evaluate(&self, object: &ObjectRef<'_>, context: &Context<'_>) -> Decision {
+        match self.in_scope(object, context) {
+            Ok(covered) => self.evaluate_covered(object, context, covered),
+            Err(coverage) => Decision::unchecked(coverage, self.policy.mode()),
+        }
+    }
+
+    /// Runs the rules on an object the plan covers.
+    fn evaluate_covered<'a>(
+        &self,
+        object: &ObjectRef<'a>,
+        context: &Context<'a>,
+        (target, coverage, names): (Target<'a>, Coverage, Vec<&'a str>),
+    ) -> Decision {
+        let mode = self.policy.mode();
+        let scope = &self.policy.spec().scope;
+        let namespace = object.namespace.unwrap_or("default");
+        let exempt_family = |family: Family| scope.exempts(namespace, &names, family);
 
         let mut findings = Findings::new(&self.policy, exempt_family);
         match &target {
@@ -262,13 +290,15 @@ impl Engine {
         context: &Context<'_>,
     ) -> Decision {
         let mode = self.policy.mode();
-        let decision = self.evaluate(object, context);
-        if matches!(decision.coverage, Coverage::OutOfScope | Coverage::Exempt) {
-            return decision;
-        }
+        let covered = match self.in_scope(object, context) {
+            Ok(covered) => covered,
+            Err(coverage) => return Decision::unchecked(coverage, mode),
+        };
+        // The autoscaler's updates come often: they are answered without running the rules.
         if is_being_deleted(object.body) || only_scaling_changed(object.body, old.body) {
-            return Decision::unchecked(decision.coverage, mode);
+            return Decision::unchecked(covered.1, mode);
         }
+        let decision = self.evaluate_covered(object, context, covered);
         let before = self.evaluate(old, context);
         let kept: Vec<_> = decision
             .patch
