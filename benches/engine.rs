@@ -5,7 +5,8 @@
 //! - `review`: AdmissionReview bytes in, AdmissionReview bytes out (what a webhook does);
 //! - `evaluate`: the rules alone, on the object already decoded into the engine's own form.
 //!
-//! And raygate alone on an UPDATE that only scales (`update/scaling-only`).
+//! And raygate alone: `mutate`, the same review sent to the mutating webhook, and
+//! `update/scaling-only`, an UPDATE that only scales.
 
 #[path = "peers/mod.rs"]
 mod peers;
@@ -40,6 +41,19 @@ fn engines(c: &mut Criterion) {
                     &engine,
                     &context,
                     Endpoint::Validate,
+                    black_box(&input.review),
+                )
+                .expect("a review")
+                .0
+            })
+        });
+        // The mutating call on the same review: raygate alone (the peers have no patches).
+        group.bench_function(BenchmarkId::new("mutate", "raygate"), |b| {
+            b.iter(|| {
+                admission::review(
+                    &engine,
+                    &context,
+                    Endpoint::Mutate,
                     black_box(&input.review),
                 )
                 .expect("a review")
@@ -95,6 +109,34 @@ fn engines(c: &mut Criterion) {
             let new = ObjectRef::from_dynamic(black_box(&scaled));
             let before = ObjectRef::from_dynamic(black_box(&old));
             engine.evaluate_update(&new, &before, &context)
+        })
+    });
+    // The original manifest applied again over the filled-in cluster (kubectl apply, an Argo
+    // CD sync): the validating call judges it against the old object; the mutating call,
+    // which before ran the same judgement, now only computes the patch.
+    let original = peers::bench_inputs()
+        .into_iter()
+        .find(|i| i.name == "typical-raycluster")
+        .expect("the typical cluster")
+        .object;
+    let original: DynamicObject = serde_json::from_value(original).expect("a RayCluster");
+    let view = ObjectRef::from_dynamic(&original);
+    let filled = engine.evaluate(&view, &context).patch;
+    let mut filled_value = serde_json::to_value(&original).expect("JSON");
+    json_patch::patch(&mut filled_value, &filled.0).expect("the patch applies");
+    let filled: DynamicObject = serde_json::from_value(filled_value).expect("a RayCluster");
+    group.bench_function(BenchmarkId::new("re-applied", "validate"), |b| {
+        b.iter(|| {
+            let new = ObjectRef::from_dynamic(black_box(&original));
+            let old = ObjectRef::from_dynamic(black_box(&filled));
+            engine.evaluate_update(&new, &old, &context)
+        })
+    });
+    group.bench_function(BenchmarkId::new("re-applied", "mutate"), |b| {
+        b.iter(|| {
+            let new = ObjectRef::from_dynamic(black_box(&original));
+            let old = ObjectRef::from_dynamic(black_box(&filled));
+            engine.evaluate_patch(&new, Some(&old), &context)
         })
     });
     group.finish();

@@ -278,9 +278,12 @@ fn decide(
                 .as_ref()
                 .and_then(ObjectRef::from_value)
                 .map(|v| with_request(v, &request));
-            let evaluate = |view: &ObjectRef<'_>, context: &Context<'_>| match &old_view {
-                Some(old) => engine.evaluate_update(view, old, context),
-                None => engine.evaluate(view, context),
+            let evaluate = |view: &ObjectRef<'_>, context: &Context<'_>| match (endpoint, &old_view)
+            {
+                // The mutating call answers with the patch alone.
+                (Endpoint::Mutate, old) => engine.evaluate_patch(view, old.as_ref(), context),
+                (Endpoint::Validate, Some(old)) => engine.evaluate_update(view, old, context),
+                (Endpoint::Validate, None) => engine.evaluate(view, context),
             };
             view.map(|view| match &known {
                 Known::Fixed(context) => evaluate(&view, context),

@@ -175,8 +175,24 @@ impl Engine {
 
     pub fn evaluate(&self, object: &ObjectRef<'_>, context: &Context<'_>) -> Decision {
         match self.in_scope(object, context) {
-            Ok(covered) => self.evaluate_covered(object, context, covered),
+            Ok(covered) => self.evaluate_covered(object, context, covered, true),
             Err(coverage) => Decision::unchecked(coverage, self.policy.mode()),
+        }
+    }
+
+    /// What the mutating call needs of a CREATE (`old` is `None`) or an UPDATE: the same
+    /// coverage and patch as [`Engine::evaluate`] and [`Engine::evaluate_update`]. Its findings
+    /// have no messages, and an UPDATE's are not compared with the old object's.
+    pub fn evaluate_patch(
+        &self,
+        object: &ObjectRef<'_>,
+        old: Option<&ObjectRef<'_>>,
+        context: &Context<'_>,
+    ) -> Decision {
+        match (old, self.in_scope(object, context)) {
+            (_, Err(coverage)) => Decision::unchecked(coverage, self.policy.mode()),
+            (Some(old), Ok(covered)) => self.update(object, old, context, covered, false),
+            (None, Ok(covered)) => self.evaluate_covered(object, context, covered, false),
         }
     }
 
@@ -186,6 +202,7 @@ impl Engine {
         object: &ObjectRef<'a>,
         context: &Context<'a>,
         (target, coverage, names): (Target<'a>, Coverage, Vec<&'a str>),
+        messages: bool,
     ) -> Decision {
         let mode = self.policy.mode();
         let scope = &self.policy.spec().scope;
@@ -193,6 +210,9 @@ impl Engine {
         let exempt_family = |family: Family| scope.exempts(namespace, &names, family);
 
         let mut findings = Findings::new(&self.policy, exempt_family);
+        if !messages {
+            findings = findings.without_messages();
+        }
         match &target {
             Target::Cluster(cluster) => {
                 rules::ports::check_cluster(cluster, &mut findings);
@@ -289,23 +309,51 @@ impl Engine {
         old: &ObjectRef<'_>,
         context: &Context<'_>,
     ) -> Decision {
+        match self.in_scope(object, context) {
+            Ok(covered) => self.update(object, old, context, covered, true),
+            Err(coverage) => Decision::unchecked(coverage, self.policy.mode()),
+        }
+    }
+
+    fn update<'a>(
+        &self,
+        object: &ObjectRef<'a>,
+        old: &ObjectRef<'_>,
+        context: &Context<'a>,
+        covered: (Target<'a>, Coverage, Vec<&'a str>),
+        messages: bool,
+    ) -> Decision {
         let mode = self.policy.mode();
-        let covered = match self.in_scope(object, context) {
-            Ok(covered) => covered,
-            Err(coverage) => return Decision::unchecked(coverage, mode),
-        };
         // The autoscaler's updates come often: they are answered without running the rules.
         if is_being_deleted(object.body) || only_scaling_changed(object.body, old.body) {
             return Decision::unchecked(covered.1, mode);
         }
-        let decision = self.evaluate_covered(object, context, covered);
-        let before = self.evaluate(old, context);
+        let decision = self.evaluate_covered(object, context, covered, messages);
         let kept: Vec<_> = decision
             .patch
             .0
             .into_iter()
             .filter(|op| restores_old_value(op, old.body))
             .collect();
+        let into_patch = |kept| {
+            Patch(if mode == Mode::Enforce {
+                kept
+            } else {
+                Vec::new()
+            })
+        };
+        if !messages {
+            // The mutating call: only the patch is read.
+            let mut violations = decision.violations;
+            violations.iter_mut().for_each(|v| v.fillable = false);
+            return Decision {
+                coverage: decision.coverage,
+                mode,
+                violations,
+                patch: into_patch(kept),
+            };
+        }
+        let before = self.evaluate(old, context);
         let mut violations = if kept.is_empty() {
             decision.violations
         } else {
@@ -335,11 +383,7 @@ impl Engine {
             coverage: decision.coverage,
             mode,
             violations,
-            patch: Patch(if mode == Mode::Enforce {
-                kept
-            } else {
-                Vec::new()
-            }),
+            patch: into_patch(kept),
         }
     }
 }
@@ -593,11 +637,9 @@ impl Engine {
             if !carried.contains(&v.rule) {
                 continue;
             }
-            findings.report(
-                v.rule,
-                &json_patch::jsonptr::PointerBuf::new(),
-                format!("its RayCluster {:?}: {}", owner.name, v.message),
-            );
+            findings.report(v.rule, &json_patch::jsonptr::PointerBuf::new(), || {
+                format!("its RayCluster {:?}: {}", owner.name, v.message)
+            });
         }
     }
 }

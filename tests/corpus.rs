@@ -142,3 +142,58 @@ fn filling_in_cures_what_it_can_only_adds_and_is_idempotent() {
         "only {objects_fixed} objects needed filling"
     );
 }
+
+/// The mutating call (`Engine::evaluate_patch`, which builds no messages and skips the old
+/// object's findings) patches exactly as the validating path does, on a CREATE and on UPDATEs:
+/// re-applying the original manifest over the filled-in cluster, and scaling it.
+#[test]
+fn the_mutating_call_patches_as_the_full_evaluation_does() {
+    let engine = support::engine();
+    let context = Context::complete(&[]);
+    let mut updates = 0;
+    for path in sample_files().into_iter().filter(|p| !is_template(p)) {
+        let file = manifest::read(&path).unwrap();
+        for value in file.documents.iter().filter_map(|d| d.value.as_ref()) {
+            let Some(view) = ObjectRef::from_value(value) else {
+                continue;
+            };
+            let at = format!("{}:{}", path.display(), view.name);
+            let shape = |d: &raygate::Decision| {
+                let findings: Vec<_> = d
+                    .violations
+                    .iter()
+                    .map(|v| (v.rule, v.action, v.path.clone()))
+                    .collect();
+                (d.coverage, d.patch.0.clone(), findings)
+            };
+            let full = engine.evaluate(&view, &context);
+            let mutating = engine.evaluate_patch(&view, None, &context);
+            assert_eq!(shape(&mutating), shape(&full), "{at}: CREATE");
+            assert!(
+                mutating.violations.iter().all(|v| v.message.is_empty()),
+                "{at}"
+            );
+            if full.patch.0.is_empty() {
+                continue;
+            }
+            let filled = support::apply(value, &full.patch);
+            let old = ObjectRef::from_value(&filled).unwrap();
+            let mut scaled = filled.clone();
+            if let Some(groups) = scaled.pointer_mut("/spec/workerGroupSpecs/0/replicas") {
+                *groups = serde_json::json!(7);
+            }
+            for (what, new) in [("re-applied", value), ("scaled", &scaled)] {
+                let new = ObjectRef::from_value(new).unwrap();
+                let full = engine.evaluate_update(&new, &old, &context);
+                let mutating = engine.evaluate_patch(&new, Some(&old), &context);
+                assert_eq!(
+                    (full.coverage, &full.patch.0),
+                    (mutating.coverage, &mutating.patch.0),
+                    "{at}: UPDATE, {what}"
+                );
+                updates += 1;
+            }
+        }
+    }
+    assert!(updates > 200, "only {updates} updates");
+}

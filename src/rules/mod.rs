@@ -137,6 +137,8 @@ pub struct Violation {
 pub struct Findings<'p> {
     policy: &'p Policy,
     exempt: [bool; 4],
+    /// Whether anyone reads the messages: the mutating call only needs the patch.
+    messages: bool,
     pub violations: Vec<Violation>,
     pub fills: Vec<PatchOperation>,
 }
@@ -146,9 +148,16 @@ impl<'p> Findings<'p> {
         Findings {
             policy,
             exempt: Family::ALL.map(exempt_families),
+            messages: true,
             violations: Vec::new(),
             fills: Vec::new(),
         }
+    }
+
+    /// Findings whose messages are never built (they stay empty).
+    pub fn without_messages(mut self) -> Findings<'p> {
+        self.messages = false;
+        self
     }
 
     pub fn policy(&self) -> &'p Policy {
@@ -167,16 +176,33 @@ impl<'p> Findings<'p> {
         self.action(rule) != Action::Off
     }
 
-    pub fn report(&mut self, rule: &'static str, path: &PointerBuf, message: String) {
+    /// Reports a violation; `message` is built only when it will be read.
+    pub fn report(
+        &mut self,
+        rule: &'static str,
+        path: &PointerBuf,
+        message: impl FnOnce() -> String,
+    ) {
         self.push(rule, path, message, false);
     }
 
     /// Reports a violation that `fill` below cures.
-    pub fn report_fillable(&mut self, rule: &'static str, path: &PointerBuf, message: String) {
+    pub fn report_fillable(
+        &mut self,
+        rule: &'static str,
+        path: &PointerBuf,
+        message: impl FnOnce() -> String,
+    ) {
         self.push(rule, path, message, true);
     }
 
-    fn push(&mut self, rule: &'static str, path: &PointerBuf, message: String, fillable: bool) {
+    fn push(
+        &mut self,
+        rule: &'static str,
+        path: &PointerBuf,
+        message: impl FnOnce() -> String,
+        fillable: bool,
+    ) {
         let action = self.action(rule);
         if action == Action::Off {
             return;
@@ -185,7 +211,11 @@ impl<'p> Findings<'p> {
             rule,
             action,
             path: path.to_string(),
-            message,
+            message: if self.messages {
+                message()
+            } else {
+                String::new()
+            },
             fillable,
         });
     }

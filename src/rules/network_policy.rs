@@ -112,7 +112,7 @@ fn fill_cr_name_label(cluster: &ClusterSpec<'_>, out: &mut Findings<'_>) {
         out.report_fillable(
             POD_LABEL,
             &path,
-            format!(
+            || format!(
                 "Pods of the {} carry only a generated ray.io/cluster name (KubeRay v1.5.0); add label {LABEL_CR_NAME}: {name} to its pod template so a NetworkPolicy can select them",
                 group.describe()
             ),
@@ -622,7 +622,7 @@ pub fn check_cluster(
         out.report(
             NOT_VERIFIED,
             &cluster.path,
-            format!(
+            || format!(
                 "could not verify a NetworkPolicy covers this cluster in namespace {namespace:?} (no cluster access)"
             ),
         );
@@ -657,7 +657,7 @@ pub fn check_cluster(
             out.report(
                 MISSING,
                 &group.path,
-                format!(
+                || format!(
                     "no NetworkPolicy selects the {}'s pods; create one selecting {selector_hint} in namespace {namespace:?}",
                     group.describe()
                 ),
@@ -717,7 +717,7 @@ pub fn check_cluster(
         out.report(
             cut.need.rule,
             &cut.path,
-            format!(
+            || format!(
                 "{} TCP {} between the cluster's pods (to the {}){why}; add `- {}` to the ports of its {directions} rule for the cluster's pods",
                 policies_do(&policies, "blocks", "block"),
                 cut.need.label,
@@ -741,7 +741,7 @@ fn report_guess(
         out.report(
             NOT_VERIFIED,
             path,
-            format!(
+            || format!(
                 "a NetworkPolicy selects peers by labels of namespace {:?} that raygate cannot see here (no cluster access); they were assumed to match",
                 namespace.name
             ),
@@ -822,7 +822,7 @@ fn check_dns_egress(
     out.report(
         DNS_EGRESS,
         &cluster.path,
-        format!(
+        || format!(
             "{} egress of the cluster's pods but not to DNS ({}), so workers cannot resolve the head Service; add an egress rule `- to: [{{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: kube-system}}}}, podSelector: {{matchLabels: {{k8s-app: kube-dns}}}}}}]` with `ports: [{{protocol: UDP, port: 53}}, {{protocol: TCP, port: 53}}]`",
             policies_do(restricting, "restricts", "restrict"),
             super::and_list(&missing)
@@ -856,7 +856,7 @@ fn check_apiserver_egress(
     out.report(
         APISERVER_EGRESS,
         &head.path,
-        format!(
+        || format!(
             "enableInTreeAutoscaling is true but {} the head's egress to the API server, so the autoscaler cannot scale; add an egress rule `- to: [{{ipBlock: {{cidr: <API server address>/32}}}}]` with `ports: [{{protocol: TCP, port: 443}}, {{protocol: TCP, port: 6443}}]` (most CNIs judge the endpoint's port after the Service's DNAT)",
             policies_do(restricting, "blocks", "block")
         ),
@@ -949,7 +949,7 @@ fn check_external_access(
         out.report(
             EXTERNAL_ACCESS,
             &group.path,
-            format!(
+            || format!(
                 "{} TCP {} to the {} from namespaces labelled {{{}}}; add an ingress rule `- from: [{{namespaceSelector: {{matchLabels: {{{}}}}}}}]` for those ports",
                 policies_do(
                     &restricting.iter().map(|p| **p).collect::<Vec<_>>(),
@@ -1010,7 +1010,7 @@ pub fn check_pod(
         Coverage::Unselected => out.report(
             MISSING,
             &root,
-            format!(
+            || format!(
                 "no NetworkPolicy selects this {role} Pod of cluster {:?}; create one selecting {hint} in namespace {namespace:?}; the operator retries denied Pods",
                 pod.cluster
             ),
@@ -1034,7 +1034,7 @@ pub fn check_pod(
                 out.report(
                     rule,
                     &root,
-                    format!(
+                    || format!(
                         "{} TCP {} to this {role} Pod of cluster {:?} from the cluster's own pods; admit {}",
                         policies_do(&policies, "blocks", "block"),
                         super::and_list(&cut.iter().map(|n| n.label.clone()).collect::<Vec<_>>()),

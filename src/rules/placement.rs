@@ -32,7 +32,7 @@ pub fn check_pod_spec(pod: &PodSpecRef<'_>, subject: &str, out: &mut Findings<'_
             out.report(
                 NODE_NAME,
                 &child(&pod.path, "nodeName"),
-                format!(
+                || format!(
                     "{subject} sets nodeName: {node_name}, a master kept for the control plane and GPU work; remove nodeName"
                 ),
             );
@@ -50,7 +50,7 @@ pub fn check_pod_spec(pod: &PodSpecRef<'_>, subject: &str, out: &mut Findings<'_
                 out.report(
                     TARGETS_MASTER,
                     &child(&child(&pod.path, "nodeSelector"), key),
-                    format!(
+                    || format!(
                         "{subject} nodeSelector {key}: {value:?} targets a master; select {}: {} instead",
                         placement.worker_label.key, placement.worker_label.value
                     ),
@@ -116,7 +116,7 @@ pub fn check_pod_spec(pod: &PodSpecRef<'_>, subject: &str, out: &mut Findings<'_
                         out.report(
                             TARGETS_MASTER,
                             &child(&child(&term_path, field), &j.to_string()),
-                            format!(
+                            || format!(
                                 "{subject} node affinity {key} {operator} {values:?} targets a master; require {}={} instead",
                                 placement.worker_label.key, placement.worker_label.value
                             ),
@@ -142,16 +142,14 @@ pub fn check_pod_spec(pod: &PodSpecRef<'_>, subject: &str, out: &mut Findings<'_
                 out.report(
                     TOLERATES_CONTROL_PLANE,
                     &path,
-                    format!(
+                    || format!(
                         "{subject} tolerates every taint (operator Exists, no key), the masters' included; list only the taints it needs"
                     ),
                 );
             } else if placement.control_plane_taint_keys.iter().any(|k| k == key) {
-                out.report(
-                    TOLERATES_CONTROL_PLANE,
-                    &path,
-                    format!("{subject} tolerates the master taint {key:?}; remove this toleration"),
-                );
+                out.report(TOLERATES_CONTROL_PLANE, &path, || {
+                    format!("{subject} tolerates the master taint {key:?}; remove this toleration")
+                });
             }
         }
     }
@@ -163,14 +161,12 @@ pub fn check_pod_spec(pod: &PodSpecRef<'_>, subject: &str, out: &mut Findings<'_
         // A value of the wrong type is the user's to fix: a fill-in never overwrites it.
         let can_fill = spec.is_object() && spec.get("nodeSelector").is_none_or(Value::is_object);
         if unconstrained && can_fill && out.enabled(NOT_PINNED) {
-            out.report_fillable(
-                NOT_PINNED,
-                &pod.path,
+            out.report_fillable(NOT_PINNED, &pod.path, || {
                 format!(
                     "{subject} may be scheduled on a master; add nodeSelector {}: {}",
                     worker.key, worker.value
-                ),
-            );
+                )
+            });
             let selector_path = child(&pod.path, "nodeSelector");
             if node_selector.is_some() {
                 out.fill(
@@ -186,7 +182,7 @@ pub fn check_pod_spec(pod: &PodSpecRef<'_>, subject: &str, out: &mut Findings<'_
             out.report(
                 NOT_PINNED,
                 &pod.path,
-                format!(
+                || format!(
                     "{subject}'s nodeSelector and node affinity do not keep it off masters; add {}: {} to its nodeSelector",
                     worker.key, worker.value
                 ),

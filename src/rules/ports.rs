@@ -97,11 +97,13 @@ fn check_ray_container_ports(
                     out.report(
                         rule,
                         &child(&child(&ports_path, &i.to_string()), "containerPort"),
-                        format!(
-                            "port {:?} of {} is {shown}; set containerPort: {wanted}",
-                            planned.name,
-                            ray.describe()
-                        ),
+                        || {
+                            format!(
+                                "port {:?} of {} is {shown}; set containerPort: {wanted}",
+                                planned.name,
+                                ray.describe()
+                            )
+                        },
                     );
                 }
             }
@@ -130,7 +132,7 @@ fn check_ray_container_ports(
                         .report(
                             rule,
                             &child(&child(&ports_path, &i.to_string()), "containerPort"),
-                            format!(
+                            || format!(
                                 "port {:?} of {} is {}; set containerPort: {wanted} and rename it to {:?} (KubeRay's name)",
                                 port_name(&declared[i]),
                                 ray.describe(),
@@ -141,7 +143,7 @@ fn check_ray_container_ports(
                     (Some(i), _, _) | (None, Some(i), _) => out.report(
                         rule,
                         &child(&child(&ports_path, &i.to_string()), "name"),
-                        format!(
+                        || format!(
                             "port {wanted} of {} is named {:?}; rename it to {:?}",
                             ray.describe(),
                             port_name(&declared[i]),
@@ -151,7 +153,7 @@ fn check_ray_container_ports(
                     (None, None, Some(i)) if planned.name != SERVE_PORT => out.report(
                         rule,
                         &child(&child(&ports_path, &i.to_string()), "containerPort"),
-                        format!(
+                        || format!(
                             "port {:?} of {} is {}, KubeRay's default for {:?}; set containerPort: {wanted} and name: {}",
                             port_name(&declared[i]),
                             ray.describe(),
@@ -177,10 +179,10 @@ fn check_ray_container_ports(
                             planned.name
                         );
                         if !can_fill {
-                            out.report(rule, &ports_path, message);
+                            out.report(rule, &ports_path, || message);
                             continue;
                         }
-                        out.report_fillable(rule, &ports_path, message);
+                        out.report_fillable(rule, &ports_path, || message);
                         missing.push(json!({
                             "name": planned.name,
                             "containerPort": planned.port,
@@ -215,7 +217,7 @@ fn check_ray_container_ports(
                 out.report(
                     SERVE_PORT_NAME,
                     &child(&child(&ports_path, &i.to_string()), "name"),
-                    format!(
+                    || format!(
                         "KubeRay's Serve Service ignores port {name:?} of {}; rename it to \"serve\"",
                         ray.describe()
                     ),
@@ -335,17 +337,13 @@ fn check_command_line(
         match flag(text, key) {
             None => {
                 let why = default.map(|d| format!(" ({d})")).unwrap_or_default();
-                out.report(
-                    rule,
-                    path,
-                    format!("{who}; it has no --{key}{why}: add --{key}={wanted}"),
-                );
+                out.report(rule, path, || {
+                    format!("{who}; it has no --{key}{why}: add --{key}={wanted}")
+                });
             }
-            Some(value) if value != wanted => out.report(
-                rule,
-                path,
-                format!("{who}; it sets --{key}={value}: use --{key}={wanted}"),
-            ),
+            Some(value) if value != wanted => out.report(rule, path, || {
+                format!("{who}; it sets --{key}={value}: use --{key}={wanted}")
+            }),
             Some(_) => {}
         }
     }
@@ -356,14 +354,12 @@ fn check_command_line(
                 .and_then(|v| v.parse::<u32>().ok())
                 .is_some_and(|p| range.contains(p));
             if !ok {
-                out.report(
-                    NODE_PORT_RANGE,
-                    path,
+                out.report(NODE_PORT_RANGE, path, || {
                     format!(
                         "{who}; --{key} must be set inside {}-{}: add --{key}={}",
                         range.from, range.to, range.from
-                    ),
-                );
+                    )
+                });
             }
         }
     }
@@ -378,7 +374,7 @@ fn check_command_line(
             out.report(
                 WORKER_PORT_RANGE,
                 path,
-                format!(
+                || format!(
                     "{who}; its worker ports must lie inside {range} (unset, Ray 2.60.0 uses 10002-19999, which holds the client port): add --{MIN_WORKER_PORT}={} --{MAX_WORKER_PORT}={}",
                     range.from, range.to
                 ),
@@ -410,7 +406,7 @@ fn check_env_ports(
         out.report(
             HEAD_PORT,
             &child(&child(&child(&pod.container_path(ray), "env"), &i.to_string()), "value"),
-            format!(
+            || format!(
                 "{} sets {name} to {shown}, moving the {} port off the plan's {}; remove it or set \"{}\"",
                 ray.describe(),
                 planned.name,
@@ -463,21 +459,19 @@ fn check_start_params(group: &NodeGroup<'_>, plan: &PortPolicy, out: &mut Findin
                         unset.unwrap_or_default()
                     );
                     if can_fill {
-                        out.report_fillable(RAY_START_PARAM, &params_path, message);
+                        out.report_fillable(RAY_START_PARAM, &params_path, || message);
                         missing.insert(key.to_owned(), Value::String(wanted));
                     } else {
-                        out.report(RAY_START_PARAM, &params_path, message);
+                        out.report(RAY_START_PARAM, &params_path, || message);
                     }
                 }
                 Some(value) if param_text(value).as_deref() != Some(wanted.as_str()) => {
-                    out.report(
-                        RAY_START_PARAM,
-                        &child(&params_path, key),
+                    out.report(RAY_START_PARAM, &child(&params_path, key), || {
                         format!(
                             "{} rayStartParams.{key} is {value}; set it to \"{wanted}\"{named}",
                             group.describe()
-                        ),
-                    );
+                        )
+                    });
                 }
                 Some(_) => {}
             }
@@ -497,17 +491,17 @@ fn check_start_params(group: &NodeGroup<'_>, plan: &PortPolicy, out: &mut Findin
                         range.to
                     );
                     if can_fill {
-                        out.report_fillable(NODE_PORT_RANGE, &params_path, message);
+                        out.report_fillable(NODE_PORT_RANGE, &params_path, || message);
                         missing.insert(key.clone(), Value::String(range.from.to_string()));
                     } else {
-                        out.report(NODE_PORT_RANGE, &params_path, message);
+                        out.report(NODE_PORT_RANGE, &params_path, || message);
                     }
                 }
                 Some(value) if !as_port(value).is_some_and(|p| range.contains(p)) => {
                     out.report(
                         NODE_PORT_RANGE,
                         &child(&params_path, key),
-                        format!(
+                        || format!(
                             "{} rayStartParams.{key} is {value}, outside the plan's {}-{}; pick a port in that range",
                             group.describe(),
                             range.from,
@@ -609,14 +603,12 @@ fn check_worker_ports(
                 ),
             )
         };
-        out.report(
-            rule,
-            &path,
+        out.report(rule, &path, || {
             format!(
                 "{} rayStartParams {what}{why}; keep worker ports inside {plan_text}",
                 group.describe()
-            ),
-        );
+            )
+        });
         return;
     }
     if min_value.is_some() && max_value.is_some() {
@@ -628,7 +620,7 @@ fn check_worker_ports(
             out.report(
                 WORKER_PORT_OVERLAP,
                 params_path,
-                format!(
+                || format!(
                     "{} leaves min/max-worker-port unset, so Ray 2.60.0 gives worker processes {}-{}, which holds planned {} and makes Ray refuse to start the node; set min-worker-port and max-worker-port clear of the plan",
                     group.describe(),
                     min.unwrap_or(0),
@@ -676,12 +668,12 @@ fn check_worker_ports(
         settings.join(", ")
     );
     if can_fill {
-        out.report_fillable(rule, params_path, message);
+        out.report_fillable(rule, params_path, || message);
         for (key, port) in unset {
             missing.insert(key.to_owned(), Value::String(port.to_string()));
         }
     } else {
-        out.report(rule, params_path, message);
+        out.report(rule, params_path, || message);
     }
 }
 
@@ -733,11 +725,13 @@ fn check_worker_port_list(
     out.report(
         WORKER_PORT_RANGE,
         &child(params_path, WORKER_PORT_LIST),
-        format!(
-            "{} rayStartParams.worker-port-list has {}; list only {plan_text}",
-            group.describe(),
-            super::and_list(&bad)
-        ),
+        || {
+            format!(
+                "{} rayStartParams.worker-port-list has {}; list only {plan_text}",
+                group.describe(),
+                super::and_list(&bad)
+            )
+        },
     );
 }
 
@@ -780,15 +774,13 @@ fn check_forbidden_ports(pod: &PodSpecRef<'_>, plan: &PortPolicy, out: &mut Find
                 if out.violations.iter().any(|v| v.path == shown) {
                     continue;
                 }
-                out.report(
-                    FORBIDDEN_PORT,
-                    &path,
+                out.report(FORBIDDEN_PORT, &path, || {
                     format!(
                         "{} port {:?} uses {forbidden}, a default the plan forbids; {instead}",
                         container.describe(),
                         port_name(port)
-                    ),
-                );
+                    )
+                });
             }
         }
     }
@@ -822,11 +814,9 @@ pub fn check_serve_config(object: &Value, out: &mut Findings<'_>) {
     let config: Value = match serde_yaml_ng::from_str(text) {
         Ok(config) => config,
         Err(e) => {
-            out.report(
-                SERVE_CONFIG,
-                &path,
-                format!("serveConfigV2 is not valid YAML ({e}); KubeRay cannot deploy it"),
-            );
+            out.report(SERVE_CONFIG, &path, || {
+                format!("serveConfigV2 is not valid YAML ({e}); KubeRay cannot deploy it")
+            });
             return;
         }
     };
@@ -836,14 +826,14 @@ pub fn check_serve_config(object: &Value, out: &mut Findings<'_>) {
         None => out.report(
             SERVE_CONFIG,
             &path,
-            format!(
+            || format!(
                 "serveConfigV2 leaves http_options.port unset, so Serve listens on {SERVE_DEFAULT_HTTP_PORT} (Ray 2.60.0), not on {wanted} where KubeRay's Serve Service sends traffic; add to serveConfigV2 `http_options: {{host: 0.0.0.0, port: {wanted}}}`"
             ),
         ),
         Some(port) if port != Some(wanted) => out.report(
             SERVE_CONFIG,
             &path,
-            format!(
+            || format!(
                 "serveConfigV2 sets http_options.port: {}, but KubeRay's Serve Service sends traffic to {wanted}; set `port: {wanted}` under http_options",
                 http_port.unwrap_or(&Value::Null)
             ),
@@ -889,12 +879,12 @@ pub fn check_serve_config(object: &Value, out: &mut Findings<'_>) {
         (None, _) => out.report(
             SERVE_CONFIG,
             &path,
-            "serveConfigV2 grpc_options.port is not a port number".to_owned(),
+            || "serveConfigV2 grpc_options.port is not a port number".to_owned(),
         ),
         (Some(port), Some(clash)) => out.report(
             SERVE_CONFIG,
             &path,
-            format!(
+            || format!(
                 "serveConfigV2's gRPC proxy listens on {port}, which is {clash}; set grpc_options.port to a port the plan leaves free (Serve's default is {SERVE_DEFAULT_GRPC_PORT})"
             ),
         ),

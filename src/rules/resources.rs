@@ -57,7 +57,7 @@ fn check_container(
             out.report(
                 INVALID_QUANTITY,
                 &child(&child(&resources_path, kind), resource),
-                format!("{who} {kind}.{resource} is {value}, not a Kubernetes quantity; write e.g. \"500m\" or \"2Gi\""),
+                || format!("{who} {kind}.{resource} is {value}, not a Kubernetes quantity; write e.g. \"500m\" or \"2Gi\""),
             );
         }
         Some(quantity)
@@ -82,7 +82,7 @@ fn check_container(
             out.report(
                 LIMIT_BELOW_REQUEST,
                 &child(&child(&resources_path, "limits"), name),
-                format!(
+                || format!(
                     "{who} limits.{name} {} is below its request {}; raise the limit to at least the request",
                     text(limits, name),
                     text(requests, name)
@@ -98,11 +98,13 @@ fn check_container(
                     out.report(
                         ABOVE_MAXIMUM,
                         &child(&child(&resources_path, kind), name),
-                        format!(
-                            "{who} {kind}.{name} {} is above the platform maximum {}; lower it",
-                            text(map, name),
-                            max.text
-                        ),
+                        || {
+                            format!(
+                                "{who} {kind}.{name} {} is above the platform maximum {}; lower it",
+                                text(map, name),
+                                max.text
+                            )
+                        },
                     );
                 }
             }
@@ -170,11 +172,11 @@ fn check_container(
                 .iter()
                 .all(|kind| raw.and_then(|r| r.get(kind)).is_none_or(Value::is_object));
         if !can_fill {
-            out.report(MISSING, &resources_path, message);
+            out.report(MISSING, &resources_path, || message);
             check_gpus(policy, &resources_path, requests, limits, &who, out);
             return;
         }
-        out.report_fillable(MISSING, &resources_path, message);
+        out.report_fillable(MISSING, &resources_path, || message);
         let section_present = |map: Option<&Map<String, Value>>| map.is_some();
         if resources.is_none() {
             let mut all = Map::new();
@@ -229,7 +231,7 @@ fn check_gpus(
             out.report(
                 GPU_MISMATCH,
                 &child(&child(resources_path, "limits"), gpu),
-                format!(
+                || format!(
                     "{who} requests {gpu} {request} but its limit is {limit_text}; set limits.{gpu} equal to the request"
                 ),
             );
