@@ -394,6 +394,16 @@ fn mark_enforced(object: &serde_json::Value) -> Option<json_patch::PatchOperatio
     }))
 }
 
+/// Whether a patch operation is the enforcement mark (said nothing of: it is raygate's own).
+fn is_mark(op: &json_patch::PatchOperation) -> bool {
+    let json_patch::PatchOperation::Add(add) = op else {
+        return false;
+    };
+    let path = add.path.as_str();
+    path == "/metadata/annotations/raygate.dev~1enforced"
+        || (path == "/metadata/annotations" && add.value.get(ENFORCED_ANNOTATION).is_some())
+}
+
 /// The Pods of a live RayCluster created before raygate enforced the plan are judged but not
 /// denied, so that installing raygate or leaving audit mode never stops a cluster scaling.
 /// (A cluster raygate has not seen yet has no owner here and is judged as new.)
@@ -572,10 +582,19 @@ fn respond(
         Endpoint::Mutate => {
             outcome.decision = "allowed";
             if !decision.patch.0.is_empty() {
+                // On an UPDATE nothing is fillable: the patch only puts back what it dropped.
                 let filled = decision.violations.iter().filter(|v| v.fillable).count();
-                response.warnings = Some(vec![short(&format!(
-                    "raygate filled in {filled} missing value(s) from the platform plan"
-                ))]);
+                let put_back = decision.patch.0.iter().filter(|op| !is_mark(op)).count();
+                let said = match (filled, put_back) {
+                    (0, 0) => None,
+                    (0, n) => Some(format!(
+                        "raygate put back {n} value(s) of the platform plan that this update dropped"
+                    )),
+                    (n, _) => Some(format!(
+                        "raygate filled in {n} missing value(s) from the platform plan"
+                    )),
+                };
+                response.warnings = said.map(|w| vec![short(&w)]);
                 match serde_json::to_vec(&decision.patch) {
                     Ok(patch) => {
                         response.patch = Some(patch);

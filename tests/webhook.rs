@@ -1199,7 +1199,9 @@ async fn the_enforcement_mark_is_set_at_create_and_put_back_on_update() {
         marked["metadata"]["annotations"]["raygate.dev/enforced"],
         "true"
     );
-    // An update without the mark: it is put back, and nothing else changes.
+    // The compliant cluster had nothing filled in, so kubectl shows no warning.
+    assert!(response(&mutated).get("warnings").is_none(), "{mutated}");
+    // An update without the mark: it is put back, silently, and nothing else changes.
     let mut update = review(&object, "UPDATE", false);
     update["request"]["oldObject"] = marked.clone();
     let answer = h.post("/mutate", &update).await;
@@ -1208,6 +1210,26 @@ async fn the_enforcement_mark_is_set_at_create_and_put_back_on_update() {
         .unwrap();
     let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
     assert_eq!(apply(&object, &patch), marked);
+    assert!(response(&answer).get("warnings").is_none(), "{answer}");
+    // An update that drops a planned value the cluster had: it is put back, and said so.
+    let mut dropped = marked.clone();
+    remove(
+        &mut dropped,
+        "/spec/headGroupSpec/rayStartParams/dashboard-port",
+    );
+    let mut update = review(&dropped, "UPDATE", false);
+    update["request"]["oldObject"] = marked.clone();
+    let answer = h.post("/mutate", &update).await;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(response(&answer)["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    assert_eq!(apply(&dropped, &patch), marked);
+    assert_eq!(
+        response(&answer)["warnings"],
+        json!(["raygate put back 1 value(s) of the platform plan that this update dropped"]),
+        "{answer}"
+    );
     // A cluster that never had it (created before raygate) does not get it on update.
     let mut legacy = review(&object, "UPDATE", false);
     legacy["request"]["oldObject"] = object.clone();
