@@ -344,6 +344,8 @@ fn decide(
                 .is_some_and(|a| a.get(ENFORCED_ANNOTATION).is_some()),
             _ => false,
         };
+        // What the plan's patch does, said without the mark (raygate's own bookkeeping).
+        let plan_ops = decision.patch.0.len();
         if endpoint == Endpoint::Mutate
             && marks
             && decision.mode == Mode::Enforce
@@ -354,7 +356,7 @@ fn decide(
         {
             decision.patch.0.push(mark);
         }
-        response = respond(response, endpoint, &decision, &mut outcome);
+        response = respond(response, endpoint, &decision, plan_ops, &mut outcome);
         outcome.violations = decision.violations;
     }
 
@@ -392,16 +394,6 @@ fn mark_enforced(object: &serde_json::Value) -> Option<json_patch::PatchOperatio
         path,
         value,
     }))
-}
-
-/// Whether a patch operation is the enforcement mark (said nothing of: it is raygate's own).
-fn is_mark(op: &json_patch::PatchOperation) -> bool {
-    let json_patch::PatchOperation::Add(add) = op else {
-        return false;
-    };
-    let path = add.path.as_str();
-    path == "/metadata/annotations/raygate.dev~1enforced"
-        || (path == "/metadata/annotations" && add.value.get(ENFORCED_ANNOTATION).is_some())
 }
 
 /// The Pods of a live RayCluster created before raygate enforced the plan are judged but not
@@ -572,10 +564,13 @@ pub fn undecided(
     Ok((encoded, outcome))
 }
 
+/// `plan_ops`: how many of the patch's operations come from the plan (the rest is the
+/// enforcement mark).
 fn respond(
     mut response: AdmissionResponse,
     endpoint: Endpoint,
     decision: &Decision,
+    plan_ops: usize,
     outcome: &mut Outcome,
 ) -> AdmissionResponse {
     match endpoint {
@@ -584,8 +579,7 @@ fn respond(
             if !decision.patch.0.is_empty() {
                 // On an UPDATE nothing is fillable: the patch only puts back what it dropped.
                 let filled = decision.violations.iter().filter(|v| v.fillable).count();
-                let put_back = decision.patch.0.iter().filter(|op| !is_mark(op)).count();
-                let said = match (filled, put_back) {
+                let said = match (filled, plan_ops) {
                     (0, 0) => None,
                     (0, n) => Some(format!(
                         "raygate put back {n} value(s) of the platform plan that this update dropped"

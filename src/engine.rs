@@ -133,19 +133,17 @@ impl Engine {
         self.policy.spec().network_policy.enforce_on == EnforceOn::Pods
     }
 
-    /// What the plan covers of the object: its target and the names exemptions match, or why
-    /// the rules never run (not Ray's, or exempt from every family).
+    /// What the plan covers of the object, or why the rules never run (not Ray's, or exempt
+    /// from every family).
     fn in_scope<'a>(
         &self,
         object: &ObjectRef<'a>,
         context: &Context<'a>,
-    ) -> Result<(Target<'a>, Coverage, Vec<&'a str>), Coverage> {
+    ) -> Result<Covered<'a>, Coverage> {
         let target = Target::of(object);
-        let coverage = match target {
-            Target::OutOfScope => return Err(Coverage::OutOfScope),
-            Target::Cluster(_) => Coverage::Cluster,
-            Target::Pod(_) => Coverage::Pod,
-        };
+        if matches!(target, Target::OutOfScope) {
+            return Err(Coverage::OutOfScope);
+        }
         let scope = &self.policy.spec().scope;
         let namespace = object.namespace.unwrap_or("default");
         if scope.exempts_namespace(namespace) {
@@ -170,7 +168,7 @@ impl Engine {
         {
             return Err(Coverage::Exempt);
         }
-        Ok((target, coverage, names))
+        Ok(Covered { target, names })
     }
 
     pub fn evaluate(&self, object: &ObjectRef<'_>, context: &Context<'_>) -> Decision {
@@ -201,10 +199,12 @@ impl Engine {
         &self,
         object: &ObjectRef<'a>,
         context: &Context<'a>,
-        (target, coverage, names): (Target<'a>, Coverage, Vec<&'a str>),
+        covered: Covered<'a>,
         messages: bool,
     ) -> Decision {
         let mode = self.policy.mode();
+        let coverage = covered.coverage();
+        let Covered { target, names } = covered;
         let scope = &self.policy.spec().scope;
         let namespace = object.namespace.unwrap_or("default");
         let exempt_family = |family: Family| scope.exempts(namespace, &names, family);
@@ -320,13 +320,13 @@ impl Engine {
         object: &ObjectRef<'a>,
         old: &ObjectRef<'_>,
         context: &Context<'a>,
-        covered: (Target<'a>, Coverage, Vec<&'a str>),
+        covered: Covered<'a>,
         messages: bool,
     ) -> Decision {
         let mode = self.policy.mode();
         // The autoscaler's updates come often: they are answered without running the rules.
         if is_being_deleted(object.body) || only_scaling_changed(object.body, old.body) {
-            return Decision::unchecked(covered.1, mode);
+            return Decision::unchecked(covered.coverage(), mode);
         }
         let decision = self.evaluate_covered(object, context, covered, messages);
         let kept: Vec<_> = decision
@@ -384,6 +384,22 @@ impl Engine {
             mode,
             violations,
             patch: into_patch(kept),
+        }
+    }
+}
+
+/// An object the plan covers: what it is to the rules, and the names its exemptions match.
+struct Covered<'a> {
+    target: Target<'a>,
+    names: Vec<&'a str>,
+}
+
+impl Covered<'_> {
+    fn coverage(&self) -> Coverage {
+        match self.target {
+            Target::Cluster(_) => Coverage::Cluster,
+            Target::Pod(_) => Coverage::Pod,
+            Target::OutOfScope => Coverage::OutOfScope,
         }
     }
 }

@@ -280,7 +280,7 @@ fn insert_entry(
         }
         let entry = format!(
             "{}: {}",
-            flow(&Value::String(key.to_owned()), layout.syntax),
+            string(key, layout.syntax),
             flow(value, layout.syntax)
         );
         return Ok(insert_flow(text, map, &entry, layout));
@@ -347,6 +347,7 @@ fn insert_flow(text: &str, node: &Node, entry: &str, layout: &Layout<'_>) -> Str
     let Layout { newline, syntax } = *layout;
     let close = node.end - 1;
     let before = text[node.start..close].trim_end();
+    let at = node.start + before.len();
     let last_start = match &node.kind {
         Kind::Map(entries) => entries.last().map(|(key, _)| key.start),
         Kind::Seq(items) => items.last().map(|item| item.start),
@@ -356,7 +357,6 @@ fn insert_flow(text: &str, node: &Node, entry: &str, layout: &Layout<'_>) -> Str
         && let (indent, true) = column(text, start)
     {
         let comma = if before.ends_with(',') { "" } else { "," };
-        let at = node.start + before.len();
         return splice(
             text,
             at,
@@ -370,7 +370,6 @@ fn insert_flow(text: &str, node: &Node, entry: &str, layout: &Layout<'_>) -> Str
         (true, _) | (_, true) => " ",
         _ => ", ",
     };
-    let at = node.start + before.len();
     splice(text, at, at, &format!("{sep}{entry}"))
 }
 
@@ -462,16 +461,12 @@ pub fn render(value: &Value, newline: &str) -> String {
 /// A value in flow style: JSON, with strings plain in YAML where that reads back as the same
 /// string.
 fn flow(value: &Value, syntax: Syntax) -> String {
-    let string = |s: &str| match syntax {
-        Syntax::Yaml => scalar(s),
-        Syntax::Json => Value::String(s.to_owned()).to_string(),
-    };
     match value {
-        Value::String(s) => string(s),
+        Value::String(s) => string(s, syntax),
         Value::Object(map) => {
             let entries: Vec<String> = map
                 .iter()
-                .map(|(k, v)| format!("{}: {}", string(k), flow(v, syntax)))
+                .map(|(k, v)| format!("{}: {}", string(k, syntax), flow(v, syntax)))
                 .collect();
             format!("{{{}}}", entries.join(", "))
         }
@@ -480,6 +475,14 @@ fn flow(value: &Value, syntax: Syntax) -> String {
             format!("[{}]", items.join(", "))
         }
         other => other.to_string(),
+    }
+}
+
+/// A string or key: in YAML as [`scalar`] writes it, in JSON always quoted.
+fn string(s: &str, syntax: Syntax) -> String {
+    match syntax {
+        Syntax::Yaml => scalar(s),
+        Syntax::Json => Value::from(s).to_string(),
     }
 }
 

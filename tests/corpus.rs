@@ -21,6 +21,20 @@ fn is_template(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|t| t.contains("{{"))
 }
 
+/// Every document of every sample but the templates, with its file.
+fn sample_objects() -> Vec<(PathBuf, Value)> {
+    let mut objects = Vec::new();
+    for path in sample_files().into_iter().filter(|p| !is_template(p)) {
+        let file = manifest::read(&path).unwrap();
+        for document in file.documents {
+            if let Some(value) = document.value {
+                objects.push((path.clone(), value));
+            }
+        }
+    }
+    objects
+}
+
 #[test]
 fn every_sample_parses_except_the_templates() {
     let files = sample_files();
@@ -98,44 +112,41 @@ fn filling_in_cures_what_it_can_only_adds_and_is_idempotent() {
     let engine = support::engine();
     let context = Context::complete(&[]);
     let mut objects_fixed = 0;
-    for path in sample_files().into_iter().filter(|p| !is_template(p)) {
-        let file = manifest::read(&path).unwrap();
-        for value in file.documents.iter().filter_map(|d| d.value.as_ref()) {
-            let Some(view) = ObjectRef::from_value(value) else {
-                continue;
-            };
-            let decision = engine.evaluate(&view, &context);
-            if decision.patch.0.is_empty() {
-                assert!(decision.violations.iter().all(|v| !v.fillable));
-                continue;
-            }
-            objects_fixed += 1;
-            let fixed = support::apply(value, &decision.patch);
-            let at = format!("{}:{}", path.display(), view.name);
-            only_adds(value, &fixed, "").unwrap_or_else(|e| panic!("{at}: {e}"));
-
-            let again = engine.evaluate(&ObjectRef::from_value(&fixed).unwrap(), &context);
-            assert!(
-                again.patch.0.is_empty(),
-                "{at}: fix(fix(x)) != fix(x): {:?}",
-                again.patch
-            );
-            let cured: Vec<_> = again.violations.iter().filter(|v| v.fillable).collect();
-            assert!(cured.is_empty(), "{at}: {cured:#?}");
-            // What was fillable is gone; what was not stays, exactly.
-            let before: Vec<_> = decision
-                .violations
-                .iter()
-                .filter(|v| !v.fillable)
-                .map(|v| (v.rule, v.path.clone()))
-                .collect();
-            let after: Vec<_> = again
-                .violations
-                .iter()
-                .map(|v| (v.rule, v.path.clone()))
-                .collect();
-            assert_eq!(before, after, "{at}");
+    for (path, value) in &sample_objects() {
+        let Some(view) = ObjectRef::from_value(value) else {
+            continue;
+        };
+        let decision = engine.evaluate(&view, &context);
+        if decision.patch.0.is_empty() {
+            assert!(decision.violations.iter().all(|v| !v.fillable));
+            continue;
         }
+        objects_fixed += 1;
+        let fixed = support::apply(value, &decision.patch);
+        let at = format!("{}:{}", path.display(), view.name);
+        only_adds(value, &fixed, "").unwrap_or_else(|e| panic!("{at}: {e}"));
+
+        let again = engine.evaluate(&ObjectRef::from_value(&fixed).unwrap(), &context);
+        assert!(
+            again.patch.0.is_empty(),
+            "{at}: fix(fix(x)) != fix(x): {:?}",
+            again.patch
+        );
+        let cured: Vec<_> = again.violations.iter().filter(|v| v.fillable).collect();
+        assert!(cured.is_empty(), "{at}: {cured:#?}");
+        // What was fillable is gone; what was not stays, exactly.
+        let before: Vec<_> = decision
+            .violations
+            .iter()
+            .filter(|v| !v.fillable)
+            .map(|v| (v.rule, v.path.clone()))
+            .collect();
+        let after: Vec<_> = again
+            .violations
+            .iter()
+            .map(|v| (v.rule, v.path.clone()))
+            .collect();
+        assert_eq!(before, after, "{at}");
     }
     assert!(
         objects_fixed > 100,
@@ -151,48 +162,45 @@ fn the_mutating_call_patches_as_the_full_evaluation_does() {
     let engine = support::engine();
     let context = Context::complete(&[]);
     let mut updates = 0;
-    for path in sample_files().into_iter().filter(|p| !is_template(p)) {
-        let file = manifest::read(&path).unwrap();
-        for value in file.documents.iter().filter_map(|d| d.value.as_ref()) {
-            let Some(view) = ObjectRef::from_value(value) else {
-                continue;
-            };
-            let at = format!("{}:{}", path.display(), view.name);
-            let shape = |d: &raygate::Decision| {
-                let findings: Vec<_> = d
-                    .violations
-                    .iter()
-                    .map(|v| (v.rule, v.action, v.path.clone()))
-                    .collect();
-                (d.coverage, d.patch.0.clone(), findings)
-            };
-            let full = engine.evaluate(&view, &context);
-            let mutating = engine.evaluate_patch(&view, None, &context);
-            assert_eq!(shape(&mutating), shape(&full), "{at}: CREATE");
-            assert!(
-                mutating.violations.iter().all(|v| v.message.is_empty()),
-                "{at}"
+    for (path, value) in &sample_objects() {
+        let Some(view) = ObjectRef::from_value(value) else {
+            continue;
+        };
+        let at = format!("{}:{}", path.display(), view.name);
+        let shape = |d: &raygate::Decision| {
+            let findings: Vec<_> = d
+                .violations
+                .iter()
+                .map(|v| (v.rule, v.action, v.path.clone()))
+                .collect();
+            (d.coverage, d.patch.0.clone(), findings)
+        };
+        let full = engine.evaluate(&view, &context);
+        let mutating = engine.evaluate_patch(&view, None, &context);
+        assert_eq!(shape(&mutating), shape(&full), "{at}: CREATE");
+        assert!(
+            mutating.violations.iter().all(|v| v.message.is_empty()),
+            "{at}"
+        );
+        if full.patch.0.is_empty() {
+            continue;
+        }
+        let filled = support::apply(value, &full.patch);
+        let old = ObjectRef::from_value(&filled).unwrap();
+        let mut scaled = filled.clone();
+        if let Some(groups) = scaled.pointer_mut("/spec/workerGroupSpecs/0/replicas") {
+            *groups = serde_json::json!(7);
+        }
+        for (what, new) in [("re-applied", value), ("scaled", &scaled)] {
+            let new = ObjectRef::from_value(new).unwrap();
+            let full = engine.evaluate_update(&new, &old, &context);
+            let mutating = engine.evaluate_patch(&new, Some(&old), &context);
+            assert_eq!(
+                (full.coverage, &full.patch.0),
+                (mutating.coverage, &mutating.patch.0),
+                "{at}: UPDATE, {what}"
             );
-            if full.patch.0.is_empty() {
-                continue;
-            }
-            let filled = support::apply(value, &full.patch);
-            let old = ObjectRef::from_value(&filled).unwrap();
-            let mut scaled = filled.clone();
-            if let Some(groups) = scaled.pointer_mut("/spec/workerGroupSpecs/0/replicas") {
-                *groups = serde_json::json!(7);
-            }
-            for (what, new) in [("re-applied", value), ("scaled", &scaled)] {
-                let new = ObjectRef::from_value(new).unwrap();
-                let full = engine.evaluate_update(&new, &old, &context);
-                let mutating = engine.evaluate_patch(&new, Some(&old), &context);
-                assert_eq!(
-                    (full.coverage, &full.patch.0),
-                    (mutating.coverage, &mutating.patch.0),
-                    "{at}: UPDATE, {what}"
-                );
-                updates += 1;
-            }
+            updates += 1;
         }
     }
     assert!(updates > 200, "only {updates} updates");

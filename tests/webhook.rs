@@ -251,10 +251,7 @@ async fn mutation_fills_in_and_the_result_validates() {
     let r = response(&answer);
     assert_eq!(r["allowed"], true);
     assert_eq!(r["patchType"], "JSONPatch");
-    let patch = base64::engine::general_purpose::STANDARD
-        .decode(r["patch"].as_str().expect("patch is a base64 string"))
-        .unwrap();
-    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let patch = patch_of(r);
     let patched = apply(&object, &patch);
     assert_eq!(
         patched
@@ -439,6 +436,17 @@ async fn bad_bodies_get_clear_errors_and_the_server_stays_healthy() {
         metrics.contains("raygate_tls_cert_expiry_timestamp_seconds"),
         "{metrics}"
     );
+}
+
+/// The JSON Patch of a mutating answer's `response` (base64, as the API server reads it).
+fn patch_of(response: &Value) -> json_patch::Patch {
+    let encoded = response["patch"]
+        .as_str()
+        .expect("patch is a base64 string");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("the patch is base64");
+    serde_json::from_slice(&bytes).expect("the patch is a JSON Patch")
 }
 
 fn response_allowed(review: &Value) -> bool {
@@ -1190,10 +1198,7 @@ async fn the_enforcement_mark_is_set_at_create_and_put_back_on_update() {
     let h = start(Mode::Enforce).await;
     let object = cluster("ray");
     let mutated = h.post("/mutate", &review(&object, "CREATE", false)).await;
-    let patch = base64::engine::general_purpose::STANDARD
-        .decode(response(&mutated)["patch"].as_str().unwrap())
-        .unwrap();
-    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let patch = patch_of(response(&mutated));
     let marked = apply(&object, &patch);
     assert_eq!(
         marked["metadata"]["annotations"]["raygate.dev/enforced"],
@@ -1205,10 +1210,7 @@ async fn the_enforcement_mark_is_set_at_create_and_put_back_on_update() {
     let mut update = review(&object, "UPDATE", false);
     update["request"]["oldObject"] = marked.clone();
     let answer = h.post("/mutate", &update).await;
-    let patch = base64::engine::general_purpose::STANDARD
-        .decode(response(&answer)["patch"].as_str().unwrap())
-        .unwrap();
-    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let patch = patch_of(response(&answer));
     assert_eq!(apply(&object, &patch), marked);
     assert!(response(&answer).get("warnings").is_none(), "{answer}");
     // An update that drops a planned value the cluster had: it is put back, and said so.
@@ -1220,10 +1222,7 @@ async fn the_enforcement_mark_is_set_at_create_and_put_back_on_update() {
     let mut update = review(&dropped, "UPDATE", false);
     update["request"]["oldObject"] = marked.clone();
     let answer = h.post("/mutate", &update).await;
-    let patch = base64::engine::general_purpose::STANDARD
-        .decode(response(&answer)["patch"].as_str().unwrap())
-        .unwrap();
-    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let patch = patch_of(response(&answer));
     assert_eq!(apply(&dropped, &patch), marked);
     assert_eq!(
         response(&answer)["warnings"],
