@@ -213,9 +213,17 @@ impl Engine {
         if !messages {
             findings = findings.without_messages();
         }
+        let host_exposure_allowed = self
+            .policy
+            .spec()
+            .ports
+            .host_exposure
+            .allowed_namespaces
+            .iter()
+            .any(|n| n == namespace);
         match &target {
             Target::Cluster(cluster) => {
-                rules::ports::check_cluster(cluster, &mut findings);
+                rules::ports::check_cluster(cluster, host_exposure_allowed, &mut findings);
                 for group in cluster.groups() {
                     if let Some(pod) = group.pod_spec() {
                         let subject = group.describe();
@@ -228,7 +236,12 @@ impl Engine {
                 }
                 if let Some(pod) = submitter_pod_spec(object.body, cluster.source) {
                     let subject = "submitter pod template".to_owned();
-                    rules::ports::check_pod(&pod, &mut findings);
+                    rules::ports::check_other_pod(
+                        &pod,
+                        &subject,
+                        host_exposure_allowed,
+                        &mut findings,
+                    );
                     rules::placement::check_pod_spec(&pod, &subject, &mut findings);
                     rules::resources::check_pod_spec(&pod, &subject, &mut findings);
                 }
@@ -250,7 +263,7 @@ impl Engine {
                     Role::Head => format!("head Pod of cluster {:?}", pod.cluster),
                     Role::Worker => format!("worker Pod of cluster {:?}", pod.cluster),
                 };
-                rules::ports::check_pod(&spec, &mut findings);
+                rules::ports::check_pod(&spec, &subject, host_exposure_allowed, &mut findings);
                 rules::placement::check_pod_spec(&spec, &subject, &mut findings);
                 rules::resources::check_pod_spec(&spec, &subject, &mut findings);
                 if let NetworkPolicies::Known(policies) = context.network_policies

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod policy;
 pub mod quantity;
 pub mod ray;
+pub mod ray_command;
 pub mod report;
 pub mod rules;
 pub mod server;

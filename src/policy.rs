@@ -244,6 +244,26 @@ pub struct PortPolicy {
     pub worker_ports: Option<PortRange>,
     #[serde(default)]
     pub forbidden: Vec<u16>,
+    /// Container ports (of Ray containers and sidecars) the admin allows besides the plan's,
+    /// e.g. an SSH or profiler sidecar. Any other declared port is denied.
+    #[serde(default)]
+    pub extra_allowed: Vec<u16>,
+    /// Host exposure (`hostNetwork`, `hostPort`, NodePort and LoadBalancer head Services):
+    /// it opens Ray's ports on every node, masters included, where no NetworkPolicy applies.
+    #[serde(default)]
+    pub host_exposure: HostExposure,
+    /// Whether the Ray and autoscaler containers may take variables from `envFrom`, whose
+    /// values raygate cannot see (one could move a port).
+    #[serde(default)]
+    pub allow_env_from: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostExposure {
+    /// Namespaces where host exposure is allowed; none by default.
+    #[serde(default)]
+    pub allowed_namespaces: Vec<String>,
 }
 
 /// Ray's worker-process range when `min-worker-port`/`max-worker-port` are unset (measured

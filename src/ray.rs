@@ -224,6 +224,11 @@ impl<'a> Target<'a> {
                 name: object.name,
                 spec: value,
                 path: PointerBuf::from_tokens(source.spec_path().iter().copied()),
+                root: object.body,
+                overwrite_cmd: annotation_is_true(
+                    object.body.pointer("/metadata/annotations"),
+                    crate::ray_command::OVERWRITE_CMD_ANNOTATION,
+                ),
             });
         }
         if object.api_version == "v1"
@@ -258,9 +263,30 @@ pub struct ClusterSpec<'a> {
     pub name: &'a str,
     pub spec: &'a Value,
     pub path: PointerBuf,
+    /// The whole object that holds the spec.
+    pub root: &'a Value,
+    /// `ray.io/overwrite-container-cmd: "true"` on the object: KubeRay runs the Ray
+    /// containers' own commands unchanged.
+    pub overwrite_cmd: bool,
+}
+
+/// Whether `annotations` sets `key` to "true" in any case, as KubeRay compares it.
+pub fn annotation_is_true(annotations: Option<&Value>, key: &str) -> bool {
+    annotations
+        .and_then(|a| a.get(key))
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 impl<'a> ClusterSpec<'a> {
+    /// `enableInTreeAutoscaling: true`: KubeRay adds the autoscaler sidecar to the head.
+    pub fn autoscaling(&self) -> bool {
+        self.spec
+            .get("enableInTreeAutoscaling")
+            .and_then(Value::as_bool)
+            == Some(true)
+    }
+
     /// The head group first, then every worker group in order.
     pub fn groups(&self) -> impl Iterator<Item = NodeGroup<'a>> + '_ {
         let head = self.spec.get("headGroupSpec").map(|spec| NodeGroup {
@@ -296,6 +322,16 @@ pub struct NodeGroup<'a> {
 }
 
 impl<'a> NodeGroup<'a> {
+    /// Whether KubeRay runs this group's own container command unchanged: the cluster's
+    /// annotation, which KubeRay copies onto the pod template, or the template's own.
+    pub fn overwrites_command(&self, cluster: &ClusterSpec<'_>) -> bool {
+        cluster.overwrite_cmd
+            || annotation_is_true(
+                self.spec.pointer("/template/metadata/annotations"),
+                crate::ray_command::OVERWRITE_CMD_ANNOTATION,
+            )
+    }
+
     pub fn ray_start_params(&self) -> Option<&'a Map<String, Value>> {
         self.spec.get("rayStartParams").and_then(Value::as_object)
     }

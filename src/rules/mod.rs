@@ -26,6 +26,11 @@ pub const ALL_RULES: &[&str] = &[
     ports::WORKER_PORT_OVERLAP,
     ports::WORKER_PORT_RANGE,
     ports::SERVE_CONFIG,
+    ports::START_COMMAND,
+    ports::UNPLANNED_PORT,
+    ports::HOST_NETWORK,
+    ports::HOST_PORT,
+    ports::NODE_PORT_SERVICE,
     placement::NODE_NAME,
     placement::TARGETS_MASTER,
     placement::TOLERATES_CONTROL_PLANE,
@@ -75,6 +80,19 @@ pub fn rule_help(rule: &str) -> &'static str {
         }
         ports::SERVE_CONFIG => {
             "A RayService's serveConfigV2 makes Serve listen on the planned Serve port, where KubeRay's Serve Service sends traffic."
+        }
+        ports::START_COMMAND => {
+            "Each Ray container runs exactly one `ray start` that raygate reads as bash and Ray's click CLI do: rayStartParams values are single plain words, and own commands use no expansion, second command or option Ray refuses."
+        }
+        ports::UNPLANNED_PORT => {
+            "No Ray process or sidecar listens on a port the plan does not know: no unplanned port option, container port, port-moving variable or unseen envFrom."
+        }
+        ports::HOST_NETWORK => {
+            "Ray pods do not use hostNetwork, which binds Ray's ports on the node outside every NetworkPolicy."
+        }
+        ports::HOST_PORT => "No container of a Ray pod maps a hostPort.",
+        ports::NODE_PORT_SERVICE => {
+            "Ray's head and Serve Services stay ClusterIP: no NodePort, LoadBalancer, nodePort or externalIPs."
         }
         placement::NODE_NAME => "Ray pods never name a master node in nodeName.",
         placement::TARGETS_MASTER => {

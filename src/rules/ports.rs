@@ -2,6 +2,12 @@
 
 use serde_json::{Map, Value, json};
 
+mod host;
+mod start_command;
+
+pub use host::{HOST_NETWORK, HOST_PORT, NODE_PORT_SERVICE};
+pub use start_command::START_COMMAND;
+
 use super::Findings;
 use crate::policy::{
     MAX_WORKER_PORT, MIN_WORKER_PORT, PlannedPort, PortPolicy, PortRange, RAY_DEFAULT_WORKER_PORTS,
@@ -9,6 +15,7 @@ use crate::policy::{
 use crate::ray::{
     ClusterSpec, ContainerRef, NodeGroup, PodSpecRef, Role, as_port, child, param_text,
 };
+use crate::ray_command::EffectiveStart;
 
 pub const HEAD_PORT: &str = "ports/head-port";
 pub const METRICS_PORT: &str = "ports/metrics-port";
@@ -18,6 +25,7 @@ pub const NODE_PORT_RANGE: &str = "ports/node-port-range";
 pub const FORBIDDEN_PORT: &str = "ports/forbidden-port";
 pub const WORKER_PORT_OVERLAP: &str = "ports/worker-port-overlap";
 pub const WORKER_PORT_RANGE: &str = "ports/worker-port-range";
+pub const UNPLANNED_PORT: &str = "ports/unplanned-port";
 
 /// Ray's list of worker ports; when set it replaces min/max-worker-port.
 const WORKER_PORT_LIST: &str = "worker-port-list";
@@ -25,7 +33,11 @@ const WORKER_PORT_LIST: &str = "worker-port-list";
 /// KubeRay's name for the Serve port; its Serve Service takes `serve` and `serve-*` only.
 const SERVE_PORT: &str = "serve";
 
-pub fn check_cluster(cluster: &ClusterSpec<'_>, out: &mut Findings<'_>) {
+pub fn check_cluster(
+    cluster: &ClusterSpec<'_>,
+    host_exposure_allowed: bool,
+    out: &mut Findings<'_>,
+) {
     let plan = &out.policy().spec().ports;
     for group in cluster.groups() {
         let Some(pod) = group.pod_spec() else {
@@ -33,19 +45,62 @@ pub fn check_cluster(cluster: &ClusterSpec<'_>, out: &mut Findings<'_>) {
         };
         if let Some(ray) = pod.ray_container() {
             check_ray_container_ports(&group, &pod, &ray, plan, out);
+            check_moving_env(&pod, &ray, plan, out);
         }
-        match own_ray_start(&group) {
-            Some((text, path)) => check_command_line(&group, &text, &path, plan, out),
-            None => check_start_params(&group, plan, out),
+        let command = start_command::judge(cluster, &group, out);
+        match &command {
+            start_command::Judged::Own { start, path } => {
+                check_command_line(&group, start, path, plan, out);
+            }
+            start_command::Judged::OwnRefused => {}
+            start_command::Judged::Generated => check_start_params(&group, plan, out),
         }
         check_forbidden_ports(&pod, plan, out);
+        check_declared_ports(&pod, true, plan, out);
+        if !host_exposure_allowed {
+            host::check_pod_spec(&pod, &group.describe(), out);
+        }
+    }
+    if let Some(env) = cluster.spec.get("autoscalerOptions") {
+        check_autoscaler_env(env, &child(&cluster.path, "autoscalerOptions"), plan, out);
+    }
+    if !host_exposure_allowed {
+        host::check_services(cluster, out);
     }
 }
 
-/// A Ray Pod: only forbidden ports apply, the rest was checked on its cluster.
-pub fn check_pod(pod: &PodSpecRef<'_>, out: &mut Findings<'_>) {
+/// A Ray Pod: what a Pod adds to its template (KubeRay's own ports) and host exposure; the
+/// rest was checked on its cluster.
+pub fn check_pod(
+    pod: &PodSpecRef<'_>,
+    subject: &str,
+    host_exposure_allowed: bool,
+    out: &mut Findings<'_>,
+) {
     let plan = &out.policy().spec().ports;
     check_forbidden_ports(pod, plan, out);
+    check_declared_ports(pod, true, plan, out);
+    if let Some(ray) = pod.ray_container() {
+        check_moving_env(pod, &ray, plan, out);
+    }
+    if !host_exposure_allowed {
+        host::check_pod_spec(pod, subject, out);
+    }
+}
+
+/// A pod spec that is not a Ray node's (a RayJob's submitter): its ports and host exposure.
+pub fn check_other_pod(
+    pod: &PodSpecRef<'_>,
+    subject: &str,
+    host_exposure_allowed: bool,
+    out: &mut Findings<'_>,
+) {
+    let plan = &out.policy().spec().ports;
+    check_forbidden_ports(pod, plan, out);
+    check_declared_ports(pod, false, plan, out);
+    if !host_exposure_allowed {
+        host::check_pod_spec(pod, subject, out);
+    }
 }
 
 fn planned_for(role: Role, plan: &PortPolicy) -> impl Iterator<Item = &PlannedPort> {
@@ -237,74 +292,11 @@ fn check_ray_container_ports(
     }
 }
 
-/// The Ray container's own `ray start` command line and where it is written. KubeRay v1.5.0
-/// runs it instead of the command it generates from `rayStartParams` when the command holds
-/// `ray start` (with or without `ray.io/overwrite-container-cmd: "true"`); a command that
-/// runs `$KUBERAY_GEN_RAY_START_CMD` still starts Ray from `rayStartParams`.
-fn own_ray_start(group: &NodeGroup<'_>) -> Option<(String, json_patch::jsonptr::PointerBuf)> {
-    let pod = group.pod_spec()?;
-    let ray = pod.ray_container()?;
-    let words = |field: &str| -> Vec<&str> {
-        ray.value
-            .get(field)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect()
-    };
-    let (command, args) = (words("command"), words("args"));
-    let text = command
-        .iter()
-        .chain(&args)
-        .copied()
-        .collect::<Vec<_>>()
-        .join(" ");
-    if !text.contains("ray start") || text.contains("KUBERAY_GEN_RAY_START_CMD") {
-        return None;
-    }
-    let field = if args.iter().any(|a| a.contains("ray start")) {
-        "args"
-    } else {
-        "command"
-    };
-    Some((text, child(&pod.container_path(&ray), field)))
-}
-
-/// The value of `--key=value` or `--key value` in a shell command line.
-fn flag<'t>(text: &'t str, key: &str) -> Option<&'t str> {
-    let needle = format!("--{key}");
-    let mut from = 0;
-    while let Some(found) = text[from..].find(&needle) {
-        let start = from + found;
-        let end = start + needle.len();
-        from = end;
-        let before_ok = text[..start]
-            .chars()
-            .next_back()
-            .is_none_or(|c| c.is_whitespace() || c == '"' || c == '\'');
-        let rest = &text[end..];
-        let value = match rest.chars().next() {
-            Some('=') => &rest[1..],
-            Some(c) if c.is_whitespace() => rest.trim_start(),
-            _ => continue,
-        };
-        if !before_ok {
-            continue;
-        }
-        let stop = value
-            .find(|c: char| c.is_whitespace() || ";&|'\"".contains(c))
-            .unwrap_or(value.len());
-        return Some(&value[..stop]);
-    }
-    None
-}
-
 /// A group whose container runs its own `ray start`: its flags are judged like
 /// `rayStartParams`, and nothing is filled (the command is the user's).
 fn check_command_line(
     group: &NodeGroup<'_>,
-    text: &str,
+    start: &EffectiveStart,
     path: &json_patch::jsonptr::PointerBuf,
     plan: &PortPolicy,
     out: &mut Findings<'_>,
@@ -334,7 +326,7 @@ fn check_command_line(
         if !out.enabled(rule) {
             continue;
         }
-        match flag(text, key) {
+        match start.get(key) {
             None => {
                 let why = default.map(|d| format!(" ({d})")).unwrap_or_default();
                 out.report(rule, path, || {
@@ -350,9 +342,7 @@ fn check_command_line(
     if out.enabled(NODE_PORT_RANGE) {
         for range in &plan.node_ranges {
             let key = &range.ray_start_param;
-            let ok = flag(text, key)
-                .and_then(|v| v.parse::<u32>().ok())
-                .is_some_and(|p| range.contains(p));
+            let ok = start.port(key).is_some_and(|p| range.contains(p));
             if !ok {
                 out.report(NODE_PORT_RANGE, path, || {
                     format!(
@@ -366,7 +356,7 @@ fn check_command_line(
     if out.enabled(WORKER_PORT_RANGE)
         && let Some(range) = plan.worker_ports
     {
-        let bound = |key| flag(text, key).and_then(|v| v.parse::<u32>().ok());
+        let bound = |key| start.port(key);
         let ok = bound(MIN_WORKER_PORT)
             .zip(bound(MAX_WORKER_PORT))
             .is_some_and(|(min, max)| min <= max && range.contains(min) && range.contains(max));
@@ -380,6 +370,223 @@ fn check_command_line(
                 ),
             );
         }
+    }
+}
+
+/// Variables Ray Serve reads for its proxies' ports (Ray 2.60.0, `serve/_private/constants.py`).
+const SERVE_HTTP_PORT_ENV: &str = "RAY_SERVE_DEFAULT_HTTP_PORT";
+const SERVE_GRPC_PORT_ENV: &str = "RAY_SERVE_DEFAULT_GRPC_PORT";
+
+/// Ports a Ray container may declare: the plan's, the head's scrape targets, and the admin's.
+fn allowed_in_ray_container(plan: &PortPolicy, port: u32) -> bool {
+    plan.planned.iter().any(|p| u32::from(p.port) == port)
+        || plan.node_ports.iter().any(|p| u32::from(p.port) == port)
+        || plan.head_ports.iter().any(|p| u32::from(p.port) == port)
+        || plan.extra_allowed.iter().any(|p| u32::from(*p) == port)
+}
+
+/// Every declared container port (Ray container, sidecars, native sidecar init containers) is
+/// on the plan or on the admin's list; a port already reported at the same field is not
+/// reported twice.
+fn check_declared_ports(
+    pod: &PodSpecRef<'_>,
+    ray_node: bool,
+    plan: &PortPolicy,
+    out: &mut Findings<'_>,
+) {
+    if !out.enabled(UNPLANNED_PORT) {
+        return;
+    }
+    for container in pod.all_containers() {
+        let is_ray = ray_node
+            && container.list == crate::ray::ContainerList::Containers
+            && container.index == 0;
+        let runs_alongside = container.list == crate::ray::ContainerList::Containers
+            || container.value.get("restartPolicy").and_then(Value::as_str) == Some("Always");
+        if !runs_alongside {
+            continue;
+        }
+        for (i, port) in container.ports().into_iter().flatten().enumerate() {
+            let Some(number) = container_port(port) else {
+                continue;
+            };
+            let allowed = if is_ray {
+                allowed_in_ray_container(plan, number)
+            } else {
+                plan.extra_allowed.iter().any(|p| u32::from(*p) == number)
+            };
+            if allowed || plan.forbidden.iter().any(|f| u32::from(*f) == number) {
+                continue;
+            }
+            let path = child(
+                &child(
+                    &child(&pod.container_path(&container), "ports"),
+                    &i.to_string(),
+                ),
+                "containerPort",
+            );
+            let shown = path.to_string();
+            if out.violations.iter().any(|v| v.path == shown) {
+                continue;
+            }
+            let whose = if is_ray {
+                "a Ray container"
+            } else {
+                "a sidecar"
+            };
+            out.report(UNPLANNED_PORT, &path, || {
+                format!(
+                    "{} ({whose}) declares port {number} ({:?}), which is not on the port plan; remove it, or have the admin add it to the policy's ports.extraAllowed",
+                    container.describe(),
+                    port_name(port)
+                )
+            });
+        }
+    }
+}
+
+/// Variables that move a Ray port (Serve's proxies), and `envFrom`, whose variables raygate
+/// cannot see.
+fn check_moving_env(
+    pod: &PodSpecRef<'_>,
+    ray: &ContainerRef<'_>,
+    plan: &PortPolicy,
+    out: &mut Findings<'_>,
+) {
+    if !out.enabled(UNPLANNED_PORT) {
+        return;
+    }
+    let container_path = pod.container_path(ray);
+    let serve = plan
+        .planned
+        .iter()
+        .find(|p| p.name == SERVE_PORT)
+        .map(|p| p.port);
+    check_env_list(
+        ray.value.get("env"),
+        &child(&container_path, "env"),
+        &ray.describe(),
+        &[(SERVE_HTTP_PORT_ENV, serve), (SERVE_GRPC_PORT_ENV, None)],
+        out,
+    );
+    if !plan.allow_env_from {
+        check_env_from(
+            ray.value.get("envFrom"),
+            &child(&container_path, "envFrom"),
+            &ray.describe(),
+            out,
+        );
+    }
+}
+
+/// The autoscaler sidecar KubeRay adds to the head: its metrics port is a head port.
+fn check_autoscaler_env(
+    options: &Value,
+    path: &json_patch::jsonptr::PointerBuf,
+    plan: &PortPolicy,
+    out: &mut Findings<'_>,
+) {
+    if !out.enabled(UNPLANNED_PORT) {
+        return;
+    }
+    let moving: Vec<(&str, Option<u16>)> = plan
+        .head_ports
+        .iter()
+        .map(|p| (p.env.as_str(), Some(p.port)))
+        .collect();
+    check_env_list(
+        options.get("env"),
+        &child(path, "env"),
+        "the autoscaler container",
+        &moving,
+        out,
+    );
+    if !plan.allow_env_from {
+        check_env_from(
+            options.get("envFrom"),
+            &child(path, "envFrom"),
+            "the autoscaler container",
+            out,
+        );
+    }
+}
+
+/// `moving`: a variable, and the only value it may have (`None`: it may not be set).
+fn check_env_list(
+    env: Option<&Value>,
+    path: &json_patch::jsonptr::PointerBuf,
+    who: &str,
+    moving: &[(&str, Option<u16>)],
+    out: &mut Findings<'_>,
+) {
+    for (i, var) in env
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let Some(name) = var.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let Some((_, wanted)) = moving.iter().find(|(n, _)| *n == name) else {
+            continue;
+        };
+        let value = var.get("value").and_then(Value::as_str);
+        if let (Some(wanted), Some(value)) = (wanted, value)
+            && value.bytes().all(|b| b.is_ascii_digit())
+            && value.parse::<u32>().ok() == Some(u32::from(*wanted))
+        {
+            continue;
+        }
+        let shown = value.map_or_else(
+            || "a value from a reference".to_owned(),
+            |v| format!("{v:?}"),
+        );
+        let fix = match wanted {
+            Some(port) => format!("remove it or set \"{port}\""),
+            None => "remove it".to_owned(),
+        };
+        out.report(
+            UNPLANNED_PORT,
+            &child(&child(path, &i.to_string()), "value"),
+            || format!("{who} sets {name} to {shown}, which moves a Ray port off the plan; {fix}"),
+        );
+    }
+}
+
+fn check_env_from(
+    env_from: Option<&Value>,
+    path: &json_patch::jsonptr::PointerBuf,
+    who: &str,
+    out: &mut Findings<'_>,
+) {
+    let Some(sources) = env_from.and_then(Value::as_array).filter(|s| !s.is_empty()) else {
+        return;
+    };
+    // A prefix keeps the variables away from Ray's names, unless Ray's names begin with it.
+    let reaches_ray = |prefix: &str| {
+        prefix.is_empty()
+            || prefix.starts_with("RAY")
+            || [
+                SERVE_HTTP_PORT_ENV,
+                SERVE_GRPC_PORT_ENV,
+                "AUTOSCALER_METRIC_PORT",
+                "DASHBOARD_METRIC_PORT",
+            ]
+            .iter()
+            .any(|name| name.starts_with(prefix))
+    };
+    let unprefixed = sources.iter().any(|s| {
+        s.get("prefix")
+            .and_then(Value::as_str)
+            .is_none_or(reaches_ray)
+    });
+    if unprefixed {
+        out.report(UNPLANNED_PORT, path, || {
+            format!(
+                "{who} takes variables from envFrom, whose values raygate cannot see (one could move a Ray port); list them under env, give each source a prefix, or have the admin set ports.allowEnvFrom"
+            )
+        });
     }
 }
 

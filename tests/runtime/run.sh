@@ -78,6 +78,7 @@ trap 'rm -f "$raygate_copy"' EXIT
 log "tools, venv and raygate ready after $(elapsed)"
 
 (cd tests/runtime && "$venv/bin/python" -m pytest -q -p no:cacheprovider test_netpol_nft.py)
+"$venv/bin/python" tests/runtime/ray_cli_oracle.py --raygate "$raygate" -q
 
 # --- control plane, rig, teardown -------------------------------------------------------------
 out="$ROOT/.cache/runtime/ray-$RAY_VERSION"
