@@ -149,6 +149,11 @@ pub enum Command {
         #[arg(long, default_value_t = 365)]
         days: u32,
     },
+    /// Print the command each Ray container runs and the `ray start` raygate reads from it.
+    /// Reads JSON lines on stdin, `{"id", "role": "head"|"worker", "group": {...},
+    /// "annotations": {...}}`, and writes one JSON line each (the Ray CLI differential test's
+    /// interface, tests/runtime/ray_cli_oracle.py).
+    RayStart,
     /// Validate a policy file and print the effective policy.
     Policy {
         #[command(flatten)]

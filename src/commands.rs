@@ -567,3 +567,84 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
 }
+
+/// `raygate ray-start`: for each case on `input` (a JSON line with `role`, `group` and the
+/// cluster's `annotations`), the container command KubeRay builds and the one `ray start`
+/// raygate reads from it, or why it refuses.
+pub fn ray_start_cases(input: impl std::io::BufRead, mut out: impl Write) -> anyhow::Result<()> {
+    use crate::ray::{NodeGroup, Role};
+    use crate::ray_command;
+    for (n, line) in input.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let case: Value = serde_json::from_str(&line)
+            .map_err(|e| anyhow::anyhow!("stdin line {}: {e}", n + 1))?;
+        let role = match case.get("role").and_then(Value::as_str) {
+            Some("head") => Role::Head,
+            Some("worker") => Role::Worker,
+            other => anyhow::bail!(
+                "stdin line {}: role is {other:?}, not head or worker",
+                n + 1
+            ),
+        };
+        let empty = Value::Object(Default::default());
+        let group_spec = case.get("group").unwrap_or(&empty);
+        let group = NodeGroup {
+            role,
+            name: group_spec
+                .get("groupName")
+                .and_then(Value::as_str)
+                .unwrap_or("headgroup"),
+            spec: group_spec,
+            path: json_patch::jsonptr::PointerBuf::new(),
+        };
+        let overwrite = crate::ray::annotation_is_true(
+            case.get("annotations"),
+            ray_command::OVERWRITE_CMD_ANNOTATION,
+        ) || crate::ray::annotation_is_true(
+            group_spec.pointer("/template/metadata/annotations"),
+            ray_command::OVERWRITE_CMD_ANNOTATION,
+        );
+        let mut refused = None;
+        if let Some(params) = group.ray_start_params() {
+            for (key, value) in params {
+                let word = ray_command::param_value(value)
+                    .ok_or_else(|| ray_command::Refusal(format!("{key} is not a string")))
+                    .and_then(|text| ray_command::param_word(key, &text))
+                    .and_then(|word| ray_command::option_value(key, word));
+                if let Err(why) = word {
+                    refused.get_or_insert(why.0);
+                }
+            }
+        }
+        let params = ray_command::kuberay_params(&group, "raycluster", false);
+        let result = match params {
+            Ok(params) => {
+                let launch = ray_command::launch(&group, &params, overwrite);
+                let start = ray_command::effective_start(&launch);
+                let script = ray_command::shell_script(&launch.argv)
+                    .ok()
+                    .flatten()
+                    .map(str::to_owned);
+                let (start, refusal) = match start {
+                    Ok(start) => (Some(start), None),
+                    Err(why) => (None, Some(why.0)),
+                };
+                serde_json::json!({
+                    "id": case.get("id"),
+                    "argv": launch.argv,
+                    "script": script,
+                    "env": {ray_command::GENERATED_CMD_VAR: launch.generated},
+                    "start": start.as_ref().map(|s| &s.words),
+                    "options": start.as_ref().map(|s| s.options.iter().map(|(k, v)| (k.to_string(), v.shown())).collect::<std::collections::BTreeMap<_, _>>()),
+                    "refused": refused.or(refusal),
+                })
+            }
+            Err(why) => serde_json::json!({"id": case.get("id"), "refused": why.0}),
+        };
+        writeln!(out, "{result}")?;
+    }
+    Ok(())
+}

@@ -178,6 +178,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             );
             exit::OK
         }
+        Command::RayStart => {
+            let stdin = std::io::stdin().lock();
+            let stdout = std::io::stdout().lock();
+            raygate::commands::ray_start_cases(stdin, stdout)?;
+            exit::OK
+        }
         Command::Policy { policy } => {
             let policy = load_policy(&policy, None)?;
             print!("{}", policy.to_yaml());

@@ -87,7 +87,7 @@ def _ctx(kind: str, doc: dict, spec: dict, head_port: str) -> dict:
     if kind == "RayCluster" and (head_service.get("metadata") or {}).get("name"):
         svc = head_service["metadata"]["name"]
     return {
-        "crd": "RayCluster" if kind == "RayCronJob" else kind,
+        "crd": "RayJob" if kind == "RayCronJob" else kind,
         "cluster": cluster,
         "namespace": (doc.get("metadata") or {}).get("namespace") or "default",
         "head_svc": svc,
