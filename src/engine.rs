@@ -8,6 +8,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use crate::policy::{Action, EnforceOn, Family, Mode, Policy};
 use crate::ray::{ObjectRef, Role, Target};
 use crate::rules::network_policy::NetworkPolicies;
+use crate::rules::placement::GpuException;
 use crate::rules::{self, Findings, Violation};
 
 /// What the engine may know beyond the object itself.
@@ -227,9 +228,17 @@ impl Engine {
                 for group in cluster.groups() {
                     if let Some(pod) = group.pod_spec() {
                         let subject = group.describe();
-                        rules::placement::check_pod_spec(&pod, &subject, &mut findings);
+                        let gpu = match group.role {
+                            Role::Head => GpuException::Never,
+                            Role::Worker => GpuException::Applies,
+                        };
+                        rules::placement::check_pod_spec(&pod, &subject, gpu, &mut findings);
                         rules::resources::check_pod_spec(&pod, &subject, &mut findings);
                     }
+                }
+                if let Some(options) = cluster.spec.get("autoscalerOptions") {
+                    let path = crate::ray::child(&cluster.path, "autoscalerOptions");
+                    rules::resources::check_autoscaler(options, &path, &mut findings);
                 }
                 if cluster.source == crate::ray::ClusterSource::RayService {
                     rules::ports::check_serve_config(object.body, &mut findings);
@@ -242,7 +251,12 @@ impl Engine {
                         host_exposure_allowed,
                         &mut findings,
                     );
-                    rules::placement::check_pod_spec(&pod, &subject, &mut findings);
+                    rules::placement::check_pod_spec(
+                        &pod,
+                        &subject,
+                        GpuException::Never,
+                        &mut findings,
+                    );
                     rules::resources::check_pod_spec(&pod, &subject, &mut findings);
                 }
                 let first_network_finding = findings.violations.len();
@@ -264,7 +278,11 @@ impl Engine {
                     Role::Worker => format!("worker Pod of cluster {:?}", pod.cluster),
                 };
                 rules::ports::check_pod(&spec, &subject, host_exposure_allowed, &mut findings);
-                rules::placement::check_pod_spec(&spec, &subject, &mut findings);
+                let gpu = match pod.role {
+                    Role::Head => GpuException::Never,
+                    Role::Worker => GpuException::Applies,
+                };
+                rules::placement::check_pod_spec(&spec, &subject, gpu, &mut findings);
                 rules::resources::check_pod_spec(&spec, &subject, &mut findings);
                 if let NetworkPolicies::Known(policies) = context.network_policies
                     && self.enforces_on_pods()

@@ -442,6 +442,17 @@ pub struct ResourcePolicy {
     pub defaults: ResourceDefaults,
     #[serde(default)]
     pub maximum: CpuMemory,
+    /// The least a request or limit may be: `0` means no limit at all to Kubernetes, and
+    /// `1n` CPU or 1 byte of memory is no usable one.
+    #[serde(default = "default_minimum")]
+    pub minimum: CpuMemory,
+}
+
+fn default_minimum() -> CpuMemory {
+    CpuMemory {
+        cpu: Some("10m".to_owned()),
+        memory: Some("32Mi".to_owned()),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -516,6 +527,7 @@ pub struct Policy {
     pub default_requests: PerResource<Amount>,
     pub default_limits: PerResource<Amount>,
     pub maximum: PerResource<Option<Amount>>,
+    pub minimum: PerResource<Option<Amount>>,
 }
 
 impl Policy {
@@ -721,6 +733,10 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
         cpu: quantity("maximum.cpu", &resources.maximum.cpu, false),
         memory: quantity("maximum.memory", &resources.maximum.memory, false),
     };
+    let minimum = PerResource {
+        cpu: quantity("minimum.cpu", &resources.minimum.cpu, false),
+        memory: quantity("minimum.memory", &resources.minimum.memory, false),
+    };
     let (Some(req_cpu), Some(req_mem), Some(lim_cpu), Some(lim_mem)) =
         (requests.0, requests.1, limits.0, limits.1)
     else {
@@ -743,6 +759,14 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
                 limit.text, request.text
             ));
         }
+        if let Some(min) = minimum.get(resource)
+            && request.parsed < min.parsed
+        {
+            problems.push(format!(
+                "spec.resources.defaults.requests.{name}: {} is below minimum.{name} {}",
+                request.text, min.text
+            ));
+        }
         if let Some(max) = maximum.get(resource)
             && limit.parsed > max.parsed
         {
@@ -760,6 +784,7 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
         default_requests,
         default_limits,
         maximum,
+        minimum,
     })
 }
 

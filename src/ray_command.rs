@@ -338,7 +338,9 @@ pub fn launch(
 /// The script a shell in `argv` runs, or `None` when argv runs a program directly.
 pub fn shell_script(argv: &[String]) -> Result<Option<&str>, Refusal> {
     let Some(program) = argv.first() else {
-        return refuse("the Ray container has no command, and KubeRay does not supply one");
+        return refuse(
+            "ray.io/overwrite-container-cmd makes KubeRay keep the container's own command, and it has none, so the image's entrypoint runs, which raygate cannot see; set command and args (e.g. `bash -c` with $KUBERAY_GEN_RAY_START_CMD)",
+        );
     };
     let base = program.rsplit('/').next().unwrap_or(program);
     if !matches!(base, "bash" | "sh" | "dash") {

@@ -314,7 +314,7 @@ mod ports {
         }
         params(&mut c)["worker-port-list"] = json!("10003,10004");
         assert!(evaluate(&c).violations.is_empty());
-        params(&mut c)["worker-port-list"] = json!("10003, 8350,x");
+        params(&mut c)["worker-port-list"] = json!("10003,8350,x");
         let d = evaluate(&c);
         assert_eq!(
             only(&d),
@@ -532,6 +532,14 @@ mod ports {
         let ray = c.pointer_mut(HEAD_RAY).unwrap();
         ray["command"] = json!(["/bin/bash", "-c", "--"]);
         ray["args"] = json!([args]);
+        // The annotation covers every group: a worker without a command of its own would run
+        // its image's entrypoint, which raygate cannot see.
+        let d = evaluate(&c);
+        assert!(d.violations.iter().any(|v| v.rule == "ports/start-command"
+            && v.path == "/spec/workerGroupSpecs/0/template/spec/containers/0"
+            && v.message.contains("image's entrypoint")));
+        c.pointer_mut("/spec/workerGroupSpecs/0/template/spec/containers/0")
+            .unwrap()["command"] = json!(["/bin/bash", "-c", "$KUBERAY_GEN_RAY_START_CMD"]);
         let d = evaluate(&c);
         assert_eq!(
             only(&d),
@@ -741,14 +749,25 @@ mod placement {
         let no_cp = json!({"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}]});
         let zone = json!({"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a"]}]});
 
+        let d = evaluate(&with_required_terms(json!([worker.clone()])));
+        assert!(d.violations.is_empty(), "{:#?}", d.violations);
+        // Only the worker label pins a pod: keeping off today's master by name, or off nodes
+        // with the control-plane label, still admits any unlabelled node.
         for terms in [
-            json!([worker]),
             json!([not_master]),
             json!([no_cp]),
-            json!([worker, not_master]),
+            json!([worker.clone(), not_master]),
         ] {
             let d = evaluate(&with_required_terms(terms.clone()));
-            assert!(d.violations.is_empty(), "{terms}: {:#?}", d.violations);
+            assert_eq!(
+                only(&d),
+                (
+                    "placement/not-pinned-to-workers",
+                    WORKER_POD.to_owned(),
+                    false
+                ),
+                "{terms}"
+            );
         }
         // Terms are ORed: one term that allows the master lets the pod onto it.
         let d = evaluate(&with_required_terms(json!([worker, zone])));

@@ -478,15 +478,27 @@ violation contains f if some f in port_findings
 
 # --- placement ------------------------------------------------------------------------------
 
+# Every pod but a worker's whose Ray container asks for whole GPUs.
 placed[path] := pod if {
 	some path, pod in pods
-	not gpu_pod(pod)
+	not gpu_exempt(path, pod)
+}
+
+gpu_exempt(path, pod) if {
+	contains(path, "/workerGroupSpecs/")
+	gpu_pod(pod)
+}
+
+gpu_exempt("/spec", pod) if {
+	is_ray_pod
+	object.get(object.get(input.request.object.metadata, "labels", {}), "ray.io/node-type", "") != "head"
+	gpu_pod(pod)
 }
 
 gpu_pod(pod) if {
 	some kind in ["requests", "limits"]
 	q := pod.containers[0].resources[kind]["nvidia.com/gpu"]
-	not is_zero(q)
+	regex.match(`^0*[1-9][0-9]*$`, trim_space(sprintf("%v", [q])))
 }
 
 is_zero(q) if q == 0
@@ -573,28 +585,6 @@ keeps_off(r) if {
 	}
 }
 
-keeps_off(r) if {
-	r.operator == "In"
-	r.key == hostname
-	count(r.values) > 0
-	every v in r.values {
-		not v in masters
-	}
-}
-
-keeps_off(r) if {
-	r.operator == "NotIn"
-	r.key == hostname
-	every m in masters {
-		m in r.values
-	}
-}
-
-keeps_off(r) if {
-	r.operator == "DoesNotExist"
-	r.key == control_plane_label
-}
-
 targets_master(pod) if node_name(pod) in masters
 
 targets_master(pod) if {
@@ -608,19 +598,7 @@ targets_master(pod) if {
 	selects_master(r.key, r.operator, r.values)
 }
 
-kept_off(pod) if {
-	name := node_name(pod)
-	name != ""
-	not name in masters
-}
-
 kept_off(pod) if pod.nodeSelector[worker_key] == worker_value
-
-kept_off(pod) if {
-	host := pod.nodeSelector[hostname]
-	is_string(host)
-	not host in masters
-}
 
 kept_off(pod) if {
 	terms := required_terms(pod)

@@ -49,6 +49,7 @@ pub const ALL_RULES: &[&str] = &[
     resources::LIMIT_BELOW_REQUEST,
     resources::ABOVE_MAXIMUM,
     resources::GPU_MISMATCH,
+    resources::BELOW_MINIMUM,
 ];
 
 /// What each rule asks, for tools that list rules (SARIF's reportingDescriptors).
@@ -132,6 +133,9 @@ pub fn rule_help(rule: &str) -> &'static str {
         resources::LIMIT_BELOW_REQUEST => "No limit is below its request.",
         resources::ABOVE_MAXIMUM => "No container asks for more than the policy's maximum.",
         resources::GPU_MISMATCH => "GPU requests equal GPU limits.",
+        resources::BELOW_MINIMUM => {
+            "No request or limit is below the platform minimum: 0 means no limit, and sub-unit values are none."
+        }
         _ => "A rule of the Ray platform plan.",
     }
 }

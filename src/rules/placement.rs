@@ -15,10 +15,26 @@ const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 const REQUIRED_TERMS: &str =
     "/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution";
 
+/// Which pods may use the GPU exception (`gpuGroupsMayUseMasters`): a Ray worker group's,
+/// never the head's (kept for the control plane's neighbours) or a submitter's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuException {
+    Applies,
+    Never,
+}
+
 /// Checks one pod spec; `subject` names it in messages ("head group", "Pod", ...).
-pub fn check_pod_spec(pod: &PodSpecRef<'_>, subject: &str, out: &mut Findings<'_>) {
+pub fn check_pod_spec(
+    pod: &PodSpecRef<'_>,
+    subject: &str,
+    gpu: GpuException,
+    out: &mut Findings<'_>,
+) {
     let placement = &out.policy().spec().placement;
-    if placement.gpu_groups_may_use_masters && requests_gpu(pod, placement) {
+    if gpu == GpuException::Applies
+        && placement.gpu_groups_may_use_masters
+        && requests_gpu(pod, placement)
+    {
         return;
     }
     let spec = pod.spec;
@@ -26,19 +42,15 @@ pub fn check_pod_spec(pod: &PodSpecRef<'_>, subject: &str, out: &mut Findings<'_
     let mut kept_off = false;
 
     let node_name = spec.get("nodeName").and_then(Value::as_str).unwrap_or("");
-    if !node_name.is_empty() {
-        if is_master(placement, node_name) {
-            targets_master = true;
-            out.report(
-                NODE_NAME,
-                &child(&pod.path, "nodeName"),
-                || format!(
-                    "{subject} sets nodeName: {node_name}, a master kept for the control plane and GPU work; remove nodeName"
-                ),
-            );
-        } else {
-            kept_off = true;
-        }
+    if is_master(placement, node_name) {
+        targets_master = true;
+        out.report(
+            NODE_NAME,
+            &child(&pod.path, "nodeName"),
+            || format!(
+                "{subject} sets nodeName: {node_name}, a master kept for the control plane and GPU work; remove nodeName"
+            ),
+        );
     }
 
     let node_selector = spec.get("nodeSelector").and_then(Value::as_object);
@@ -57,14 +69,12 @@ pub fn check_pod_spec(pod: &PodSpecRef<'_>, subject: &str, out: &mut Findings<'_
                 );
             }
         }
+        // Only the worker label keeps a pod off masters: a hostname or a missing
+        // control-plane label says nothing of nodes added later.
         if selector
             .get(&placement.worker_label.key)
             .and_then(Value::as_str)
             == Some(placement.worker_label.value.as_str())
-            || selector
-                .get(HOSTNAME_LABEL)
-                .and_then(Value::as_str)
-                .is_some_and(|host| !is_master(placement, host))
         {
             kept_off = true;
         }
@@ -209,7 +219,9 @@ fn selects_master(placement: &PlacementPolicy, key: &str, operator: &str, values
     }
 }
 
-/// Whether a node requirement, on its own, rules out every master.
+/// Whether a node requirement, on its own, pins a pod to the worker nodes: only
+/// `node-role In [worker]` does. `hostname NotIn [gpu-node]` or `control-plane DoesNotExist`
+/// keep it off today's master but not off a node that is not labelled a worker.
 fn keeps_off_masters(
     placement: &PlacementPolicy,
     key: &str,
@@ -217,20 +229,10 @@ fn keeps_off_masters(
     values: &[&str],
 ) -> bool {
     let worker = &placement.worker_label;
-    match operator {
-        "In" if key == worker.key => {
-            !values.is_empty() && values.iter().all(|v| *v == worker.value)
-        }
-        "In" if key == HOSTNAME_LABEL => {
-            !values.is_empty() && !values.iter().any(|v| is_master(placement, v))
-        }
-        "NotIn" if key == HOSTNAME_LABEL => placement
-            .master_hostnames
-            .iter()
-            .all(|m| values.contains(&m.as_str())),
-        "DoesNotExist" => key == placement.control_plane_label,
-        _ => false,
-    }
+    operator == "In"
+        && key == worker.key
+        && !values.is_empty()
+        && values.iter().all(|v| *v == worker.value)
 }
 
 /// Whether the Ray container asks for a GPU resource listed in the policy.
@@ -254,14 +256,16 @@ fn requests_gpu(pod: &PodSpecRef<'_>, placement: &PlacementPolicy) -> bool {
     })
 }
 
-/// Whether a quantity is exactly above zero: `"0.0"`, `"0m"` or an unparseable value never
-/// count as asking for a GPU, so they never unlock a master.
+/// Whether a quantity is a whole number of devices, at least one: `"0"`, `"1m"`, `"0.5"` or
+/// an unparseable value never count as asking for a GPU (Kubernetes refuses fractional
+/// extended resources at the Pod), so they never unlock a master.
 fn is_positive(quantity: &Value) -> bool {
-    let parsed = match quantity {
-        Value::Number(n) => crate::quantity::Quantity::parse(&n.to_string()),
-        Value::String(s) => crate::quantity::Quantity::parse(s.trim()),
-        _ => None,
+    let text = match quantity {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_owned(),
+        _ => return false,
     };
-    let zero = crate::quantity::Quantity::parse("0");
-    parsed.is_some_and(|q| Some(q) > zero)
+    !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && !text.trim_start_matches('0').is_empty()
 }

@@ -12,6 +12,7 @@ pub const INVALID_QUANTITY: &str = "resources/invalid-quantity";
 pub const LIMIT_BELOW_REQUEST: &str = "resources/limit-below-request";
 pub const ABOVE_MAXIMUM: &str = "resources/above-maximum";
 pub const GPU_MISMATCH: &str = "resources/gpu-mismatch";
+pub const BELOW_MINIMUM: &str = "resources/below-minimum";
 
 pub fn check_pod_spec(pod: &PodSpecRef<'_>, subject: &str, out: &mut Findings<'_>) {
     for container in pod.all_containers() {
@@ -89,6 +90,27 @@ fn check_container(
                 ),
             );
         }
+        if let Some(min) = policy.minimum.get(resource) {
+            for (kind, map, value) in [("requests", requests, &request), ("limits", limits, &limit)]
+            {
+                if let Some(Some(q)) = value
+                    && *q < min.parsed
+                {
+                    out.report(
+                        BELOW_MINIMUM,
+                        &child(&child(&resources_path, kind), name),
+                        || {
+                            format!(
+                                "{who} {kind}.{name} {} is below the platform minimum {} (0 is no limit at all to Kubernetes); raise it to at least {}",
+                                text(map, name),
+                                min.text,
+                                min.text
+                            )
+                        },
+                    );
+                }
+            }
+        }
         if let Some(max) = policy.maximum.get(resource) {
             for (kind, map, value) in [("requests", requests, &request), ("limits", limits, &limit)]
             {
@@ -123,6 +145,14 @@ fn check_container(
                 missing.push(format!("requests.{name}"));
                 fill_requests.insert(name.into(), policy_default(policy, resource, true));
             }
+            // A limit below the minimum is reported above; a request copied from it would be
+            // a second finding for the same fix.
+            (None, Some(Some(limit_q)))
+                if policy
+                    .minimum
+                    .get(resource)
+                    .as_ref()
+                    .is_some_and(|min| *limit_q < min.parsed) => {}
             (None, Some(Some(_))) => {
                 missing.push(format!("requests.{name}"));
                 fill_requests.insert(
@@ -166,7 +196,22 @@ fn check_container(
         );
         // A value of the wrong type is the user's to fix: a fill-in never overwrites it.
         let raw = container.value.get("resources");
-        let can_fill = container.value.is_object()
+        // Pod-level limits (Kubernetes 1.34) bound every container together: a default
+        // filled into one container could exceed them, so nothing is filled there.
+        let pod_limited = pod
+            .field("resources")
+            .and_then(|r| r.get("limits"))
+            .and_then(Value::as_object)
+            .is_some_and(|l| l.contains_key("cpu") || l.contains_key("memory"));
+        let message = if pod_limited {
+            format!(
+                "{message} (not filled in: the pod's own spec.resources limits bound its containers, and a default could exceed them)"
+            )
+        } else {
+            message
+        };
+        let can_fill = !pod_limited
+            && container.value.is_object()
             && raw.is_none_or(Value::is_object)
             && ["requests", "limits"]
                 .iter()
@@ -204,6 +249,56 @@ fn check_container(
     }
 
     check_gpus(policy, &resources_path, requests, limits, &who, out);
+}
+
+/// `autoscalerOptions.resources` replaces KubeRay's defaults for the autoscaler sidecar when
+/// set: an empty or partial one leaves the sidecar without requests or limits.
+pub fn check_autoscaler(
+    options: &Value,
+    path: &json_patch::jsonptr::PointerBuf,
+    out: &mut Findings<'_>,
+) {
+    let Some(resources) = options.get("resources") else {
+        return;
+    };
+    let resources_path = child(path, "resources");
+    let policy = out.policy();
+    let mut missing = Vec::new();
+    for kind in ["requests", "limits"] {
+        let map = resources.get(kind).and_then(Value::as_object);
+        for resource in Resource::BOTH {
+            let name = resource.as_str();
+            match map.and_then(|m| m.get(name)) {
+                None => missing.push(format!("{kind}.{name}")),
+                Some(value) => {
+                    let parsed = parse(value);
+                    let below = policy
+                        .minimum
+                        .get(resource)
+                        .as_ref()
+                        .zip(parsed)
+                        .is_some_and(|(min, q)| q < min.parsed);
+                    if parsed.is_none() {
+                        out.report(INVALID_QUANTITY, &child(&child(&resources_path, kind), name), || {
+                            format!("autoscalerOptions.resources.{kind}.{name} is {value}, not a Kubernetes quantity")
+                        });
+                    } else if below {
+                        out.report(BELOW_MINIMUM, &child(&child(&resources_path, kind), name), || {
+                            format!("autoscalerOptions.resources.{kind}.{name} {value} is below the platform minimum; raise it")
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        out.report(MISSING, &resources_path, || {
+            format!(
+                "autoscalerOptions.resources is set but has no {}, so KubeRay's defaults no longer apply and the autoscaler sidecar runs without them; set them or remove resources",
+                super::and_list(&missing)
+            )
+        });
+    }
 }
 
 fn check_gpus(

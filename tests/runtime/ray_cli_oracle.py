@@ -7,12 +7,19 @@ refuses the group. The oracle checks that against the real programs:
 1. KubeRay: an independent model of KubeRay v1.5.0's BuildPod (ray-operator/controllers/ray/
    common/pod.go: setMissingRayStartParams, generateRayStartCommand, convertParamMap, the
    "ray start" substring test and ray.io/overwrite-container-cmd, the env it appends) must give
-   raygate's argv and KUBERAY_GEN_RAY_START_CMD.
-2. bash: the container's command (after kubelet's $(VAR) expansion) runs for real, under the
-   real /bin/bash or /bin/sh, with fake `ray`, `python`, `python3` and `sleep` first on PATH that
-   record their argv. It runs twice: once with the fake `ray` exiting 0 and once exiting 1 (a
-   Ray that fails to start), and each run must record exactly one `ray` invocation, `start`
-   first, whose words equal raygate's `start`.
+   raygate's argv, script and KUBERAY_GEN_RAY_START_CMD. The model was checked once against
+   KubeRay v1.5.0's own Go code (common.DefaultHead/WorkerPodTemplate + BuildPod) on the whole
+   corpus: same argv and env on every case. Only a worker's generated --address depends on what
+   raygate's input lacks (the RayCluster's name, namespace, head port): raygate's host:port is
+   used there.
+2. bash: the container's command (after kubelet's $(VAR) expansion, with the env the model
+   gives: the container's own, then KubeRay's) runs for real, under the real /bin/bash or
+   /bin/sh, in an empty directory, with fake `ray`, `python`, `python3` and `sleep` first on PATH
+   that record their argv (a login shell reads /etc/profile; a $HOME/.bash_profile puts the fakes
+   back first, as the image's profile keeps Ray on PATH; `ulimit -n 65536` is let through, as in
+   a container, where the hard limit allows it). It runs twice: once with the fake `ray` exiting
+   0 and once exiting 1 (a Ray that fails to start), and each run must record exactly one `ray`
+   invocation (and no python running Ray), `start` first, whose words equal raygate's `start`.
 3. click: those words parsed by Ray's own `ray start` command
    (`ray.scripts.scripts.start.make_context`) must parse, and every option must have raygate's
    value (an option raygate does not list must be at click's default). Ports come first.
@@ -23,7 +30,7 @@ ports. Exit status 1 on any disagreement.
     python ray_cli_oracle.py [--raygate target/debug/raygate] [--report FILE] [--only PREFIX]
 
 Runs under the Ray venv's python (it imports ray and click); reads nothing outside the repo
-except the venv and its own temporary directory.
+except the venv, its own temporary directory and the shells it runs.
 """
 
 from __future__ import annotations
@@ -213,7 +220,7 @@ def kuberay_pod(c: dict, gen_address: str | None = None) -> dict:
     annotations = dict((template.get("metadata") or {}).get("annotations") or {})
     if str((c.get("annotations") or {}).get(OVERWRITE, "")).lower() == "true":
         annotations[OVERWRITE] = "true"
-    overwrite = str(annotations.get(OVERWRITE, "")).lower() == "true" if OVERWRITE in annotations else False
+    overwrite = str(annotations.get(OVERWRITE, "")).lower() == "true"
     generated = False
     if not overwrite and "ray start" not in cmd:
         gen = f"ulimit -n 65536; {ray_start}"
@@ -228,6 +235,18 @@ def kuberay_pod(c: dict, gen_address: str | None = None) -> dict:
 
     def exists(name):
         return any(n == name for n, _ in env)
+
+    # configureGCSFaultTolerance, from the annotation (gcsFaultToleranceOptions is cluster-level)
+    cluster_annotations = c.get("annotations") or {}
+    if str(cluster_annotations.get("ray.io/ft-enabled", "")).lower() == "true":
+        if role == "worker" and not exists("RAY_gcs_rpc_server_reconnect_timeout_s"):
+            env.append(("RAY_gcs_rpc_server_reconnect_timeout_s", "600"))
+        if role == "head":
+            if not exists("RAY_external_storage_namespace"):
+                env.append(("RAY_external_storage_namespace",
+                            cluster_annotations.get("ray.io/external-storage-namespace", "")))
+            if not exists("REDIS_PASSWORD") and "redis-password" in params:
+                env.append(("REDIS_PASSWORD", params["redis-password"]))
 
     ip = "127.0.0.1"
     if role == "worker":
@@ -244,8 +263,8 @@ def kuberay_pod(c: dict, gen_address: str | None = None) -> dict:
     if not exists("RAY_PORT"):
         env.append(("RAY_PORT", head_port))
     if ctx["crd"] == "RayService":
-        for n, v in (("RAY_TIMEOUT_MS_TASK_WAIT_FOR_DEATH_INFO", "0"),
-                     ("RAY_GCS_SERVER_REQUEST_TIMEOUT_SECONDS", "5"), ("RAY_SERVE_KV_TIMEOUT_S", "5")):
+        for n, v in (("RAY_timeout_ms_task_wait_for_death_info", "0"),
+                     ("RAY_gcs_server_request_timeout_seconds", "5"), ("RAY_SERVE_KV_TIMEOUT_S", "5")):
             if not exists(n):
                 env.append((n, v))
     if not exists("RAY_ADDRESS"):
@@ -387,7 +406,7 @@ class Sandbox:
                 exe = "/bin/sh"
             try:
                 proc = subprocess.Popen(
-                    [exe, *argv[1:]], executable=None, env=full, cwd=self.cwd,
+                    [exe, *argv[1:]], env=full, cwd=self.cwd,
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                     start_new_session=True,
                 )
@@ -531,7 +550,22 @@ def plan_violations(role: str, p: dict) -> list[str]:
 
 # --- one case -------------------------------------------------------------------------------------
 
-GEN_ADDRESS = re.compile(r" --address=(\S+) ")
+GEN_ADDRESS = re.compile(r" --address=([A-Za-z0-9.-]+:[0-9]+) ")
+
+
+def shell_script(argv: list[str]) -> str | None:
+    """The string a `sh -c`/`bash -c` argv runs (None for anything else)."""
+    if not argv or argv[0] not in SHELLS:
+        return None
+    i = 1
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "--":
+        if "c" in argv[i][1:] and not argv[i].startswith("--"):
+            rest = argv[i + 1 :]
+            if rest and rest[0] == "--":
+                rest = rest[1:]
+            return rest[0] if rest else None
+        i += 1
+    return None
 
 
 def ray_like_python(argv: list[str]) -> bool:
@@ -548,8 +582,10 @@ def check_case(c: dict, rg: dict, sandbox: Sandbox, start, defaults, ports) -> d
     rg_gen = (rg.get("env") or {}).get("KUBERAY_GEN_RAY_START_CMD")
     params_in = c["group"].get("rayStartParams") or {}
     if c["role"] == "worker" and isinstance(params_in, dict) and "address" not in params_in and rg_gen:
-        m = GEN_ADDRESS.search(rg_gen)
-        if m and ":" in m.group(1):
+        # raygate cannot know the RayCluster's name, namespace or head port (they are not in its
+        # input): take its generated address when it is a plain host:port.
+        m = GEN_ADDRESS.search(rg_gen + " ")
+        if m:
             gen_address = m.group(1)
     try:
         pod = kuberay_pod(c, gen_address)
@@ -564,6 +600,9 @@ def check_case(c: dict, rg: dict, sandbox: Sandbox, start, defaults, ports) -> d
                                 f"sample would give {expected}); the oracle used raygate's")
     res["kuberay_argv"] = pod["argv"]
     if not rg.get("refused"):
+        script = shell_script(pod["argv"])
+        if rg.get("script") is not None and rg.get("script") != script:
+            problems.append(("kuberay", f"script: raygate {rg.get('script')!r} != the string bash -c runs {script!r}"))
         if rg.get("argv") != pod["argv"]:
             problems.append(("kuberay", f"argv: raygate {json.dumps(rg.get('argv'))} != KubeRay v1.5.0 {json.dumps(pod['argv'])}"))
         for name, val in (rg.get("env") or {}).items():
@@ -693,6 +732,17 @@ def write_report(path: Path, cases, results, raygate_out, ports, elapsed, raygat
         "",
     ]
     kinds = {"kuberay": "its KubeRay reading", "bash": "its bash reading", "click": "its click reading"}
+    sym: dict[str, list[str]] = {}
+    for r in bad:
+        for k, msg in r["problems"]:
+            ids = sym.setdefault(symptom(k, msg), [])
+            if r["id"] not in ids:
+                ids.append(r["id"])
+    if sym:
+        L += ["## Disagreements by symptom", "", "| symptom | cases | e.g. |", "|---|---|---|"]
+        for key, ids in sorted(sym.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            L.append(f"| {key.replace('|', '/')} | {len(ids)} | `{ids[0]}` |")
+        L.append("")
     L += ["## Disagreements", ""]
     if not bad:
         L += ["None.", ""]
@@ -728,6 +778,22 @@ def write_report(path: Path, cases, results, raygate_out, ports, elapsed, raygat
     L += ["", "## Method", "", (__doc__ or "").strip().split("\n\n    python")[0], ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(L) + "\n")
+
+
+def symptom(kind: str, msg: str) -> str:
+    if kind == "click":
+        m = re.match(r"(--[\w-]+): raygate (does not list it|lists)", msg)
+        if m:
+            return f"click: {m.group(1)} {'missing from' if m.group(2) != 'lists' else 'unknown to'} raygate's options"
+        m = re.match(r"(--[\w-]+): raygate ", msg)
+        if m:
+            return f"click: {m.group(1)} has another value in raygate's options"
+        return "click: " + msg.split(":")[0]
+    if kind == "kuberay":
+        return "kuberay: " + msg.split(":")[0]
+    if msg.startswith("bash ran"):
+        return "bash: not exactly one `ray` invocation" + (" (when `ray` exits 1)" if "exits 1" in msg else "")
+    return "bash: " + msg.split(":")[0]
 
 
 def _case_lines(c) -> list[str]:

@@ -4,6 +4,7 @@
 //! no effective option may open a port the plan does not know.
 
 use json_patch::jsonptr::PointerBuf;
+use serde_json::Value;
 
 use super::UNPLANNED_PORT;
 use crate::policy::{MAX_WORKER_PORT, MIN_WORKER_PORT, PortPolicy};
@@ -67,9 +68,21 @@ pub fn judge(cluster: &ClusterSpec<'_>, group: &NodeGroup<'_>, out: &mut Finding
         Err(_) => return Judged::Generated,
     };
     let launch = ray_command::launch(group, &params, group.overwrites_command(cluster));
+    // Where the user wrote the script: args when there are any, else command.
     let command_path = group
         .pod_spec()
-        .and_then(|pod| pod.ray_container().map(|c| pod.container_path(&c)))
+        .and_then(|pod| {
+            pod.ray_container().map(|c| {
+                let path = pod.container_path(&c);
+                let field = ["args", "command"].into_iter().find(|f| {
+                    c.value
+                        .get(f)
+                        .and_then(Value::as_array)
+                        .is_some_and(|a| !a.is_empty())
+                });
+                field.map_or(path.clone(), |f| child(&path, f))
+            })
+        })
         .unwrap_or_else(|| group.path.clone());
     let judged_path = if launch.own_command {
         command_path
