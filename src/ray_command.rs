@@ -455,7 +455,15 @@ pub fn split_script(script: &str, generated: &str) -> Result<Vec<Vec<String>>, R
     let mut commands = vec![Vec::new()];
     while let Some(token) = lexer.next_token()? {
         match token {
-            Token::Separator => commands.push(Vec::new()),
+            // `;` or `&&` with no command before it is a syntax error: bash runs nothing.
+            Token::Separator(operator)
+                if operator != "\n" && commands.last().is_some_and(Vec::is_empty) =>
+            {
+                return refuse(format!(
+                    "the script has `{operator}` with no command before it, a syntax error, so bash runs nothing (an empty command or args item does this)"
+                ));
+            }
+            Token::Separator(_) => commands.push(Vec::new()),
             Token::Words(words) => commands.last_mut().map_or((), |c| c.extend(words)),
         }
     }
@@ -475,7 +483,7 @@ pub fn split_script(script: &str, generated: &str) -> Result<Vec<Vec<String>>, R
 
 enum Token {
     /// `;`, `&&` or a newline.
-    Separator,
+    Separator(&'static str),
     /// One shell word, or the words an unquoted expansion splits into.
     Words(Vec<String>),
 }
@@ -532,11 +540,11 @@ impl Lexer<'_> {
                 if c == ';' && self.peek(0) == Some(';') {
                     return refuse("the script has `;;`, which bash reads only in `case`");
                 }
-                Ok(Some(Token::Separator))
+                Ok(Some(Token::Separator(if c == ';' { ";" } else { "\n" })))
             }
             '&' if self.peek(1) == Some('&') => {
                 self.at += 2;
-                Ok(Some(Token::Separator))
+                Ok(Some(Token::Separator("&&")))
             }
             _ => self.word().map(Some),
         }
@@ -926,9 +934,14 @@ pub fn param_word(key: &str, value: &str) -> Result<String, Refusal> {
         generated: "",
     };
     let first = lexer.next_token();
+    // The whole value must be one word: a blank or a `#` after it would end the flag, and a
+    // comment would swallow every flag KubeRay writes after it.
+    let whole = lexer.at == lexer.chars.len();
     let second = lexer.next_token();
     let single = match (first, second) {
-        (Ok(Some(Token::Words(words))), Ok(None)) if words.len() == 1 => words.into_iter().next(),
+        (Ok(Some(Token::Words(words))), Ok(None)) if words.len() == 1 && whole => {
+            words.into_iter().next()
+        }
         (Err(r), _) | (_, Err(r)) => {
             let quote = if value.contains('$') {
                 format!(" (to pass a variable, quote it: '\"{value}\"')")
@@ -1009,6 +1022,16 @@ mod tests {
             one("exec \"ray\" 'start' \"--port=6380\"").unwrap(),
             "--port=6380"
         );
+    }
+
+    #[test]
+    fn a_comment_or_a_leading_operator_is_refused() {
+        assert!(param_word("port", "6380 #--port=6379").is_err());
+        // Mid-word, `#` is a plain character: one word, which no port accepts.
+        let word = param_word("port", "6380#x").unwrap();
+        assert!(option_value("port", word).is_err());
+        assert!(split_script("   && ulimit -n 65536; ray start --head", "").is_err());
+        assert!(split_script("echo a;; ray start", "").is_err());
     }
 
     #[test]
