@@ -331,7 +331,7 @@ fn decide(
         if let Some(owner) = &owner
             && decision.coverage == Coverage::Pod
         {
-            spare_pods_of_unmarked_cluster(owner, &mut decision);
+            spare_pods_of_unmarked_cluster(engine, owner, &mut decision);
         }
         // The mark goes on at CREATE and, like every fill-in on UPDATE, is put back when an
         // update drops it (a server-side apply of the original manifest): it never flaps, and
@@ -396,10 +396,13 @@ fn mark_enforced(object: &serde_json::Value) -> Option<json_patch::PatchOperatio
     }))
 }
 
-/// The Pods of a live RayCluster created before raygate enforced the plan are judged but not
-/// denied, so that installing raygate or leaving audit mode never stops a cluster scaling.
+/// The Pods of a live RayCluster created before raygate enforced the plan are never patched
+/// (a default could shrink them or make them unschedulable), and are denied only for what the
+/// cluster's own pod template does not already do, so that installing raygate or leaving
+/// audit mode never stops a cluster scaling. Placement and host exposure always hold: no
+/// cluster, old or new, may put a Ray Pod on a master or on the node's network.
 /// (A cluster raygate has not seen yet has no owner here and is judged as new.)
-fn spare_pods_of_unmarked_cluster(owner: &DynamicObject, decision: &mut Decision) {
+fn spare_pods_of_unmarked_cluster(engine: &Engine, owner: &DynamicObject, decision: &mut Decision) {
     let marked = owner
         .metadata
         .annotations
@@ -408,15 +411,36 @@ fn spare_pods_of_unmarked_cluster(owner: &DynamicObject, decision: &mut Decision
     if marked {
         return;
     }
+    decision.patch.0.clear();
+    decision
+        .violations
+        .iter_mut()
+        .for_each(|v| v.fillable = false);
+    let mut view = ObjectRef::from_dynamic(owner);
+    view.api_version = "ray.io/v1";
+    view.kind = "RayCluster";
+    // What the cluster's templates already break, rule by rule.
+    let known: Vec<&'static str> = engine
+        .evaluate(&view, &Context::WITHOUT_CLUSTER)
+        .violations
+        .iter()
+        .map(|v| v.rule)
+        .collect();
     let name = owner.metadata.name.as_deref().unwrap_or("");
     for v in decision
         .violations
         .iter_mut()
         .filter(|v| v.action == Action::Deny)
     {
+        let always_holds = v.rule.starts_with("placement/")
+            || v.rule == crate::rules::ports::HOST_NETWORK
+            || v.rule == crate::rules::ports::HOST_PORT;
+        if always_holds || !known.contains(&v.rule) {
+            continue;
+        }
         v.action = Action::Warn;
         v.message.push_str(&format!(
-            " (RayCluster {name:?} predates raygate's enforcement, so its Pods are not denied)"
+            " (RayCluster {name:?} predates raygate's enforcement and its template already does this, so its Pods are not denied)"
         ));
     }
 }

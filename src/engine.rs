@@ -403,7 +403,12 @@ impl Engine {
         for v in &mut violations {
             // Nothing else is filled on an update.
             v.fillable = false;
-            if before.violations.iter().any(|b| same_finding(b, v)) && v.action == Action::Deny {
+            if v.action == Action::Deny
+                && before
+                    .violations
+                    .iter()
+                    .any(|b| unchanged_finding(b, v, old.body, object.body))
+            {
                 v.action = Action::Warn;
                 v.message.push_str(
                     " (already so before this update: an update is denied only for what it newly breaks)",
@@ -522,18 +527,19 @@ fn holds(have: &serde_json::Value, want: &serde_json::Value) -> bool {
     }
 }
 
-/// The same finding before and after an update: the same rule at the same field, or at a
-/// field inside the other's (a missing key and its wrong value are one finding).
-fn same_finding(before: &Violation, after: &Violation) -> bool {
-    let nested = |outer: &str, inner: &str| {
-        inner
-            .strip_prefix(outer)
-            .is_some_and(|rest| rest.starts_with('/'))
-    };
+/// The same finding before and after an update, on a field the update left alone: the same
+/// rule at the same field, with the same message (which names the value) or the same value
+/// there. A finding on a field the update changed is new, so an update cannot move ports off
+/// the plan under the cover of a finding the old object had elsewhere.
+fn unchanged_finding(
+    before: &Violation,
+    after: &Violation,
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+) -> bool {
     before.rule == after.rule
-        && (before.path == after.path
-            || nested(&before.path, &after.path)
-            || nested(&after.path, &before.path))
+        && before.path == after.path
+        && (before.message == after.message || old.pointer(&after.path) == new.pointer(&after.path))
 }
 
 /// A NetworkPolicy CREATE, UPDATE or DELETE, and the live clusters of its namespace.

@@ -1902,6 +1902,46 @@ mod updates {
         );
     }
 
+    /// Ratcheting is per field: a cluster that lacked one key before raygate cannot move its
+    /// other ports in the same update under cover of that old finding.
+    #[test]
+    fn an_old_missing_key_does_not_cover_ports_the_update_moves() {
+        let mut old = cluster("c");
+        remove(
+            &mut old,
+            &format!("{HEAD}/rayStartParams/dashboard-agent-grpc-port"),
+        );
+        let mut new = old.clone();
+        set(
+            &mut new,
+            &format!("{HEAD}/rayStartParams/port"),
+            json!("31337"),
+        );
+        set(
+            &mut new,
+            &format!("{HEAD}/rayStartParams/dashboard-port"),
+            json!("31337"),
+        );
+        let d = update(&new, &old);
+        let denied: Vec<_> = d
+            .violations
+            .iter()
+            .filter(|v| v.action == Action::Deny)
+            .map(|v| v.path.as_str())
+            .collect();
+        assert!(
+            denied.contains(&format!("{HEAD}/rayStartParams/port").as_str())
+                && denied.contains(&format!("{HEAD}/rayStartParams/dashboard-port").as_str()),
+            "{:#?}",
+            d.violations
+        );
+        assert!(!d.allowed());
+        // The key that was already missing stays a warning.
+        assert!(d.violations.iter().any(|v| v.action == Action::Warn
+            && v.path == format!("{HEAD}/rayStartParams")
+            && v.message.contains("dashboard-agent-grpc-port")));
+    }
+
     #[test]
     fn a_value_an_apply_dropped_is_restored_from_the_old_object() {
         // Server-side apply of the original manifest drops what the webhook filled in.
