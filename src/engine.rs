@@ -23,7 +23,7 @@ pub struct Context<'a> {
     pub pod_cluster: Option<ObjectRef<'a>>,
     /// For a Pod: the RayJob, RayService or RayCronJob its RayCluster was generated from,
     /// as the cluster state knows it (exemptions of the owner cover the Pods too).
-    pub cluster_origin: Option<&'a str>,
+    pub cluster_origin: Option<(&'a str, &'a str)>,
     /// The object is being admitted one at a time, so the NetworkPolicies it needs may not
     /// have been applied yet (see [`crate::policy::EnforceOn`]). Offline checks and audits see
     /// every object at once and judge coverage on the cluster object itself.
@@ -154,9 +154,9 @@ impl Engine {
             Target::Pod(pod) => Some(pod.cluster),
             _ => None,
         };
-        let names: Vec<&str> = [
-            Some(object.name),
-            cluster_name,
+        let names: Vec<(&str, &str)> = [
+            Some((object.kind, object.name)),
+            cluster_name.map(|name| ("RayCluster", name)),
             object.owner,
             context.cluster_origin,
         ]
@@ -427,7 +427,7 @@ impl Engine {
 /// An object the plan covers: what it is to the rules, and the names its exemptions match.
 struct Covered<'a> {
     target: Target<'a>,
-    names: Vec<&'a str>,
+    names: Vec<(&'a str, &'a str)>,
 }
 
 impl Covered<'_> {
@@ -577,7 +577,7 @@ impl Engine {
             let Target::Cluster(spec) = Target::of(cluster) else {
                 continue;
             };
-            let names: Vec<&str> = [Some(cluster.name), cluster.owner]
+            let names: Vec<(&str, &str)> = [Some((cluster.kind, cluster.name)), cluster.owner]
                 .into_iter()
                 .flatten()
                 .collect();
@@ -665,7 +665,7 @@ impl Engine {
         };
         let scope = &self.policy.spec().scope;
         let namespace = owner.namespace.unwrap_or("default");
-        let names: Vec<&str> = [Some(owner.name), owner.owner]
+        let names: Vec<(&str, &str)> = [Some(("RayCluster", owner.name)), owner.owner]
             .into_iter()
             .flatten()
             .collect();

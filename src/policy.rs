@@ -199,24 +199,32 @@ impl Scope {
         self.exempt_namespaces.iter().any(|ns| ns == namespace)
     }
 
-    /// Whether `family` is exempt for an object in `namespace` known by any of `names`: its
-    /// own name, a Ray Pod's cluster, and the RayJob, RayService or RayCronJob KubeRay
-    /// generated its cluster from.
-    pub fn exempts(&self, namespace: &str, names: &[&str], family: Family) -> bool {
+    /// Whether `family` is exempt for an object in `namespace` known by any of `names`, each
+    /// a kind and a name: its own, a Ray Pod's RayCluster, and the RayJob, RayService or
+    /// RayCronJob that controls its cluster. An exemption by name matches that kind only, so
+    /// a RayCluster named like an exempt RayJob is not exempt.
+    pub fn exempts(&self, namespace: &str, names: &[(&str, &str)], family: Family) -> bool {
         self.exemptions.iter().any(|e| {
             e.namespace == namespace
-                && e.name.as_deref().is_none_or(|n| names.contains(&n))
+                && e.name.as_deref().is_none_or(|n| {
+                    names
+                        .iter()
+                        .any(|(kind, name)| *name == n && e.kind.as_deref() == Some(*kind))
+                })
                 && e.families.as_ref().is_none_or(|f| f.contains(&family))
         })
     }
 }
 
-/// Exempts objects in `namespace` (all of them, or the one called `name`; for a Ray Pod,
-/// `name` also matches its cluster) from the listed families, or from all of them.
+/// Exempts objects in `namespace` (all of them, or the object of `kind` called `name`; an
+/// exempt RayCluster covers its Pods, an exempt RayJob, RayService or RayCronJob the cluster
+/// KubeRay generates for it and that cluster's Pods) from the listed families, or from all.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Exemption {
     pub namespace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -667,6 +675,20 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
             "spec.deadline.milliseconds: {} must be between 50 and 25000, below the webhooks' timeoutSeconds",
             spec.deadline.milliseconds
         ));
+    }
+    for (i, exemption) in spec.scope.exemptions.iter().enumerate() {
+        let kinds = ["RayCluster", "RayJob", "RayService", "RayCronJob", "Pod"];
+        match (&exemption.name, exemption.kind.as_deref()) {
+            (Some(_), None) => problems.push(format!(
+                "spec.scope.exemptions[{i}]: an exemption by name needs its kind ({}), or it would match any object of that name",
+                kinds.join(", ")
+            )),
+            (_, Some(kind)) if !kinds.contains(&kind) => problems.push(format!(
+                "spec.scope.exemptions[{i}].kind: {kind:?} is not one of {}",
+                kinds.join(", ")
+            )),
+            _ => {}
+        }
     }
     if spec.network_policy.stale_after_seconds == 0 {
         problems.push("spec.networkPolicy.staleAfterSeconds: must be at least 1".into());

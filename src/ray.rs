@@ -70,8 +70,8 @@ pub struct ObjectRef<'a> {
     pub namespace: Option<&'a str>,
     pub labels: Labels<'a>,
     /// The RayJob, RayService or RayCronJob that controls this object (KubeRay's generated
-    /// RayClusters and RayJobs), from its owner references.
-    pub owner: Option<&'a str>,
+    /// RayClusters and RayJobs), from its owner references: its kind and name.
+    pub owner: Option<(&'a str, &'a str)>,
     /// The object's top-level fields: `spec` is at `body["spec"]`.
     pub body: &'a Value,
 }
@@ -105,13 +105,15 @@ impl<'a> ObjectRef<'a> {
                 .flatten()
                 .find(|r| {
                     r.get("controller").and_then(Value::as_bool) == Some(true)
+                        && r.get("uid")
+                            .and_then(Value::as_str)
+                            .is_some_and(|u| !u.is_empty())
                         && is_ray_owner(
                             r.get("apiVersion").and_then(Value::as_str).unwrap_or(""),
                             r.get("kind").and_then(Value::as_str).unwrap_or(""),
                         )
                 })
-                .and_then(|r| r.get("name"))
-                .and_then(Value::as_str),
+                .and_then(|r| Some((r.get("kind")?.as_str()?, r.get("name")?.as_str()?))),
             body: object,
         })
     }
@@ -138,8 +140,12 @@ impl<'a> ObjectRef<'a> {
                 .owner_references
                 .iter()
                 .flatten()
-                .find(|r| r.controller == Some(true) && is_ray_owner(&r.api_version, &r.kind))
-                .map(|r| r.name.as_str()),
+                .find(|r| {
+                    r.controller == Some(true)
+                        && !r.uid.is_empty()
+                        && is_ray_owner(&r.api_version, &r.kind)
+                })
+                .map(|r| (r.kind.as_str(), r.name.as_str())),
             body: &object.data,
         }
     }

@@ -1480,7 +1480,7 @@ fn an_exempt_rayjob_runs_its_generated_cluster() {
         &policy,
         raygate::policy::BUILT_IN_POLICY.replace(
             "exemptions: []",
-            &format!("exemptions: [{{namespace: {ns}, name: rayjob-sample}}]"),
+            &format!("exemptions: [{{namespace: {ns}, kind: RayJob, name: rayjob-sample}}]"),
         ),
     )
     .unwrap();

@@ -1709,7 +1709,7 @@ mod kinds_and_scope {
 
         let text = raygate::policy::BUILT_IN_POLICY.replace(
             "exemptions: []",
-            "exemptions: [{namespace: kuberay, name: legacy, families: [network-policy]}]",
+            "exemptions: [{namespace: kuberay, kind: RayCluster, name: legacy, families: [network-policy]}]",
         );
         let engine = raygate::Engine::new(Policy::from_yaml(&text, "p.yaml").unwrap());
         let d = evaluate_with(&engine, &cluster("legacy"), &[]);
@@ -1734,7 +1734,7 @@ mod kinds_and_scope {
     fn an_exempt_rayjob_covers_the_cluster_kuberay_generates_and_its_pods() {
         let text = raygate::policy::BUILT_IN_POLICY.replace(
             "exemptions: []",
-            "exemptions: [{namespace: kuberay, name: my-job}]",
+            "exemptions: [{namespace: kuberay, kind: RayJob, name: my-job}]",
         );
         let engine = raygate::Engine::new(Policy::from_yaml(&text, "p.yaml").unwrap());
         let mut generated = cluster("my-job-x7k2p");
@@ -1753,6 +1753,31 @@ mod kinds_and_scope {
         // A reference that is not the controller, or not Ray's, exempts nothing.
         generated["metadata"]["ownerReferences"][0]["controller"] = json!(false);
         assert!(!evaluate_with(&engine, &generated, &[]).allowed());
+        // Nor one to a RayService of the job's name, or one without a uid.
+        generated["metadata"]["ownerReferences"][0]["controller"] = json!(true);
+        generated["metadata"]["ownerReferences"][0]["kind"] = json!("RayService");
+        assert!(!evaluate_with(&engine, &generated, &[]).allowed());
+        generated["metadata"]["ownerReferences"][0]["kind"] = json!("RayJob");
+        generated["metadata"]["ownerReferences"][0]["uid"] = json!("");
+        assert!(!evaluate_with(&engine, &generated, &[]).allowed());
+        // A RayCluster that merely shares the job's name is not the job.
+        let mut namesake = cluster("my-job");
+        set(
+            &mut namesake,
+            &format!("{HEAD}/rayStartParams/port"),
+            json!("6379"),
+        );
+        assert!(!evaluate_with(&engine, &namesake, &[]).allowed());
+        // An exemption by name without a kind is refused when the policy loads.
+        let loose = raygate::policy::BUILT_IN_POLICY.replace(
+            "exemptions: []",
+            "exemptions: [{namespace: kuberay, name: my-job}]",
+        );
+        let err = Policy::from_yaml(&loose, "p.yaml").unwrap_err().to_string();
+        assert!(
+            err.contains("spec.scope.exemptions[0]: an exemption by name needs its kind"),
+            "{err}"
+        );
 
         let mut pod = ray_pod("my-job-x7k2p", false);
         pod["spec"]["nodeName"] = json!("gpu-node");
@@ -1762,7 +1787,7 @@ mod kinds_and_scope {
         let with_origin = engine.evaluate(
             &view,
             &Context {
-                cluster_origin: Some("my-job"),
+                cluster_origin: Some(("RayJob", "my-job")),
                 ..Context::WITHOUT_CLUSTER
             },
         );
