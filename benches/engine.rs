@@ -22,7 +22,7 @@ use raygate::engine::{Context, Engine};
 use raygate::ray::ObjectRef;
 
 fn engines(c: &mut Criterion) {
-    let engine = Engine::new(raygate::Policy::built_in());
+    let engine = Engine::new(peers::policy());
     let mut rego = peers::Rego::new();
     let cel = peers::Cel::new();
     let context = Context::WITHOUT_CLUSTER;

@@ -157,12 +157,24 @@ pub fn review_live(
     endpoint: Endpoint,
     body: &[u8],
 ) -> Result<(Vec<u8>, Outcome), Error> {
-    decide(engine, Known::Live(cluster), endpoint, body)
+    decide(engine, Known::Live(cluster, None), endpoint, body)
+}
+
+/// As [`review_live`], stopping evaluation at `deadline`: an object not judged by then is
+/// denied (`limits/deadline`).
+pub fn review_live_until(
+    engine: &Engine,
+    cluster: &dyn ClusterState,
+    endpoint: Endpoint,
+    body: &[u8],
+    deadline: std::time::Instant,
+) -> Result<(Vec<u8>, Outcome), Error> {
+    decide(engine, Known::Live(cluster, Some(deadline)), endpoint, body)
 }
 
 enum Known<'a> {
     Fixed(&'a Context<'a>),
-    Live(&'a dyn ClusterState),
+    Live(&'a dyn ClusterState, Option<std::time::Instant>),
 }
 
 /// The parts of an `admission.k8s.io/v1` AdmissionReview raygate reads. The objects stay raw
@@ -266,7 +278,7 @@ fn decide(
     };
     // A Ray Pod's live RayCluster: its coverage, origin and enforcement mark all matter.
     let owner = match (&known, &object) {
-        (Known::Live(cluster), Some(object)) => {
+        (Known::Live(cluster, _), Some(object)) => {
             owning_cluster(*cluster, object, request.namespace.as_deref())
         }
         _ => None,
@@ -287,7 +299,7 @@ fn decide(
             };
             view.map(|view| match &known {
                 Known::Fixed(context) => evaluate(&view, context),
-                Known::Live(cluster) => {
+                Known::Live(cluster, deadline) => {
                     let policies = view.namespace.and_then(|ns| cluster.network_policies(ns));
                     let namespace_labels =
                         view.namespace.and_then(|ns| cluster.namespace_labels(ns));
@@ -310,13 +322,14 @@ fn decide(
                             .map(ObjectRef::from_dynamic)
                             .and_then(|c| c.owner),
                         at_admission: true,
+                        deadline: *deadline,
                     };
                     evaluate(&view, &context)
                 }
             })
         }
         None => match &known {
-            Known::Live(cluster)
+            Known::Live(cluster, _)
                 if endpoint == Endpoint::Validate && request.is_network_policy() =>
             {
                 network_policy_change(engine, *cluster, &request)

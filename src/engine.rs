@@ -28,6 +28,8 @@ pub struct Context<'a> {
     /// have been applied yet (see [`crate::policy::EnforceOn`]). Offline checks and audits see
     /// every object at once and judge coverage on the cluster object itself.
     pub at_admission: bool,
+    /// When the answer is due: evaluation stops there and the object is denied unjudged.
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl Context<'_> {
@@ -37,6 +39,7 @@ impl Context<'_> {
         pod_cluster: None,
         cluster_origin: None,
         at_admission: false,
+        deadline: None,
     };
 
     /// Every object is known at once: a set of manifests, or a cluster's live state.
@@ -47,6 +50,7 @@ impl Context<'_> {
             pod_cluster: None,
             cluster_origin: None,
             at_admission: false,
+            deadline: None,
         }
     }
 }
@@ -210,7 +214,12 @@ impl Engine {
         let namespace = object.namespace.unwrap_or("default");
         let exempt_family = |family: Family| scope.exempts(namespace, &names, family);
 
-        let mut findings = Findings::new(&self.policy, exempt_family);
+        if let Target::Cluster(cluster) = &target
+            && let Some(decision) = self.too_large(cluster, coverage, mode)
+        {
+            return decision;
+        }
+        let mut findings = Findings::new(&self.policy, exempt_family).until(context.deadline);
         if !messages {
             findings = findings.without_messages();
         }
@@ -303,6 +312,16 @@ impl Engine {
             Target::OutOfScope => {}
         }
 
+        if findings.was_out_of_time() {
+            return self.unjudged(
+                coverage,
+                rules::OUT_OF_TIME,
+                format!(
+                    "raygate could not judge this object within the policy's deadline ({} ms), so it is denied rather than admitted unchecked; retry, or make the object smaller",
+                    self.policy.spec().deadline.milliseconds
+                ),
+            );
+        }
         let Findings {
             mut violations,
             fills,
@@ -420,6 +439,48 @@ impl Engine {
             mode,
             violations,
             patch: into_patch(kept),
+        }
+    }
+}
+
+impl Engine {
+    /// A cluster spec with more worker groups than the policy allows, denied unjudged.
+    fn too_large(
+        &self,
+        cluster: &crate::ray::ClusterSpec<'_>,
+        coverage: Coverage,
+        _mode: Mode,
+    ) -> Option<Decision> {
+        let most = self.policy.spec().deadline.max_worker_groups;
+        let groups = cluster
+            .spec
+            .get("workerGroupSpecs")
+            .and_then(serde_json::Value::as_array)
+            .map_or(0, Vec::len);
+        (groups > most).then(|| {
+            self.unjudged(
+                coverage,
+                rules::TOO_MANY_GROUPS,
+                format!(
+                    "the cluster has {groups} worker groups, more than the policy's {most} (deadline.maxWorkerGroups) that raygate judges in time; merge groups or split the cluster"
+                ),
+            )
+        })
+    }
+
+    /// A decision that denies (in enforce mode) without judging the object.
+    fn unjudged(&self, coverage: Coverage, rule: &'static str, message: String) -> Decision {
+        Decision {
+            coverage,
+            mode: self.policy.mode(),
+            violations: vec![Violation {
+                rule,
+                action: Action::Deny,
+                path: String::new(),
+                message,
+                fillable: false,
+            }],
+            patch: Patch(Vec::new()),
         }
     }
 }

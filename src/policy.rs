@@ -159,19 +159,39 @@ pub struct PolicySpec {
 pub struct Deadline {
     #[serde(default = "default_deadline_milliseconds")]
     pub milliseconds: u64,
+    /// The most worker groups a cluster spec may have: judging coverage is quadratic in the
+    /// groups, and a larger spec is denied at once, so that no request can hold raygate past
+    /// its deadline (KubeRay clusters have a handful).
+    #[serde(default = "default_max_worker_groups")]
+    pub max_worker_groups: usize,
     /// What an undecided request gets, per family: `deny` if any family it would have
-    /// checked fails closed, else `allow` with a warning. Families not listed allow.
+    /// checked fails closed, else `allow` with a warning. Families not listed deny.
     #[serde(default)]
     pub failure_actions: BTreeMap<Family, FailureAction>,
+}
+
+impl Deadline {
+    /// The families whose undecided requests are denied: all but those the policy allows.
+    pub fn failing_closed(&self) -> Vec<Family> {
+        Family::ALL
+            .into_iter()
+            .filter(|f| self.failure_actions.get(f) != Some(&FailureAction::Allow))
+            .collect()
+    }
 }
 
 impl Default for Deadline {
     fn default() -> Self {
         Deadline {
             milliseconds: default_deadline_milliseconds(),
+            max_worker_groups: default_max_worker_groups(),
             failure_actions: BTreeMap::new(),
         }
     }
+}
+
+fn default_max_worker_groups() -> usize {
+    64
 }
 
 fn default_deadline_milliseconds() -> u64 {
@@ -690,10 +710,21 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
             _ => {}
         }
     }
+    if !(1..=10_000).contains(&spec.deadline.max_worker_groups) {
+        problems.push(format!(
+            "spec.deadline.maxWorkerGroups: {} must be between 1 and 10000",
+            spec.deadline.max_worker_groups
+        ));
+    }
     if spec.network_policy.stale_after_seconds == 0 {
         problems.push("spec.networkPolicy.staleAfterSeconds: must be at least 1".into());
     }
     for rule in spec.rule_actions.keys() {
+        if rule.starts_with("limits/") {
+            problems.push(format!(
+                "spec.ruleActions.{rule}: the limits that keep raygate in time always deny; set spec.deadline instead"
+            ));
+        }
         if !crate::rules::ALL_RULES.contains(&rule.as_str()) {
             problems.push(format!(
                 "spec.ruleActions.{rule}: unknown rule; known rules: {}",

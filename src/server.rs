@@ -23,7 +23,6 @@ use crate::connections::LimitAcceptor;
 use crate::engine::Engine;
 use crate::metrics::{Metrics, RequestLabels, UndecidedLabels, ViolationLabels};
 use crate::metrics::{PolicyLabels, ReloadLabels};
-use crate::policy::FailureAction;
 use crate::tls;
 
 pub use crate::connections::Limits;
@@ -182,32 +181,34 @@ type Reviewed = Result<(Vec<u8>, Outcome), admission::Error>;
 /// on a bounded body and runs inline; with it, a read of the cluster view could stall, so
 /// evaluation runs on the blocking pool under a timeout.
 async fn decide_in_time(state: &Arc<AppState>, endpoint: Endpoint, body: &Bytes) -> Reviewed {
+    let engine = state.engine.load_full();
+    let budget = Duration::from_millis(engine.policy().spec().deadline.milliseconds);
+    // Evaluation itself stops here (and denies); the timeout below is for a stalled read.
+    let deadline = Instant::now() + budget;
     let Some(cluster) = state.cluster.clone() else {
-        let engine = state.engine.load();
         let inline = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            admission::review_live(&engine, &NoCluster, endpoint, body)
+            admission::review_live_until(&engine, &NoCluster, endpoint, body, deadline)
         }));
         return inline.unwrap_or_else(|_| undecided(state, endpoint, body, "evaluation failed"));
     };
-    let engine = state.engine.load_full();
-    let deadline = Duration::from_millis(engine.policy().spec().deadline.milliseconds);
     let task_body = body.clone();
     let task = tokio::task::spawn_blocking(move || {
-        admission::review_live(&engine, &*cluster, endpoint, &task_body)
+        admission::review_live_until(&engine, &*cluster, endpoint, &task_body, deadline)
     });
-    match tokio::time::timeout(deadline, task).await {
+    match tokio::time::timeout(budget + Duration::from_millis(50), task).await {
         Ok(Ok(reviewed)) => reviewed,
         Ok(Err(_panicked)) => undecided(state, endpoint, body, "evaluation failed"),
         Err(_elapsed) => undecided(
             state,
             endpoint,
             body,
-            &format!("no decision within {} ms", deadline.as_millis()),
+            &format!("no decision within {} ms", budget.as_millis()),
         ),
     }
 }
 
-/// Answers without a decision, as the policy's per-family failure actions say.
+/// Answers without a decision, as the policy's per-family failure actions say (deny unless
+/// every family is listed as allow).
 fn undecided(state: &AppState, endpoint: Endpoint, body: &[u8], reason: &str) -> Reviewed {
     state
         .metrics
@@ -226,10 +227,9 @@ fn undecided(state: &AppState, endpoint: Endpoint, body: &[u8], reason: &str) ->
         .policy()
         .spec()
         .deadline
-        .failure_actions
-        .iter()
-        .filter(|(_, action)| **action == FailureAction::Deny)
-        .map(|(family, _)| family.as_str())
+        .failing_closed()
+        .into_iter()
+        .map(|family| family.as_str())
         .collect();
     let families = closed.join(", ");
     admission::undecided(

@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 use support::*;
 
 const HEAD: &str = "/spec/headGroupSpec";
-const WORKER: &str = "/spec/workerGroupSpecs/0";
 const HEAD_RAY: &str = "/spec/headGroupSpec/template/spec/containers/0";
 const WORKER_POD: &str = "/spec/workerGroupSpecs/0/template/spec";
 

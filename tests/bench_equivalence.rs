@@ -8,7 +8,7 @@ mod peers;
 use peers::{Cel, Rego, Verdict};
 
 fn compare(name: &str, object: &serde_json::Value, rego: &mut Rego, cel: &Cel) -> Verdict {
-    let engine = raygate::Engine::new(raygate::Policy::built_in());
+    let engine = raygate::Engine::new(peers::policy());
     let ours = peers::raygate_verdict(&engine, object);
     let theirs = rego.verdict(object);
     assert_eq!(ours.findings, theirs.findings, "Rego on {name}");

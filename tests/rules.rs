@@ -1413,6 +1413,7 @@ mod network_policy_at_admission {
                 pod_cluster: None,
                 cluster_origin: None,
                 at_admission: true,
+                deadline: None,
             },
         )
     }

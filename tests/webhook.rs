@@ -594,14 +594,16 @@ fn engine_with_deadline(failure_actions: &str) -> Engine {
     let text = raygate::policy::BUILT_IN_POLICY
         .replace("milliseconds: 2000", "milliseconds: 300")
         .replace(
-            "failureActions: {ports: allow, placement: allow, network-policy: allow, resources: allow}",
+            "failureActions: {ports: deny, placement: deny, network-policy: deny, resources: deny}",
             &format!("failureActions: {failure_actions}"),
         );
     Engine::new(Policy::from_yaml(&text, "p.yaml").unwrap())
 }
 
+/// A Ray object raygate cannot judge in time is denied, never admitted unchecked: families
+/// not listed in failureActions fail closed.
 #[tokio::test]
-async fn a_stalled_cluster_view_is_answered_by_the_deadline_and_fails_open_by_default() {
+async fn a_stalled_cluster_view_is_answered_by_the_deadline_and_fails_closed_by_default() {
     let stalled = || Some(ClusterAccess::View(std::sync::Arc::new(StalledCluster)));
     let h = start_with(engine_with_deadline("{}"), stalled()).await;
     let started = Instant::now();
@@ -612,9 +614,14 @@ async fn a_stalled_cluster_view_is_answered_by_the_deadline_and_fails_open_by_de
     assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
     let response = &answer["response"];
     assert_eq!(response["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
-    assert_eq!(response["allowed"], true, "{answer}");
-    let warning = response["warnings"][0].as_str().unwrap();
-    assert!(warning.contains("no decision within 300 ms"), "{warning}");
+    assert_eq!(response["allowed"], false, "{answer}");
+    assert_eq!(response["status"]["code"], 403);
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("no decision within 300 ms")
+            && message.contains("fails closed for ports, placement, network-policy, resources"),
+        "{message}"
+    );
     assert!(
         h.metrics()
             .await
@@ -626,23 +633,70 @@ async fn a_stalled_cluster_view_is_answered_by_the_deadline_and_fails_open_by_de
         .post("/validate", &review(&config_map, "CREATE", false))
         .await;
     assert_eq!(answer["response"]["allowed"], true);
-
-    // A family that fails closed turns the same stall into a denial that says why.
-    let h = start_with(engine_with_deadline("{ports: deny}"), stalled()).await;
-    let answer = h
-        .post("/validate", &review(&cluster("c"), "CREATE", false))
-        .await;
-    let response = &answer["response"];
-    assert_eq!(response["allowed"], false, "{answer}");
-    assert_eq!(response["status"]["code"], 403);
-    let message = response["status"]["message"].as_str().unwrap();
-    assert!(message.contains("fails closed for ports"), "{message}");
     // The mutating call never denies: it lets the object through unfilled.
     let answer = h
         .post("/mutate", &review(&cluster("c"), "CREATE", false))
         .await;
     assert_eq!(answer["response"]["allowed"], true);
     assert!(answer["response"]["patch"].is_null());
+
+    // Only a policy that allows every family lets the same stall through, with a warning.
+    let h = start_with(
+        engine_with_deadline(
+            "{ports: allow, placement: allow, network-policy: allow, resources: allow}",
+        ),
+        stalled(),
+    )
+    .await;
+    let answer = h
+        .post("/validate", &review(&cluster("c"), "CREATE", false))
+        .await;
+    let response = &answer["response"];
+    assert_eq!(response["allowed"], true, "{answer}");
+    let warning = response["warnings"][0].as_str().unwrap();
+    assert!(warning.contains("no decision within 300 ms"), "{warning}");
+}
+
+/// A cluster spec past the policy's worker-group limit is denied at once, unjudged, and an
+/// evaluation that reaches the deadline stops and denies.
+#[test]
+fn oversized_or_overdue_objects_are_denied_unjudged() {
+    let mut big = cluster("c");
+    let group = big["spec"]["workerGroupSpecs"][0].clone();
+    big["spec"]["workerGroupSpecs"] = json!(
+        (0..65)
+            .map(|i| {
+                let mut g = group.clone();
+                g["groupName"] = json!(format!("g{i}"));
+                g
+            })
+            .collect::<Vec<_>>()
+    );
+    let engine = raygate::Engine::new(Policy::built_in());
+    let view = raygate::ray::ObjectRef::from_value(&big).unwrap();
+    let d = engine.evaluate(&view, &raygate::Context::WITHOUT_CLUSTER);
+    assert!(!d.allowed());
+    assert_eq!(
+        d.violations.iter().map(|v| v.rule).collect::<Vec<_>>(),
+        ["limits/worker-groups"]
+    );
+    // An evaluation already past its deadline stops and denies.
+    let policies = vec![std::sync::Arc::new(
+        serde_json::from_value(network_policy("c")).unwrap(),
+    )];
+    let late = raygate::Context {
+        deadline: Some(Instant::now() - Duration::from_millis(1)),
+        ..raygate::Context::complete(&policies)
+    };
+    let compliant = cluster("c");
+    let view = raygate::ray::ObjectRef::from_value(&compliant).unwrap();
+    let d = engine.evaluate(&view, &late);
+    assert!(!d.allowed());
+    assert!(
+        d.violations.iter().any(|v| v.rule == "limits/deadline"),
+        "{:#?}",
+        d.violations
+    );
 }
 
 /// A CA and one client certificate it signed, as the API server would present.

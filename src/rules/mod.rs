@@ -50,7 +50,14 @@ pub const ALL_RULES: &[&str] = &[
     resources::ABOVE_MAXIMUM,
     resources::GPU_MISMATCH,
     resources::BELOW_MINIMUM,
+    TOO_MANY_GROUPS,
+    OUT_OF_TIME,
 ];
+
+/// A cluster spec larger than the policy's `deadline.maxWorkerGroups`: denied unjudged.
+pub const TOO_MANY_GROUPS: &str = "limits/worker-groups";
+/// Evaluation reached the policy's deadline: denied unjudged (fail closed).
+pub const OUT_OF_TIME: &str = "limits/deadline";
 
 /// What each rule asks, for tools that list rules (SARIF's reportingDescriptors).
 pub fn rule_help(rule: &str) -> &'static str {
@@ -133,6 +140,12 @@ pub fn rule_help(rule: &str) -> &'static str {
         resources::LIMIT_BELOW_REQUEST => "No limit is below its request.",
         resources::ABOVE_MAXIMUM => "No container asks for more than the policy's maximum.",
         resources::GPU_MISMATCH => "GPU requests equal GPU limits.",
+        TOO_MANY_GROUPS => {
+            "A cluster spec has at most the policy's deadline.maxWorkerGroups worker groups, so that it can be judged in time."
+        }
+        OUT_OF_TIME => {
+            "An object raygate could not judge within the policy's deadline is denied, never admitted unchecked."
+        }
         resources::BELOW_MINIMUM => {
             "No request or limit is below the platform minimum: 0 means no limit, and sub-unit values are none."
         }
@@ -161,6 +174,9 @@ pub struct Findings<'p> {
     exempt: [bool; 4],
     /// Whether anyone reads the messages: the mutating call only needs the patch.
     messages: bool,
+    /// When the answer is due; rules that loop over groups stop once it has passed.
+    deadline: Option<std::time::Instant>,
+    out_of_time: bool,
     pub violations: Vec<Violation>,
     pub fills: Vec<PatchOperation>,
 }
@@ -171,6 +187,8 @@ impl<'p> Findings<'p> {
             policy,
             exempt: Family::ALL.map(exempt_families),
             messages: true,
+            deadline: None,
+            out_of_time: false,
             violations: Vec::new(),
             fills: Vec::new(),
         }
@@ -184,6 +202,27 @@ impl<'p> Findings<'p> {
 
     pub fn policy(&self) -> &'p Policy {
         self.policy
+    }
+
+    /// Findings that stop at `deadline`.
+    pub fn until(mut self, deadline: Option<std::time::Instant>) -> Findings<'p> {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Whether the deadline has passed; once it has, the findings are incomplete and the
+    /// object must not be admitted on them.
+    pub fn out_of_time(&mut self) -> bool {
+        if !self.out_of_time
+            && let Some(deadline) = self.deadline
+        {
+            self.out_of_time = std::time::Instant::now() >= deadline;
+        }
+        self.out_of_time
+    }
+
+    pub fn was_out_of_time(&self) -> bool {
+        self.out_of_time
     }
 
     /// The action a rule has for this object, `Off` when exempt or switched off.

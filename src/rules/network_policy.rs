@@ -647,6 +647,9 @@ pub fn check_cluster(
     let mut cuts: Vec<Cut<'_>> = Vec::new();
     let mut egress_restricted: Vec<&NetworkPolicy> = Vec::new();
     for (group, labels) in &groups {
+        if out.out_of_time() {
+            return;
+        }
         let needed = needed_for(group.role, out);
         let Coverage::Selected {
             towards,
