@@ -142,11 +142,67 @@ fn engines(c: &mut Criterion) {
     group.finish();
 }
 
+/// The worst case a tenant can send: the largest object the API server stores (1.5 MiB of
+/// worker groups, a head on the master, GCS on 6379) in a namespace with 200 NetworkPolicies
+/// that select it, under the built-in policy, through the whole validating review; and the
+/// largest cluster the built-in policy still judges (64 worker groups) beside the same 200.
+fn worst_case(c: &mut Criterion) {
+    let engine = Engine::new(raygate::Policy::built_in());
+    let mut huge = peers::synthetic_cluster(1_500_000);
+    huge["spec"]["headGroupSpec"]["template"]["spec"]["nodeName"] = serde_json::json!("gpu-node");
+    huge["spec"]["headGroupSpec"]["rayStartParams"]["port"] = serde_json::json!("6379");
+    let mut largest_judged = huge.clone();
+    largest_judged["spec"]["workerGroupSpecs"]
+        .as_array_mut()
+        .expect("groups")
+        .truncate(64);
+    let policies: Vec<std::sync::Arc<k8s_openapi::api::networking::v1::NetworkPolicy>> = (0
+        ..200)
+        .map(|i| {
+            std::sync::Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                    "metadata": {"name": format!("np-{i}"), "namespace": "kuberay"},
+                    "spec": {
+                        "podSelector": {"matchLabels": {"ray.io/cluster": "synthetic-large"}},
+                        "policyTypes": ["Ingress", "Egress"],
+                        "ingress": [{"from": [{"podSelector": {"matchLabels": {"ray.io/group": format!("group-{i:04}")}}}],
+                                     "ports": [{"port": 8000 + i}]}],
+                        "egress": [{"to": [{"podSelector": {"matchLabels": {"ray.io/cluster": "synthetic-large"}}}]}]
+                    }
+                }))
+                .expect("a NetworkPolicy"),
+            )
+        })
+        .collect();
+    let context = Context {
+        at_admission: true,
+        ..Context::complete(&policies)
+    };
+    let mut group = c.benchmark_group("worst-case");
+    group.sample_size(20);
+    for (name, object) in [
+        ("1.5MiB-200-policies", &huge),
+        ("64-groups-200-policies", &largest_judged),
+    ] {
+        let review = peers::review(object, "worst-case");
+        group.throughput(Throughput::Bytes(review.len() as u64));
+        group.bench_function(BenchmarkId::new("validate", name), |b| {
+            b.iter(|| {
+                admission::review(&engine, &context, Endpoint::Validate, black_box(&review))
+                    .expect("a review")
+                    .0
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    targets = engines
+    targets = engines, worst_case
 }
 criterion_main!(benches);
