@@ -569,8 +569,10 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// `raygate ray-start`: for each case on `input` (a JSON line with `role`, `group` and the
-/// cluster's `annotations`), the container command KubeRay builds and the one `ray start`
-/// raygate reads from it, or why it refuses.
+/// cluster's `annotations`, and optionally the RayCluster's `cluster` name (default
+/// `raycluster`), `namespace` (default `default`), `head` group spec (for a worker) and
+/// `autoscaling`), the container command KubeRay builds and the one `ray start` raygate reads
+/// from it, or why it refuses.
 pub fn ray_start_cases(input: impl std::io::BufRead, mut out: impl Write) -> anyhow::Result<()> {
     use crate::ray::{NodeGroup, Role};
     use crate::ray_command;
@@ -619,7 +621,40 @@ pub fn ray_start_cases(input: impl std::io::BufRead, mut out: impl Write) -> any
                 }
             }
         }
-        let params = ray_command::kuberay_params(&group, "raycluster", false);
+        // The cluster around the group: its name, namespace, head group (whose port and
+        // head Service a worker's --address names) and autoscaling.
+        let text = |field: &str, default: &'static str| -> anyhow::Result<String> {
+            match case.get(field) {
+                None | Some(Value::Null) => Ok(default.to_owned()),
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(other) => {
+                    anyhow::bail!("stdin line {}: {field} is {other}, not a string", n + 1)
+                }
+            }
+        };
+        let (cluster, namespace) = (
+            text("cluster", "raycluster")?,
+            text("namespace", "default")?,
+        );
+        let head = match role {
+            Role::Head => Some(group_spec),
+            Role::Worker => case.get("head").filter(|h| !h.is_null()),
+        };
+        let autoscaling = match case.get("autoscaling") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => anyhow::bail!(
+                "stdin line {}: autoscaling is {other}, not a boolean",
+                n + 1
+            ),
+        };
+        let context = ray_command::ClusterContext {
+            name: &cluster,
+            namespace: &namespace,
+            head,
+            autoscaling,
+        };
+        let params = ray_command::kuberay_params(&group, &context);
         let result = match params {
             Ok(params) => {
                 let launch = ray_command::launch(&group, &params, overwrite);

@@ -14,7 +14,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::ray::{NodeGroup, Role};
+use crate::ray::{ClusterSpec, NodeGroup, Role};
 
 /// KubeRay's annotation that makes it run the user's command unchanged.
 pub const OVERWRITE_CMD_ANNOTATION: &str = "ray.io/overwrite-container-cmd";
@@ -103,10 +103,11 @@ pub const RAY_START_OPTIONS: &[(&str, Arity)] = &[
     ("verbose", Arity::Count),
 ];
 
-/// `ray start` options that keep `"true"`/`"false"` as a value (KubeRay's
-/// `specialParameterOptions`); for every other key KubeRay turns `"true"` into a bare flag
-/// and drops `"false"`.
-const KEEPS_BOOLEAN_TEXT: &[&str] = &["log-color", "include-dashboard", "include-log-monitor"];
+/// `ray start` options that keep `"true"`/`"false"` as a value (KubeRay v1.5.0's
+/// `specialParameterOptions` in `convertParamMap`); for every other key KubeRay turns `"true"`
+/// into a bare flag and drops `"false"`. (`include-log-monitor` is not one: KubeRay renders its
+/// `"true"` as a bare `--include-log-monitor`, which takes the next word as its value.)
+const KEEPS_BOOLEAN_TEXT: &[&str] = &["log-color", "include-dashboard"];
 
 /// Commands that may run beside the one `ray start` in a Ray container's script: they neither
 /// start a listener nor change what the shell runs next.
@@ -235,13 +236,76 @@ pub fn render_params(params: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// The params KubeRay passes for a group: the group's own, plus what the operator adds when
-/// missing (`--block`, the metrics and dashboard agent ports, a worker's head address, the
-/// autoscaler's `--no-monitor`).
+/// What KubeRay reads from outside a group when it builds the group's `ray start`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterContext<'a> {
+    /// The RayCluster's name (KubeRay names a RayJob's or RayService's cluster
+    /// `<name>-<5 random characters>`, which no admission can know).
+    pub name: &'a str,
+    pub namespace: &'a str,
+    /// The head group's spec (`headGroupSpec`): its `port` param and `headService` name make a
+    /// worker's `--address`.
+    pub head: Option<&'a Value>,
+    /// `enableInTreeAutoscaling: true`.
+    pub autoscaling: bool,
+}
+
+impl<'a> ClusterContext<'a> {
+    /// The context of a cluster spec, its namespace read from the object that holds it
+    /// (`default` when it has none).
+    pub fn of(cluster: &ClusterSpec<'a>) -> ClusterContext<'a> {
+        ClusterContext {
+            name: cluster.name,
+            namespace: cluster
+                .root
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default"),
+            head: cluster.spec.get("headGroupSpec"),
+            autoscaling: cluster.autoscaling(),
+        }
+    }
+
+    /// `utils.GenerateFQDNServiceName`: the head Service's DNS name, which a worker's generated
+    /// `--address` names. (The operator's `CLUSTER_DOMAIN` is taken to be the default.)
+    pub fn head_fqdn(&self) -> String {
+        let service = self
+            .head
+            .and_then(|h| h.pointer("/headService/metadata/name"))
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .map_or_else(|| format!("{}-head-svc", self.name), str::to_owned);
+        format!("{service}.{}.svc.cluster.local", self.namespace)
+    }
+
+    /// `common.GetHeadPort`: the head's `port` param as written, else 6379.
+    pub fn head_port(&self) -> String {
+        self.head
+            .and_then(|h| h.get("rayStartParams"))
+            .and_then(|p| p.get("port"))
+            .and_then(param_value)
+            .unwrap_or_else(|| "6379".to_owned())
+    }
+}
+
+/// The params KubeRay v1.5.0 passes to a group's `ray start` (`DefaultHeadPodTemplate` /
+/// `DefaultWorkerPodTemplate`, then `generateRayStartCommand`), in its order:
+/// 1. the group's `rayStartParams`;
+/// 2. the group-level `resources` (overriding `num-cpus`, `memory`, `num-gpus`, `resources`)
+///    and `labels` (overriding `labels`);
+/// 3. `setMissingRayStartParams`: a worker's `--address` (the head Service's FQDN and the
+///    head's port), the head's `--dashboard-host=0.0.0.0`, `--metrics-export-port=8080`,
+///    `--dashboard-agent-listen-port=52365` when missing, and `--block` always;
+/// 4. the autoscaler's `--no-monitor` on the head, always;
+/// 5. from the Ray container's resources, when missing: `--num-cpus` (CPU limit, else request),
+///    `--memory` (memory limit), `--num-gpus` (a `*gpu` or MIG limit) and the first TPU or
+///    Neuron core limit merged into `--resources`.
+///
+/// Quantities are read as `resource.Quantity` reads them (`Value()` rounds up, away from zero;
+/// custom resources are `AsApproximateFloat64()` written by `encoding/json`).
 pub fn kuberay_params(
     group: &NodeGroup<'_>,
-    cluster_name: &str,
-    autoscaling: bool,
+    cluster: &ClusterContext<'_>,
 ) -> Result<BTreeMap<String, String>, Refusal> {
     let mut params = BTreeMap::new();
     if let Some(map) = group.ray_start_params() {
@@ -254,34 +318,644 @@ pub fn kuberay_params(
             params.insert(key.clone(), text);
         }
     }
-    params
-        .entry("metrics-export-port".to_owned())
-        .or_insert_with(|| "8080".to_owned());
-    params
-        .entry("dashboard-agent-listen-port".to_owned())
-        .or_insert_with(|| "52365".to_owned());
-    params
-        .entry("block".to_owned())
-        .or_insert_with(|| "true".to_owned());
+    group_resources(group, &mut params)?;
+    if let Some(labels) = string_map(group, "labels")?
+        && !labels.is_empty()
+    {
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        params.insert("labels".to_owned(), labels.join(","));
+    }
     match group.role {
         Role::Worker => {
             if !params.contains_key("address") {
-                let port = params.get("port").cloned().unwrap_or_else(|| "6379".into());
-                params.insert(
-                    "address".to_owned(),
-                    format!("{cluster_name}-head-svc:{port}"),
-                );
+                let address = format!("{}:{}", cluster.head_fqdn(), cluster.head_port());
+                params.insert("address".to_owned(), address);
             }
         }
         Role::Head => {
-            if autoscaling {
-                params
-                    .entry("no-monitor".to_owned())
-                    .or_insert_with(|| "true".to_owned());
+            params
+                .entry("dashboard-host".to_owned())
+                .or_insert_with(|| "0.0.0.0".to_owned());
+        }
+    }
+    params
+        .entry("metrics-export-port".to_owned())
+        .or_insert_with(|| "8080".to_owned());
+    params.insert("block".to_owned(), "true".to_owned());
+    params
+        .entry("dashboard-agent-listen-port".to_owned())
+        .or_insert_with(|| "52365".to_owned());
+    if group.role == Role::Head && cluster.autoscaling {
+        params.insert("no-monitor".to_owned(), "true".to_owned());
+    }
+    container_resources(group, &mut params)?;
+    Ok(params)
+}
+
+/// A group-level map of strings (`resources`, `labels`), sorted by key as Go sorts strings.
+fn string_map<'a>(
+    group: &NodeGroup<'a>,
+    field: &str,
+) -> Result<Option<BTreeMap<&'a str, &'a str>>, Refusal> {
+    let Some(value) = group.spec.get(field).filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let Some(map) = value.as_object() else {
+        return refuse(format!(
+            "the {}'s {field} is {value}, not a map of strings; the CRD takes strings only",
+            group.describe()
+        ));
+    };
+    let mut out = BTreeMap::new();
+    for (key, value) in map {
+        let Some(text) = value.as_str() else {
+            return refuse(format!(
+                "the {}'s {field}.{key} is {value}, not a string; the CRD takes strings only",
+                group.describe()
+            ));
+        };
+        out.insert(key.as_str(), text);
+    }
+    Ok(Some(out))
+}
+
+/// `updateRayStartParamsResources`: the group-level `resources` override the params.
+fn group_resources(
+    group: &NodeGroup<'_>,
+    params: &mut BTreeMap<String, String>,
+) -> Result<(), Refusal> {
+    let Some(resources) = string_map(group, "resources")? else {
+        return Ok(());
+    };
+    // KubeRay walks a Go map, in random order: two names for one param must agree.
+    let mut set: BTreeMap<&str, (&str, String)> = BTreeMap::new();
+    let mut custom = BTreeMap::new();
+    for (name, text) in resources {
+        let quantity = match GoQuantity::parse(text) {
+            Ok(q) => q,
+            Err(QuantityError::Invalid) => continue, // KubeRay logs it and skips it.
+            Err(QuantityError::Unmodelled) => {
+                return refuse(format!(
+                    "the {}'s resources.{name} is {text:?}, a quantity beyond what raygate reads exactly; write it plainly (e.g. 4, 500m or 16Gi)",
+                    group.describe()
+                ));
+            }
+        };
+        // `strings.ToLower` maps rune by rune (U+0130 İ to a plain i).
+        let lower: String = name
+            .chars()
+            .flat_map(|c| match c {
+                '\u{130}' => 'i'.to_lowercase(),
+                c => c.to_lowercase(),
+            })
+            .collect();
+        let param = match lower.as_str() {
+            "cpu" => "num-cpus",
+            "memory" => "memory",
+            gpu if is_gpu_resource_key(gpu) => "num-gpus",
+            _ => {
+                custom.insert(name.to_owned(), quantity.approximate_f64());
+                continue;
+            }
+        };
+        let value = quantity.value().to_string();
+        if let Some((other, earlier)) = set.get(param)
+            && *earlier != value
+        {
+            return refuse(format!(
+                "the {}'s resources name --{param} twice ({other}: {earlier}, {name}: {value}), and KubeRay takes whichever it reads last, in random order; keep one",
+                group.describe()
+            ));
+        }
+        set.insert(param, (name, value));
+    }
+    for (param, (_, value)) in set {
+        params.insert(param.to_owned(), value);
+    }
+    // A value `encoding/json` cannot write (an infinity) makes KubeRay log and skip the map.
+    if !custom.is_empty()
+        && let Some(json) = go_json_float_map(&custom)
+    {
+        params.insert("resources".to_owned(), format!("'{json}'"));
+    }
+    Ok(())
+}
+
+/// KubeRay's names for the accelerators it turns into custom Ray resources
+/// (`customAcceleratorToRayResourceMap`).
+const CUSTOM_ACCELERATORS: &[(&str, &str)] = &[
+    ("aws.amazon.com/neuroncore", "neuron_cores"),
+    ("google.com/tpu", "TPU"),
+];
+
+/// `utils.IsGPUResourceKey`: a name ending in `gpu`, or an NVIDIA MIG slice
+/// (`nvidia.com/mig-<n>g.<n>gb` at the end).
+fn is_gpu_resource_key(key: &str) -> bool {
+    if key.ends_with("gpu") {
+        return true;
+    }
+    // `nvidia\.com/mig-\d+g\.\d+gb$`, unanchored at the start.
+    let Some(body) = key.strip_suffix("gb") else {
+        return false;
+    };
+    let Some((head, memory)) = body.rsplit_once('.') else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(memory) {
+        return false;
+    }
+    let Some(head) = head.strip_suffix('g') else {
+        return false;
+    };
+    let slices = head.trim_end_matches(|c: char| c.is_ascii_digit());
+    slices.len() < head.len() && slices.ends_with("nvidia.com/mig-")
+}
+
+/// The Ray container's `resources.<field>`, each quantity as KubeRay decodes it.
+fn container_quantities<'a>(
+    group: &NodeGroup<'a>,
+    container: &'a Value,
+    field: &str,
+) -> Result<BTreeMap<&'a str, GoQuantity>, Refusal> {
+    let mut out = BTreeMap::new();
+    let Some(map) = container.get("resources").and_then(|r| r.get(field)) else {
+        return Ok(out);
+    };
+    let Some(map) = map.as_object() else {
+        return Ok(out);
+    };
+    for (name, value) in map {
+        // `Quantity.UnmarshalJSON`: null is zero, a string or number is parsed, trimmed.
+        let text = match value {
+            Value::Null => {
+                out.insert(name.as_str(), GoQuantity::ZERO);
+                continue;
+            }
+            Value::String(s) => s.trim().to_owned(),
+            Value::Number(n) => n.to_string(),
+            _ => String::new(),
+        };
+        match GoQuantity::parse(&text) {
+            Ok(q) => {
+                out.insert(name.as_str(), q);
+            }
+            Err(why) => {
+                let what = match why {
+                    QuantityError::Invalid => "not a Kubernetes quantity",
+                    QuantityError::Unmodelled => "a quantity beyond what raygate reads exactly",
+                };
+                return refuse(format!(
+                    "the {}'s Ray container resources.{field}.{name} is {value}, {what}; write it plainly (e.g. 4, 500m or 16Gi)",
+                    group.describe()
+                ));
             }
         }
     }
-    Ok(params)
+    Ok(out)
+}
+
+/// `generateRayStartCommand` and `addWellKnownAcceleratorResources`: what the Ray container's
+/// resources add to the params.
+fn container_resources(
+    group: &NodeGroup<'_>,
+    params: &mut BTreeMap<String, String>,
+) -> Result<(), Refusal> {
+    let Some(container) = group
+        .pod_spec()
+        .and_then(|pod| pod.ray_container())
+        .map(|c| c.value)
+    else {
+        return Ok(());
+    };
+    let limits = container_quantities(group, container, "limits")?;
+    let requests = container_quantities(group, container, "requests")?;
+    let nonzero = |map: &BTreeMap<&str, GoQuantity>, key: &str| {
+        map.get(key).copied().filter(|q| !q.is_zero())
+    };
+    if !params.contains_key("num-cpus")
+        && let Some(cpu) = nonzero(&limits, "cpu").or_else(|| nonzero(&requests, "cpu"))
+    {
+        params.insert("num-cpus".to_owned(), cpu.value().to_string());
+    }
+    if !params.contains_key("memory")
+        && let Some(memory) = nonzero(&limits, "memory")
+    {
+        params.insert("memory".to_owned(), memory.value().to_string());
+    }
+    if limits.is_empty() {
+        return Ok(());
+    }
+    // `getResourcesMap`: an error (the params' resources are not a JSON map of numbers) makes
+    // KubeRay log it and add nothing, not even `--num-gpus`.
+    let Some(mut resources) = go_resources_map(params.get("resources").map(String::as_str)) else {
+        return Ok(());
+    };
+    let mut accelerator_added = resources.as_ref().is_some_and(|map| {
+        CUSTOM_ACCELERATORS
+            .iter()
+            .any(|(_, ray)| map.contains_key(*ray))
+    });
+    // `limits` is sorted as Go's `sort.Strings` sorts (by bytes).
+    for (key, quantity) in &limits {
+        if !params.contains_key("num-gpus") && is_gpu_resource_key(key) && !quantity.is_zero() {
+            params.insert("num-gpus".to_owned(), quantity.value().to_string());
+        }
+        if accelerator_added {
+            continue;
+        }
+        let Some((_, ray_name)) = CUSTOM_ACCELERATORS.iter().find(|(k, _)| k == key) else {
+            continue;
+        };
+        if quantity.is_zero() {
+            continue;
+        }
+        accelerator_added = true;
+        let Some(map) = resources.as_mut() else {
+            return refuse(format!(
+                "rayStartParams.resources is JSON null, and KubeRay's operator panics adding {key} to it (no Pod is made); remove it or write a map"
+            ));
+        };
+        if map.contains_key(*ray_name) {
+            continue;
+        }
+        map.insert((*ray_name).to_owned(), quantity.approximate_f64());
+        // A value `encoding/json` cannot write makes KubeRay stop here.
+        let Some(json) = go_json_float_map(map) else {
+            return Ok(());
+        };
+        params.insert("resources".to_owned(), format!("'{json}'"));
+    }
+    Ok(())
+}
+
+/// `getResourcesMap`: the params' `resources` (trimmed of quotes, backticks and spaces) as Go's
+/// `json.Unmarshal` reads it into a `map[string]float64`. `None` when Go reports an error;
+/// `Some(None)` for JSON `null` (a nil map).
+#[allow(clippy::option_option)]
+fn go_resources_map(text: Option<&str>) -> Option<Option<BTreeMap<String, f64>>> {
+    let Some(text) = text else {
+        return Some(Some(BTreeMap::new()));
+    };
+    let text = text.trim_matches(|c| matches!(c, '\'' | '"' | '`' | ' '));
+    if serde_json::from_str::<Value>(text).ok()? == Value::Null {
+        return Some(None);
+    }
+    // Duplicate keys: the last wins, in Go as in a BTreeMap.
+    let raw: BTreeMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_str(text).ok()?;
+    let mut map = BTreeMap::new();
+    for (key, value) in raw {
+        let number = match value.get() {
+            "null" => 0.0,
+            // A JSON number (a string, bool or object is Go's UnmarshalTypeError), read as
+            // `strconv.ParseFloat` reads it: correctly rounded, out of range an error.
+            n if n.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
+                n.parse::<f64>().ok().filter(|f| f.is_finite())?
+            }
+            _ => return None,
+        };
+        map.insert(key, number);
+    }
+    Some(Some(map))
+}
+
+/// `encoding/json`'s text for a `map[string]float64`: keys sorted, Go's escapes, Go's
+/// numbers; `None` for an infinity or NaN, which Go refuses to write.
+fn go_json_float_map(map: &BTreeMap<String, f64>) -> Option<String> {
+    let mut out = String::from("{");
+    for (i, (key, value)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&go_json_string(key));
+        out.push(':');
+        out.push_str(&go_json_float(*value)?);
+    }
+    out.push('}');
+    Some(out)
+}
+
+/// `encoding/json`'s string, HTML-escaped as `json.Marshal` does.
+fn go_json_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || matches!(c, '<' | '>' | '&') => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `encoding/json`'s float64: the shortest text that reads back, plain between 1e-6 and
+/// 1e21, else Go's exponent form (`1e+21`, `1e-7`).
+fn go_json_float(value: f64) -> Option<String> {
+    if !value.is_finite() {
+        return None;
+    }
+    let abs = value.abs();
+    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        let text = format!("{value:e}");
+        let (mantissa, exponent) = text.split_once('e')?;
+        let exponent: i32 = exponent.parse().ok()?;
+        let sign = if exponent < 0 { '-' } else { '+' };
+        let digits = exponent.unsigned_abs();
+        // Go writes at least two digits, then trims `e-0X` to `e-X`.
+        return Some(if exponent < 0 && digits < 10 {
+            format!("{mantissa}e-{digits}")
+        } else {
+            format!("{mantissa}e{sign}{digits:02}")
+        });
+    }
+    Some(format!("{value}"))
+}
+
+/// A Kubernetes quantity as `resource.ParseQuantity` (k8s.io/apimachinery v0.34) holds it, so
+/// that `Value()` and `AsApproximateFloat64()` give what KubeRay gets, overflows included.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum GoQuantity {
+    /// `int64Amount`: `value × 10^scale`.
+    Int { value: i64, scale: i32 },
+    /// `inf.Dec`: `unscaled × 10^-scale` (modelled while `unscaled` fits an i128).
+    Dec { unscaled: i128, scale: i32 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuantityError {
+    /// `ParseQuantity` returns an error.
+    Invalid,
+    /// Go would compute it with big numbers (or not finish); raygate does not follow.
+    Unmodelled,
+}
+
+impl GoQuantity {
+    const ZERO: GoQuantity = GoQuantity::Int { value: 0, scale: 0 };
+
+    /// `resource.ParseQuantity`, step by step.
+    fn parse(text: &str) -> Result<GoQuantity, QuantityError> {
+        use QuantityError::{Invalid, Unmodelled};
+        if text.is_empty() {
+            return Err(Invalid);
+        }
+        if text == "0" {
+            return Ok(GoQuantity::ZERO);
+        }
+        let (positive, value, num, denom, suffix) = quantity_string(text).ok_or(Invalid)?;
+        #[derive(PartialEq)]
+        enum Format {
+            Decimal,
+            Binary,
+        }
+        let (base, exponent, format) = match suffix {
+            "" => (10, 0, Format::Decimal),
+            "n" => (10, -9, Format::Decimal),
+            "u" => (10, -6, Format::Decimal),
+            "m" => (10, -3, Format::Decimal),
+            "k" => (10, 3, Format::Decimal),
+            "M" => (10, 6, Format::Decimal),
+            "G" => (10, 9, Format::Decimal),
+            "T" => (10, 12, Format::Decimal),
+            "P" => (10, 15, Format::Decimal),
+            "E" => (10, 18, Format::Decimal),
+            "Ki" => (2, 10, Format::Binary),
+            "Mi" => (2, 20, Format::Binary),
+            "Gi" => (2, 30, Format::Binary),
+            "Ti" => (2, 40, Format::Binary),
+            "Pi" => (2, 50, Format::Binary),
+            "Ei" => (2, 60, Format::Binary),
+            s if s.len() > 1 && s.starts_with(['e', 'E']) => {
+                let parsed: i64 = s[1..].parse().map_err(|_| Invalid)?;
+                (10, parsed as i32, Format::Decimal)
+            }
+            _ => return Err(Invalid),
+        };
+        let digits = (num.len() + denom.len()) as i32;
+        let (mut scale, mantissa, precision) = match format {
+            Format::Decimal => (exponent, 1i64, 18 - digits),
+            Format::Binary if denom.is_empty() => (
+                0,
+                1i64 << exponent,
+                15 - num.len() as i32 - exponent * 3 / 10 - 1,
+            ),
+            Format::Binary => (0, 1, -1),
+        };
+        if precision >= 0 {
+            scale -= denom.len() as i32;
+            if scale >= -9 {
+                let shifted: i64 = format!("{num}{denom}").parse().map_err(|_| Invalid)?;
+                if let Some(result) = shifted.checked_mul(mantissa) {
+                    let value = if positive { result } else { -result };
+                    return Ok(GoQuantity::Int { value, scale });
+                }
+            }
+        }
+        // The `inf.Dec` path: exact, then rounded up to nanos, BinarySI capped at MaxInt64.
+        let unsigned = value.trim_start_matches(['+', '-']);
+        let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+        if whole.is_empty() && fraction.is_empty() {
+            return Err(Invalid);
+        }
+        let mut unscaled: i128 = format!("{whole}{fraction}")
+            .parse()
+            .map_err(|_| Unmodelled)?;
+        let mut scale = fraction.len() as i64;
+        if base == 10 {
+            scale -= i64::from(exponent);
+        } else {
+            unscaled = unscaled.checked_mul(1i128 << exponent).ok_or(Unmodelled)?;
+        }
+        // Go rescales by 10^|scale - 9| with big numbers: far out, it does not finish.
+        if unscaled != 0 && (scale - 9).abs() > 10_000 {
+            return Err(Unmodelled);
+        }
+        if unscaled != 0 {
+            if scale < 9 {
+                let up = u32::try_from(9 - scale).map_err(|_| Unmodelled)?;
+                unscaled = 10i128
+                    .checked_pow(up)
+                    .and_then(|p| unscaled.checked_mul(p))
+                    .ok_or(Unmodelled)?;
+            } else if scale > 9 {
+                unscaled = match 10i128.checked_pow((scale - 9).min(100) as u32) {
+                    Some(d) => unscaled / d + i128::from(unscaled % d != 0),
+                    None => 1,
+                };
+            }
+            scale = 9;
+            if format == Format::Binary && unscaled > i128::from(i64::MAX) * 1_000_000_000 {
+                unscaled = i128::from(i64::MAX);
+                scale = 0;
+            }
+        }
+        let scale = i32::try_from(scale).map_err(|_| Unmodelled)?;
+        let unscaled = if positive { unscaled } else { -unscaled };
+        Ok(GoQuantity::Dec { unscaled, scale })
+    }
+
+    fn is_zero(&self) -> bool {
+        match *self {
+            GoQuantity::Int { value, .. } => value == 0,
+            GoQuantity::Dec { unscaled, .. } => unscaled == 0,
+        }
+    }
+
+    /// `Quantity.Value()`: rounded up, away from zero, with Go's overflows.
+    fn value(&self) -> i64 {
+        match *self {
+            GoQuantity::Int { value, scale } if scale < 0 => {
+                // `negativeScaleInt64`
+                let (mut v, mut fraction) = (value, false);
+                for _ in 0..-scale {
+                    fraction |= v % 10 != 0;
+                    v /= 10;
+                    if v == 0 {
+                        break;
+                    }
+                }
+                match (fraction, v == 0) {
+                    (false, _) => v,
+                    (true, true) => value.signum(),
+                    (true, false) => v + value.signum(),
+                }
+            }
+            GoQuantity::Int { value, scale } => match scale {
+                // `positiveScaleInt64`: 10, 100, 1000, 10^6 and 10^9 wrap; other scales give 0.
+                0 => value,
+                1 | 2 | 3 | 6 | 9 => {
+                    if value == i64::MIN {
+                        0
+                    } else {
+                        value.wrapping_mul(10i64.pow(scale as u32))
+                    }
+                }
+                _ => {
+                    let mut v = value;
+                    for _ in 0..scale {
+                        match v.checked_mul(10) {
+                            Some(next) => v = next,
+                            None => return 0,
+                        }
+                    }
+                    v
+                }
+            },
+            // `scaledValue(unscaled, scale, 0)`
+            GoQuantity::Dec { unscaled, scale } => {
+                if scale <= 0 {
+                    // Only zero keeps a scale below 9 (or MaxInt64, at 0).
+                    return unscaled as i64;
+                }
+                if unscaled < i128::from(i64::MAX) && scale < 19 {
+                    let (u, d) = (unscaled as i64, 10i64.pow(scale as u32));
+                    return u / d + i64::from(u % d != 0);
+                }
+                let d = 10i128.pow(scale.min(38) as u32);
+                let (q, r) = (unscaled.div_euclid(d), unscaled.rem_euclid(d));
+                (q as i64).wrapping_add(i64::from(r != 0))
+            }
+        }
+    }
+
+    /// `Quantity.AsApproximateFloat64()`.
+    fn approximate_f64(&self) -> f64 {
+        let (base, exponent) = match *self {
+            GoQuantity::Int { value, scale } => (value as f64, scale),
+            GoQuantity::Dec { unscaled, scale } => (unscaled as f64, -scale),
+        };
+        if exponent == 0 {
+            base
+        } else {
+            base * go_pow10(exponent)
+        }
+    }
+}
+
+/// `parseQuantityString`: sign, value (the number as written), numerator without leading
+/// zeros, denominator, suffix; `None` for `ErrFormatWrong`.
+fn quantity_string(text: &str) -> Option<(bool, &str, &str, &str, &str)> {
+    let b = text.as_bytes();
+    let end = b.len();
+    let mut pos = 0;
+    let mut positive = true;
+    match b.first() {
+        Some(b'-') => {
+            positive = false;
+            pos += 1;
+        }
+        Some(b'+') => pos += 1,
+        _ => {}
+    }
+    while pos < end && b[pos] == b'0' {
+        pos += 1;
+    }
+    if pos >= end {
+        return Some((positive, "0", "0", "", ""));
+    }
+    let start = pos;
+    while pos < end && b[pos].is_ascii_digit() {
+        pos += 1;
+    }
+    if pos >= end {
+        return Some((positive, text, &text[start..], "", ""));
+    }
+    let num = if pos == start { "0" } else { &text[start..pos] };
+    let mut denom = "";
+    if b[pos] == b'.' {
+        pos += 1;
+        let from = pos;
+        while pos < end && b[pos].is_ascii_digit() {
+            pos += 1;
+        }
+        if pos >= end {
+            return Some((positive, text, num, &text[from..], ""));
+        }
+        denom = &text[from..pos];
+    }
+    let value = &text[..pos];
+    let suffix_start = pos;
+    while pos < end && b"eEinumkKMGTP".contains(&b[pos]) {
+        pos += 1;
+    }
+    if pos < end && matches!(b[pos], b'-' | b'+') {
+        pos += 1;
+    }
+    while pos < end && b[pos].is_ascii_digit() {
+        pos += 1;
+    }
+    (pos >= end).then(|| (positive, value, num, denom, &text[suffix_start..]))
+}
+
+/// Go's `math.Pow10`, table for table (its products differ from `powi` in the last bit).
+fn go_pow10(n: i32) -> f64 {
+    const TAB: [f64; 32] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25, 1e26, 1e27, 1e28, 1e29, 1e30, 1e31,
+    ];
+    const POS32: [f64; 10] = [
+        1e0, 1e32, 1e64, 1e96, 1e128, 1e160, 1e192, 1e224, 1e256, 1e288,
+    ];
+    const NEG32: [f64; 11] = [
+        1e-0, 1e-32, 1e-64, 1e-96, 1e-128, 1e-160, 1e-192, 1e-224, 1e-256, 1e-288, 1e-320,
+    ];
+    match n {
+        0..=308 => POS32[n as usize / 32] * TAB[n as usize % 32],
+        -323..=-1 => NEG32[(-n) as usize / 32] / TAB[(-n) as usize % 32],
+        n if n > 0 => f64::INFINITY,
+        _ => 0.0,
+    }
 }
 
 /// The command a group's Ray container runs, built as KubeRay v1.5.0's `BuildPod` does.
@@ -1044,5 +1718,305 @@ mod tests {
             parse_start(words("-vv -v")).unwrap().options.get("verbose"),
             Some(&OptionValue::Count(3))
         );
+    }
+
+    fn group<'a>(role: Role, spec: &'a Value) -> NodeGroup<'a> {
+        NodeGroup {
+            role,
+            name: if role == Role::Head {
+                "headgroup"
+            } else {
+                "workers"
+            },
+            spec,
+            path: json_patch::jsonptr::PointerBuf::new(),
+        }
+    }
+
+    fn context<'a>(head: Option<&'a Value>) -> ClusterContext<'a> {
+        ClusterContext {
+            name: "demo",
+            namespace: "default",
+            head,
+            autoscaling: false,
+        }
+    }
+
+    fn with_resources(params: Value, resources: Value) -> Value {
+        serde_json::json!({
+            "rayStartParams": params,
+            "template": {"spec": {"containers": [{"name": "ray", "resources": resources}]}},
+        })
+    }
+
+    #[test]
+    fn kuberay_adds_dashboard_host_and_the_containers_resources() {
+        // Item 1: --dashboard-host on the head; --num-cpus (limit, rounded up), --memory
+        // (bytes), --num-gpus and the TPU limit merged into --resources, as v1.5.0 does.
+        let spec = with_resources(
+            serde_json::json!({"resources": "'{\"CPU\": 2}'"}),
+            serde_json::json!({
+                "limits": {"cpu": "1500m", "memory": "1.5Gi", "nvidia.com/gpu": 1, "google.com/tpu": "4"},
+                "requests": {"cpu": "8"},
+            }),
+        );
+        let head = group(Role::Head, &spec);
+        let params = kuberay_params(&head, &context(None)).unwrap();
+        assert_eq!(params["dashboard-host"], "0.0.0.0");
+        assert_eq!(params["num-cpus"], "2");
+        assert_eq!(params["memory"], "1610612736");
+        assert_eq!(params["num-gpus"], "1");
+        assert_eq!(params["resources"], "'{\"CPU\":2,\"TPU\":4}'");
+        assert_eq!(
+            render_params(&params),
+            " --block  --dashboard-agent-listen-port=52365  --dashboard-host=0.0.0.0  --memory=1610612736  --metrics-export-port=8080  --num-cpus=2  --num-gpus=1  --resources='{\"CPU\":2,\"TPU\":4}' "
+        );
+        // A CPU request without a limit; a MIG slice counts as a GPU; the first Neuron core or
+        // TPU limit (by name) only; a user's --dashboard-host stays.
+        let spec = with_resources(
+            serde_json::json!({"dashboard-host": "127.0.0.1"}),
+            serde_json::json!({
+                "limits": {"nvidia.com/mig-1g.5gb": "2", "google.com/tpu": "4", "aws.amazon.com/neuroncore": "0.3"},
+                "requests": {"cpu": "250m", "memory": "4Gi"},
+            }),
+        );
+        let params = kuberay_params(&group(Role::Head, &spec), &context(None)).unwrap();
+        assert_eq!(params["dashboard-host"], "127.0.0.1");
+        assert_eq!(params["num-cpus"], "1");
+        assert!(!params.contains_key("memory"));
+        assert_eq!(params["num-gpus"], "2");
+        assert_eq!(
+            params["resources"],
+            "'{\"neuron_cores\":0.30000000000000004}'"
+        );
+        // Params that are not a JSON map of numbers: KubeRay adds no accelerator, no GPU.
+        let spec = with_resources(
+            serde_json::json!({"resources": "not json"}),
+            serde_json::json!({"limits": {"nvidia.com/gpu": "1"}}),
+        );
+        let params = kuberay_params(&group(Role::Worker, &spec), &context(None)).unwrap();
+        assert!(!params.contains_key("num-gpus"));
+        assert_eq!(params["resources"], "not json");
+    }
+
+    #[test]
+    fn group_resources_and_labels_override_the_params() {
+        // Item 1: the group-level `resources` (Value() rounded up; the rest a JSON map as
+        // encoding/json writes it) and `labels` (sorted) win over rayStartParams.
+        let mut spec = with_resources(
+            serde_json::json!({"num-cpus": "8", "labels": "x=y", "resources": "'{\"old\": 1}'"}),
+            serde_json::json!({"limits": {"cpu": "4", "memory": "1Gi"}}),
+        );
+        spec["resources"] = serde_json::json!({
+            "CPU": "1500m", "Memory": "1Gi", "GPU": "1", "custom": "0.3", "a<b": "1e21", "bad": "lots",
+        });
+        spec["labels"] = serde_json::json!({"zone": "a", "ray.io/market-type": "spot"});
+        let params = kuberay_params(&group(Role::Worker, &spec), &context(None)).unwrap();
+        assert_eq!(params["num-cpus"], "2");
+        assert_eq!(params["memory"], "1073741824");
+        assert_eq!(params["num-gpus"], "1");
+        assert_eq!(
+            params["resources"],
+            "'{\"a\\u003cb\":1e+21,\"custom\":0.30000000000000004}'"
+        );
+        assert_eq!(params["labels"], "ray.io/market-type=spot,zone=a");
+        // Two names for one param that disagree: KubeRay picks one at random.
+        spec["resources"] = serde_json::json!({"CPU": "1", "cpu": "2"});
+        assert!(kuberay_params(&group(Role::Worker, &spec), &context(None)).is_err());
+    }
+
+    #[test]
+    fn kuberay_forces_block_even_when_written_false() {
+        // Item 2: setMissingRayStartParams sets block=true whatever the user wrote.
+        for value in ["false", "False", "true"] {
+            let spec = serde_json::json!({"rayStartParams": {"block": value}});
+            let params = kuberay_params(&group(Role::Worker, &spec), &context(None)).unwrap();
+            assert_eq!(params["block"], "true");
+            assert!(render_params(&params).contains(" --block "));
+        }
+    }
+
+    #[test]
+    fn only_log_color_and_include_dashboard_keep_boolean_text() {
+        // Item 3: v1.5.0's specialParameterOptions.
+        let params: BTreeMap<String, String> = [
+            ("include-log-monitor", "false"),
+            ("include-dashboard", "false"),
+            ("log-color", "true"),
+            ("disable-usage-stats", "TRUE"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(
+            render_params(&params),
+            " --disable-usage-stats  --include-dashboard=false  --log-color=true "
+        );
+        // "true" becomes a bare --include-log-monitor, which eats the next flag: refused.
+        assert!(option_value("include-log-monitor", "false".into()).is_err());
+        assert!(option_value("include-log-monitor", "true".into()).is_err());
+        assert!(option_value("include-log-monitor", "0".into()).is_ok());
+        assert!(option_value("include-dashboard", "false".into()).is_ok());
+        assert!(option_value("log-color", "true".into()).is_ok());
+    }
+
+    #[test]
+    fn a_workers_address_names_the_head_service_and_the_heads_port() {
+        // Item 4: GenerateFQDNServiceName and GetHeadPort.
+        let worker = serde_json::json!({"rayStartParams": {}});
+        let worker = group(Role::Worker, &worker);
+        let params = kuberay_params(&worker, &context(None)).unwrap();
+        assert_eq!(
+            params["address"],
+            "demo-head-svc.default.svc.cluster.local:6379"
+        );
+        let head = serde_json::json!({
+            "rayStartParams": {"port": "6380"},
+            "headService": {"metadata": {"name": "custom-head"}},
+        });
+        let cluster = serde_json::json!({
+            "metadata": {"name": "demo", "namespace": "team-a"},
+            "spec": {"headGroupSpec": head, "enableInTreeAutoscaling": true},
+        });
+        let spec = ClusterSpec {
+            source: crate::ray::ClusterSource::RayCluster,
+            name: "demo",
+            spec: &cluster["spec"],
+            path: json_patch::jsonptr::PointerBuf::from_tokens(["spec"]),
+            root: &cluster,
+            overwrite_cmd: false,
+        };
+        let ctx = ClusterContext::of(&spec);
+        let params = kuberay_params(&worker, &ctx).unwrap();
+        assert_eq!(
+            params["address"],
+            "custom-head.team-a.svc.cluster.local:6380"
+        );
+        assert!(!params.contains_key("no-monitor"));
+        // The autoscaler's --no-monitor on the head, forced over "false".
+        let head = serde_json::json!({"rayStartParams": {"no-monitor": "false"}});
+        let params = kuberay_params(&group(Role::Head, &head), &ctx).unwrap();
+        assert_eq!(params["no-monitor"], "true");
+        // A user's own address stays.
+        let worker = serde_json::json!({"rayStartParams": {"address": "elsewhere:1"}});
+        let params = kuberay_params(&group(Role::Worker, &worker), &ctx).unwrap();
+        assert_eq!(params["address"], "elsewhere:1");
+    }
+
+    #[test]
+    fn quantities_read_as_kubernetes_go_code_reads_them() {
+        // (text, Some((IsZero(), Value(), json.Marshal(AsApproximateFloat64())))), from
+        // k8s.io/apimachinery v0.34.1 itself; None where ParseQuantity fails.
+        #[allow(clippy::type_complexity)]
+        let table: &[(&str, Option<(bool, i64, Option<&str>)>)] = &[
+            ("1", Some((false, 1, Some("1")))),
+            ("1500m", Some((false, 2, Some("1.5")))),
+            ("0.3", Some((false, 1, Some("0.30000000000000004")))),
+            ("300m", Some((false, 1, Some("0.3")))),
+            ("0.5Gi", Some((false, 536870912, Some("536870912")))),
+            ("1.5Gi", Some((false, 1610612736, Some("1610612736")))),
+            ("1e30", Some((false, 0, Some("1e+30")))),
+            ("1e-20", Some((false, 1, Some("1e-9")))),
+            (".", Some((true, 0, Some("0")))),
+            ("+", Some((true, 0, Some("0")))),
+            ("1.", Some((false, 1, Some("1")))),
+            (".5", Some((false, 1, Some("0.5")))),
+            (
+                "1E",
+                Some((false, 1000000000000000000, Some("1000000000000000000"))),
+            ),
+            ("1e", None),
+            ("1K", None),
+            (
+                "8Ei",
+                Some((false, 9223372036854775807, Some("9223372036854776000"))),
+            ),
+            (
+                "9Ei",
+                Some((false, 9223372036854775807, Some("9223372036854776000"))),
+            ),
+            (
+                "1Pi",
+                Some((false, 1125899906842624, Some("1125899906842624"))),
+            ),
+            ("0.1", Some((false, 1, Some("0.1")))),
+            ("1e-7", Some((false, 1, Some("1e-7")))),
+            (
+                "123456789012345678901",
+                Some((false, -5670419503621182411, Some("123456789012345680000"))),
+            ),
+            ("1.0000000001", Some((false, 2, Some("1.000000001")))),
+            ("-1.5", Some((false, -2, Some("-1.5")))),
+            ("-0.5Gi", Some((false, -536870912, Some("-536870912")))),
+            ("1e21", Some((false, 0, Some("1e+21")))),
+            ("0.000001", Some((false, 1, Some("0.000001")))),
+            (
+                "1.Pi",
+                Some((false, 1125899906842624, Some("1125899906842624"))),
+            ),
+            (".Pi", None),
+            ("-.5e-20", Some((false, 1, Some("-1e-9")))),
+            (
+                "1.5Ei",
+                Some((false, 1729382256910270464, Some("1729382256910270500"))),
+            ),
+            (
+                "1.5E",
+                Some((false, 1500000000000000000, Some("1500000000000000000"))),
+            ),
+            ("00001.50000Ki", Some((false, 1536, Some("1536")))),
+            ("1 ", None),
+            ("1e+5", Some((false, 100000, Some("100000")))),
+            ("1ee5", None),
+            ("1e100", Some((false, 0, Some("1e+100")))),
+            ("1e-100", Some((false, 1, Some("1e-9")))),
+            ("1.5e-5", Some((false, 1, Some("0.000014999999999999999")))),
+            ("0.3m", Some((false, 1, Some("0.00030000000000000003")))),
+            ("7e-7", Some((false, 1, Some("7e-7")))),
+            ("123.456", Some((false, 124, Some("123.456")))),
+            ("1e308", Some((false, 0, Some("1e+308")))),
+            ("1e309", Some((false, 0, None))),
+            ("0e400", Some((true, 0, None))),
+            (
+                "99999999999999999G",
+                Some((false, -2537764291115403776, Some("1e+26"))),
+            ),
+            (
+                "9999999999999999k",
+                Some((false, -8446744073709552616, Some("10000000000000000000"))),
+            ),
+            ("999999999999999999P", Some((false, 0, Some("1e+33")))),
+            (
+                "9223372036854775807",
+                Some((false, 9223372036854775807, Some("9223372036854776000"))),
+            ),
+            (
+                "-9223372036854775807",
+                Some((false, 1, Some("-9223372036854776000"))),
+            ),
+            ("2.5", Some((false, 3, Some("2.5")))),
+            ("250m", Some((false, 1, Some("0.25")))),
+            ("3Gi", Some((false, 3221225472, Some("3221225472")))),
+            ("0", Some((true, 0, Some("0")))),
+            ("0.0", Some((true, 0, Some("0")))),
+            ("-0", Some((true, 0, Some("0")))),
+            ("1e2147483647", Some((false, 0, None))),
+        ];
+        for (text, want) in table {
+            let got = GoQuantity::parse(text)
+                .ok()
+                .map(|q| (q.is_zero(), q.value(), go_json_float(q.approximate_f64())));
+            let want = want.map(|(z, v, f)| (z, v, f.map(str::to_owned)));
+            assert_eq!(got, want, "{text:?}");
+        }
+        assert_eq!(
+            GoQuantity::parse("1e-2147483648"),
+            Err(QuantityError::Unmodelled)
+        );
+        assert!(is_gpu_resource_key("nvidia.com/mig-3g.20gb"));
+        assert!(is_gpu_resource_key("example.com/x-nvidia.com/mig-1g.5gb"));
+        assert!(!is_gpu_resource_key("nvidia.com/mig-g.5gb"));
+        assert!(!is_gpu_resource_key("nvidia.com/mig-1g.5gbx"));
+        assert!(is_gpu_resource_key("amd.com/gpu"));
     }
 }

@@ -1,9 +1,11 @@
 """The case corpus for ray_cli_oracle.py: Ray groups whose container command raygate reads.
 
 Each case is what `raygate ray-start` reads on one stdin line (`id`, `role`, `group`,
-`annotations`) plus `ctx`, which only the oracle uses (never sent to raygate): the CR kind, the
-RayCluster's name and namespace, and the head's port, which KubeRay puts in a worker's generated
-`--address` and `RAY_PORT`.
+`annotations`, and the cluster around the group: the RayCluster's name `cluster`, its
+`namespace`, the `head` group spec for a worker, `autoscaling`) plus `ctx`, which only the
+oracle uses (never sent to raygate): the CR kind and what the oracle's KubeRay model derives on
+its own from the cluster (the head Service's name and the head's port, which KubeRay puts in a
+worker's generated `--address` and `RAY_PORT`; whether the autoscaler is on).
 
 Four sources, all deterministic:
 - every head and worker group of every KubeRay sample (tests/fixtures/kuberay/samples, also
@@ -79,12 +81,15 @@ def _cluster_specs(doc: dict) -> list[tuple[str, dict]]:
 
 def _ctx(kind: str, doc: dict, spec: dict, head_port: str) -> dict:
     name = (doc.get("metadata") or {}).get("name") or "raycluster"
-    # A RayJob/RayService names its RayCluster itself; KubeRay then uses the RayCluster
-    # naming rule for the head Service's FQDN (utils.GenerateFQDNServiceName).
+    # A RayJob/RayService names its RayCluster itself (`<name>-<5 random>`; here `<name>-rc`);
+    # KubeRay then uses the RayCluster naming rule for the head Service's FQDN
+    # (utils.GenerateFQDNServiceName, which passes RayClusterCRD whatever the creator): the
+    # headGroupSpec.headService's name when set, for every kind, since the RayJob/RayService
+    # copies its rayClusterSpec into the RayCluster.
     cluster = name if kind == "RayCluster" else f"{name}-rc"
     svc = f"{cluster}-head-svc"
     head_service = (spec.get("headGroupSpec") or {}).get("headService") or {}
-    if kind == "RayCluster" and (head_service.get("metadata") or {}).get("name"):
+    if (head_service.get("metadata") or {}).get("name"):
         svc = head_service["metadata"]["name"]
     return {
         "crd": "RayJob" if kind == "RayCronJob" else kind,
@@ -92,6 +97,7 @@ def _ctx(kind: str, doc: dict, spec: dict, head_port: str) -> dict:
         "namespace": (doc.get("metadata") or {}).get("namespace") or "default",
         "head_svc": svc,
         "head_port": head_port,
+        "autoscaling": spec.get("enableInTreeAutoscaling") is True,
     }
 
 
@@ -117,6 +123,7 @@ def sample_cases() -> list[dict]:
                     if variant == "plan":
                         head_port = "6380"
                     ctx = _ctx(kind, doc, spec, str(head_port))
+                    variant_groups = []
                     for role, label, g in groups:
                         group = copy.deepcopy(g)
                         if variant == "plan":
@@ -124,12 +131,19 @@ def sample_cases() -> list[dict]:
                                 **(group.get("rayStartParams") or {}),
                                 **plan_params(role),
                             }
+                        variant_groups.append((role, label, group))
+                    head_group = variant_groups[0][2]
+                    for role, label, group in variant_groups:
                         cases.append(
                             {
                                 "id": f"sample/{rel}#{di}/{label}/{variant}",
                                 "role": role,
                                 "group": group,
                                 "annotations": copy.deepcopy(annotations),
+                                "cluster": ctx["cluster"],
+                                "namespace": ctx["namespace"],
+                                "autoscaling": ctx["autoscaling"],
+                                **({"head": copy.deepcopy(head_group)} if role == "worker" else {}),
                                 "ctx": {**ctx, "source": "sample"},
                             }
                         )
@@ -165,25 +179,43 @@ def base_group(role: str, params: dict | None = None, *, command=None, args=None
     return group
 
 
-def synthetic_ctx(source: str) -> dict:
+def synthetic_ctx(source: str, head_svc="oracle-head-svc", head_port="6380", namespace="default",
+                  autoscaling=False) -> dict:
     return {
         "crd": "RayCluster",
         "cluster": "oracle",
-        "namespace": "default",
-        "head_svc": "oracle-head-svc",
-        "head_port": "6380",
+        "namespace": namespace,
+        "head_svc": head_svc,
+        "head_port": head_port,
+        "autoscaling": autoscaling,
         "source": source,
     }
 
 
-def case(cid: str, role: str, group: dict, annotations: dict | None = None, source="") -> dict:
-    return {
+def case(cid: str, role: str, group: dict, annotations: dict | None = None, source="", *,
+         head: dict | None = None, namespace="default", autoscaling=False) -> dict:
+    """A synthetic case in RayCluster `oracle`, whose head (by default the plan's head group,
+    port 6380) a worker's generated --address names."""
+    if head is None:
+        head = base_group("head")
+    head_params = head.get("rayStartParams") or {}
+    svc = ((head.get("headService") or {}).get("metadata") or {}).get("name") or "oracle-head-svc"
+    ctx = synthetic_ctx(source or cid.split("/")[0], head_svc=svc,
+                        head_port=str(head_params.get("port", "6379")), namespace=namespace,
+                        autoscaling=autoscaling)
+    out = {
         "id": cid,
         "role": role,
         "group": group,
         "annotations": annotations or {},
-        "ctx": synthetic_ctx(source or cid.split("/")[0]),
+        "cluster": ctx["cluster"],
+        "namespace": namespace,
+        "autoscaling": autoscaling,
+        "ctx": ctx,
     }
+    if role == "worker":
+        out["head"] = head
+    return out
 
 
 # Values for rayStartParams["port"] (and a few other ports) that a careless reader gets wrong.
@@ -285,6 +317,38 @@ def param_cases() -> list[dict]:
         g = base_group(role, {**plan_params(role), "resources": "not json"})
         g["template"]["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
         cases.append(case(f"param/limits-bad-resources/{role}", role, g))
+        # Quantities KubeRay rounds (Value() up) and approximates (AsApproximateFloat64, written
+        # by encoding/json), a MIG slice, a Neuron core before a TPU, requests only.
+        g = base_group(role)
+        g["resources"] = {"CPU": "1500m", "Memory": "1.5Gi", "custom": "0.3", "tiny": "1.5e-5",
+                          "huge": "1e21", "milli": "0.3m", "a<b&c": "2"}
+        cases.append(case(f"param/group-resources-rounding/{role}", role, g))
+        g = base_group(role)
+        g["template"]["spec"]["containers"][0]["resources"] = {
+            "limits": {"cpu": "2500m", "memory": "3Gi", "nvidia.com/mig-1g.5gb": "1",
+                       "aws.amazon.com/neuroncore": "2", "google.com/tpu": "4"}
+        }
+        cases.append(case(f"param/limits-mig-neuron/{role}", role, g))
+        g = base_group(role, {**plan_params(role), "resources": "'{\"CPU\": 2, \"x\": null}'"})
+        g["template"]["spec"]["containers"][0]["resources"] = {
+            "limits": {"google.com/tpu": "0.3"}, "requests": {"cpu": "250m", "memory": "4Gi"}
+        }
+        cases.append(case(f"param/requests-only-tpu/{role}", role, g))
+        g = base_group(role, {**plan_params(role), "num-cpus": "8", "labels": "x=y", "block": "false"})
+        g["resources"] = {"cpu": "2"}
+        g["labels"] = {"b": "2", "a": "1"}
+        cases.append(case(f"param/group-overrides/{role}", role, g))
+    # The head's port and Service name in a worker's --address, another namespace; the
+    # autoscaler's --no-monitor, forced even over "false".
+    custom_head = base_group("head", {**plan_params("head"), "port": "6390"})
+    custom_head["headService"] = {"metadata": {"name": "custom-head"}}
+    cases.append(case("param/head-service/worker", "worker", base_group("worker"), head=custom_head,
+                      namespace="team-a"))
+    cases.append(case("param/head-default-port/worker", "worker", base_group("worker"),
+                      head=base_group("head", {})))
+    cases.append(case("param/autoscaling/head", "head",
+                      base_group("head", {**plan_params("head"), "no-monitor": "false"}),
+                      autoscaling=True))
     return cases
 
 
@@ -544,7 +608,8 @@ def all_cases() -> list[dict]:
 
 def raygate_input(c: dict) -> dict:
     """The line raygate reads: the case without the oracle's context."""
-    return {k: c[k] for k in ("id", "role", "group", "annotations")}
+    return {k: c[k] for k in ("id", "role", "group", "annotations", "cluster", "namespace", "head",
+                              "autoscaling") if k in c}
 
 
 def main() -> int:

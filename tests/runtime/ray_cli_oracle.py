@@ -7,11 +7,11 @@ refuses the group. The oracle checks that against the real programs:
 1. KubeRay: an independent model of KubeRay v1.5.0's BuildPod (ray-operator/controllers/ray/
    common/pod.go: setMissingRayStartParams, generateRayStartCommand, convertParamMap, the
    "ray start" substring test and ray.io/overwrite-container-cmd, the env it appends) must give
-   raygate's argv, script and KUBERAY_GEN_RAY_START_CMD. The model was checked once against
-   KubeRay v1.5.0's own Go code (common.DefaultHead/WorkerPodTemplate + BuildPod) on the whole
-   corpus: same argv and env on every case. Only a worker's generated --address depends on what
-   raygate's input lacks (the RayCluster's name, namespace, head port): raygate's host:port is
-   used there.
+   raygate's argv, script and KUBERAY_GEN_RAY_START_CMD. The model was checked against
+   KubeRay v1.5.0's own Go code (common.DefaultHead/WorkerPodTemplate + BuildPod, with the
+   cluster's name, namespace, head group and enableInTreeAutoscaling) on the whole corpus: same
+   argv and env on every case. raygate is given the cluster around the group (its name,
+   namespace, head group, autoscaling) and must build a worker's --address itself.
 2. bash: the container's command (after kubelet's $(VAR) expansion, with the env the model
    gives: the container's own, then KubeRay's) runs for real, under the real /bin/bash or
    /bin/sh, in an empty directory, with fake `ray`, `python`, `python3` and `sleep` first on PATH
@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
@@ -62,7 +63,7 @@ SHELLS = {"/bin/bash", "bash", "/bin/sh", "sh", "/usr/bin/bash", "/usr/bin/sh"}
 
 # --- Kubernetes quantities (k8s.io/apimachinery resource.Quantity) -----------------------------
 
-_QTY = re.compile(r"^([+-]?)(\d*)(?:\.(\d*))?(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?$")
+_QTY = re.compile(r"^([+-]?)(\d*)(?:\.(\d*))?(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?$", re.ASCII)
 _SUFFIX = {
     "": Fraction(1), "n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000),
     "k": Fraction(10**3), "M": Fraction(10**6), "G": Fraction(10**9), "T": Fraction(10**12),
@@ -79,10 +80,10 @@ def quantity(text) -> Fraction | None:
         return None
     sign, whole, frac, suffix = m.group(1), m.group(2) or "0", m.group(3) or "", m.group(4) or ""
     value = Fraction(int(whole + frac or "0"), 10 ** len(frac))
-    if suffix[:1] in ("e", "E"):
-        value *= Fraction(10) ** int(suffix[1:])
-    else:
+    if suffix in _SUFFIX:
         value *= _SUFFIX[suffix]
+    else:
+        value *= Fraction(10) ** int(suffix[1:])
     return -value if sign == "-" else value
 
 
@@ -91,15 +92,112 @@ def q_value(q: Fraction) -> int:
     return math.ceil(q) if q >= 0 else -math.ceil(-q)
 
 
+_BINARY = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
+_DECIMAL = {"": 0, "n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+_POW10 = [float(f"1e{i}") for i in range(32)]
+_POW10_POS32 = [float(f"1e{32 * i}") for i in range(10)]
+_POW10_NEG32 = [float(f"1e-{32 * i}") for i in range(11)]
+
+
+def go_pow10(n: int) -> float:
+    """Go's math.Pow10, table for table."""
+    if 0 <= n <= 308:
+        return _POW10_POS32[n // 32] * _POW10[n % 32]
+    if -323 <= n < 0:
+        return _POW10_NEG32[-n // 32] / _POW10[-n % 32]
+    return math.inf if n > 0 else 0.0
+
+
+def approximate_float(text) -> float:
+    """Quantity.AsApproximateFloat64() of resource.ParseQuantity(text): an int64Amount's value
+    times Pow10(scale) when ParseQuantity keeps one (at most 18 digits, scale >= nano, no
+    binary fraction), else the exact value rounded up to nanos (BinarySI capped at MaxInt64)."""
+    text = str(text).strip()
+    q = quantity(text)
+    if q is None:
+        raise ValueError(text)
+    m = _QTY.match(text)
+    whole, frac, suffix = m.group(2) or "", m.group(3) or "", m.group(4) or ""
+    num = whole.lstrip("0") or "0"
+    if suffix in _BINARY:
+        exp, scale, mantissa = _BINARY[suffix], 0, 2 ** _BINARY[suffix]
+        precision = 15 - len(num) - exp * 3 // 10 - 1 if not frac else -1
+    else:
+        exp = _DECIMAL[suffix] if suffix in _DECIMAL else int(suffix[1:])
+        scale, mantissa, precision = exp, 1, 18 - len(num) - len(frac)
+    if precision >= 0 and scale - len(frac) >= -9:
+        value = int(num + frac) * mantissa
+        if value < 2**63:
+            value = -value if m.group(1) == "-" else value
+            scale -= len(frac)
+            return float(value) if scale == 0 else float(value) * go_pow10(scale)
+    if q == 0:
+        return 0.0
+    nanos = math.ceil(abs(q) * 10**9)
+    if suffix in _BINARY and abs(q) > 2**63 - 1:
+        return math.copysign(float(2**63 - 1), q)
+    return math.copysign(float(nanos) * go_pow10(-9), q)
+
+
 def go_float(f: float) -> str:
-    """encoding/json's float64 text for the values KubeRay writes."""
-    if f == int(f) and abs(f) < 1e21:
-        return str(int(f))
-    return repr(f)
+    """encoding/json's float64 text: shortest digits, plain in [1e-6, 1e21), else Go's exponent
+    form (1e+21, 1.5e-7)."""
+    if math.isinf(f) or math.isnan(f):
+        raise ValueError("json: unsupported value")
+    a = abs(f)
+    if a != 0 and (a < 1e-6 or a >= 1e21):
+        mantissa, exp = repr(f).split("e")
+        e = int(exp)
+        return f"{mantissa}e-{-e}" if -10 < e < 0 else f"{mantissa}e{'-' if e < 0 else '+'}{abs(e):02d}"
+    text = format(Decimal(repr(f)), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def go_json_map(m: dict[str, float]) -> str:
-    return "{" + ",".join(json.dumps(k, ensure_ascii=False) + ":" + go_float(v) for k, v in sorted(m.items())) + "}"
+def go_json_string(k: str) -> str:
+    """encoding/json's string (json.Marshal escapes <, >, & and U+2028/U+2029 too)."""
+    out = json.dumps(k, ensure_ascii=False)
+    for c, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                   ("\u2029", "\\u2029")):
+        out = out.replace(c, esc)
+    return out
+
+
+def go_json_map(m: dict[str, float]) -> str | None:
+    """json.Marshal of a map[string]float64; None where Go returns an error (Inf, NaN)."""
+    try:
+        return "{" + ",".join(go_json_string(k) + ":" + go_float(v) for k, v in sorted(m.items())) + "}"
+    except ValueError:
+        return None
+
+
+def go_float_map(text: str):
+    """json.Unmarshal of text into a map[string]float64: ("ok", map), ("nil", None) for JSON
+    null, ("error", None) for anything Go reports."""
+    def reject(_):
+        raise ValueError("not JSON")
+
+    try:
+        obj = json.loads(text, parse_constant=reject)
+    except ValueError:
+        return "error", None
+    if obj is None:
+        return "nil", None
+    if not isinstance(obj, dict):
+        return "error", None
+    out = {}
+    for k, v in obj.items():
+        if v is None:
+            v = 0.0  # null leaves the element zero
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return "error", None
+        try:
+            v = float(v)
+        except OverflowError:
+            return "error", None
+        if math.isinf(v):
+            return "error", None
+        out[k] = v
+    return "ok", out
 
 
 # --- KubeRay v1.5.0 -------------------------------------------------------------------------------
@@ -116,7 +214,7 @@ class ModelError(Exception):
     """The object is one the API server or KubeRay would not turn into a Pod."""
 
 
-def kuberay_pod(c: dict, gen_address: str | None = None) -> dict:
+def kuberay_pod(c: dict) -> dict:
     role, group, ctx = c["role"], c["group"], c["ctx"]
     params_in = group.get("rayStartParams") or {}
     if not isinstance(params_in, dict) or any(not isinstance(v, str) for v in params_in.values()):
@@ -133,6 +231,8 @@ def kuberay_pod(c: dict, gen_address: str | None = None) -> dict:
     # updateRayStartParamsResources / updateRayStartParamsLabels (group-level fields)
     custom: dict[str, float] = {}
     for name, qty in (group.get("resources") or {}).items():
+        if qty != str(qty).strip():
+            continue  # ParseQuantity does not trim
         q = quantity(qty)
         if q is None:
             continue
@@ -144,22 +244,23 @@ def kuberay_pod(c: dict, gen_address: str | None = None) -> dict:
         elif is_gpu_key(low):
             params["num-gpus"] = str(q_value(q))
         else:
-            custom[name] = float(q)
-    if custom:
+            custom[name] = approximate_float(qty)
+    if custom and go_json_map(custom) is not None:
         params["resources"] = f"'{go_json_map(custom)}'"
     if group.get("labels"):
         params["labels"] = ",".join(f"{k}={v}" for k, v in sorted(group["labels"].items()))
 
     # setMissingRayStartParams
     if role == "worker" and "address" not in params:
-        params["address"] = gen_address or f"{fqdn}:{head_port}"
+        params["address"] = f"{fqdn}:{head_port}"
     if role == "head" and "dashboard-host" not in params:
         params["dashboard-host"] = "0.0.0.0"
     params.setdefault("metrics-export-port", "8080")
     params["block"] = "true"
     params.setdefault("dashboard-agent-listen-port", "52365")
-    if gen_address and role == "worker":
-        fqdn, _, head_port = gen_address.rpartition(":")
+    # DefaultHeadPodTemplate: the autoscaler sidecar replaces Ray's monitor
+    if role == "head" and ctx.get("autoscaling"):
+        params["no-monitor"] = "true"
 
     # generateRayStartCommand
     res = container.get("resources") or {}
@@ -178,25 +279,21 @@ def kuberay_pod(c: dict, gen_address: str | None = None) -> dict:
         if q:
             params["memory"] = str(q_value(q))
     if limits:  # addWellKnownAcceleratorResources
-        try:
-            raw = params.get("resources")
-            rmap = {} if raw is None else json.loads(raw.strip("'\"` "))
-            if not isinstance(rmap, dict) or any(
-                isinstance(v, bool) or not isinstance(v, (int, float)) for v in rmap.values()
-            ):
-                raise ValueError
-            rmap = {k: float(v) for k, v in rmap.items()}
-        except ValueError:
-            rmap = None  # KubeRay logs the error and adds nothing
-        if rmap is not None:
-            added = any(v in rmap for v in CUSTOM_ACCELERATORS.values())
+        raw = params.get("resources")
+        status, rmap = ("ok", {}) if raw is None else go_float_map(raw.strip("'\"` "))
+        if status != "error":  # on an error KubeRay logs it and adds nothing
+            added = rmap is not None and any(v in rmap for v in CUSTOM_ACCELERATORS.values())
             for key in sorted(limits):
                 q = quantity(limits[key])
                 if "num-gpus" not in params and is_gpu_key(key) and q:
                     params["num-gpus"] = str(q_value(q))
                 if not added and key in CUSTOM_ACCELERATORS and q:
+                    if rmap is None:
+                        raise ModelError("rayStartParams.resources is JSON null: KubeRay panics adding an accelerator")
                     if CUSTOM_ACCELERATORS[key] not in rmap:
-                        rmap[CUSTOM_ACCELERATORS[key]] = float(q)
+                        rmap[CUSTOM_ACCELERATORS[key]] = approximate_float(limits[key])
+                        if go_json_map(rmap) is None:
+                            break  # KubeRay returns the marshal error
                         params["resources"] = f"'{go_json_map(rmap)}'"
                     added = True
 
@@ -550,8 +647,6 @@ def plan_violations(role: str, p: dict) -> list[str]:
 
 # --- one case -------------------------------------------------------------------------------------
 
-GEN_ADDRESS = re.compile(r" --address=([A-Za-z0-9.-]+:[0-9]+) ")
-
 
 def shell_script(argv: list[str]) -> str | None:
     """The string a `sh -c`/`bash -c` argv runs (None for anything else)."""
@@ -578,26 +673,12 @@ def check_case(c: dict, rg: dict, sandbox: Sandbox, start, defaults, ports) -> d
            "kind": None}
     problems = res["problems"]
     # 1. KubeRay
-    gen_address = None
-    rg_gen = (rg.get("env") or {}).get("KUBERAY_GEN_RAY_START_CMD")
-    params_in = c["group"].get("rayStartParams") or {}
-    if c["role"] == "worker" and isinstance(params_in, dict) and "address" not in params_in and rg_gen:
-        # raygate cannot know the RayCluster's name, namespace or head port (they are not in its
-        # input): take its generated address when it is a plain host:port.
-        m = GEN_ADDRESS.search(rg_gen + " ")
-        if m:
-            gen_address = m.group(1)
     try:
-        pod = kuberay_pod(c, gen_address)
+        pod = kuberay_pod(c)
     except ModelError as e:
         res["notes"].append(f"not modelled: {e}")
         res["kind"] = "skipped"
         return res
-    if gen_address:
-        expected = f"{c['ctx']['head_svc']}.{c['ctx']['namespace']}.svc.cluster.local:{c['ctx']['head_port']}"
-        if gen_address != expected:
-            res["notes"].append(f"raygate's generated worker --address={gen_address} (the head of this "
-                                f"sample would give {expected}); the oracle used raygate's")
     res["kuberay_argv"] = pod["argv"]
     if not rg.get("refused"):
         script = shell_script(pod["argv"])

@@ -63,9 +63,21 @@ pub fn judge(cluster: &ClusterSpec<'_>, group: &NodeGroup<'_>, out: &mut Finding
             }
         }
     }
-    let params = match ray_command::kuberay_params(group, cluster.name, cluster.autoscaling()) {
+    let context = ray_command::ClusterContext::of(cluster);
+    let params = match ray_command::kuberay_params(group, &context) {
         Ok(params) => params,
-        Err(_) => return Judged::Generated,
+        Err(Refusal(why)) => {
+            // A param that is not a string is reported above; anything else is said here.
+            if params_ok {
+                out.report(START_COMMAND, &group.path, || {
+                    format!(
+                        "raygate cannot rebuild the {}'s `ray start` as KubeRay v1.5.0 does: {why}",
+                        group.describe()
+                    )
+                });
+            }
+            return Judged::Generated;
+        }
     };
     let launch = ray_command::launch(group, &params, group.overwrites_command(cluster));
     // Where the user wrote the script: args when there are any, else command.
