@@ -1619,3 +1619,123 @@ fn two_replicas_elect_one_audit_leader_and_the_other_takes_over() {
         },
     );
 }
+
+/// The command KubeRay v1.5.0 really gives each Ray container (read back from the Pods it
+/// creates) is the one `raygate ray-start` predicts: the operator's own Go code is the oracle
+/// for how rayStartParams reach `bash -c`. The namespace is in audit mode, so the operator
+/// also builds Pods from values raygate would deny (a value with a space, a comment).
+#[test]
+#[ignore = "needs the e2e control plane: run tests/e2e/run.sh"]
+fn the_operators_commands_are_the_ones_raygate_reads() {
+    let (_raygate, _registration, ns) = setup("commands", "audit");
+    let mut clusters = vec![
+        ("sample", default_ports_cluster()),
+        (
+            "overwrite",
+            fixture("kuberay/samples/ray-cluster.overwrite-command.yaml"),
+        ),
+        (
+            "head-command",
+            fixture("kuberay/samples/ray-cluster.head-command.yaml"),
+        ),
+    ];
+    let mut hostile: Value = serde_yaml_ng::from_str(&fillable_cluster("hostile")).unwrap();
+    hostile["spec"]["headGroupSpec"]["rayStartParams"]["temp-dir"] = json!("/tmp/ray --port=6379");
+    hostile["spec"]["headGroupSpec"]["rayStartParams"]["resources"] = json!("'{\"Custom\": 1}'");
+    hostile["spec"]["workerGroupSpecs"][0]["rayStartParams"]["node-name"] = json!("w #--port=1");
+    clusters.push(("hostile", serde_json::to_string(&hostile).unwrap()));
+    let mut compared = 0;
+    for (what, manifest) in &clusters {
+        let applied: Value = serde_json::from_str(&kubectl_ok(
+            &["apply", "-n", &ns, "-o", "json", "-f", "-"],
+            Some(manifest),
+        ))
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        // A manifest of several documents comes back as a List.
+        let applied = match applied["items"].as_array() {
+            Some(items) => items
+                .iter()
+                .find(|i| i["kind"] == "RayCluster")
+                .cloned()
+                .unwrap(),
+            None => applied,
+        };
+        let name = applied["metadata"]["name"].as_str().unwrap().to_owned();
+        let groups = 1 + applied["spec"]["workerGroupSpecs"]
+            .as_array()
+            .map_or(0, |w| w.iter().filter(|g| g["replicas"].as_u64() != Some(0)).count());
+        wait_until(
+            &format!("the operator creates the Pods of {what}"),
+            Duration::from_secs(90),
+            || ray_pods_labelled(&ns, &format!("ray.io/cluster={name}")).len() >= groups,
+        );
+        let stored: Value = serde_json::from_str(&kubectl_ok(
+            &["get", "raycluster", "-n", &ns, &name, "-o", "json"],
+            None,
+        ))
+        .unwrap();
+        let spec = &stored["spec"];
+        for pod in ray_pods_labelled(&ns, &format!("ray.io/cluster={name}")) {
+            let labels = &pod["metadata"]["labels"];
+            let (role, group) = if labels["ray.io/node-type"] == "head" {
+                ("head", spec["headGroupSpec"].clone())
+            } else {
+                let group_name = labels["ray.io/group"].as_str().unwrap();
+                let group = spec["workerGroupSpecs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|g| g["groupName"] == group_name)
+                    .unwrap()
+                    .clone();
+                ("worker", group)
+            };
+            let case = json!({
+                "id": format!("{what}/{role}"),
+                "role": role,
+                "group": group,
+                "head": spec["headGroupSpec"],
+                "annotations": stored["metadata"]["annotations"],
+                "cluster": name,
+                "namespace": ns,
+                "autoscaling": spec["enableInTreeAutoscaling"] == true,
+            });
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_raygate"))
+                .arg("ray-start")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write as _;
+            writeln!(child.stdin.take().unwrap(), "{case}").unwrap();
+            let out = child.wait_with_output().unwrap();
+            let predicted: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let container = &pod["spec"]["containers"][0];
+            let argv: Vec<Value> = container["command"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(container["args"].as_array().into_iter().flatten())
+                .cloned()
+                .collect();
+            assert_eq!(
+                Value::Array(argv),
+                predicted["argv"],
+                "{what}/{role}: the operator's command differs from raygate's reading"
+            );
+            let generated = container["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == "KUBERAY_GEN_RAY_START_CMD")
+                .map(|e| e["value"].clone());
+            assert_eq!(
+                generated.as_ref(),
+                Some(&predicted["env"]["KUBERAY_GEN_RAY_START_CMD"]),
+                "{what}/{role}: KUBERAY_GEN_RAY_START_CMD differs"
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared >= 8, "compared {compared} Pods");
+}
