@@ -548,8 +548,10 @@ fn container_resources(
     }
     // `getResourcesMap`: an error (the params' resources are not a JSON map of numbers) makes
     // KubeRay log it and add nothing, not even `--num-gpus`.
-    let Some(mut resources) = go_resources_map(params.get("resources").map(String::as_str)) else {
-        return Ok(());
+    let mut resources = match go_resources_map(params.get("resources").map(String::as_str)) {
+        ResourcesMap::Map(map) => Some(map),
+        ResourcesMap::Nil => None,
+        ResourcesMap::Error => return Ok(()),
     };
     let mut accelerator_added = resources.as_ref().is_some_and(|map| {
         CUSTOM_ACCELERATORS
@@ -589,35 +591,50 @@ fn container_resources(
     Ok(())
 }
 
-/// `getResourcesMap`: the params' `resources` (trimmed of quotes, backticks and spaces) as Go's
-/// `json.Unmarshal` reads it into a `map[string]float64`. `None` when Go reports an error;
-/// `Some(None)` for JSON `null` (a nil map).
-#[allow(clippy::option_option)]
-fn go_resources_map(text: Option<&str>) -> Option<Option<BTreeMap<String, f64>>> {
+/// The params' `resources` as `getResourcesMap` reads them into a `map[string]float64`.
+enum ResourcesMap {
+    Map(BTreeMap<String, f64>),
+    /// JSON `null`: a nil map, which KubeRay reads but panics writing to.
+    Nil,
+    /// Go's `json.Unmarshal` reports an error.
+    Error,
+}
+
+/// `getResourcesMap`: the params' `resources`, trimmed of quotes, backticks and spaces, read
+/// as Go's `json.Unmarshal` reads it.
+fn go_resources_map(text: Option<&str>) -> ResourcesMap {
     let Some(text) = text else {
-        return Some(Some(BTreeMap::new()));
+        return ResourcesMap::Map(BTreeMap::new());
     };
     let text = text.trim_matches(|c| matches!(c, '\'' | '"' | '`' | ' '));
-    if serde_json::from_str::<Value>(text).ok()? == Value::Null {
-        return Some(None);
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Null) => return ResourcesMap::Nil,
+        Ok(Value::Object(_)) => {}
+        _ => return ResourcesMap::Error,
     }
     // Duplicate keys: the last wins, in Go as in a BTreeMap.
-    let raw: BTreeMap<String, Box<serde_json::value::RawValue>> =
-        serde_json::from_str(text).ok()?;
+    let Ok(raw) = serde_json::from_str::<BTreeMap<String, Box<serde_json::value::RawValue>>>(text)
+    else {
+        return ResourcesMap::Error;
+    };
     let mut map = BTreeMap::new();
     for (key, value) in raw {
         let number = match value.get() {
-            "null" => 0.0,
+            // Null leaves the element zero.
+            "null" => Some(0.0),
             // A JSON number (a string, bool or object is Go's UnmarshalTypeError), read as
             // `strconv.ParseFloat` reads it: correctly rounded, out of range an error.
             n if n.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
-                n.parse::<f64>().ok().filter(|f| f.is_finite())?
+                n.parse::<f64>().ok().filter(|f| f.is_finite())
             }
-            _ => return None,
+            _ => None,
+        };
+        let Some(number) = number else {
+            return ResourcesMap::Error;
         };
         map.insert(key, number);
     }
-    Some(Some(map))
+    ResourcesMap::Map(map)
 }
 
 /// `encoding/json`'s text for a `map[string]float64`: keys sorted, Go's escapes, Go's

@@ -1663,7 +1663,11 @@ fn the_operators_commands_are_the_ones_raygate_reads() {
         let name = applied["metadata"]["name"].as_str().unwrap().to_owned();
         let groups = 1 + applied["spec"]["workerGroupSpecs"]
             .as_array()
-            .map_or(0, |w| w.iter().filter(|g| g["replicas"].as_u64() != Some(0)).count());
+            .map_or(0, |w| {
+                w.iter()
+                    .filter(|g| g["replicas"].as_u64() != Some(0))
+                    .count()
+            });
         wait_until(
             &format!("the operator creates the Pods of {what}"),
             Duration::from_secs(90),

@@ -8,6 +8,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
+mod semantics;
+
+pub use semantics::{PolicyPod, connection_allowed};
+
 use super::Findings;
 use crate::policy::RAY_DEFAULT_WORKER_PORTS;
 use crate::ray::{
@@ -122,28 +126,7 @@ fn fill_cr_name_label(cluster: &ClusterSpec<'_>, out: &mut Findings<'_>) {
 }
 
 fn selector_matches(selector: &LabelSelector, labels: &PodLabels<'_>) -> bool {
-    let match_labels_ok = selector.match_labels.as_ref().is_none_or(|wanted| {
-        wanted
-            .iter()
-            .all(|(k, v)| labels.get(k.as_str()) == Some(&v.as_str()))
-    });
-    let expressions_ok = selector
-        .match_expressions
-        .as_ref()
-        .is_none_or(|expressions| {
-            expressions.iter().all(|e| {
-                let value = labels.get(e.key.as_str());
-                let values = e.values.as_deref().unwrap_or_default();
-                match e.operator.as_str() {
-                    "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-                    "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-                    "Exists" => value.is_some(),
-                    "DoesNotExist" => value.is_none(),
-                    _ => false,
-                }
-            })
-        });
-    match_labels_ok && expressions_ok
+    semantics::selector_matches(selector, |k| labels.get(k).copied())
 }
 
 /// The ports a numbered NetworkPolicy port entry admits, `endPort` included.
@@ -278,20 +261,15 @@ enum Direction {
     Egress,
 }
 
+/// Whether `policy` restricts `direction`, after the API server's defaulting.
 fn has_type(policy: &NetworkPolicy, direction: Direction) -> bool {
-    let spec = policy.spec.as_ref();
-    match spec.and_then(|s| s.policy_types.as_ref()) {
-        Some(types) => types.iter().any(|t| {
-            t == match direction {
-                Direction::Ingress => "Ingress",
-                Direction::Egress => "Egress",
-            }
-        }),
-        None => match direction {
-            Direction::Ingress => true,
-            Direction::Egress => spec.and_then(|s| s.egress.as_ref()).is_some(),
+    semantics::restricts(
+        policy,
+        match direction {
+            Direction::Ingress => semantics::Direction::Ingress,
+            Direction::Egress => semantics::Direction::Egress,
         },
-    }
+    )
 }
 
 /// The label every namespace carries with its own name.
@@ -404,7 +382,7 @@ fn admitted_between(
         return admitted;
     }
     for policy in restricting {
-        let Some(spec) = &policy.spec else { continue };
+        let spec = semantics::spec(policy);
         let rules: Vec<RuleView<'_>> = match direction {
             Direction::Ingress => spec
                 .ingress
@@ -448,13 +426,8 @@ fn selecting<'p>(
     in_namespace
         .iter()
         .copied()
-        .filter(|p| {
-            p.spec.as_ref().is_some_and(|s| {
-                s.pod_selector
-                    .as_ref()
-                    .is_none_or(|selector| selector_matches(selector, labels))
-            })
-        })
+        // A policy written without a spec selects every Pod (the API server stores an empty one).
+        .filter(|p| semantics::selects(p, |k| labels.get(k).copied()))
         .collect()
 }
 
@@ -785,10 +758,9 @@ fn egress_admits(
     beyond: impl Fn(&NetworkPolicyPeer) -> bool,
 ) -> bool {
     policies.iter().any(|policy| {
-        policy
-            .spec
+        semantics::spec(policy)
+            .egress
             .as_ref()
-            .and_then(|s| s.egress.as_ref())
             .into_iter()
             .flatten()
             .any(|rule| {

@@ -67,8 +67,10 @@ pub fn judge(cluster: &ClusterSpec<'_>, group: &NodeGroup<'_>, out: &mut Finding
     let params = match ray_command::kuberay_params(group, &context) {
         Ok(params) => params,
         Err(Refusal(why)) => {
-            // A param that is not a string is reported above; anything else is said here.
-            if params_ok {
+            // A param that is not a string is reported above, and a quantity that is none by
+            // resources/invalid-quantity (the CRD's schema refuses it before KubeRay sees
+            // it); anything else is said here.
+            if params_ok && !why.contains("not a Kubernetes quantity") {
                 out.report(START_COMMAND, &group.path, || {
                     format!(
                         "raygate cannot rebuild the {}'s `ray start` as KubeRay v1.5.0 does: {why}",
