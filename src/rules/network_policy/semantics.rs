@@ -182,6 +182,12 @@ pub fn port_matches(
     }
 }
 
+/// The peers and ports of one ingress or egress rule.
+type Rule<'p> = (
+    Option<&'p Vec<NetworkPolicyPeer>>,
+    Option<&'p Vec<NetworkPolicyPort>>,
+);
+
 /// Whether the policies of one end admit the connection in `direction`: not restricted by any
 /// policy selecting that end, or admitted by a rule of one of them.
 #[allow(clippy::too_many_arguments)]
@@ -206,10 +212,7 @@ fn direction_allows(
         }
         restricted = true;
         let spec = spec(policy);
-        let rules: Vec<(
-            Option<&Vec<NetworkPolicyPeer>>,
-            Option<&Vec<NetworkPolicyPort>>,
-        )> = match direction {
+        let rules: Vec<Rule<'_>> = match direction {
             Direction::Ingress => spec
                 .ingress
                 .iter()
