@@ -410,8 +410,9 @@ fn mark_enforced(object: &serde_json::Value) -> Option<json_patch::PatchOperatio
 }
 
 /// The Pods of a live RayCluster created before raygate enforced the plan are never patched
-/// (a default could shrink them or make them unschedulable), and are denied only for what the
-/// cluster's own pod template does not already do, so that installing raygate or leaving
+/// (a default could shrink them or make them unschedulable), and are denied only in a rule
+/// family the cluster's own templates do not already break (its network-policy findings
+/// without cluster state are never clean, so coverage never stops such a cluster scaling), so that installing raygate or leaving
 /// audit mode never stops a cluster scaling. Placement and host exposure always hold: no
 /// cluster, old or new, may put a Ray Pod on a master or on the node's network.
 /// (A cluster raygate has not seen yet has no owner here and is judged as new.)
@@ -432,12 +433,14 @@ fn spare_pods_of_unmarked_cluster(engine: &Engine, owner: &DynamicObject, decisi
     let mut view = ObjectRef::from_dynamic(owner);
     view.api_version = "ray.io/v1";
     view.kind = "RayCluster";
-    // What the cluster's templates already break, rule by rule.
-    let known: Vec<&'static str> = engine
+    // The families the cluster's templates already break. A Pod differs from its template
+    // in what KubeRay adds (its default ports, say), so the comparison is by family.
+    let family = |rule: &str| rule.split_once('/').map_or(rule, |(f, _)| f).to_owned();
+    let known: Vec<String> = engine
         .evaluate(&view, &Context::WITHOUT_CLUSTER)
         .violations
         .iter()
-        .map(|v| v.rule)
+        .map(|v| family(v.rule))
         .collect();
     let name = owner.metadata.name.as_deref().unwrap_or("");
     for v in decision
@@ -448,7 +451,7 @@ fn spare_pods_of_unmarked_cluster(engine: &Engine, owner: &DynamicObject, decisi
         let always_holds = v.rule.starts_with("placement/")
             || v.rule == crate::rules::ports::HOST_NETWORK
             || v.rule == crate::rules::ports::HOST_PORT;
-        if always_holds || !known.contains(&v.rule) {
+        if always_holds || !known.contains(&family(v.rule)) {
             continue;
         }
         v.action = Action::Warn;

@@ -1741,5 +1741,6 @@ fn the_operators_commands_are_the_ones_raygate_reads() {
             compared += 1;
         }
     }
-    assert!(compared >= 8, "compared {compared} Pods");
+    // Every head, and the worker groups with replicas (head-command has none).
+    assert!(compared >= 7, "compared {compared} Pods");
 }

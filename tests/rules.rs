@@ -1283,11 +1283,21 @@ mod network_policy {
         );
     }
 
+    /// KubeRay v1.5.0 has no `spec.networkPolicy` (a later operator has it behind an alpha
+    /// gate): the field alone covers nothing, and the policies that exist are judged.
     #[test]
-    fn kuberays_own_network_policy_satisfies_the_rule() {
+    fn kuberays_network_policy_field_alone_covers_nothing() {
         let mut c = cluster("c");
         c["spec"]["networkPolicy"] = json!({"mode": "DenyAllIngress"});
-        assert!(evaluate_with(&engine(), &c, &[]).violations.is_empty());
+        assert_eq!(
+            rules(&evaluate_with(&engine(), &c, &[])),
+            ["network-policy/missing", "network-policy/missing"]
+        );
+        assert!(
+            evaluate_with(&engine(), &c, &[network_policy("c")])
+                .violations
+                .is_empty()
+        );
     }
 
     fn ray_job(name: &str) -> Value {

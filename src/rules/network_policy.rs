@@ -209,13 +209,18 @@ impl Needed {
 
 /// Every port Ray 2.60.0 listens on between the pods of a cluster, for a node of `role`: the
 /// planned ports, the agent ports, the per-node ranges and the worker-process range.
-fn needed_for(role: Role, out: &Findings<'_>) -> Vec<Needed> {
+fn needed_for(role: Role, declared: &[(String, u32)], out: &Findings<'_>) -> Vec<Needed> {
     let plan = &out.policy().spec().ports;
+    // A named port in a policy admits a port only as the destination Pod declares it: that
+    // name, that number, TCP.
     let single = |port: u16, name: &str, rule| Needed {
         label: format!("{port} ({name})"),
         from: port.into(),
         to: port.into(),
-        name: Some(name.to_owned()),
+        name: declared
+            .iter()
+            .find(|(_, number)| *number == u32::from(port))
+            .map(|(declared_name, _)| declared_name.clone()),
         rule,
     };
     let planned = plan
@@ -223,10 +228,10 @@ fn needed_for(role: Role, out: &Findings<'_>) -> Vec<Needed> {
         .iter()
         .filter(|p| role == Role::Head || p.every_node)
         .map(|p| single(p.port, &p.name, BLOCKED_PORTS));
-    let node_ports = plan.node_ports.iter().map(|p| Needed {
-        name: None,
-        ..single(p.port, &p.name, BLOCKED_PORTS)
-    });
+    let node_ports = plan
+        .node_ports
+        .iter()
+        .map(|p| single(p.port, &p.name, BLOCKED_PORTS));
     let ranges = plan.node_ranges.iter().map(|r| Needed {
         label: format!("{}-{} ({})", r.from, r.to, r.ray_start_param),
         from: r.from.into(),
@@ -246,6 +251,27 @@ fn needed_for(role: Role, out: &Findings<'_>) -> Vec<Needed> {
         .chain(node_ports)
         .chain(ranges)
         .chain(std::iter::once(workers))
+        .collect()
+}
+
+/// The named TCP container ports of a pod spec, as named-port rules resolve them.
+fn declared_tcp_ports(pod: Option<&Value>) -> Vec<(String, u32)> {
+    pod.and_then(|p| p.get("containers"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("ports").and_then(Value::as_array))
+        .flatten()
+        .filter(|p| {
+            p.get("protocol")
+                .and_then(Value::as_str)
+                .is_none_or(|p| p == "TCP")
+        })
+        .filter_map(|p| {
+            let name = p.get("name").and_then(Value::as_str)?;
+            let number = p.get("containerPort").and_then(crate::ray::as_port)?;
+            Some((name.to_owned(), number))
+        })
         .collect()
 }
 
@@ -452,12 +478,14 @@ enum Coverage<'p> {
     },
 }
 
+/// `single_pod`: the target is one Pod (the head), whose traffic to itself is never blocked.
 fn coverage<'p>(
     in_namespace: &[&'p NetworkPolicy],
     namespace: &NamespaceView<'_>,
     target: &PodLabels<'_>,
     peers: &[&PodLabels<'_>],
     needed: &[Needed],
+    single_pod: bool,
 ) -> Coverage<'p> {
     let towards = selecting(in_namespace, target);
     if towards.is_empty() {
@@ -466,6 +494,9 @@ fn coverage<'p>(
     let mut blocked: Vec<Blocked> = Vec::new();
     let mut from: Vec<&NetworkPolicy> = Vec::new();
     for source_labels in peers {
+        if single_pod && std::ptr::eq(*source_labels, target) {
+            continue;
+        }
         namespace.unknown_seen.set(false);
         let ingress = admitted_between(&towards, Direction::Ingress, namespace, source_labels);
         let source_policies = selecting(in_namespace, source_labels);
@@ -542,15 +573,6 @@ fn policies_do(policies: &[&NetworkPolicy], one: &str, several: &str) -> String 
     }
 }
 
-fn cluster_manages_its_own_policies(cluster: &ClusterSpec<'_>) -> bool {
-    // KubeRay's own spec.networkPolicy makes the operator manage policies that admit
-    // all traffic inside the cluster.
-    cluster
-        .spec
-        .get("networkPolicy")
-        .is_some_and(|v| !v.is_null())
-}
-
 /// One needed port cut somewhere in a cluster, gathered over its groups.
 struct Cut<'a> {
     need: Needed,
@@ -587,9 +609,8 @@ pub fn check_cluster(
     if !rules.iter().any(|r| out.enabled(r)) {
         return;
     }
-    if cluster_manages_its_own_policies(cluster) {
-        return;
-    }
+    // KubeRay v1.5.0 has no spec.networkPolicy; a later operator creates policies from it
+    // behind an alpha gate. Either way the policies that exist are judged like any other.
     let namespace = namespace.unwrap_or("default");
     let NetworkPolicies::Known(all) = policies else {
         out.report(
@@ -623,12 +644,20 @@ pub fn check_cluster(
         if out.out_of_time() {
             return;
         }
-        let needed = needed_for(group.role, out);
+        let declared = declared_tcp_ports(group.spec.pointer("/template/spec"));
+        let needed = needed_for(group.role, &declared, out);
         let Coverage::Selected {
             towards,
             from,
             blocked,
-        } = coverage(&in_namespace, &namespace_view, labels, &peers, &needed)
+        } = coverage(
+            &in_namespace,
+            &namespace_view,
+            labels,
+            &peers,
+            &needed,
+            group.role == Role::Head,
+        )
         else {
             out.report(
                 MISSING,
@@ -962,7 +991,7 @@ pub fn check_pod(
     let mut head = own.clone();
     head.insert(LABEL_NODE_TYPE, "head");
     head.insert(LABEL_GROUP, HEAD_GROUP_LABEL_VALUE);
-    let needed = needed_for(pod.role, out);
+    let needed = needed_for(pod.role, &declared_tcp_ports(Some(pod.spec)), out);
     let root = json_patch::jsonptr::PointerBuf::new();
     let role = match pod.role {
         Role::Head => "head",
@@ -973,12 +1002,22 @@ pub fn check_pod(
         None => format!("{LABEL_CLUSTER}={}", pod.cluster),
     };
     let namespace_view = NamespaceView::new(namespace, namespace_labels);
+    // A head Pod is its group's only Pod, and its traffic to itself is never blocked: it is
+    // judged against a worker of its cluster (the live cluster, when known, adds every group).
+    let mut worker = own.clone();
+    worker.insert(LABEL_NODE_TYPE, "worker");
+    worker.remove(LABEL_GROUP);
+    let peers: Vec<&PodLabels<'_>> = match pod.role {
+        Role::Head => vec![&worker],
+        Role::Worker => vec![&own, &head],
+    };
     let judged = coverage(
         &in_namespace,
         &namespace_view,
         &own,
-        &[&own, &head],
+        &peers,
         &needed,
+        pod.role == Role::Head,
     );
     report_guess(&namespace_view, &root, out);
     match judged {
