@@ -1151,6 +1151,137 @@ mod network_policy {
         assert!(d.violations.is_empty(), "{:#?}", d.violations);
     }
 
+    /// The API server's defaulting, applied before judging, as offline `check` must.
+    #[test]
+    fn policies_are_judged_as_the_api_server_defaults_them() {
+        // `policyTypes: []` with `ingress: []` becomes [Ingress]: it blocks all ingress.
+        let mut np = network_policy("c");
+        np["spec"]["policyTypes"] = json!([]);
+        np["spec"]["ingress"] = json!([]);
+        let d = evaluate_with(&engine(), &cluster("c"), &[np]);
+        assert!(
+            rules(&d).contains(&"network-policy/blocked-ports"),
+            "{:#?}",
+            d.violations
+        );
+        // No policyTypes and an empty egress list leave egress unrestricted.
+        let mut np = network_policy("c");
+        np["spec"].as_object_mut().unwrap().remove("policyTypes");
+        np["spec"]["egress"] = json!([]);
+        let d = evaluate_with(&engine(), &cluster("c"), &[np]);
+        assert!(d.violations.is_empty(), "{:#?}", d.violations);
+        // A policy without spec selects every Pod and denies all ingress: the cluster is
+        // covered, and cut off.
+        let mut bare = network_policy("other");
+        bare.as_object_mut().unwrap().remove("spec");
+        let d = evaluate_with(&engine(), &cluster("c"), &[bare]);
+        assert!(
+            !rules(&d).contains(&"network-policy/missing"),
+            "{:#?}",
+            d.violations
+        );
+        assert!(
+            rules(&d).contains(&"network-policy/blocked-ports"),
+            "{:#?}",
+            d.violations
+        );
+    }
+
+    /// DNS must be reachable by every group whose egress is restricted, from its own
+    /// policies, at the cluster's DNS Pods.
+    #[test]
+    fn dns_rules_count_only_when_they_reach_kube_dns_from_every_group() {
+        // The wrong namespace, or Pods that are not kube-dns.
+        for (field, value) in [
+            (
+                "namespaceSelector",
+                json!({"matchLabels": {"kubernetes.io/metadata.name": "default"}}),
+            ),
+            ("podSelector", json!({"matchLabels": {"app": "web"}})),
+        ] {
+            let mut dns = to_dns();
+            dns["to"][0][field] = value;
+            let d = evaluate_with(
+                &engine(),
+                &cluster("c"),
+                &[egress_policy(json!([to_cluster(), dns]))],
+            );
+            assert_eq!(rules(&d), ["network-policy/dns-egress"], "{field}");
+        }
+        // An ipBlock whose except covers the whole block admits nothing.
+        let mut emptied = to_dns();
+        emptied["to"] =
+            json!([{"ipBlock": {"cidr": "198.18.0.0/16", "except": ["198.18.0.0/15"]}}]);
+        let d = evaluate_with(
+            &engine(),
+            &cluster("c"),
+            &[egress_policy(json!([to_cluster(), emptied]))],
+        );
+        assert_eq!(rules(&d), ["network-policy/dns-egress"]);
+        // A DNS rule in the head's policy does not cover workers whose own policy lacks one.
+        let mut head = egress_policy(json!([to_cluster(), to_dns()]));
+        head["metadata"]["name"] = json!("head");
+        head["spec"]["podSelector"] = json!({"matchLabels": {"ray.io/node-type": "head"}});
+        let mut workers = egress_policy(json!([to_cluster()]));
+        workers["metadata"]["name"] = json!("workers");
+        workers["spec"]["podSelector"] = json!({"matchLabels": {"ray.io/node-type": "worker"}});
+        let d = evaluate_with(&engine(), &cluster("c"), &[head, workers]);
+        assert_eq!(
+            rules(&d),
+            ["network-policy/dns-egress"],
+            "{:#?}",
+            d.violations
+        );
+        assert!(d.violations[0].message.contains("worker group \"cpu\""));
+        // kube-system selected by a label raygate cannot see offline: not verified, not passed.
+        let mut labelled = to_dns();
+        labelled["to"][0]["namespaceSelector"] = json!({"matchLabels": {"team": "platform"}});
+        let d = evaluate_with(
+            &engine(),
+            &cluster("c"),
+            &[egress_policy(json!([to_cluster(), labelled]))],
+        );
+        assert_eq!(
+            rules(&d),
+            ["network-policy/not-verified"],
+            "{:#?}",
+            d.violations
+        );
+    }
+
+    /// A named port admits what the destination declares under that name over TCP.
+    #[test]
+    fn named_ports_resolve_on_the_destination_by_name_and_protocol() {
+        let mut c = cluster("c");
+        for group in ["/spec/headGroupSpec", "/spec/workerGroupSpecs/0"] {
+            let ports = c
+                .pointer_mut(&format!("{group}/template/spec/containers/0/ports"))
+                .unwrap()
+                .as_array_mut()
+                .unwrap();
+            ports.push(json!({"name": "agent-grpc", "containerPort": 8601}));
+        }
+        let mut np = network_policy("c");
+        np["spec"]["ingress"][0]["ports"] = json!([
+            {"port": "gcs-server"}, {"port": "client"}, {"port": "dashboard"}, {"port": "serve"},
+            {"port": "metrics"}, {"port": "agent-grpc"}, {"port": 52365},
+            {"port": 8301, "endPort": 8600}, {"port": 10003, "endPort": 19999}]);
+        let d = evaluate_with(&engine(), &c, std::slice::from_ref(&np));
+        assert!(d.violations.is_empty(), "{:#?}", d.violations);
+        // The same names over UDP admit nothing over TCP.
+        for port in np["spec"]["ingress"][0]["ports"].as_array_mut().unwrap() {
+            if port["port"].is_string() {
+                port["protocol"] = json!("UDP");
+            }
+        }
+        let d = evaluate_with(&engine(), &c, &[np]);
+        assert!(
+            rules(&d).contains(&"network-policy/blocked-ports"),
+            "{:#?}",
+            d.violations
+        );
+    }
+
     #[test]
     fn the_autoscaler_must_reach_the_api_server() {
         let mut c = cluster("c");

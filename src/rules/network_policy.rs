@@ -298,8 +298,7 @@ fn has_type(policy: &NetworkPolicy, direction: Direction) -> bool {
     )
 }
 
-/// The label every namespace carries with its own name.
-const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+use semantics::NAMESPACE_NAME_LABEL;
 
 /// The namespace of a cluster as NetworkPolicy `namespaceSelector`s see it.
 pub struct NamespaceView<'a> {
@@ -639,7 +638,7 @@ pub fn check_cluster(
     };
 
     let mut cuts: Vec<Cut<'_>> = Vec::new();
-    let mut egress_restricted: Vec<&NetworkPolicy> = Vec::new();
+    let mut egress_restricted: Vec<(String, Vec<&NetworkPolicy>)> = Vec::new();
     for (group, labels) in &groups {
         if out.out_of_time() {
             return;
@@ -674,7 +673,9 @@ pub fn check_cluster(
             .copied()
             .filter(|p| has_type(p, Direction::Egress))
             .collect();
-        add_unique(&mut egress_restricted, &restricting);
+        if !restricting.is_empty() {
+            egress_restricted.push((group.describe(), restricting.clone()));
+        }
         if group.role == Role::Head {
             check_apiserver_egress(cluster, group, &restricting, out);
         }
@@ -803,35 +804,145 @@ fn egress_admits(
     })
 }
 
-/// Workers reach the head through its Service name, so pods whose egress is restricted must
-/// still reach the cluster's DNS (kube-dns is outside the namespace's pods).
+/// Whether a peer of an egress rule can reach the cluster's DNS Pods: `kube-system` by its
+/// name and `k8s-app=kube-dns` (an empty podSelector too), an ipBlock that its `except` does
+/// not empty, or `None` when it selects the namespace by labels raygate cannot see.
+fn peer_reaches_dns(peer: &NetworkPolicyPeer) -> Option<bool> {
+    if let Some(block) = &peer.ip_block {
+        let except = block.except.as_deref().unwrap_or_default();
+        return Some(!except.iter().any(|e| covers_cidr(e, &block.cidr)));
+    }
+    let Some(namespaces) = &peer.namespace_selector else {
+        // Pods of the policy's own namespace: not kube-system's DNS.
+        return Some(false);
+    };
+    let pods_ok = peer.pod_selector.as_ref().is_none_or(|s| {
+        semantics::selector_matches(s, |k| (k == DNS_POD_LABEL.0).then_some(DNS_POD_LABEL.1))
+    });
+    if !pods_ok {
+        return Some(false);
+    }
+    let other_keys = namespaces
+        .match_labels
+        .iter()
+        .flatten()
+        .any(|(k, _)| k != NAMESPACE_NAME_LABEL)
+        || namespaces
+            .match_expressions
+            .iter()
+            .flatten()
+            .any(|e| e.key != NAMESPACE_NAME_LABEL);
+    let by_name = semantics::selector_matches(namespaces, |k| {
+        (k == NAMESPACE_NAME_LABEL).then_some(DNS_NAMESPACE)
+    });
+    match (by_name, other_keys) {
+        (true, false) => Some(true),
+        (true, true) | (false, true) => {
+            // kube-system's other labels are unknown here: only the name decides.
+            let on_name_only = LabelSelector {
+                match_labels: namespaces.match_labels.as_ref().map(|m| {
+                    m.iter()
+                        .filter(|(k, _)| k.as_str() == NAMESPACE_NAME_LABEL)
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                }),
+                match_expressions: namespaces.match_expressions.as_ref().map(|e| {
+                    e.iter()
+                        .filter(|r| r.key == NAMESPACE_NAME_LABEL)
+                        .cloned()
+                        .collect()
+                }),
+            };
+            let name_ok = semantics::selector_matches(&on_name_only, |k| {
+                (k == NAMESPACE_NAME_LABEL).then_some(DNS_NAMESPACE)
+            });
+            // The name fits: whether the rest does depends on labels raygate cannot see.
+            if name_ok { None } else { Some(false) }
+        }
+        (false, false) => Some(false),
+    }
+}
+
+/// Whether CIDR `outer` holds all of `inner`.
+fn covers_cidr(outer: &str, inner: &str) -> bool {
+    let (Some((_, bits)), Some((_, inner_bits))) = (outer.split_once('/'), inner.split_once('/'))
+    else {
+        return false;
+    };
+    let (Ok(bits), Ok(inner_bits), Some(inner_base)) = (
+        bits.parse::<u32>(),
+        inner_bits.parse::<u32>(),
+        inner.split_once('/').and_then(|(b, _)| b.parse().ok()),
+    ) else {
+        return false;
+    };
+    bits <= inner_bits && semantics::ip_in_block(inner_base, outer, &[])
+}
+
+/// The cluster's DNS Pods, as kubeadm and most distributions run CoreDNS.
+const DNS_NAMESPACE: &str = "kube-system";
+const DNS_POD_LABEL: (&str, &str) = ("k8s-app", "kube-dns");
+
+/// Workers reach the head through its Service name, so every group whose egress is
+/// restricted must still reach the cluster's DNS Pods, by its own policies.
 fn check_dns_egress(
     cluster: &ClusterSpec<'_>,
-    restricting: &[&NetworkPolicy],
+    restricted_groups: &[(String, Vec<&NetworkPolicy>)],
     out: &mut Findings<'_>,
 ) {
-    if restricting.is_empty() || !out.enabled(DNS_EGRESS) {
+    if restricted_groups.is_empty() || !out.enabled(DNS_EGRESS) {
         return;
     }
-    let beyond =
-        |peer: &NetworkPolicyPeer| peer.namespace_selector.is_some() || peer.ip_block.is_some();
-    let missing: Vec<String> = [("UDP", "dns"), ("TCP", "dns-tcp")]
-        .into_iter()
-        .filter(|(protocol, name)| !egress_admits(restricting, protocol, 53, &[name], beyond))
-        .map(|(protocol, _)| format!("{protocol} 53"))
-        .collect();
-    if missing.is_empty() {
-        return;
+    let mut lacking: Vec<String> = Vec::new();
+    let mut unverified: Vec<String> = Vec::new();
+    let mut policies: Vec<&NetworkPolicy> = Vec::new();
+    for (group, restricting) in restricted_groups {
+        let unknown = std::cell::Cell::new(false);
+        let missing: Vec<String> = [("UDP", "dns"), ("TCP", "dns-tcp")]
+            .into_iter()
+            .filter(|(protocol, name)| {
+                let reaches = |peer: &NetworkPolicyPeer| match peer_reaches_dns(peer) {
+                    Some(known) => known,
+                    None => {
+                        unknown.set(true);
+                        false
+                    }
+                };
+                !egress_admits(restricting, protocol, 53, &[name], reaches)
+            })
+            .map(|(protocol, _)| format!("{protocol} 53"))
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        add_unique(&mut policies, restricting);
+        if unknown.get() {
+            unverified.push(group.clone());
+        } else {
+            lacking.push(format!("{group} ({})", super::and_list(&missing)));
+        }
     }
-    out.report(
-        DNS_EGRESS,
-        &cluster.path,
-        || format!(
-            "{} egress of the cluster's pods but not to DNS ({}), so workers cannot resolve the head Service; add an egress rule `- to: [{{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: kube-system}}}}, podSelector: {{matchLabels: {{k8s-app: kube-dns}}}}}}]` with `ports: [{{protocol: UDP, port: 53}}, {{protocol: TCP, port: 53}}]`",
-            policies_do(restricting, "restricts", "restrict"),
-            super::and_list(&missing)
-        ),
-    );
+    if !lacking.is_empty() {
+        out.report(
+            DNS_EGRESS,
+            &cluster.path,
+            || format!(
+                "{} egress of the cluster's pods but not to the cluster's DNS Pods (kube-system, k8s-app=kube-dns) for the {}, so workers cannot resolve the head Service; add to each such policy an egress rule `- to: [{{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: kube-system}}}}, podSelector: {{matchLabels: {{k8s-app: kube-dns}}}}}}]` with `ports: [{{protocol: UDP, port: 53}}, {{protocol: TCP, port: 53}}]`",
+                policies_do(&policies, "restricts", "restrict"),
+                super::and_list(&lacking)
+            ),
+        );
+    }
+    if !unverified.is_empty() && lacking.is_empty() {
+        out.report(
+            NOT_VERIFIED,
+            &cluster.path,
+            || format!(
+                "could not verify that the {} reach DNS: their egress rules select kube-system by labels raygate cannot see offline; select it by kubernetes.io/metadata.name: kube-system",
+                super::and_list(&unverified)
+            ),
+        );
+    }
 }
 
 /// The in-tree autoscaler runs beside the head and calls the API server.
