@@ -411,11 +411,12 @@ fn mark_enforced(object: &serde_json::Value) -> Option<json_patch::PatchOperatio
 
 /// The Pods of a live RayCluster created before raygate enforced the plan are never patched
 /// (a default could shrink them or make them unschedulable), and are denied only in a rule
-/// family the cluster's own templates do not already break (its network-policy findings
-/// without cluster state are never clean, so coverage never stops such a cluster scaling), so that installing raygate or leaving
-/// audit mode never stops a cluster scaling. Placement and host exposure always hold: no
-/// cluster, old or new, may put a Ray Pod on a master or on the node's network.
-/// (A cluster raygate has not seen yet has no owner here and is judged as new.)
+/// family the cluster's own templates do not already break, so that installing raygate or
+/// leaving audit mode never stops a cluster scaling (without cluster state its templates'
+/// network-policy findings are never clean, so coverage does not stop it either). A Pod on a
+/// master and host exposure are always denied: no cluster, old or new, may put a Ray Pod on a
+/// master or on the node's network. (A cluster raygate has not seen yet has no owner here and
+/// is judged as new.)
 fn spare_pods_of_unmarked_cluster(engine: &Engine, owner: &DynamicObject, decision: &mut Decision) {
     let marked = owner
         .metadata
@@ -448,9 +449,16 @@ fn spare_pods_of_unmarked_cluster(engine: &Engine, owner: &DynamicObject, decisi
         .iter_mut()
         .filter(|v| v.action == Action::Deny)
     {
-        let always_holds = v.rule.starts_with("placement/")
-            || v.rule == crate::rules::ports::HOST_NETWORK
-            || v.rule == crate::rules::ports::HOST_PORT;
+        // A move onto a master or onto the node's network is never grandfathered; a Pod that
+        // is merely not pinned, like its template, is (else the cluster could not scale).
+        let always_holds = [
+            crate::rules::placement::NODE_NAME,
+            crate::rules::placement::TARGETS_MASTER,
+            crate::rules::placement::TOLERATES_CONTROL_PLANE,
+            crate::rules::ports::HOST_NETWORK,
+            crate::rules::ports::HOST_PORT,
+        ]
+        .contains(&v.rule);
         if always_holds || !known.contains(&family(v.rule)) {
             continue;
         }
