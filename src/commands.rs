@@ -655,6 +655,16 @@ pub fn ray_start_cases(input: impl std::io::BufRead, mut out: impl Write) -> any
             autoscaling,
         };
         let params = ray_command::kuberay_params(&group, &context);
+        let spec_holder = Value::Object(Default::default());
+        let cluster_spec = crate::ray::ClusterSpec {
+            source: crate::ray::ClusterSource::RayCluster,
+            name: &cluster,
+            spec: &spec_holder,
+            path: json_patch::jsonptr::PointerBuf::new(),
+            root: &spec_holder,
+            overwrite_cmd: overwrite,
+        };
+        let labels = network_policy::pod_labels(&cluster_spec, &group);
         let result = match params {
             Ok(params) => {
                 let launch = ray_command::launch(&group, &params, overwrite);
@@ -675,9 +685,12 @@ pub fn ray_start_cases(input: impl std::io::BufRead, mut out: impl Write) -> any
                     "start": start.as_ref().map(|s| &s.words),
                     "options": start.as_ref().map(|s| s.options.iter().map(|(k, v)| (k.to_string(), v.shown())).collect::<std::collections::BTreeMap<_, _>>()),
                     "refused": refused.or(refusal),
+                    "labels": labels,
                 })
             }
-            Err(why) => serde_json::json!({"id": case.get("id"), "refused": why.0}),
+            Err(why) => {
+                serde_json::json!({"id": case.get("id"), "refused": why.0, "labels": labels})
+            }
         };
         writeln!(out, "{result}")?;
     }

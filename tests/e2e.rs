@@ -1643,6 +1643,9 @@ fn the_operators_commands_are_the_ones_raygate_reads() {
     hostile["spec"]["headGroupSpec"]["rayStartParams"]["temp-dir"] = json!("/tmp/ray --port=6379");
     hostile["spec"]["headGroupSpec"]["rayStartParams"]["resources"] = json!("'{\"Custom\": 1}'");
     hostile["spec"]["workerGroupSpecs"][0]["rayStartParams"]["node-name"] = json!("w #--port=1");
+    // Template labels override KubeRay's own but for node-type, group and cluster.
+    hostile["spec"]["workerGroupSpecs"][0]["template"]["metadata"] = json!({"labels": {
+        "ray.io/is-ray-node": "no", "ray.io/node-type": "head", "app.kubernetes.io/name": "mine", "team": "ml"}});
     clusters.push(("hostile", serde_json::to_string(&hostile).unwrap()));
     let mut compared = 0;
     for (what, manifest) in &clusters {
@@ -1737,6 +1740,17 @@ fn the_operators_commands_are_the_ones_raygate_reads() {
                 generated.as_ref(),
                 Some(&predicted["env"]["KUBERAY_GEN_RAY_START_CMD"]),
                 "{what}/{role}: KUBERAY_GEN_RAY_START_CMD differs"
+            );
+            // The labels KubeRay really sets are the ones raygate's NetworkPolicy judgement
+            // predicts (template labels such as ray.io/is-ray-node: "no" included).
+            let mut labels = pod["metadata"]["labels"].clone();
+            if let Some(map) = labels.as_object_mut() {
+                // The controller's own bookkeeping label, not a template one.
+                map.remove("pod-template-hash");
+            }
+            assert_eq!(
+                labels, predicted["labels"],
+                "{what}/{role}: the operator's Pod labels differ from raygate's prediction"
             );
             compared += 1;
         }

@@ -1187,6 +1187,29 @@ mod network_policy {
         );
     }
 
+    /// Policies are matched against the labels KubeRay v1.5.0 really sets: its own
+    /// (`app.kubernetes.io/name`, `ray.io/identifier`, ...), overridden by the template's.
+    #[test]
+    fn selection_uses_the_labels_kuberay_really_sets() {
+        let mut np = network_policy("c");
+        np["spec"]["podSelector"] = json!({"matchLabels": {
+            "app.kubernetes.io/name": "kuberay", "ray.io/identifier": "c-worker"}});
+        np["spec"]["ingress"][0]["from"] = json!([{"podSelector": {"matchLabels": {"app.kubernetes.io/created-by": "kuberay-operator"}}}]);
+        let d = evaluate_with(&engine(), &cluster("c"), &[np]);
+        // Only the workers are selected: the head is not covered.
+        assert_eq!(rules(&d), ["network-policy/missing"], "{:#?}", d.violations);
+        assert_eq!(d.violations[0].path, "/spec/headGroupSpec");
+        // A template label overrides KubeRay's ray.io/is-ray-node, so an exclusion by it holds.
+        let mut c = cluster("c");
+        c["spec"]["workerGroupSpecs"][0]["template"]["metadata"] =
+            json!({"labels": {"ray.io/is-ray-node": "no"}});
+        let mut np = network_policy("c");
+        np["spec"]["podSelector"] = json!({"matchLabels": {"ray.io/is-ray-node": "yes"}});
+        let d = evaluate_with(&engine(), &c, &[np]);
+        assert_eq!(rules(&d), ["network-policy/missing"], "{:#?}", d.violations);
+        assert_eq!(d.violations[0].path, "/spec/workerGroupSpecs/0");
+    }
+
     /// DNS must be reachable by every group whose egress is restricted, from its own
     /// policies, at the cluster's DNS Pods.
     #[test]

@@ -54,16 +54,80 @@ fn cr_name_label<'a>(cluster: &ClusterSpec<'a>) -> Option<&'a str> {
     (cluster.source != ClusterSource::RayCluster && fits).then_some(name)
 }
 
-/// The labels KubeRay v1.5.0 puts on the pods of one group: the template's own labels (with
-/// raygate's fill-in) and its `ray.io/*` labels. A generated cluster's name is unknown.
-fn group_labels<'a>(cluster: &ClusterSpec<'a>, group: &NodeGroup<'a>) -> PodLabels<'a> {
+/// The labels KubeRay v1.5.0 gives the Pods of `group` (see [`group_labels`]).
+pub fn pod_labels(cluster: &ClusterSpec<'_>, group: &NodeGroup<'_>) -> BTreeMap<String, String> {
+    let ids = identifiers(cluster.name);
+    group_labels(cluster, group, &ids)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// `utils.CheckLabel` of KubeRay v1.5.0: a label value cut to its last 63 bytes, and a
+/// leading punctuation mark replaced by `r`.
+pub fn kuberay_label_value(value: &str) -> String {
+    let mut value = value.as_bytes();
+    if value.len() > 63 {
+        value = &value[value.len() - 63..];
+    }
+    let mut text = String::from_utf8_lossy(value).into_owned();
+    if text.starts_with(|c: char| c.is_ascii_punctuation()) {
+        text.replace_range(..1, "r");
+    }
+    text
+}
+
+/// The `ray.io/identifier` values of a cluster's head and worker Pods.
+pub fn identifiers(cluster_name: &str) -> [String; 2] {
+    [
+        kuberay_label_value(&format!("{cluster_name}-head")),
+        kuberay_label_value(&format!("{cluster_name}-worker")),
+    ]
+}
+
+/// The labels KubeRay v1.5.0 puts on the Pods of one group (`labelPod` over `mergeLabels`):
+/// its own (`ray.io/is-ray-node`, `ray.io/identifier`, `app.kubernetes.io/name` and
+/// `created-by`), overridden by the template's labels and then the group's `labels`, except
+/// `ray.io/node-type`, `ray.io/group` and `ray.io/cluster`, which KubeRay always sets. A
+/// generated cluster's name (RayJob, RayService) is unknown, and so are the labels made of it.
+fn group_labels<'a>(
+    cluster: &ClusterSpec<'a>,
+    group: &NodeGroup<'a>,
+    ids: &'a [String; 2],
+) -> PodLabels<'a> {
     let mut labels = PodLabels::new();
+    labels.insert(LABEL_IS_RAY_NODE, "yes");
+    labels.insert("app.kubernetes.io/name", "kuberay");
+    labels.insert("app.kubernetes.io/created-by", "kuberay-operator");
+    if cluster.source == ClusterSource::RayCluster {
+        labels.insert(LABEL_CLUSTER, cluster.name);
+        let id = match group.role {
+            Role::Head => &ids[0],
+            Role::Worker => &ids[1],
+        };
+        labels.insert("ray.io/identifier", id.as_str());
+    }
+    // The label raygate fills into an embedded cluster's templates (a value already there
+    // stays, below).
     if let Some(name) = cr_name_label(cluster) {
         labels.insert(LABEL_CR_NAME, name);
     }
+    let mut overrides = PodLabels::new();
     group.template_labels().for_each(|k, v| {
-        labels.insert(k, v);
+        overrides.insert(k, v);
     });
+    if let Some(own) = group.spec.get("labels").and_then(Value::as_object) {
+        for (k, v) in own {
+            if let Some(v) = v.as_str() {
+                overrides.insert(k, v);
+            }
+        }
+    }
+    for (k, v) in overrides {
+        if ![LABEL_NODE_TYPE, LABEL_GROUP, LABEL_CLUSTER].contains(&k) {
+            labels.insert(k, v);
+        }
+    }
     labels.insert(
         LABEL_NODE_TYPE,
         match group.role {
@@ -72,10 +136,6 @@ fn group_labels<'a>(cluster: &ClusterSpec<'a>, group: &NodeGroup<'a>) -> PodLabe
         },
     );
     labels.insert(LABEL_GROUP, group.name);
-    labels.insert(LABEL_IS_RAY_NODE, "yes");
-    if cluster.source == ClusterSource::RayCluster {
-        labels.insert(LABEL_CLUSTER, cluster.name);
-    }
     labels
 }
 
@@ -623,10 +683,11 @@ pub fn check_cluster(
     };
     let in_namespace = in_namespace(all, namespace);
     let namespace_view = NamespaceView::new(namespace, namespace_labels);
+    let ids = identifiers(cluster.name);
     let groups: Vec<(NodeGroup<'_>, PodLabels<'_>)> = cluster
         .groups()
         .map(|g| {
-            let labels = group_labels(cluster, &g);
+            let labels = group_labels(cluster, &g, &ids);
             (g, labels)
         })
         .collect();
