@@ -501,13 +501,20 @@ mod ports {
             ))
             .is_empty()
         );
-        // A gRPC proxy on a planned port clashes; Serve's default 9000 does not.
+        // A gRPC proxy on a planned port clashes, and Serve's default 9000 is off the plan
+        // unless the policy allows it.
         let grpc = |port: &str| {
             serve_findings(&format!(
                 "http_options: {{port: 8001}}\ngrpc_options: {{{port}grpc_servicer_functions: [a.b]}}\n{apps}"
             ))
         };
-        assert!(grpc("").is_empty());
+        let default = grpc("");
+        assert!(
+            default[0]
+                .message
+                .contains("listens on 9000, which is not on the port plan"),
+            "{default:#?}"
+        );
         let clash = grpc("port: 8301, ");
         assert!(
             clash[0].message.contains("8301-8400 (object-manager-port)"),

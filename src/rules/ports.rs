@@ -1080,7 +1080,11 @@ pub fn check_serve_config(object: &Value, out: &mut Findings<'_>) {
                     .filter(|w| w.contains(port))
                     .map(|w| format!("the worker range {w}"))
             });
-        planned.or(forbidden).or(ranges)
+        let unplanned = (!plan.extra_allowed.iter().any(|p| u32::from(*p) == port)).then(|| {
+            "not on the port plan (add it to the policy's ports.extraAllowed to allow it)"
+                .to_owned()
+        });
+        planned.or(forbidden).or(ranges).or(unplanned)
     });
     match (grpc, clash) {
         (None, _) => out.report(
@@ -1092,7 +1096,7 @@ pub fn check_serve_config(object: &Value, out: &mut Findings<'_>) {
             SERVE_CONFIG,
             &path,
             || format!(
-                "serveConfigV2's gRPC proxy listens on {port}, which is {clash}; set grpc_options.port to a port the plan leaves free (Serve's default is {SERVE_DEFAULT_GRPC_PORT})"
+                "serveConfigV2's gRPC proxy listens on {port}, which is {clash}; set grpc_options.port to a port of ports.extraAllowed that the plan leaves free (Serve's default is {SERVE_DEFAULT_GRPC_PORT})"
             ),
         ),
         _ => {}
