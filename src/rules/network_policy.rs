@@ -335,12 +335,6 @@ fn declared_tcp_ports(pod: Option<&Value>) -> Vec<(String, u32)> {
         .collect()
 }
 
-/// The peers and ports of one ingress or egress rule.
-type RuleView<'a> = (
-    Option<&'a Vec<NetworkPolicyPeer>>,
-    Option<&'a Vec<NetworkPolicyPort>>,
-);
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Direction {
     Ingress,
@@ -467,21 +461,13 @@ fn admitted_between(
         return admitted;
     }
     for policy in restricting {
-        let spec = semantics::spec(policy);
-        let rules: Vec<RuleView<'_>> = match direction {
-            Direction::Ingress => spec
-                .ingress
-                .iter()
-                .flatten()
-                .map(|r| (r.from.as_ref(), r.ports.as_ref()))
-                .collect(),
-            Direction::Egress => spec
-                .egress
-                .iter()
-                .flatten()
-                .map(|r| (r.to.as_ref(), r.ports.as_ref()))
-                .collect(),
-        };
+        let rules = semantics::rules(
+            policy,
+            match direction {
+                Direction::Ingress => semantics::Direction::Ingress,
+                Direction::Egress => semantics::Direction::Egress,
+            },
+        );
         for (peers, ports) in rules {
             let from_peer = peers
                 .filter(|p| !p.is_empty())

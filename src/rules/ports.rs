@@ -77,14 +77,10 @@ pub fn check_pod(
     host_exposure_allowed: bool,
     out: &mut Findings<'_>,
 ) {
+    check_pod_ports(pod, subject, true, host_exposure_allowed, out);
     let plan = &out.policy().spec().ports;
-    check_forbidden_ports(pod, plan, out);
-    check_declared_ports(pod, true, plan, out);
     if let Some(ray) = pod.ray_container() {
         check_moving_env(pod, &ray, plan, out);
-    }
-    if !host_exposure_allowed {
-        host::check_pod_spec(pod, subject, out);
     }
 }
 
@@ -95,9 +91,20 @@ pub fn check_other_pod(
     host_exposure_allowed: bool,
     out: &mut Findings<'_>,
 ) {
+    check_pod_ports(pod, subject, false, host_exposure_allowed, out);
+}
+
+/// Forbidden and declared ports, and host exposure, of a pod spec.
+fn check_pod_ports(
+    pod: &PodSpecRef<'_>,
+    subject: &str,
+    ray_node: bool,
+    host_exposure_allowed: bool,
+    out: &mut Findings<'_>,
+) {
     let plan = &out.policy().spec().ports;
     check_forbidden_ports(pod, plan, out);
-    check_declared_ports(pod, false, plan, out);
+    check_declared_ports(pod, ray_node, plan, out);
     if !host_exposure_allowed {
         host::check_pod_spec(pod, subject, out);
     }

@@ -183,10 +183,29 @@ pub fn port_matches(
 }
 
 /// The peers and ports of one ingress or egress rule.
-type Rule<'p> = (
+pub type Rule<'p> = (
     Option<&'p Vec<NetworkPolicyPeer>>,
     Option<&'p Vec<NetworkPolicyPort>>,
 );
+
+/// The peers and ports of each rule of `policy` in `direction`.
+pub fn rules(policy: &NetworkPolicy, direction: Direction) -> Vec<Rule<'_>> {
+    let spec = spec(policy);
+    match direction {
+        Direction::Ingress => spec
+            .ingress
+            .iter()
+            .flatten()
+            .map(|r| (r.from.as_ref(), r.ports.as_ref()))
+            .collect(),
+        Direction::Egress => spec
+            .egress
+            .iter()
+            .flatten()
+            .map(|r| (r.to.as_ref(), r.ports.as_ref()))
+            .collect(),
+    }
+}
 
 /// Whether the policies of one end admit the connection in `direction`: not restricted by any
 /// policy selecting that end, or admitted by a rule of one of them.
@@ -211,21 +230,7 @@ fn direction_allows(
             continue;
         }
         restricted = true;
-        let spec = spec(policy);
-        let rules: Vec<Rule<'_>> = match direction {
-            Direction::Ingress => spec
-                .ingress
-                .iter()
-                .flatten()
-                .map(|r| (r.from.as_ref(), r.ports.as_ref()))
-                .collect(),
-            Direction::Egress => spec
-                .egress
-                .iter()
-                .flatten()
-                .map(|r| (r.to.as_ref(), r.ports.as_ref()))
-                .collect(),
-        };
+        let rules = rules(policy, direction);
         for (peers, ports) in rules {
             let peer_ok = peers.filter(|p| !p.is_empty()).is_none_or(|peers| {
                 peers
