@@ -1279,6 +1279,32 @@ mod network_policy {
         );
     }
 
+    /// A hint names what blocks: the peers when a rule already admits the port, a missing
+    /// rule when there is none, and the rule's ports only otherwise.
+    #[test]
+    fn hints_name_what_blocks() {
+        let mut wrong_peer = network_policy("c");
+        wrong_peer["spec"]["ingress"][0]["from"] =
+            json!([{"podSelector": {"matchLabels": {"app": "web"}}}]);
+        let d = evaluate_with(&engine(), &cluster("c"), &[wrong_peer]);
+        assert!(d.violations.iter().all(|v| v.message.contains(
+            "an ingress rule already admits that port, but its peers do not select the cluster's pods: add `{podSelector: {matchLabels: {ray.io/cluster: c}}}` to its from"
+        )), "{:#?}", d.violations);
+        let mut no_rule = network_policy("c");
+        no_rule["spec"].as_object_mut().unwrap().remove("ingress");
+        let d = evaluate_with(&engine(), &cluster("c"), &[no_rule]);
+        assert!(!d.violations.is_empty());
+        assert!(
+            d.violations.iter().all(|v| {
+                v.message.contains(
+            "add an ingress rule `- {from: [{podSelector: {matchLabels: {ray.io/cluster: c}}}]}`"
+        )
+            }),
+            "{:#?}",
+            d.violations
+        );
+    }
+
     /// A named port admits what the destination declares under that name over TCP.
     #[test]
     fn named_ports_resolve_on_the_destination_by_name_and_protocol() {

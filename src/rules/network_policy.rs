@@ -754,33 +754,91 @@ pub fn check_cluster(
             }
         }
     }
+    let cluster_selector = match (cluster.source, cr_name_label(cluster)) {
+        (ClusterSource::RayCluster, _) => Some(format!("{LABEL_CLUSTER}: {}", cluster.name)),
+        (_, Some(name)) => Some(format!("{LABEL_CR_NAME}: {name}")),
+        (_, None) => None,
+    };
     for cut in cuts {
         let mut policies = cut.ingress.clone();
         add_unique(&mut policies, &cut.egress);
-        let directions = match (cut.ingress.is_empty(), cut.egress.is_empty()) {
-            (false, false) => "ingress and egress",
-            (false, true) => "ingress",
-            _ => "egress",
-        };
         let why = if cut.need.rule == WORKER_PORTS {
             "; tasks, actors and object transfers between nodes time out without it (Ray 2.60.0)"
         } else {
             ""
         };
-        out.report(
-            cut.need.rule,
-            &cut.path,
-            || format!(
-                "{} TCP {} between the cluster's pods (to the {}){why}; add `- {}` to the ports of its {directions} rule for the cluster's pods",
+        out.report(cut.need.rule, &cut.path, || {
+            format!(
+                "{} TCP {} between the cluster's pods (to the {}){why}; {}",
                 policies_do(&policies, "blocks", "block"),
                 cut.need.label,
                 super::and_list(&cut.groups),
-                cut.need.entry()
-            ),
-        );
+                hint(&cut, cluster_selector.as_deref()),
+            )
+        });
     }
     check_dns_egress(cluster, &egress_restricted, out);
     report_guess(&namespace_view, &cluster.path, out);
+}
+
+/// The fix for a needed port the cluster's policies cut, per direction: what blocks it is the
+/// peers when some rule of that direction already admits the port (or every port), the
+/// missing rule when there is none, and only otherwise the ports of the rule for the
+/// cluster's pods.
+fn hint(cut: &Cut<'_>, cluster_selector: Option<&str>) -> String {
+    let selector = cluster_selector.unwrap_or("<a label of the cluster's pods>");
+    let mut fixes = Vec::new();
+    for (policies, direction, name, field) in [
+        (
+            &cut.ingress,
+            semantics::Direction::Ingress,
+            "ingress",
+            "from",
+        ),
+        (&cut.egress, semantics::Direction::Egress, "egress", "to"),
+    ] {
+        if policies.is_empty() {
+            continue;
+        }
+        let rules: Vec<_> = policies
+            .iter()
+            .flat_map(|p| semantics::rules(p, direction))
+            .collect();
+        let need = &cut.need;
+        let admits_port = rules.iter().any(|(_, ports)| {
+            ports.filter(|p| !p.is_empty()).is_none_or(|ports| {
+                ports.iter().any(|entry| {
+                    let declared: Vec<(String, u16, String)> = need
+                        .name
+                        .iter()
+                        .filter_map(|n| {
+                            Some((n.clone(), u16::try_from(need.from).ok()?, "TCP".to_owned()))
+                        })
+                        .collect();
+                    (need.from..=need.to).all(|port| {
+                        u16::try_from(port).is_ok_and(|port| {
+                            semantics::port_matches(entry, port, "TCP", &declared)
+                        })
+                    })
+                })
+            })
+        });
+        fixes.push(if rules.is_empty() {
+            format!(
+                "add an {name} rule `- {{{field}: [{{podSelector: {{matchLabels: {{{selector}}}}}}}]}}` (no ports: every port between the cluster's pods)"
+            )
+        } else if admits_port {
+            format!(
+                "an {name} rule already admits that port, but its peers do not select the cluster's pods: add `{{podSelector: {{matchLabels: {{{selector}}}}}}}` to its {field}"
+            )
+        } else {
+            format!(
+                "add `- {}` to the ports of its {name} rule for the cluster's pods",
+                need.entry()
+            )
+        });
+    }
+    fixes.join("; ")
 }
 
 /// Offline, a `namespaceSelector` on labels other than the namespace's name cannot be
