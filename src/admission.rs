@@ -434,32 +434,34 @@ fn spare_pods_of_unmarked_cluster(engine: &Engine, owner: &DynamicObject, decisi
     let mut view = ObjectRef::from_dynamic(owner);
     view.api_version = "ray.io/v1";
     view.kind = "RayCluster";
-    // The families the cluster's templates already break. A Pod differs from its template
-    // in what KubeRay adds (its default ports, say), so the comparison is by family.
-    let family = |rule: &str| rule.split_once('/').map_or(rule, |(f, _)| f).to_owned();
-    let known: Vec<String> = engine
-        .evaluate(&view, &Context::WITHOUT_CLUSTER)
-        .violations
-        .iter()
-        .map(|v| family(v.rule))
-        .collect();
-    let name = owner.metadata.name.as_deref().unwrap_or("");
-    for v in decision
-        .violations
-        .iter_mut()
-        .filter(|v| v.action == Action::Deny)
-    {
-        // A move onto a master or onto the node's network is never grandfathered; a Pod that
-        // is merely not pinned, like its template, is (else the cluster could not scale).
-        let always_holds = [
+    // A move onto a master or onto the node's network is never grandfathered; a Pod that is
+    // merely not pinned, like its template, is (else the cluster could not scale).
+    let always_holds = |rule: &str| {
+        [
             crate::rules::placement::NODE_NAME,
             crate::rules::placement::TARGETS_MASTER,
             crate::rules::placement::TOLERATES_CONTROL_PLANE,
             crate::rules::ports::HOST_NETWORK,
             crate::rules::ports::HOST_PORT,
         ]
-        .contains(&v.rule);
-        if always_holds || !known.contains(&family(v.rule)) {
+        .contains(&rule)
+    };
+    let spareable = |v: &Violation| v.action == Action::Deny && !always_holds(v.rule);
+    if !decision.violations.iter().any(spareable) {
+        return;
+    }
+    // The families the cluster's templates already break. A Pod differs from its template
+    // in what KubeRay adds (its default ports, say), so the comparison is by family.
+    let family = crate::policy::Family::of_rule;
+    let known: Vec<Option<crate::policy::Family>> = engine
+        .evaluate(&view, &Context::WITHOUT_CLUSTER)
+        .violations
+        .iter()
+        .map(|v| family(v.rule))
+        .collect();
+    let name = owner.metadata.name.as_deref().unwrap_or("");
+    for v in decision.violations.iter_mut() {
+        if !spareable(v) || !known.contains(&family(v.rule)) {
             continue;
         }
         v.action = Action::Warn;

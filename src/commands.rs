@@ -613,7 +613,12 @@ pub fn ray_start_cases(input: impl std::io::BufRead, mut out: impl Write) -> any
         if let Some(params) = group.ray_start_params() {
             for (key, value) in params {
                 let word = ray_command::param_value(value)
-                    .ok_or_else(|| ray_command::Refusal(format!("{key} is not a string")))
+                    .ok_or_else(|| {
+                        ray_command::Refusal(
+                            format!("{key} is not a string"),
+                            ray_command::Cause::Unfollowable,
+                        )
+                    })
                     .and_then(|text| ray_command::param_word(key, &text))
                     .and_then(|word| ray_command::option_value(key, word));
                 if let Err(why) = word {

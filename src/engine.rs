@@ -215,7 +215,7 @@ impl Engine {
         let exempt_family = |family: Family| scope.exempts(namespace, &names, family);
 
         if let Target::Cluster(cluster) = &target
-            && let Some(decision) = self.too_large(cluster, coverage, mode)
+            && let Some(decision) = self.too_large(cluster, coverage)
         {
             return decision;
         }
@@ -449,7 +449,6 @@ impl Engine {
         &self,
         cluster: &crate::ray::ClusterSpec<'_>,
         coverage: Coverage,
-        _mode: Mode,
     ) -> Option<Decision> {
         let most = self.policy.spec().deadline.max_worker_groups;
         let groups = cluster

@@ -286,6 +286,13 @@ pub struct PortPolicy {
     pub allow_env_from: bool,
 }
 
+impl PortPolicy {
+    /// Whether the admin's `extraAllowed` lists `port`.
+    pub fn allows_extra(&self, port: u32) -> bool {
+        self.extra_allowed.iter().any(|p| u32::from(*p) == port)
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HostExposure {

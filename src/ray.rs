@@ -453,6 +453,17 @@ impl<'a> PodSpecRef<'a> {
             &container.index.to_string(),
         )
     }
+
+    /// Where `field` of port `index` of `container` sits: `.../ports/<index>/<field>`.
+    pub fn port_path(&self, container: &ContainerRef<'_>, index: usize, field: &str) -> PointerBuf {
+        child(
+            &child(
+                &child(&self.container_path(container), "ports"),
+                &index.to_string(),
+            ),
+            field,
+        )
+    }
 }
 
 impl ContainerRef<'_> {

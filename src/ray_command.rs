@@ -130,7 +130,17 @@ pub fn is_port_option(name: &str) -> bool {
 
 /// Why raygate cannot say which `ray start` a container runs. Each names what to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal(pub String);
+pub struct Refusal(pub String, pub Cause);
+
+/// What a refusal stems from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A command, value or option raygate cannot follow as KubeRay, bash and Ray would.
+    Unfollowable,
+    /// A resource quantity that is none: the CRD's schema refuses it before KubeRay sees it,
+    /// and `resources/invalid-quantity` reports it.
+    InvalidQuantity,
+}
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -139,7 +149,7 @@ impl fmt::Display for Refusal {
 }
 
 fn refuse<T>(message: impl Into<String>) -> Result<T, Refusal> {
-    Err(Refusal(message.into()))
+    Err(Refusal(message.into(), Cause::Unfollowable))
 }
 
 /// The command a Ray container runs, as the KubeRay operator builds it.
@@ -505,9 +515,16 @@ fn container_quantities<'a>(
                     QuantityError::Invalid => "not a Kubernetes quantity",
                     QuantityError::Unmodelled => "a quantity beyond what raygate reads exactly",
                 };
-                return refuse(format!(
-                    "the {}'s Ray container resources.{field}.{name} is {value}, {what}; write it plainly (e.g. 4, 500m or 16Gi)",
-                    group.describe()
+                let cause = match why {
+                    QuantityError::Invalid => Cause::InvalidQuantity,
+                    QuantityError::Unmodelled => Cause::Unfollowable,
+                };
+                return Err(Refusal(
+                    format!(
+                        "the {}'s Ray container resources.{field}.{name} is {value}, {what}; write it plainly (e.g. 4, 500m or 16Gi)",
+                        group.describe()
+                    ),
+                    cause,
                 ));
             }
         }
@@ -1069,10 +1086,13 @@ pub fn effective_start(launch: &Launch) -> Result<EffectiveStart, Refusal> {
         None => {
             let mut argv = launch.argv.clone();
             strip_ray_start(&mut argv).ok_or_else(|| {
-                Refusal(format!(
-                    "the Ray container runs {:?}, not `ray start`, so raygate cannot tell which ports Ray uses; run `ray start` (or $KUBERAY_GEN_RAY_START_CMD) from `bash -c`",
-                    launch.argv.first().map_or("", String::as_str)
-                ))
+                Refusal(
+                    format!(
+                        "the Ray container runs {:?}, not `ray start`, so raygate cannot tell which ports Ray uses; run `ray start` (or $KUBERAY_GEN_RAY_START_CMD) from `bash -c`",
+                        launch.argv.first().map_or("", String::as_str)
+                    ),
+                    Cause::Unfollowable,
+                )
             })?;
             argv
         }
@@ -1129,6 +1149,7 @@ fn the_one_ray_start(commands: Vec<Vec<String>>) -> Result<Vec<String>, Refusal>
         Refusal(
             "the script never runs `ray start` (as bash reads it), so raygate cannot tell which ports Ray uses; run `ray start` or $KUBERAY_GEN_RAY_START_CMD"
                 .to_owned(),
+            Cause::Unfollowable,
         )
     })
 }

@@ -16,6 +16,9 @@
 //! and DNS (53/UDP, 53/TCP), plus probes aimed at each port entry of the set (its number, the
 //! ones next to its range, another protocol, a named port's number on every protocol).
 
+#[path = "support/go_oracle.rs"]
+mod go_oracle;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::IpAddr;
@@ -31,17 +34,7 @@ const RANDOM_SCENARIOS: usize = 80;
 const RANDOM_QUERIES: usize = 32;
 
 fn oracle() -> PathBuf {
-    let out = Command::new("bash")
-        .arg("scripts/netpol-oracle.sh")
-        .output()
-        .expect("bash runs scripts/netpol-oracle.sh");
-    assert!(
-        out.status.success(),
-        "the NetworkPolicy oracle could not be built (Go >= 1.24 and the Go module proxy are \
-         needed):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    go_oracle::build("scripts/netpol-oracle.sh", "the NetworkPolicy oracle")
 }
 
 /// SplitMix64: deterministic across platforms and releases.

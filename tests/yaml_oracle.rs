@@ -3,6 +3,9 @@
 //! would send, and `fix` must write text that kubectl reads as the input with raygate's patch
 //! applied. Fails, never skips, when the oracle cannot be built.
 
+#[path = "support/go_oracle.rs"]
+mod go_oracle;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -13,16 +16,7 @@ use raygate::{Context, Engine, Policy};
 use serde_json::Value;
 
 fn oracle() -> PathBuf {
-    let out = Command::new("bash")
-        .arg("scripts/yaml-oracle.sh")
-        .output()
-        .expect("bash runs scripts/yaml-oracle.sh");
-    assert!(
-        out.status.success(),
-        "the YAML oracle could not be built (Go >= 1.24 and the Go module proxy are needed):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    go_oracle::build("scripts/yaml-oracle.sh", "the YAML oracle")
 }
 
 /// kubectl's documents for each file, or its error.

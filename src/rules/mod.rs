@@ -281,6 +281,12 @@ impl<'p> Findings<'p> {
         });
     }
 
+    /// Whether a finding is already reported at `path` (one finding, one fix, per field).
+    pub fn reported_at(&self, path: &PointerBuf) -> bool {
+        let shown = path.to_string();
+        self.violations.iter().any(|v| v.path == shown)
+    }
+
     /// Adds a JSON Patch `add` for a field that is missing.
     pub fn fill(&mut self, path: PointerBuf, value: Value) {
         self.fills

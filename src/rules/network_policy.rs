@@ -10,6 +10,7 @@ use serde_json::Value;
 
 mod semantics;
 
+use semantics::{Direction, NAMESPACE_NAME_LABEL, restricts};
 pub use semantics::{PolicyPod, connection_allowed};
 
 use super::Findings;
@@ -335,25 +336,6 @@ fn declared_tcp_ports(pod: Option<&Value>) -> Vec<(String, u32)> {
         .collect()
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    Ingress,
-    Egress,
-}
-
-/// Whether `policy` restricts `direction`, after the API server's defaulting.
-fn has_type(policy: &NetworkPolicy, direction: Direction) -> bool {
-    semantics::restricts(
-        policy,
-        match direction {
-            Direction::Ingress => semantics::Direction::Ingress,
-            Direction::Egress => semantics::Direction::Egress,
-        },
-    )
-}
-
-use semantics::NAMESPACE_NAME_LABEL;
-
 /// The namespace of a cluster as NetworkPolicy `namespaceSelector`s see it.
 pub struct NamespaceView<'a> {
     pub name: &'a str,
@@ -454,20 +436,16 @@ fn admitted_between(
     peer: &PodLabels<'_>,
 ) -> Admitted {
     let mut admitted = Admitted::default();
-    let restricting: Vec<&&NetworkPolicy> =
-        policies.iter().filter(|p| has_type(p, direction)).collect();
+    let restricting: Vec<&&NetworkPolicy> = policies
+        .iter()
+        .filter(|p| restricts(p, direction))
+        .collect();
     if restricting.is_empty() {
         admitted.all = true;
         return admitted;
     }
     for policy in restricting {
-        let rules = semantics::rules(
-            policy,
-            match direction {
-                Direction::Ingress => semantics::Direction::Ingress,
-                Direction::Egress => semantics::Direction::Egress,
-            },
-        );
+        let rules = semantics::rules(policy, direction);
         for (peers, ports) in rules {
             let from_peer = peers
                 .filter(|p| !p.is_empty())
@@ -573,7 +551,7 @@ fn coverage<'p>(
             if cut_out {
                 for policy in source_policies
                     .iter()
-                    .filter(|p| has_type(p, Direction::Egress))
+                    .filter(|p| restricts(p, Direction::Egress))
                 {
                     if !from.iter().any(|f| std::ptr::eq(*f, *policy)) {
                         from.push(policy);
@@ -678,11 +656,16 @@ pub fn check_cluster(
         })
         .collect();
     let peers: Vec<&PodLabels<'_>> = groups.iter().map(|(_, labels)| labels).collect();
-    let selector_hint = match (cluster.source, cr_name_label(cluster)) {
-        (ClusterSource::RayCluster, _) => format!("{LABEL_CLUSTER}={}", cluster.name),
-        (_, Some(name)) => format!("{LABEL_CR_NAME}={name}"),
-        (_, None) => "a label of its pod templates".to_owned(),
+    // The label a NetworkPolicy selects the cluster's Pods by, when there is one.
+    let cluster_label = match (cluster.source, cr_name_label(cluster)) {
+        (ClusterSource::RayCluster, _) => Some((LABEL_CLUSTER, cluster.name)),
+        (_, Some(name)) => Some((LABEL_CR_NAME, name)),
+        (_, None) => None,
     };
+    let selector_hint = cluster_label.map_or_else(
+        || "a label of its pod templates".to_owned(),
+        |(key, value)| format!("{key}={value}"),
+    );
 
     let mut cuts: Vec<Cut<'_>> = Vec::new();
     let mut egress_restricted: Vec<(String, Vec<&NetworkPolicy>)> = Vec::new();
@@ -718,7 +701,7 @@ pub fn check_cluster(
         let restricting: Vec<&NetworkPolicy> = towards
             .iter()
             .copied()
-            .filter(|p| has_type(p, Direction::Egress))
+            .filter(|p| restricts(p, Direction::Egress))
             .collect();
         if !restricting.is_empty() {
             egress_restricted.push((group.describe(), restricting.clone()));
@@ -754,11 +737,6 @@ pub fn check_cluster(
             }
         }
     }
-    let cluster_selector = match (cluster.source, cr_name_label(cluster)) {
-        (ClusterSource::RayCluster, _) => Some(format!("{LABEL_CLUSTER}: {}", cluster.name)),
-        (_, Some(name)) => Some(format!("{LABEL_CR_NAME}: {name}")),
-        (_, None) => None,
-    };
     for cut in cuts {
         let mut policies = cut.ingress.clone();
         add_unique(&mut policies, &cut.egress);
@@ -773,7 +751,7 @@ pub fn check_cluster(
                 policies_do(&policies, "blocks", "block"),
                 cut.need.label,
                 super::and_list(&cut.groups),
-                hint(&cut, cluster_selector.as_deref()),
+                hint(&cut, cluster_label),
             )
         });
     }
@@ -785,17 +763,15 @@ pub fn check_cluster(
 /// peers when some rule of that direction already admits the port (or every port), the
 /// missing rule when there is none, and only otherwise the ports of the rule for the
 /// cluster's pods.
-fn hint(cut: &Cut<'_>, cluster_selector: Option<&str>) -> String {
-    let selector = cluster_selector.unwrap_or("<a label of the cluster's pods>");
+fn hint(cut: &Cut<'_>, cluster_label: Option<(&str, &str)>) -> String {
+    let selector = cluster_label.map_or_else(
+        || "<a label of the cluster's pods>".to_owned(),
+        |(key, value)| format!("{key}: {value}"),
+    );
     let mut fixes = Vec::new();
     for (policies, direction, name, field) in [
-        (
-            &cut.ingress,
-            semantics::Direction::Ingress,
-            "ingress",
-            "from",
-        ),
-        (&cut.egress, semantics::Direction::Egress, "egress", "to"),
+        (&cut.ingress, Direction::Ingress, "ingress", "from"),
+        (&cut.egress, Direction::Egress, "egress", "to"),
     ] {
         if policies.is_empty() {
             continue;
@@ -805,16 +781,15 @@ fn hint(cut: &Cut<'_>, cluster_selector: Option<&str>) -> String {
             .flat_map(|p| semantics::rules(p, direction))
             .collect();
         let need = &cut.need;
+        // The destination's declared port for a single needed port, as named rules see it.
+        let declared: Vec<(String, u16, String)> = need
+            .name
+            .iter()
+            .filter_map(|n| Some((n.clone(), u16::try_from(need.from).ok()?, "TCP".to_owned())))
+            .collect();
         let admits_port = rules.iter().any(|(_, ports)| {
             ports.filter(|p| !p.is_empty()).is_none_or(|ports| {
                 ports.iter().any(|entry| {
-                    let declared: Vec<(String, u16, String)> = need
-                        .name
-                        .iter()
-                        .filter_map(|n| {
-                            Some((n.clone(), u16::try_from(need.from).ok()?, "TCP".to_owned()))
-                        })
-                        .collect();
                     (need.from..=need.to).all(|port| {
                         u16::try_from(port).is_ok_and(|port| {
                             semantics::port_matches(entry, port, "TCP", &declared)
@@ -927,57 +902,28 @@ fn peer_reaches_dns(peer: &NetworkPolicyPeer) -> Option<bool> {
     if !pods_ok {
         return Some(false);
     }
-    let other_keys = namespaces
-        .match_labels
-        .iter()
-        .flatten()
-        .any(|(k, _)| k != NAMESPACE_NAME_LABEL)
-        || namespaces
-            .match_expressions
-            .iter()
-            .flatten()
-            .any(|e| e.key != NAMESPACE_NAME_LABEL);
-    let by_name = semantics::selector_matches(namespaces, |k| {
-        (k == NAMESPACE_NAME_LABEL).then_some(DNS_NAMESPACE)
-    });
-    match (by_name, other_keys) {
-        (true, false) => Some(true),
-        (true, true) | (false, true) => {
-            // kube-system's other labels are unknown here: only the name decides.
-            let on_name_only = LabelSelector {
-                match_labels: namespaces.match_labels.as_ref().map(|m| {
-                    m.iter()
-                        .filter(|(k, _)| k.as_str() == NAMESPACE_NAME_LABEL)
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect()
-                }),
-                match_expressions: namespaces.match_expressions.as_ref().map(|e| {
-                    e.iter()
-                        .filter(|r| r.key == NAMESPACE_NAME_LABEL)
-                        .cloned()
-                        .collect()
-                }),
-            };
-            let name_ok = semantics::selector_matches(&on_name_only, |k| {
-                (k == NAMESPACE_NAME_LABEL).then_some(DNS_NAMESPACE)
-            });
-            // The name fits: whether the rest does depends on labels raygate cannot see.
-            if name_ok { None } else { Some(false) }
-        }
-        (false, false) => Some(false),
+    // Only kube-system's name is known here: a selector on its other labels is unknown.
+    let kube_system = NamespaceView::new(DNS_NAMESPACE, None);
+    if kube_system.selected_by(namespaces) {
+        Some(true)
+    } else if kube_system.unknown_seen.get() {
+        None
+    } else {
+        Some(false)
     }
 }
 
 /// Whether CIDR `outer` holds all of `inner`.
 fn covers_cidr(outer: &str, inner: &str) -> bool {
-    let (Some((_, bits)), Some((_, inner_bits))) = (outer.split_once('/'), inner.split_once('/'))
+    let (Some((_, bits)), Some((inner_base, inner_bits))) =
+        (outer.split_once('/'), inner.split_once('/'))
     else {
         return false;
     };
-    let (Ok(bits), Ok(inner_bits), Some(inner_base)) = (
+    let (Ok(bits), Ok(inner_bits), Ok(inner_base)) = (
         bits.parse::<u32>(),
         inner_bits.parse::<u32>(),
-        inner.split_once('/').and_then(|(b, _)| b.parse().ok()),
+        inner_base.parse::<std::net::IpAddr>(),
     ) else {
         return false;
     };
@@ -1096,7 +1042,7 @@ fn check_external_access(
     }
     let restricting: Vec<&&NetworkPolicy> = towards
         .iter()
-        .filter(|p| has_type(p, Direction::Ingress))
+        .filter(|p| restricts(p, Direction::Ingress))
         .collect();
     if restricting.is_empty() {
         return;

@@ -389,7 +389,7 @@ fn allowed_in_ray_container(plan: &PortPolicy, port: u32) -> bool {
     plan.planned.iter().any(|p| u32::from(p.port) == port)
         || plan.node_ports.iter().any(|p| u32::from(p.port) == port)
         || plan.head_ports.iter().any(|p| u32::from(p.port) == port)
-        || plan.extra_allowed.iter().any(|p| u32::from(*p) == port)
+        || plan.allows_extra(port)
 }
 
 /// Every declared container port (Ray container, sidecars, native sidecar init containers) is
@@ -420,20 +420,13 @@ fn check_declared_ports(
             let allowed = if is_ray {
                 allowed_in_ray_container(plan, number)
             } else {
-                plan.extra_allowed.iter().any(|p| u32::from(*p) == number)
+                plan.allows_extra(number)
             };
             if allowed || plan.forbidden.iter().any(|f| u32::from(*f) == number) {
                 continue;
             }
-            let path = child(
-                &child(
-                    &child(&pod.container_path(&container), "ports"),
-                    &i.to_string(),
-                ),
-                "containerPort",
-            );
-            let shown = path.to_string();
-            if out.violations.iter().any(|v| v.path == shown) {
+            let path = pod.port_path(&container, i, "containerPort");
+            if out.reported_at(&path) {
                 continue;
             }
             let whose = if is_ray {
@@ -478,6 +471,7 @@ fn check_moving_env(
     );
     if !plan.allow_env_from {
         check_env_from(
+            plan,
             ray.value.get("envFrom"),
             &child(&container_path, "envFrom"),
             &ray.describe(),
@@ -510,6 +504,7 @@ fn check_autoscaler_env(
     );
     if !plan.allow_env_from {
         check_env_from(
+            plan,
             options.get("envFrom"),
             &child(path, "envFrom"),
             "the autoscaler container",
@@ -562,6 +557,7 @@ fn check_env_list(
 }
 
 fn check_env_from(
+    plan: &PortPolicy,
     env_from: Option<&Value>,
     path: &json_patch::jsonptr::PointerBuf,
     who: &str,
@@ -570,18 +566,15 @@ fn check_env_from(
     let Some(sources) = env_from.and_then(Value::as_array).filter(|s| !s.is_empty()) else {
         return;
     };
-    // A prefix keeps the variables away from Ray's names, unless Ray's names begin with it.
+    // A prefix keeps the variables away from Ray's names, unless Ray's names begin with it:
+    // Serve's port variables and the plan's head-port variables.
     let reaches_ray = |prefix: &str| {
         prefix.is_empty()
             || prefix.starts_with("RAY")
-            || [
-                SERVE_HTTP_PORT_ENV,
-                SERVE_GRPC_PORT_ENV,
-                "AUTOSCALER_METRIC_PORT",
-                "DASHBOARD_METRIC_PORT",
-            ]
-            .iter()
-            .any(|name| name.starts_with(prefix))
+            || [SERVE_HTTP_PORT_ENV, SERVE_GRPC_PORT_ENV]
+                .into_iter()
+                .chain(plan.head_ports.iter().map(|p| p.env.as_str()))
+                .any(|name| name.starts_with(prefix))
     };
     let unprefixed = sources.iter().any(|s| {
         s.get("prefix")
@@ -976,16 +969,9 @@ fn check_forbidden_ports(pod: &PodSpecRef<'_>, plan: &PortPolicy, out: &mut Find
                     .find(|p| p.kube_ray_default == Some(forbidden))
                     .map(|p| format!("use {} ({})", p.port, p.name))
                     .unwrap_or_else(|| "use a port the plan allows".to_owned());
-                let path = child(
-                    &child(
-                        &child(&pod.container_path(&container), "ports"),
-                        &i.to_string(),
-                    ),
-                    field,
-                );
+                let path = pod.port_path(&container, i, field);
                 // Already reported as a planned port on the wrong number: one finding, one fix.
-                let shown = path.to_string();
-                if out.violations.iter().any(|v| v.path == shown) {
+                if out.reported_at(&path) {
                     continue;
                 }
                 out.report(FORBIDDEN_PORT, &path, || {
@@ -1087,7 +1073,7 @@ pub fn check_serve_config(object: &Value, out: &mut Findings<'_>) {
                     .filter(|w| w.contains(port))
                     .map(|w| format!("the worker range {w}"))
             });
-        let unplanned = (!plan.extra_allowed.iter().any(|p| u32::from(*p) == port)).then(|| {
+        let unplanned = (!plan.allows_extra(port)).then(|| {
             "not on the port plan (add it to the policy's ports.extraAllowed to allow it)"
                 .to_owned()
         });

@@ -27,13 +27,7 @@ pub fn check_pod_spec(pod: &PodSpecRef<'_>, subject: &str, out: &mut Findings<'_
             let Some(host_port) = port.get("hostPort").filter(|p| !is_zero(p)) else {
                 continue;
             };
-            let path = child(
-                &child(
-                    &child(&pod.container_path(&container), "ports"),
-                    &i.to_string(),
-                ),
-                "hostPort",
-            );
+            let path = pod.port_path(&container, i, "hostPort");
             out.report(HOST_PORT, &path, || {
                 format!(
                     "{} of the {subject} maps hostPort {host_port} onto its node, outside every NetworkPolicy; remove hostPort",

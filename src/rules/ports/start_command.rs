@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::UNPLANNED_PORT;
 use crate::policy::{MAX_WORKER_PORT, MIN_WORKER_PORT, PortPolicy};
 use crate::ray::{ClusterSpec, NodeGroup, child};
-use crate::ray_command::{self, EffectiveStart, Refusal};
+use crate::ray_command::{self, Cause, EffectiveStart, Refusal};
 use crate::rules::Findings;
 
 pub const START_COMMAND: &str = "ports/start-command";
@@ -39,7 +39,7 @@ pub fn judge(cluster: &ClusterSpec<'_>, group: &NodeGroup<'_>, out: &mut Finding
                     group.describe()
                 )),
                 Some(text) => match ray_command::param_word(key, &text) {
-                    Err(Refusal(why)) => Some(format!("{} {why}", group.describe())),
+                    Err(Refusal(why, _)) => Some(format!("{} {why}", group.describe())),
                     Ok(_) if ray_command::option(key).is_none() => Some(format!(
                         "{} rayStartParams.{key}: `ray start` (Ray 2.60.0) has no option --{key}, so Ray exits at once; remove it",
                         group.describe()
@@ -50,7 +50,7 @@ pub fn judge(cluster: &ClusterSpec<'_>, group: &NodeGroup<'_>, out: &mut Finding
                             params_ok = false;
                             None
                         }
-                        Err(Refusal(why)) => {
+                        Err(Refusal(why, _)) => {
                             Some(format!("{} rayStartParams.{key}: {why}", group.describe()))
                         }
                         Ok(()) => None,
@@ -66,11 +66,10 @@ pub fn judge(cluster: &ClusterSpec<'_>, group: &NodeGroup<'_>, out: &mut Finding
     let context = ray_command::ClusterContext::of(cluster);
     let params = match ray_command::kuberay_params(group, &context) {
         Ok(params) => params,
-        Err(Refusal(why)) => {
+        Err(Refusal(why, cause)) => {
             // A param that is not a string is reported above, and a quantity that is none by
-            // resources/invalid-quantity (the CRD's schema refuses it before KubeRay sees
-            // it); anything else is said here.
-            if params_ok && !why.contains("not a Kubernetes quantity") {
+            // resources/invalid-quantity; anything else is said here.
+            if params_ok && cause != Cause::InvalidQuantity {
                 out.report(START_COMMAND, &group.path, || {
                     format!(
                         "raygate cannot rebuild the {}'s `ray start` as KubeRay v1.5.0 does: {why}",
@@ -124,7 +123,7 @@ pub fn judge(cluster: &ClusterSpec<'_>, group: &NodeGroup<'_>, out: &mut Finding
                 Judged::Generated
             }
         }
-        Err(Refusal(why)) => {
+        Err(Refusal(why, _)) => {
             let whose = if launch.own_command {
                 "runs its own command"
             } else {
