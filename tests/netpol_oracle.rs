@@ -18,15 +18,15 @@
 
 #[path = "support/go_oracle.rs"]
 mod go_oracle;
+#[path = "support/netpol_oracle_io.rs"]
+mod netpol_oracle_io;
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use raygate::rules::network_policy::{PolicyPod, connection_allowed};
+use netpol_oracle_io::*;
+use raygate::rules::network_policy::connection_allowed;
 use serde_json::{Value, json};
 
 const SEED: u64 = 0x6e65_7470_6f6c_0001;
@@ -35,90 +35,6 @@ const RANDOM_QUERIES: usize = 32;
 
 fn oracle() -> PathBuf {
     go_oracle::build("scripts/netpol-oracle.sh", "the NetworkPolicy oracle")
-}
-
-/// SplitMix64: deterministic across platforms and releases.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn percent(&mut self, p: usize) -> bool {
-        self.below(100) < p
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
-
-type Labels = BTreeMap<String, String>;
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-struct Pod {
-    name: &'static str,
-    namespace: &'static str,
-    labels: Labels,
-    ip: IpAddr,
-    ports: Vec<(String, u16, String)>,
-}
-
-impl Pod {
-    fn view(&self) -> PolicyPod<'_> {
-        PolicyPod {
-            namespace: self.namespace,
-            labels: &self.labels,
-            ip: self.ip,
-            ports: &self.ports,
-        }
-    }
-
-    fn to_json(&self) -> Value {
-        json!({
-            "name": self.name,
-            "namespace": self.namespace,
-            "labels": self.labels,
-            "ip": self.ip.to_string(),
-            "ports": self.ports.iter().map(|(name, port, protocol)| json!({
-                "name": name, "containerPort": port, "protocol": protocol,
-            })).collect::<Vec<_>>(),
-        })
-    }
-}
-
-fn pod(
-    name: &'static str,
-    namespace: &'static str,
-    ip: &str,
-    labels: Labels,
-    ports: &[(&str, u16, &str)],
-) -> Pod {
-    Pod {
-        name,
-        namespace,
-        labels,
-        ip: ip.parse().unwrap(),
-        ports: ports
-            .iter()
-            .map(|(n, p, proto)| (n.to_string(), *p, proto.to_string()))
-            .collect(),
-    }
 }
 
 /// The labels KubeRay v1.5.0 puts on a Ray Pod, plus the template's `user` labels.
@@ -135,8 +51,6 @@ fn ray_labels(cluster: &str, node_type: &str, group: &str, user: &[(&str, &str)]
     ]));
     l
 }
-
-const NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// Namespaces as written: `ray-other` carries a wrong name label and `apps` none; the API
 /// server sets both to the namespace's name.
@@ -288,38 +202,6 @@ fn pods() -> Vec<Pod> {
             &[("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")],
         ),
     ]
-}
-
-fn policy(namespace: &str, name: &str, spec: Option<Value>) -> Value {
-    let mut p = json!({
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": name, "namespace": namespace},
-    });
-    if let Some(spec) = spec {
-        p["spec"] = spec;
-    }
-    p
-}
-
-fn np(namespace: &str, name: &str, spec: Value) -> Value {
-    policy(namespace, name, Some(spec))
-}
-
-fn match_labels(pairs: &[(&str, &str)]) -> Value {
-    json!({"matchLabels": labels(pairs)})
-}
-
-fn expression(key: &str, operator: &str, values: &[&str]) -> Value {
-    if values.is_empty() {
-        json!({"key": key, "operator": operator})
-    } else {
-        json!({"key": key, "operator": operator, "values": values})
-    }
-}
-
-fn match_expressions(expressions: &[Value]) -> Value {
-    json!({ "matchExpressions": expressions })
 }
 
 fn dns_rule() -> Value {
@@ -1105,13 +987,6 @@ fn random_policy(rng: &mut Rng, name: &str) -> Value {
     policy(namespace, name, Some(spec))
 }
 
-struct Query {
-    from: usize,
-    to: usize,
-    port: u16,
-    protocol: &'static str,
-}
-
 fn protocol(name: &str) -> &'static str {
     match name {
         "TCP" => "TCP",
@@ -1234,12 +1109,6 @@ fn port_probes(rng: &mut Rng, policies: &[Value], pods: &[Pod], keep: usize) -> 
     out
 }
 
-struct Scenario {
-    name: String,
-    policies: Vec<Value>,
-    queries: Vec<Query>,
-}
-
 fn corpus(pods: &[Pod]) -> Vec<Scenario> {
     let mut rng = Rng(SEED);
     let mut scenarios = Vec::new();
@@ -1297,59 +1166,6 @@ fn corpus(pods: &[Pod]) -> Vec<Scenario> {
         });
     }
     scenarios
-}
-
-/// The oracle's answers, one list per scenario.
-fn oracle_answers(
-    oracle: &PathBuf,
-    namespaces: &BTreeMap<String, Labels>,
-    pods: &[Pod],
-    scenarios: &[Scenario],
-) -> Vec<Vec<bool>> {
-    let pods_json: Vec<Value> = pods.iter().map(Pod::to_json).collect();
-    let mut input = Vec::new();
-    for scenario in scenarios {
-        let doc = json!({
-            "namespaces": namespaces,
-            "pods": pods_json,
-            "policies": scenario.policies,
-            "queries": scenario.queries.iter().map(|q| json!({
-                "from": pods[q.from].name, "to": pods[q.to].name,
-                "port": q.port, "protocol": q.protocol,
-            })).collect::<Vec<_>>(),
-        });
-        serde_json::to_writer(&mut input, &doc).unwrap();
-        input.push(b'\n');
-    }
-    let mut child = Command::new(oracle)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the oracle runs");
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    let written = writer.join().unwrap();
-    assert!(
-        out.status.success(),
-        "the oracle failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    written.unwrap();
-    let answers: Vec<Vec<bool>> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let v: Value = serde_json::from_str(line).unwrap();
-            serde_json::from_value(v["answers"].clone()).unwrap()
-        })
-        .collect();
-    assert_eq!(answers.len(), scenarios.len());
-    for (a, s) in answers.iter().zip(scenarios) {
-        assert_eq!(a.len(), s.queries.len(), "{}", s.name);
-    }
-    answers
 }
 
 #[test]
@@ -1428,8 +1244,4 @@ fn raygate_decides_connections_as_kube_network_policies_does() {
         allowed * 5 >= queries && allowed * 5 <= queries * 4,
         "{allowed} of {queries} allowed"
     );
-}
-
-fn verdict(allowed: bool) -> &'static str {
-    if allowed { "allows" } else { "denies" }
 }

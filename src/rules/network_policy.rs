@@ -489,16 +489,12 @@ struct Blocked {
 }
 
 /// How the policies of a namespace treat traffic towards one set of pods.
-enum Coverage<'p> {
-    /// No policy selects the pods.
-    Unselected,
-    Selected {
-        /// The policies that select them.
-        towards: Vec<&'p NetworkPolicy>,
-        /// The policies selecting some peer that cut its egress towards them.
-        from: Vec<&'p NetworkPolicy>,
-        blocked: Vec<Blocked>,
-    },
+struct Coverage<'p> {
+    /// The policies that select them; none leaves their ingress open.
+    towards: Vec<&'p NetworkPolicy>,
+    /// The policies selecting some peer that cut its egress towards them.
+    from: Vec<&'p NetworkPolicy>,
+    blocked: Vec<Blocked>,
 }
 
 /// `single_pod`: the target is one Pod (the head), whose traffic to itself is never blocked.
@@ -511,9 +507,6 @@ fn coverage<'p>(
     single_pod: bool,
 ) -> Coverage<'p> {
     let towards = selecting(in_namespace, target);
-    if towards.is_empty() {
-        return Coverage::Unselected;
-    }
     let mut blocked: Vec<Blocked> = Vec::new();
     let mut from: Vec<&NetworkPolicy> = Vec::new();
     for source_labels in peers {
@@ -571,7 +564,7 @@ fn coverage<'p>(
             }
         }
     }
-    Coverage::Selected {
+    Coverage {
         towards,
         from,
         blocked,
@@ -675,7 +668,7 @@ pub fn check_cluster(
         }
         let declared = declared_tcp_ports(group.spec.pointer("/template/spec"));
         let needed = needed_for(group.role, &declared, out);
-        let Coverage::Selected {
+        let Coverage {
             towards,
             from,
             blocked,
@@ -686,8 +679,9 @@ pub fn check_cluster(
             &peers,
             &needed,
             group.role == Role::Head,
-        )
-        else {
+        );
+        // Unselected pods take any ingress, but the other groups' egress may still cut them.
+        if towards.is_empty() {
             out.report(
                 MISSING,
                 &group.path,
@@ -696,8 +690,7 @@ pub fn check_cluster(
                     group.describe()
                 ),
             );
-            continue;
-        };
+        }
         let restricting: Vec<&NetworkPolicy> = towards
             .iter()
             .copied()
@@ -709,7 +702,9 @@ pub fn check_cluster(
         if group.role == Role::Head {
             check_apiserver_egress(cluster, group, &restricting, out);
         }
-        check_external_access(group, &towards, out);
+        if !towards.is_empty() {
+            check_external_access(group, &towards, out);
+        }
         let mut needed: Vec<Option<Needed>> = needed.into_iter().map(Some).collect();
         for b in blocked {
             let Some(need) = needed[b.need].take() else {
@@ -874,23 +869,30 @@ fn egress_admits(
             .into_iter()
             .flatten()
             .any(|rule| {
-                let to_ok = rule
-                    .to
-                    .as_ref()
-                    .filter(|peers| !peers.is_empty())
-                    .is_none_or(|peers| peers.iter().any(&beyond));
-                to_ok && ports_admit(rule.ports.as_ref(), protocol, port, names)
+                // Ports first: a peer is only looked at (and maybe found unknowable) for a
+                // rule that admits the port.
+                ports_admit(rule.ports.as_ref(), protocol, port, names)
+                    && rule
+                        .to
+                        .as_ref()
+                        .filter(|peers| !peers.is_empty())
+                        .is_none_or(|peers| peers.iter().any(&beyond))
             })
     })
 }
 
 /// Whether a peer of an egress rule can reach the cluster's DNS Pods: `kube-system` by its
-/// name and `k8s-app=kube-dns` (an empty podSelector too), an ipBlock that its `except` does
-/// not empty, or `None` when it selects the namespace by labels raygate cannot see.
+/// name and `k8s-app=kube-dns` (an empty podSelector too) or an ipBlock of every address;
+/// `None` when it selects the namespace by labels raygate cannot see, or is another ipBlock.
 fn peer_reaches_dns(peer: &NetworkPolicyPeer) -> Option<bool> {
     if let Some(block) = &peer.ip_block {
         let except = block.except.as_deref().unwrap_or_default();
-        return Some(!except.iter().any(|e| covers_cidr(e, &block.cidr)));
+        if except.iter().any(|e| covers_cidr(e, &block.cidr)) {
+            return Some(false);
+        }
+        // The DNS Pods' addresses are not known here: only a block of every address is sure.
+        let everything = matches!(block.cidr.as_str(), "0.0.0.0/0" | "::/0");
+        return (everything && except.is_empty()).then_some(true);
     }
     let Some(namespaces) = &peer.namespace_selector else {
         // Pods of the policy's own namespace: not kube-system's DNS.
@@ -984,7 +986,7 @@ fn check_dns_egress(
             ),
         );
     }
-    if !unverified.is_empty() && lacking.is_empty() {
+    if !unverified.is_empty() {
         out.report(
             NOT_VERIFIED,
             &cluster.path,
@@ -1182,44 +1184,43 @@ pub fn check_pod(
         pod.role == Role::Head,
     );
     report_guess(&namespace_view, &root, out);
-    match judged {
-        Coverage::Unselected => out.report(
+    let Coverage {
+        towards,
+        from,
+        blocked,
+    } = judged;
+    if towards.is_empty() {
+        out.report(
             MISSING,
             &root,
             || format!(
                 "no NetworkPolicy selects this {role} Pod of cluster {:?}; create one selecting {hint} in namespace {namespace:?}; the operator retries denied Pods",
                 pod.cluster
             ),
-        ),
-        Coverage::Selected {
-            towards,
-            from,
-            blocked,
-        } => {
-            for rule in [BLOCKED_PORTS, WORKER_PORTS] {
-                let cut: Vec<&Needed> = blocked
-                    .iter()
-                    .map(|b| &needed[b.need])
-                    .filter(|n| n.rule == rule)
-                    .collect();
-                if cut.is_empty() {
-                    continue;
-                }
-                let mut policies = towards.clone();
-                add_unique(&mut policies, &from);
-                out.report(
-                    rule,
-                    &root,
-                    || format!(
-                        "{} TCP {} to this {role} Pod of cluster {:?} from the cluster's own pods; admit {}",
-                        policies_do(&policies, "blocks", "block"),
-                        super::and_list(&cut.iter().map(|n| n.label.clone()).collect::<Vec<_>>()),
-                        pod.cluster,
-                        super::and_list(&cut.iter().map(|n| format!("`{}`", n.entry())).collect::<Vec<_>>())
-                    ),
-                );
-            }
+        );
+    }
+    for rule in [BLOCKED_PORTS, WORKER_PORTS] {
+        let cut: Vec<&Needed> = blocked
+            .iter()
+            .map(|b| &needed[b.need])
+            .filter(|n| n.rule == rule)
+            .collect();
+        if cut.is_empty() {
+            continue;
         }
+        let mut policies = towards.clone();
+        add_unique(&mut policies, &from);
+        out.report(
+            rule,
+            &root,
+            || format!(
+                "{} TCP {} to this {role} Pod of cluster {:?} from the cluster's own pods; admit {}",
+                policies_do(&policies, "blocks", "block"),
+                super::and_list(&cut.iter().map(|n| n.label.clone()).collect::<Vec<_>>()),
+                pod.cluster,
+                super::and_list(&cut.iter().map(|n| format!("`{}`", n.entry())).collect::<Vec<_>>())
+            ),
+        );
     }
 }
 
