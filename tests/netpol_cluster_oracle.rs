@@ -522,6 +522,23 @@ fn oracle_verdicts(pods: &ClusterPods, asked: &Asked, answers: &[bool]) -> Verdi
     v
 }
 
+/// The port (as [`Need::label_prefix`]) and the groups a blocked-port finding names.
+fn cut_named(message: &str) -> (String, &str) {
+    let (port, rest) = message
+        .split_once(" TCP ")
+        .and_then(|(_, rest)| rest.split_once(" between the cluster's pods (to the "))
+        .unwrap_or_else(|| panic!("unexpected message: {message}"));
+    let prefix = port.split_once('(').map(|(p, _)| format!("{p}(")).unwrap();
+    (prefix, rest.split_once(')').map_or(rest, |(g, _)| g))
+}
+
+fn is_blocked_port(rule: &str) -> bool {
+    matches!(
+        rule,
+        "network-policy/blocked-ports" | "network-policy/worker-ports"
+    )
+}
+
 /// raygate's verdicts, read from its findings; DNS findings it could not verify are returned
 /// apart (they are neither a pass nor a denial).
 fn raygate_verdicts(pods: &ClusterPods, decision: &Decision) -> (Verdicts, BTreeSet<String>) {
@@ -538,17 +555,8 @@ fn raygate_verdicts(pods: &ClusterPods, decision: &Decision) -> (Verdicts, BTree
                 .collect()
         };
         match finding.rule {
-            "network-policy/blocked-ports" | "network-policy/worker-ports" => {
-                let label = m
-                    .split_once(" TCP ")
-                    .and_then(|(_, rest)| rest.split_once(" between the cluster's pods (to the "))
-                    .unwrap_or_else(|| panic!("unexpected message: {m}"));
-                let prefix = label
-                    .0
-                    .split_once('(')
-                    .map(|(p, _)| format!("{p}("))
-                    .unwrap();
-                let groups = label.1.split_once(')').map(|(g, _)| g).unwrap_or(label.1);
+            rule if is_blocked_port(rule) => {
+                let (prefix, groups) = cut_named(m);
                 for group in named(groups) {
                     v.cut.insert((group, prefix.clone()));
                 }
@@ -568,6 +576,77 @@ fn raygate_verdicts(pods: &ClusterPods, decision: &Decision) -> (Verdicts, BTree
         }
     }
     (v, unverified)
+}
+
+/// Applies one fix of a finding's hint to the policy set, as a user would, and returns what
+/// it did; panics on a fix it cannot read (the hint is then not actionable).
+fn apply_fix(policies: &mut [Value], fix: &str) -> String {
+    let code = fix
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no code in the fix {fix:?}"));
+    let code: Value = serde_yaml_ng::from_str(code)
+        .unwrap_or_else(|e| panic!("the fix's code {code:?} is not YAML: {e}"));
+    let name = fix
+        .split_once("NetworkPolicy \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(name, _)| name)
+        .unwrap_or_else(|| panic!("no policy named in the fix {fix:?}"));
+    let (direction, peers_key) = if fix.contains("ingress rule") {
+        ("ingress", "from")
+    } else {
+        ("egress", "to")
+    };
+    let rule_number = || -> usize {
+        let after = fix.split_once(&format!("{direction} rule ")).unwrap().1;
+        let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+        digits
+            .parse()
+            .unwrap_or_else(|_| panic!("no rule number in {fix:?}"))
+    };
+    let policy = policies
+        .iter_mut()
+        .find(|p| p["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("the fix names {name:?}, which is not in the set"));
+    if policy.get("spec").is_none() {
+        policy["spec"] = json!({});
+    }
+    let spec = &mut policy["spec"];
+    let (list, item) = if fix.starts_with("add to NetworkPolicy") {
+        if !spec[direction].is_array() {
+            spec[direction] = json!([]);
+        }
+        (&mut spec[direction], code[0].clone())
+    } else {
+        let rule = &mut spec[direction][rule_number() - 1];
+        let field = if fix.contains("to the ports of") {
+            "ports"
+        } else {
+            peers_key
+        };
+        if !rule[field].is_array() {
+            rule[field] = json!([]);
+        }
+        let item = if field == "ports" {
+            code[0].clone()
+        } else {
+            code
+        };
+        (&mut rule[field], item)
+    };
+    list.as_array_mut().unwrap().push(item);
+    format!(
+        "{name}: {direction} += {}",
+        serde_json::to_string(&list).unwrap()
+    )
+}
+
+/// The fixes a blocked-port finding's message proposes.
+fn fixes(message: &str) -> Vec<&str> {
+    message
+        .split("; ")
+        .filter(|f| f.contains('`') && (f.starts_with("add ") || f.contains(" admits the port")))
+        .collect()
 }
 
 fn evaluate(engine: &Engine, cluster: &Value, policies: &[Value], ns: &Labels) -> Decision {
@@ -613,7 +692,7 @@ fn raygate_judges_clusters_as_kube_network_policies_would() {
     }
 
     let mut report = Vec::new();
-    let (mut sets, mut queries, mut cut, mut clean, mut no_dns, mut unverified_dns) =
+    let (mut sets, mut asked_queries, mut cut, mut clean, mut no_dns, mut unverified_dns) =
         (0, 0, 0, 0, 0, 0);
     for (cluster, pods, scenarios, asked, answers) in &cases {
         for ((scenario, asked), answers) in scenarios.iter().zip(asked).zip(answers) {
@@ -621,7 +700,7 @@ fn raygate_judges_clusters_as_kube_network_policies_would() {
             let expected = oracle_verdicts(pods, asked, answers);
             let (ours, unverified) = raygate_verdicts(pods, &decision);
             sets += 1;
-            queries += answers.len();
+            asked_queries += answers.len();
             cut += expected.cut.len();
             clean += usize::from(expected.cut.is_empty() && expected.no_dns.is_empty());
             no_dns += expected.no_dns.len();
@@ -672,7 +751,7 @@ fn raygate_judges_clusters_as_kube_network_policies_would() {
         }
     }
     let summary = format!(
-        "{} disagreeing set(s) of {sets}; {queries} oracle queries; the oracle found {cut} \
+        "{} disagreeing set(s) of {sets}; {asked_queries} oracle queries; the oracle found {cut} \
          (group, port) cuts, {no_dns} groups without DNS and {clean} sets where Ray is wholly \
          open; raygate left {unverified_dns} groups' DNS unverified",
         report.len()
@@ -683,4 +762,77 @@ fn raygate_judges_clusters_as_kube_network_policies_would() {
     assert!(clean * 10 >= sets, "{summary}");
     assert!(cut >= sets, "{summary}");
     assert!(no_dns >= sets / 10, "{summary}");
+
+    // Every blocked-port finding's hint, applied alone as written, must clear that port for
+    // every group, as raygate and as the oracle see the fixed set, and cut nothing new.
+    let mut report = Vec::new();
+    let (mut hinted, mut applied_fixes) = (0, 0);
+    for (cluster, pods, scenarios, _, _) in &cases {
+        let mut fixed = Vec::new();
+        let mut about = Vec::new();
+        for scenario in scenarios {
+            let decision = evaluate(&engine, cluster, &scenario.policies, &namespaces[NAMESPACE]);
+            let before = raygate_verdicts(pods, &decision).0.cut;
+            let blocked: Vec<_> = decision
+                .violations
+                .iter()
+                .filter(|v| is_blocked_port(v.rule))
+                .collect();
+            // The first, a middle and the last: every kind of port, not all of them.
+            let mut picked: Vec<usize> =
+                vec![0, blocked.len() / 2, blocked.len().saturating_sub(1)];
+            picked.dedup();
+            for finding in picked.into_iter().filter_map(|i| blocked.get(i)) {
+                let mut policies = scenario.policies.clone();
+                let applied: Vec<String> = fixes(&finding.message)
+                    .into_iter()
+                    .map(|fix| apply_fix(&mut policies, fix))
+                    .collect();
+                assert!(!applied.is_empty(), "no fix in: {}", finding.message);
+                applied_fixes += applied.len();
+                let (queries, asked) = queries(pods, &policies);
+                fixed.push(Scenario {
+                    name: format!("{} with a hint applied", scenario.name),
+                    policies,
+                    queries,
+                });
+                about.push((asked, before.clone(), finding.message.clone(), applied));
+            }
+        }
+        hinted += fixed.len();
+        let answers = oracle_answers(&oracle, &namespaces, &pods.pods, &fixed);
+        for ((scenario, (asked, before, message, applied)), answers) in
+            fixed.iter().zip(&about).zip(&answers)
+        {
+            let (port, _) = cut_named(message);
+            let decision = evaluate(&engine, cluster, &scenario.policies, &namespaces[NAMESPACE]);
+            let ours = raygate_verdicts(pods, &decision).0.cut;
+            let theirs = oracle_verdicts(pods, asked, answers).cut;
+            let mut wrong = Vec::new();
+            for (who, cut) in [("raygate", &ours), ("kube-network-policies", &theirs)] {
+                let still: Vec<_> = cut.iter().filter(|(_, p)| *p == port).collect();
+                if !still.is_empty() {
+                    wrong.push(format!("  {who} still finds it cut: {still:?}"));
+                }
+                let new: Vec<_> = cut.difference(before).collect();
+                if !new.is_empty() {
+                    wrong.push(format!("  {who} finds new cuts: {new:?}"));
+                }
+            }
+            if !wrong.is_empty() {
+                report.push(format!(
+                    "{}:\n  finding: {message}\n  applied: {applied:?}\n{}",
+                    scenario.name,
+                    wrong.join("\n")
+                ));
+            }
+        }
+    }
+    let summary = format!(
+        "{} of {hinted} hinted findings not cleared ({applied_fixes} fixes applied)",
+        report.len()
+    );
+    eprintln!("{summary}");
+    assert!(report.is_empty(), "{}\n\n{summary}", report.join("\n\n"));
+    assert!(hinted >= 100, "{summary}");
 }

@@ -1175,6 +1175,10 @@ fn raygate_decides_connections_as_kube_network_policies_does() {
     let pods = pods();
     let scenarios = corpus(&pods);
     let expected = oracle_answers(&oracle, &namespaces, &pods, &scenarios);
+    // The runtime tier checks its nftables translator against the same corpus and answers.
+    if let Some(path) = std::env::var_os("RAYGATE_NETPOL_CORPUS") {
+        write_corpus(&path, &namespaces, &pods, &scenarios, &expected);
+    }
 
     let mut queries = 0;
     let mut allowed = 0;
@@ -1244,4 +1248,29 @@ fn raygate_decides_connections_as_kube_network_policies_does() {
         allowed * 5 >= queries && allowed * 5 <= queries * 4,
         "{allowed} of {queries} allowed"
     );
+}
+
+fn write_corpus(
+    path: &std::ffi::OsStr,
+    namespaces: &BTreeMap<String, Labels>,
+    pods: &[Pod],
+    scenarios: &[Scenario],
+    answers: &[Vec<bool>],
+) {
+    let mut out = String::new();
+    for (scenario, answers) in scenarios.iter().zip(answers) {
+        let doc = json!({
+            "name": scenario.name,
+            "namespaces": namespaces,
+            "pods": pods.iter().map(Pod::to_json).collect::<Vec<_>>(),
+            "policies": scenario.policies,
+            "queries": scenario.queries.iter().zip(answers).map(|(q, allowed)| json!({
+                "from": pods[q.from].name, "to": pods[q.to].name,
+                "port": q.port, "protocol": q.protocol, "allowed": allowed,
+            })).collect::<Vec<_>>(),
+        });
+        out.push_str(&doc.to_string());
+        out.push('\n');
+    }
+    std::fs::write(path, out).unwrap_or_else(|e| panic!("{}: {e}", path.to_string_lossy()));
 }

@@ -746,7 +746,7 @@ pub fn check_cluster(
                 policies_do(&policies, "blocks", "block"),
                 cut.need.label,
                 super::and_list(&cut.groups),
-                hint(&cut, cluster_label),
+                hint(&cut, cluster_label, &namespace_view, &peers),
             )
         });
     }
@@ -754,59 +754,77 @@ pub fn check_cluster(
     report_guess(&namespace_view, &cluster.path, out);
 }
 
-/// The fix for a needed port the cluster's policies cut, per direction: what blocks it is the
-/// peers when some rule of that direction already admits the port (or every port), the
-/// missing rule when there is none, and only otherwise the ports of the rule for the
-/// cluster's pods.
-fn hint(cut: &Cut<'_>, cluster_label: Option<(&str, &str)>) -> String {
+/// The fix for a needed port the cluster's policies cut, for each policy that restricts the
+/// direction it is cut in: when some rule of the policy admits the port, its peers are what
+/// block, so the cluster's pods are added to them; when a rule's peers already hold every pod
+/// of the cluster, the port is added to its ports; otherwise (no rule, or none of either kind)
+/// a rule for the cluster's pods is added. Rules are numbered from 1 in their list.
+fn hint(
+    cut: &Cut<'_>,
+    cluster_label: Option<(&str, &str)>,
+    namespace: &NamespaceView<'_>,
+    cluster_pods: &[&PodLabels<'_>],
+) -> String {
     let selector = cluster_label.map_or_else(
         || "<a label of the cluster's pods>".to_owned(),
         |(key, value)| format!("{key}: {value}"),
     );
+    let peer = format!("{{podSelector: {{matchLabels: {{{selector}}}}}}}");
+    let need = &cut.need;
+    // The destination's declared port for a single needed port, as named rules see it.
+    let declared: Vec<(String, u16, String)> = need
+        .name
+        .iter()
+        .filter_map(|n| Some((n.clone(), u16::try_from(need.from).ok()?, "TCP".to_owned())))
+        .collect();
+    let admits_port = |ports: Option<&Vec<NetworkPolicyPort>>| {
+        ports.filter(|p| !p.is_empty()).is_none_or(|ports| {
+            ports.iter().any(|entry| {
+                (need.from..=need.to).all(|port| {
+                    u16::try_from(port)
+                        .is_ok_and(|port| semantics::port_matches(entry, port, "TCP", &declared))
+                })
+            })
+        })
+    };
+    let holds_cluster = |peers: Option<&Vec<NetworkPolicyPeer>>| {
+        peers.filter(|p| !p.is_empty()).is_none_or(|peers| {
+            cluster_pods
+                .iter()
+                .all(|pod| peers.iter().any(|p| peer_admits(p, namespace, pod)))
+        })
+    };
     let mut fixes = Vec::new();
     for (policies, direction, name, field) in [
         (&cut.ingress, Direction::Ingress, "ingress", "from"),
         (&cut.egress, Direction::Egress, "egress", "to"),
     ] {
-        if policies.is_empty() {
-            continue;
+        for policy in policies.iter().filter(|p| restricts(p, direction)) {
+            let policy_name = policy.metadata.name.as_deref().unwrap_or("");
+            let rules = semantics::rules(policy, direction);
+            let numbered = |test: &dyn Fn(&semantics::Rule<'_>) -> bool| {
+                rules.iter().position(test).map(|i| i + 1)
+            };
+            fixes.push(if let Some(n) = numbered(&|(_, ports)| admits_port(*ports)) {
+                format!(
+                    "{name} rule {n} of NetworkPolicy {policy_name:?} admits the port but not from the cluster's pods: add `{peer}` to its {field}"
+                )
+            } else if let Some(n) = numbered(&|(peers, _)| holds_cluster(*peers)) {
+                format!(
+                    "add `- {}` to the ports of {name} rule {n} of NetworkPolicy {policy_name:?}",
+                    need.entry()
+                )
+            } else if rules.is_empty() {
+                format!(
+                    "add to NetworkPolicy {policy_name:?} an {name} rule `- {{{field}: [{peer}]}}` (no ports: every port between the cluster's pods)"
+                )
+            } else {
+                format!(
+                    "add to NetworkPolicy {policy_name:?} an {name} rule `- {{{field}: [{peer}], ports: [{}]}}`",
+                    need.entry()
+                )
+            });
         }
-        let rules: Vec<_> = policies
-            .iter()
-            .flat_map(|p| semantics::rules(p, direction))
-            .collect();
-        let need = &cut.need;
-        // The destination's declared port for a single needed port, as named rules see it.
-        let declared: Vec<(String, u16, String)> = need
-            .name
-            .iter()
-            .filter_map(|n| Some((n.clone(), u16::try_from(need.from).ok()?, "TCP".to_owned())))
-            .collect();
-        let admits_port = rules.iter().any(|(_, ports)| {
-            ports.filter(|p| !p.is_empty()).is_none_or(|ports| {
-                ports.iter().any(|entry| {
-                    (need.from..=need.to).all(|port| {
-                        u16::try_from(port).is_ok_and(|port| {
-                            semantics::port_matches(entry, port, "TCP", &declared)
-                        })
-                    })
-                })
-            })
-        });
-        fixes.push(if rules.is_empty() {
-            format!(
-                "add an {name} rule `- {{{field}: [{{podSelector: {{matchLabels: {{{selector}}}}}}}]}}` (no ports: every port between the cluster's pods)"
-            )
-        } else if admits_port {
-            format!(
-                "an {name} rule already admits that port, but its peers do not select the cluster's pods: add `{{podSelector: {{matchLabels: {{{selector}}}}}}}` to its {field}"
-            )
-        } else {
-            format!(
-                "add `- {}` to the ports of its {name} rule for the cluster's pods",
-                need.entry()
-            )
-        });
     }
     fixes.join("; ")
 }
@@ -887,7 +905,7 @@ fn egress_admits(
 fn peer_reaches_dns(peer: &NetworkPolicyPeer) -> Option<bool> {
     if let Some(block) = &peer.ip_block {
         let except = block.except.as_deref().unwrap_or_default();
-        if except.iter().any(|e| covers_cidr(e, &block.cidr)) {
+        if semantics::block_is_empty(&block.cidr, except) {
             return Some(false);
         }
         // The DNS Pods' addresses are not known here: only a block of every address is sure.
@@ -913,23 +931,6 @@ fn peer_reaches_dns(peer: &NetworkPolicyPeer) -> Option<bool> {
     } else {
         Some(false)
     }
-}
-
-/// Whether CIDR `outer` holds all of `inner`.
-fn covers_cidr(outer: &str, inner: &str) -> bool {
-    let (Some((_, bits)), Some((inner_base, inner_bits))) =
-        (outer.split_once('/'), inner.split_once('/'))
-    else {
-        return false;
-    };
-    let (Ok(bits), Ok(inner_bits), Ok(inner_base)) = (
-        bits.parse::<u32>(),
-        inner_bits.parse::<u32>(),
-        inner_base.parse::<std::net::IpAddr>(),
-    ) else {
-        return false;
-    };
-    bits <= inner_bits && semantics::ip_in_block(inner_base, outer, &[])
 }
 
 /// The cluster's DNS Pods, as kubeadm and most distributions run CoreDNS.

@@ -76,7 +76,7 @@ def _selecting(pod: Endpoint, policies: list, kind: str) -> list:
         for p in policies
         if p["metadata"]["namespace"] == pod.namespace
         and kind in policy_types(p)
-        and selects(p["spec"].get("podSelector"), pod.labels)
+        and selects((p.get("spec") or {}).get("podSelector"), pod.labels)
     ]
 
 
@@ -136,7 +136,7 @@ def clauses(pod: Endpoint, direction: str, policies: list, endpoints: list) -> l
     out = []
     for policy in selecting:
         ns = policy["metadata"]["namespace"]
-        for rule in policy["spec"].get(key) or []:
+        for rule in (policy.get("spec") or {}).get(key) or []:
             peers = rule.get(peers_key) or []
             raw_ports = rule.get("ports")
             if direction == "Ingress":

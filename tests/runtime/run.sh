@@ -78,6 +78,11 @@ trap 'rm -f "$raygate_copy"' EXIT
 log "tools, venv and raygate ready after $(elapsed)"
 
 (cd tests/runtime && "$venv/bin/python" -m pytest -q -p no:cacheprovider test_netpol_nft.py)
+# The translator that enforces policies in the rig decides as kube-network-policies does.
+netpol_corpus=$(mktemp -t raygate-netpol-corpus.XXXXXX)
+RAYGATE_NETPOL_CORPUS="$netpol_corpus" cargo test --locked -q --test netpol_oracle >&2
+(cd tests/runtime && "$venv/bin/python" netpol_nft_corpus.py "$netpol_corpus")
+rm -f "$netpol_corpus"
 "$venv/bin/python" tests/runtime/ray_cli_oracle.py --raygate "$raygate" -q
 
 # --- control plane, rig, teardown -------------------------------------------------------------

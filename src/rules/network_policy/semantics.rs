@@ -130,6 +130,52 @@ pub fn ip_in_block(ip: IpAddr, cidr: &str, except: &[String]) -> bool {
     in_cidr(ip, cidr) && !except.iter().any(|e| in_cidr(ip, e))
 }
 
+/// The addresses of a CIDR as an interval, and whether they are IPv6.
+fn cidr_interval(cidr: &str) -> Option<(bool, u128, u128)> {
+    let (base, bits) = cidr.split_once('/')?;
+    let (base, bits) = (base.parse::<IpAddr>().ok()?, bits.parse::<u32>().ok()?);
+    let (v6, width, base) = match base {
+        IpAddr::V4(b) => (false, 32, u128::from(u32::from(b))),
+        IpAddr::V6(b) => (true, 128, u128::from(b)),
+    };
+    if bits > width {
+        return None;
+    }
+    let host = (width - bits) as usize;
+    let span = if host >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << host) - 1
+    };
+    let start = base & !span;
+    Some((v6, start, start | span))
+}
+
+/// Whether an ipBlock's `except` entries together leave none of its `cidr`.
+pub fn block_is_empty(cidr: &str, except: &[String]) -> bool {
+    let Some((v6, start, end)) = cidr_interval(cidr) else {
+        return false;
+    };
+    let mut holes: Vec<(u128, u128)> = except
+        .iter()
+        .filter_map(|e| cidr_interval(e))
+        .filter(|(family, _, _)| *family == v6)
+        .map(|(_, a, b)| (a, b))
+        .collect();
+    holes.sort_unstable();
+    let mut next = start;
+    for (a, b) in holes {
+        if a > next {
+            break;
+        }
+        if b >= end {
+            return true;
+        }
+        next = next.max(b + 1);
+    }
+    false
+}
+
 fn in_cidr(ip: IpAddr, cidr: &str) -> bool {
     let Some((base, bits)) = cidr.split_once('/') else {
         return false;
