@@ -5,6 +5,7 @@
 #   docker build -t raygate:0.1.0 .
 #
 # Needs BuildKit (the default builder since Docker 23) for the cache mounts.
+# scripts/image.sh builds the same image without Docker, for the test cluster: docs/IMAGE.md.
 
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
