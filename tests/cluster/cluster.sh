@@ -219,7 +219,14 @@ remove_own_global_files() {
 		done
 		;;
 	/var/lib/cni)
-		rm -rf /var/lib/cni/results/rgc-* /var/lib/cni/networks/rgc-* 2>/dev/null || true
+		# libcni's result cache: NETWORK-SANDBOX-IF, for the Pod network and containerd's loopback.
+		local f id
+		for f in /var/lib/cni/results/rgc-*; do
+			[[ -e "$f" ]] || continue
+			id="${f%-eth0}"
+			id="${id##*-}"
+			rm -f "$f" "/var/lib/cni/results/cni-loopback-$id-lo"
+		done
 		;;
 	/var/lib/kubelet)
 		# device-plugins/ holds only the socket of the kubelet that started last.
@@ -376,7 +383,7 @@ write_node_config() {
 	d="$(node_dir "$name")"
 	ip="$(node_ip "$index")"
 	subnet="$(node_subnet "$index")"
-	mkdir -p "$d"/{state,run,runc,opt,cni/net.d,cni/ipam,kubelet,pod-logs,volume-plugins}
+	mkdir -p "$d"/{state,run,runc,opt,cni/net.d,cni/ipam,kubelet,volume-plugins} "$DIR/logs/pods/$name"
 	local store
 	store="$(image_store "$name")"
 	# A store that `down` did not leave clean may hold an earlier run's containers.
@@ -471,7 +478,8 @@ clusterDomain: cluster.local
 clusterDNS: [$DNS_IP]
 # No host resolver inside Pods: ClusterFirst Pods ask CoreDNS, which never forwards.
 resolvConf: ""
-podLogsDir: $d/pod-logs
+# Containers' logs stay after down, with the rest of logs/.
+podLogsDir: $DIR/logs/pods/$name
 volumePluginDir: $d/volume-plugins
 # Images come from archives, not a registry: they must never be collected.
 imageGCHighThresholdPercent: 100
@@ -544,15 +552,16 @@ import_images() {
 # forget_containers NODE: leaves only images in the node's containerd (its processes
 # are dead by now), and marks the store clean for the next `up`.
 forget_containers() {
-	local name="$1" id ok=1
+	local name="$1" id
 	ctr_node "$name" version >/dev/null 2>&1 || return 0
+	# containerd removes some exited tasks by itself meanwhile: "not found" is fine.
 	for id in $(ctr_node "$name" tasks ls -q 2>/dev/null); do
-		ctr_node "$name" tasks rm -f "$id" >>"$DIR/logs/forget-$name.log" 2>&1 || ok=0
+		ctr_node "$name" tasks rm -f "$id" >>"$DIR/logs/forget-$name.log" 2>&1
 	done
 	for id in $(ctr_node "$name" containers ls -q 2>/dev/null); do
-		ctr_node "$name" containers rm "$id" >>"$DIR/logs/forget-$name.log" 2>&1 || ok=0
+		ctr_node "$name" containers rm "$id" >>"$DIR/logs/forget-$name.log" 2>&1
 	done
-	if ((ok)); then
+	if [[ -z "$(ctr_node "$name" containers ls -q 2>&1)" ]]; then
 		touch "$(image_store "$name")/.clean-pending"
 	else
 		log "$name: could not remove every container; its image store will be rebuilt"
@@ -738,6 +747,9 @@ up() {
 	for tool in containerd ctr runc iptables nft openssl python3; do
 		command -v "$tool" >/dev/null || die "$tool not found (run scripts/cluster-tools.sh)"
 	done
+	# Unix sockets live under DIR (kubelet's pod-resources socket is the deepest), and
+	# their paths may not be longer than 107 bytes.
+	((${#DIR} <= 60)) || die "DIR is ${#DIR} characters long; give one of at most 60"
 	[[ ! -f "$DIR/active" ]] || die "a cluster from $DIR was not torn down; run '$0 down $DIR' first"
 	local addr addrs
 	addrs="$(ip -4 -o addr show)"
