@@ -727,7 +727,9 @@ EOF
 # --- up / down -------------------------------------------------------------------------
 up() {
 	((EUID == 0)) || die "needs root (kubelet, containerd, iptables)"
-	[[ "$WORKERS" =~ ^[0-9]+$ ]] && ((WORKERS >= 1 && WORKERS <= 8)) || die "CLUSTER_WORKERS must be 1..8"
+	if ! [[ "$WORKERS" =~ ^[0-9]+$ ]] || ((WORKERS < 1 || WORKERS > 8)); then
+		die "CLUSTER_WORKERS must be 1..8"
+	fi
 	local b
 	for b in "$BIN"/{kubelet,kube-controller-manager,kube-scheduler,kube-proxy,kube-network-policies,coredns} \
 		"$E2E_BIN"/{etcd,kube-apiserver,kubectl} "$COMPONENT_IMAGES"/{coredns,kube-network-policies}.tar; do
@@ -918,7 +920,7 @@ down() {
 	# cluster's binaries whose command line names this directory.
 	pids=()
 	for pid in $(pgrep -f -- "$DIR/" || true); do
-		[[ "$pid" != $$ ]] && ours "$pid" && pids+=("$pid")
+		[[ "$pid" != "$$" ]] && ours "$pid" && pids+=("$pid")
 	done
 	((${#pids[@]})) && stop_pids "${pids[@]}"
 
@@ -953,7 +955,7 @@ down() {
 	# cgroups, deepest first.
 	local c
 	for c in /sys/fs/cgroup/*/"$CGROUP_PREFIX"*; do
-		[[ -d "$c" ]] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null || true
+		if [[ -d "$c" ]]; then find "$c" -depth -type d -exec rmdir {} + 2>/dev/null; fi
 	done
 
 	# The nodes' state (kubelet's volumes, the containers' state): never reused.
@@ -975,6 +977,7 @@ down() {
 
 print_env() {
 	[[ -f "$DIR/cluster.env" ]] || die "no cluster in $DIR (run '$0 up $DIR')"
+	local NODES=""
 	# shellcheck disable=SC1091
 	source "$DIR/cluster.env"
 	local workers="${NODES#gpu-node }"

@@ -29,9 +29,9 @@ done
 for cg in /sys/fs/cgroup/*/rgc-*; do
 	[[ -d "$cg" ]] || continue
 	report "cgroup $cg"
-	for pid in $(find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null); do
+	while read -r pid; do
 		report "  process $pid in it: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-120)"
-	done
+	done < <(find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null)
 done
 
 # Mounts and links.
