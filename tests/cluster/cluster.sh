@@ -51,8 +51,10 @@ BRIDGE_PREFIX=rgc-br
 CGROUP_PREFIX=rgc-
 GUARD=RGC-GUARD
 PAUSE_IMAGE=registry.k8s.io/pause:3.10
-COREDNS_IMAGE=raygate.local/cluster/coredns:v1.15.0
-KNP_IMAGE=raygate.local/cluster/kube-network-policies:v0.8.0-nfqueue
+# Named by scripts/cluster-tools.sh after the versions pinned in tests/cluster/tools/.
+pinned() { awk -v m="$2" '$1 == m { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$1/go.mod"; }
+COREDNS_IMAGE="raygate.local/cluster/coredns:$(pinned "$ROOT/tests/cluster/tools/coredns" github.com/coredns/coredns)"
+KNP_IMAGE="raygate.local/cluster/kube-network-policies:$(pinned "$ROOT/tests/cluster/tools/kube-network-policies" sigs.k8s.io/kube-network-policies)-nfqueue"
 BUSYBOX_IMAGE=raygate.local/busybox:1
 RAY_IMAGE=rayproject/ray:2.60.0
 RAYGATE_NAMESPACE=raygate-system
@@ -106,6 +108,17 @@ fail_with_log() {
 		log "last lines of $DIR/logs/$name.log:"
 		tail -n 40 "$DIR/logs/$name.log" >&2 || true
 	fi
+	# The add-ons run as Pods: what the cluster says about them.
+	if [[ "$name" == addons ]]; then
+		log "kube-system's Pods and the latest events:"
+		kubectl get pods -A -o wide >&2 || true
+		kubectl get events -A --sort-by=.lastTimestamp 2>&1 | tail -n 20 >&2 || true
+		local pod
+		for pod in $(kubectl -n kube-system get pods -o name 2>/dev/null); do
+			log "last lines of $pod:"
+			kubectl -n kube-system logs "$pod" --all-containers --tail=15 >&2 || true
+		done
+	fi
 	die "$*"
 }
 
@@ -116,7 +129,9 @@ wait_for() {
 	shift 2
 	local deadline=$((SECONDS + TIMEOUT)) t0=$SECONDS
 	until "$@" >/dev/null 2>&1; do
-		is_running "$name" || fail_with_log "$name" "$name exited while waiting for $what"
+		if [[ "$name" != addons ]] && ! is_running "$name"; then
+			fail_with_log "$name" "$name exited while waiting for $what"
+		fi
 		((SECONDS < deadline)) || fail_with_log "$name" "timed out after ${TIMEOUT}s waiting for $what"
 		sleep 0.5
 	done
@@ -878,12 +893,12 @@ EOF
 
 	wait_for kube-controller-manager "kube-system/default ServiceAccount" kubectl -n kube-system get serviceaccount default
 	addons | kubectl apply -f - >"$DIR/logs/addons.log" 2>&1 || fail_with_log addons "applying the add-ons failed"
-	wait_for kube-scheduler "CoreDNS Ready" bash -c \
+	wait_for addons "CoreDNS Ready" bash -c \
 		"'$E2E_BIN/kubectl' --kubeconfig '$KUBECONFIG_FILE' -n kube-system get endpointslices -l kubernetes.io/service-name=kube-dns -o jsonpath='{.items[*].endpoints[?(@.conditions.ready==true)].addresses[0]}' | grep -q ."
 	wait_for kube-proxy "kube-proxy rules for kube-dns" bash -c "iptables -t nat -S KUBE-SERVICES 2>/dev/null | grep -q -- '-d $DNS_IP/32 .*dport 53'"
-	wait_for kube-scheduler "kube-network-policies running" bash -c \
+	wait_for addons "kube-network-policies running" bash -c \
 		"[[ \"\$('$E2E_BIN/kubectl' --kubeconfig '$KUBECONFIG_FILE' -n kube-system get pods -l app=kube-network-policies -o 'jsonpath={.items[0].status.phase}')\" == Running ]]"
-	wait_for kube-scheduler "kube-network-policies' nftables table" nft list table inet kube-network-policies
+	wait_for addons "kube-network-policies' nftables table" nft list table inet kube-network-policies
 
 	{
 		echo "NODES='${names[*]}'"
@@ -963,12 +978,14 @@ down() {
 	local store
 	for store in "$DIR"/images/*/; do
 		[[ -d "$store" ]] || continue
-		# The CRI plugin's files for the containers forgotten above.
-		rm -rf "$store"io.containerd.grpc.v1.cri/{containers,sandboxes}
-		if [[ "${CLUSTER_KEEP_IMAGES:-1}" == 0 || ! -f "$store.clean-pending" ]]; then
+		if [[ "${CLUSTER_KEEP_IMAGES:-1}" == 0 ]]; then
 			rm -rf "$store"
-		else
+		elif [[ -f "$store.clean-pending" ]]; then
+			# The CRI plugin's files for the containers forgotten above.
+			rm -rf "$store"io.containerd.grpc.v1.cri/{containers,sandboxes}
 			mv "$store.clean-pending" "$store.clean"
+		elif [[ ! -f "$store.clean" ]]; then
+			rm -rf "$store" # an earlier run's containers may be in it
 		fi
 	done
 	rm -f "$DIR/active"
