@@ -6,15 +6,13 @@
 # together from those, under the name the manifests use:
 #
 #   pause.tar             registry.k8s.io/pause:3.10        tests/cluster/images/pause (Go)
-#   kubectl.tar           registry.k8s.io/kubectl:<chart's kubectlImage tag>
-#                         busybox-static + kubectl, for the chart's certgen hook Job
 #   kuberay-operator.tar  quay.io/kuberay/operator:<KubeRay pin>
 #                         the e2e tier's operator build as /manager, distroless-like
 #   ray.tar               rayproject/ray:$RAY_VERSION
 #                         Debian bookworm + ray[default] in /opt/ray, user ray (1000)
 #   busybox.tar           raygate.local/busybox:1           a shell for smoke tests
 #
-#   scripts/cluster-images.sh [--check] [NAME...]   (NAME: pause kubectl
+#   scripts/cluster-images.sh [--check] [NAME...]   (NAME: pause
 #       kuberay-operator ray busybox; default all) prints the archives' paths
 #
 # Each archive is rebuilt only when the stamp next to it (a hash of the recipe,
@@ -45,14 +43,14 @@ names=()
 for arg in "$@"; do
 	case "$arg" in
 	--check) check=1 ;;
-	pause | kubectl | kuberay-operator | ray | busybox) names+=("$arg") ;;
+	pause | kuberay-operator | ray | busybox) names+=("$arg") ;;
 	*)
-		echo "usage: $0 [--check] [pause|kubectl|kuberay-operator|ray|busybox ...]" >&2
+		echo "usage: $0 [--check] [pause|kuberay-operator|ray|busybox ...]" >&2
 		exit 2
 		;;
 	esac
 done
-((${#names[@]})) || names=(pause kubectl kuberay-operator ray busybox)
+((${#names[@]})) || names=(pause kuberay-operator ray busybox)
 
 mkoci() {
 	local opts=()
@@ -71,19 +69,12 @@ e2e_binary() {
 
 # The manifests' names for the images, from the pins they must match.
 pause_ref=registry.k8s.io/pause:3.10
-kubectl_ref="$(awk '/kubectlImage:/ { on = 1 } on && $1 == "repository:" { r = $2 } on && $1 == "tag:" { print r ":" $2; exit }' \
-	"$IMG_ROOT/deploy/helm/raygate/values.yaml")"
 kuberay_pin="$(awk '$1 == "github.com/ray-project/kuberay/ray-operator" { print $2; exit }' \
 	"$IMG_ROOT/tests/e2e/tools/kuberay/go.mod")"
 operator_ref="quay.io/kuberay/operator:$kuberay_pin"
 ray_ref="rayproject/ray:$RAY_VERSION"
 busybox_ref=raygate.local/busybox:1
-[[ "$kubectl_ref" == registry.k8s.io/kubectl:v* && -n "$kuberay_pin" ]] ||
-	{ img_log "could not read the kubectl image (values.yaml) or the KubeRay pin (go.mod)"; exit 1; }
-# The kubectl inside is the e2e tier's; say so when the chart names another version.
-k8s_pin="$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' "$IMG_ROOT/tests/e2e/tools/go.mod")"
-[[ "${kubectl_ref##*:}" == "$k8s_pin" ]] ||
-	img_log "warning: $kubectl_ref will hold kubectl $k8s_pin (tests/e2e/tools/go.mod)"
+[[ -n "$kuberay_pin" ]] || { img_log "could not read the KubeRay pin (tests/e2e/tools/kuberay/go.mod)"; exit 1; }
 
 # --- recipes: build_NAME ROOT OUT REF. A recipe's text is part of its stamp. ---
 
@@ -98,15 +89,6 @@ build_pause() {
 	)
 	# As upstream: scratch, /pause, the nobody-like 65535.
 	mkoci --ref "$ref" --entrypoint '["/pause"]' --user 65535:65535 "$root" "$out"
-}
-
-build_kubectl() {
-	local root="$1" out="$2" ref="$3"
-	busybox_root "$root"
-	install -m 0755 "$(e2e_binary kubectl)" "$root/bin/kubectl"
-	# Upstream's entrypoint. Unlike upstream (distroless, no shell) it has the
-	# sh, date, base64, tr, cat and printf deploy/helm/raygate/files/certgen.sh runs.
-	mkoci --ref "$ref" --entrypoint '["/bin/kubectl"]' "$root" "$out"
 }
 
 build_kuberay-operator() {
@@ -248,11 +230,6 @@ build_ray() {
 # --- checks: check_NAME UNPACKED_DIR, run by --check ---
 
 check_pause() { img_run "$1" /pause -v; }
-check_kubectl() {
-	# Everything certgen.sh runs, as the hook Job's user.
-	img_run "$1" --user 65532:65532 /bin/sh -c \
-		'for c in sh date base64 tr cat printf; do command -v $c >/dev/null || exit 1; done; kubectl version --client'
-}
 check_kuberay-operator() {
 	# Go's flag package prints the usage and exits 0 on --help.
 	local usage
@@ -275,10 +252,6 @@ for name in "${names[@]}"; do
 		# The Go version decides the binary; asking costs 50 ms.
 		words=("$("$(command -v go || echo /usr/local/go/bin/go)" env GOVERSION 2>/dev/null || echo no-go)")
 		files=("$IMG_ROOT"/tests/cluster/images/pause/{go.mod,main.go})
-		;;
-	kubectl)
-		ref="$kubectl_ref" debs=(busybox-static)
-		files=("$(e2e_binary kubectl)")
 		;;
 	kuberay-operator)
 		ref="$operator_ref" debs=("${DISTROLESS_PACKAGES[@]}" ca-certificates)

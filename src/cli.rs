@@ -139,15 +139,18 @@ pub enum Command {
         #[arg(long)]
         write_reports: bool,
     },
-    /// Write a CA and a serving certificate, and print the caBundle for webhook configurations.
+    /// Write a CA and a serving certificate, and print the caBundle for webhook configurations;
+    /// or, with --publish, keep or renew them in a Secret and set the webhooks' caBundle.
     Certs {
-        #[arg(long, value_name = "DIR")]
-        out_dir: PathBuf,
+        #[arg(long, value_name = "DIR", required_unless_present = "publish")]
+        out_dir: Option<PathBuf>,
         /// A DNS name or IP address the certificate serves (repeat).
         #[arg(long = "host", value_name = "NAME", required = true)]
         hosts: Vec<String>,
         #[arg(long, default_value_t = 365)]
         days: u32,
+        #[command(flatten)]
+        publish: PublishArgs,
     },
     /// Print the command each Ray container runs and the `ray start` raygate reads from it.
     /// Reads JSON lines on stdin, `{"id", "role": "head"|"worker", "group": {...},
@@ -159,6 +162,28 @@ pub enum Command {
         #[command(flatten)]
         policy: PolicyArgs,
     },
+}
+
+/// `certs --publish`: the Helm chart's self-signed hook (no shell, no kubectl image).
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// Write the certificates into a Secret (kept while valid) and set the caBundle of the
+    /// webhook configurations, with the in-cluster ServiceAccount or --kubeconfig.
+    #[arg(long, conflicts_with = "out_dir", requires_all = ["namespace", "secret", "webhook"])]
+    pub publish: bool,
+    #[arg(long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The kubernetes.io/tls Secret to keep or write.
+    #[arg(long, value_name = "NAME")]
+    pub secret: Option<String>,
+    /// The name of the Validating- and MutatingWebhookConfiguration.
+    #[arg(long, value_name = "NAME")]
+    pub webhook: Option<String>,
+    /// Renew a Secret this close to its expiry.
+    #[arg(long, default_value_t = 30)]
+    pub renew_before_days: u32,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 #[derive(Debug, clap::Args)]

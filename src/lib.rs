@@ -10,6 +10,7 @@ pub mod leader;
 pub mod manifest;
 pub mod metrics;
 pub mod policy;
+pub mod publish;
 pub mod quantity;
 pub mod ray;
 pub mod ray_command;

@@ -160,9 +160,19 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             ))?
         }
         Command::Certs {
-            out_dir,
+            out_dir: None,
             hosts,
             days,
+            publish,
+        } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(publish_certs(&hosts, days, &publish))?,
+        Command::Certs {
+            out_dir: Some(out_dir),
+            hosts,
+            days,
+            publish: _,
         } => {
             let certs = raygate::tls::generate(&hosts, days)?;
             raygate::tls::write(&out_dir, &certs)?;
@@ -190,6 +200,31 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             exit::OK
         }
     })
+}
+
+async fn publish_certs(hosts: &[String], days: u32, args: &cli::PublishArgs) -> anyhow::Result<u8> {
+    let config = match &args.cluster.kubeconfig {
+        Some(path) => config_from(path).await?,
+        None => kube::Config::infer().await?,
+    };
+    let client = kube::Client::try_from(config)?;
+    // clap requires all three with --publish.
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let (namespace, secret, webhook) = (
+        text(&args.namespace),
+        text(&args.secret),
+        text(&args.webhook),
+    );
+    let target = raygate::publish::Target {
+        namespace: &namespace,
+        secret: &secret,
+        webhook: &webhook,
+        hosts,
+        days,
+        renew_before_days: args.renew_before_days,
+    };
+    raygate::publish::publish(&client, &target).await?;
+    Ok(exit::OK)
 }
 
 async fn config_from(kubeconfig: &Path) -> anyhow::Result<kube::Config> {

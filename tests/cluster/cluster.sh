@@ -4,7 +4,9 @@
 # kube-proxy for Services, CoreDNS for cluster DNS and kube-network-policies for
 # NetworkPolicies. Unlike tests/e2e/cluster.sh, Pods here are scheduled and run.
 #
-#   cluster.sh up   [DIR]  start everything, wait until every node is Ready and DNS answers
+#   cluster.sh up   [DIR]  start everything, wait until every node is Ready and DNS answers,
+#                          then install the KubeRay operator and raygate (tests/cluster/install.sh;
+#                          CLUSTER_INSTALL=0 skips that)
 #   cluster.sh env  [DIR]  print `export KUBECONFIG=...` and friends
 #   cluster.sh down [DIR]  stop and remove everything `up` made, even after a failed `up`
 #
@@ -904,6 +906,11 @@ EOF
 		echo "NODES='${names[*]}'"
 		echo "WORKERS=$WORKERS"
 	} >"$DIR/cluster.env"
+	# What a user installs: the KubeRay operator from its own manifests, raygate with Helm.
+	if [[ "${CLUSTER_INSTALL:-1}" != 0 ]]; then
+		(eval "$(print_env)" && "$ROOT/tests/cluster/install.sh" all) ||
+			fail_with_log addons "installing the KubeRay operator and raygate failed"
+	fi
 	trap - EXIT
 	log "cluster up in $((SECONDS - t_up))s: ${names[*]} (run: eval \"\$($0 env $DIR)\")"
 }

@@ -42,7 +42,7 @@ IGNORED = [
      "the chart labels every object alike; e.g. the cert-manager overlay's certificates.yaml "
      "has no labels at all. Labels kustomize sets must be in Helm's output with the same value"),
     ("app.kubernetes.io/instance in the selectors of the Deployment, Service, PDB and "
-     "topologySpreadConstraints (Helm only)",
+     "topologySpreadConstraints and pod anti-affinity (Helm only)",
      "Helm's selector labels tell releases apart"),
 ]
 

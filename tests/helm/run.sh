@@ -224,28 +224,39 @@ log "stored filled in: rayClusters/filled .spec.headGroupSpec.rayStartParams.por
 k get raycluster filled -n "$ns" -o json |
 	jq -c '.spec.headGroupSpec | {rayStartParams, ports: [.template.spec.containers[0].ports[] | "\(.name)=\(.containerPort)"]}' >&2
 
-# --- the self-signed hook's script, as the hook's ServiceAccount -----------------------------
+# --- the self-signed hook's command, as the hook's ServiceAccount -----------------------------
 # The hook's RBAC exactly as the chart renders it (without the Job, which cannot run here).
 "$HELM" template raygate "$CHART" -n "$NS" --show-only templates/certgen.yaml |
 	python3 -c 'import sys, yaml; [print("---\n" + yaml.safe_dump(d)) for d in yaml.safe_load_all(sys.stdin) if d and d["kind"] != "Job"]' |
 	k apply -f - >&2
-"$HELM" template raygate "$CHART" -n "$NS" --show-only templates/certgen.yaml | python3 -c '
+# The Job's own command line, run here as its ServiceAccount (a kubeconfig that impersonates it).
+mapfile -t HOOK_ARGS < <("$HELM" template raygate "$CHART" -n "$NS" --show-only templates/certgen.yaml | python3 -c '
 import sys, yaml
 job = [d for d in yaml.safe_load_all(sys.stdin) if d and d["kind"] == "Job"][0]
-script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
-sys.exit(0 if script.rstrip("\n") == open(sys.argv[1]).read().rstrip("\n") else 1)
-' "$CHART/files/certgen.sh" || die "the hook Job does not run files/certgen.sh verbatim"
-mkdir -p "$WORK/certs-2"
-"$RAYGATE" certs --host 127.0.0.1 --out-dir "$WORK/certs-2" >/dev/null
-hook() {
-	NAMESPACE="$NS" SECRET=raygate-tls WEBHOOK=raygate HOSTS="raygate.$NS.svc,raygate.$NS.svc.cluster.local" \
-		DAYS=365 RENEW_BEFORE_DAYS=30 CERT_DIR="$WORK/certs-2" \
-		KUBECTL="$KUBECTL --as=system:serviceaccount:$NS:raygate-certgen" sh "$CHART/files/certgen.sh"
-}
+(container,) = job["spec"]["template"]["spec"]["containers"]
+assert container["command"] == ["/raygate"], container["command"]
+print("\n".join(container["args"]))
+')
+[[ "${HOOK_ARGS[0]} ${HOOK_ARGS[1]}" == "certs --publish" ]] || die "the hook Job does not run raygate certs --publish: ${HOOK_ARGS[*]}"
+python3 -c '
+import sys, yaml
+config = yaml.safe_load(open(sys.argv[1]))
+for user in config["users"]:
+    user["user"]["as"] = sys.argv[2]
+yaml.safe_dump(config, open(sys.argv[3], "w"))
+' "$KUBECONFIG" "system:serviceaccount:$NS:raygate-certgen" "$WORK/hook.kubeconfig"
+# The API server calls this loopback raygate by URL at 127.0.0.1: the certificate must name it too.
+HOOK_ARGS+=(--host=127.0.0.1)
+hook() { "$RAYGATE" "${HOOK_ARGS[@]}" --kubeconfig "$WORK/hook.kubeconfig"; }
 hook 2>&1 | tee "$WORK/hook-1.txt" >&2
 grep -q "renewed" "$WORK/hook-1.txt" || die "the hook did not renew a Secret it had not written"
+# The serving files of the renewed Secret, for raygate restarted on them below.
+mkdir -p "$WORK/certs-2"
+for file in ca.crt tls.crt tls.key; do
+	k get secret raygate-tls -n "$NS" -o "jsonpath={.data.${file//./\\.}}" | base64 -d >"$WORK/certs-2/$file"
+done
 CA2=$(base64 -w0 <"$WORK/certs-2/ca.crt")
-[[ "$(k get secret raygate-tls -n "$NS" -o 'jsonpath={.data.ca\.crt}')" == "$CA2" ]] || die "the Secret does not hold the new CA"
+[[ "$(base64 -w0 <"$WORK/certs-1/ca.crt")" != "$CA2" ]] || die "the renewed Secret holds the old CA"
 BOTH=$(cat "$WORK/certs-1/ca.crt" "$WORK/certs-2/ca.crt" | base64 -w0)
 for kind in validatingwebhookconfiguration mutatingwebhookconfiguration; do
 	k get "$kind" raygate -o json | jq -e --arg ca "$BOTH" '[.webhooks[] | .clientConfig.caBundle == $ca] | all' >/dev/null ||
