@@ -1646,6 +1646,8 @@ fn the_operators_commands_are_the_ones_raygate_reads() {
     // Template labels override KubeRay's own but for node-type, group and cluster.
     hostile["spec"]["workerGroupSpecs"][0]["template"]["metadata"] = json!({"labels": {
         "ray.io/is-ray-node": "no", "ray.io/node-type": "head", "app.kubernetes.io/name": "mine", "team": "ml"}});
+    // A group's own labels override its template's.
+    hostile["spec"]["workerGroupSpecs"][0]["labels"] = json!({"team": "group", "tier": "batch"});
     clusters.push(("hostile", serde_json::to_string(&hostile).unwrap()));
     let mut compared = 0;
     for (what, manifest) in &clusters {
