@@ -72,9 +72,19 @@ fn the_deployment_survives_load_preemption_and_node_loss() {
         .iter()
         .filter_map(|c| c["topologyKey"].as_str())
         .collect();
+    assert_eq!(keys, ["kubernetes.io/hostname"]);
+    // The zone is a preference, not a spread constraint: kube-scheduler scores no node for
+    // spreading when one constraint's key is missing, so a zone constraint would stop the
+    // hostname spread on nodes without zone labels.
+    let zone =
+        &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
     assert_eq!(
-        keys,
-        ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+        zone["podAffinityTerm"]["topologyKey"],
+        "topology.kubernetes.io/zone"
+    );
+    assert_eq!(
+        zone["podAffinityTerm"]["labelSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "raygate"
     );
 }
 
