@@ -45,8 +45,6 @@
 mod go_oracle;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use raygate::engine::Context;
 use raygate::policy::Policy;
@@ -868,30 +866,12 @@ fn oracle_answers(
     node_sets: &[(&str, Vec<Value>)],
     pods: &[Value],
 ) -> Vec<Vec<Answer>> {
-    let mut input = Vec::new();
-    for (_, nodes) in node_sets {
-        serde_json::to_writer(&mut input, &json!({"nodes": nodes, "pods": pods})).unwrap();
-        input.push(b'\n');
-    }
-    let mut child = Command::new(oracle)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the oracle runs");
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    let written = writer.join().unwrap();
-    assert!(
-        out.status.success(),
-        "the oracle failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    written.unwrap();
-    let answers: Vec<Vec<Answer>> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
+    let documents: Vec<Value> = node_sets
+        .iter()
+        .map(|(_, nodes)| json!({"nodes": nodes, "pods": pods}))
+        .collect();
+    let answers: Vec<Vec<Answer>> = go_oracle::run_lines(oracle, &documents)
+        .iter()
         .map(|line| {
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]

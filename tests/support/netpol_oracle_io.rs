@@ -2,10 +2,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use raygate::rules::network_policy::PolicyPod;
 use serde_json::{Value, json};
@@ -143,45 +140,28 @@ pub struct Scenario {
 
 /// The oracle's answers, one list per scenario.
 pub fn oracle_answers(
-    oracle: &PathBuf,
+    oracle: &std::path::Path,
     namespaces: &BTreeMap<String, Labels>,
     pods: &[Pod],
     scenarios: &[Scenario],
 ) -> Vec<Vec<bool>> {
     let pods_json: Vec<Value> = pods.iter().map(Pod::to_json).collect();
-    let mut input = Vec::new();
-    for scenario in scenarios {
-        let doc = json!({
-            "namespaces": namespaces,
-            "pods": pods_json,
-            "policies": scenario.policies,
-            "queries": scenario.queries.iter().map(|q| json!({
-                "from": pods[q.from].name, "to": pods[q.to].name,
-                "port": q.port, "protocol": q.protocol,
-            })).collect::<Vec<_>>(),
-        });
-        serde_json::to_writer(&mut input, &doc).unwrap();
-        input.push(b'\n');
-    }
-    let mut child = Command::new(oracle)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the oracle runs");
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    let written = writer.join().unwrap();
-    assert!(
-        out.status.success(),
-        "the oracle failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    written.unwrap();
-    let answers: Vec<Vec<bool>> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
+    let documents: Vec<Value> = scenarios
+        .iter()
+        .map(|scenario| {
+            json!({
+                "namespaces": namespaces,
+                "pods": pods_json,
+                "policies": scenario.policies,
+                "queries": scenario.queries.iter().map(|q| json!({
+                    "from": pods[q.from].name, "to": pods[q.to].name,
+                    "port": q.port, "protocol": q.protocol,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let answers: Vec<Vec<bool>> = super::go_oracle::run_lines(oracle, &documents)
+        .iter()
         .map(|line| {
             let v: Value = serde_json::from_str(line).unwrap();
             serde_json::from_value(v["answers"].clone()).unwrap()
