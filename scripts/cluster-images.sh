@@ -9,7 +9,7 @@
 #   kuberay-operator.tar  quay.io/kuberay/operator:<KubeRay pin>
 #                         the e2e tier's operator build as /manager, distroless-like
 #   ray.tar               rayproject/ray:$RAY_VERSION
-#                         Debian bookworm + ray[default] in /opt/ray, user ray (1000)
+#                         Debian bookworm + ray[default,serve] in /opt/ray, user ray (1000)
 #   busybox.tar           raygate.local/busybox:1           a shell for smoke tests
 #
 #   scripts/cluster-images.sh [--check] [NAME...]   (NAME: pause
@@ -33,6 +33,8 @@ trap 'ray_unmount; img_cleanup' EXIT
 
 E2E_BIN="${E2E_CACHE:-$IMG_ROOT/.cache/e2e}/bin"
 RAY_VERSION="${RAY_VERSION:-2.60.0}"
+# serve: RayService Pods run `serve` and the Serve controller.
+RAY_EXTRAS=default,serve
 # Uncompressed by default: the archives never leave the machine, and each node
 # would gunzip them again. Ray's 589 MB took 3 s to write and 8 s to import;
 # gzipped, 214 MB took 51 s and 14 s (2 cores).
@@ -110,7 +112,7 @@ build_busybox() {
 
 # Ray: Debian bookworm (as the host: its python3 is the one the wheels are for)
 # with the packages KubeRay's Pods call (wget in the probes, ps, ip), and
-# ray[default] in a venv at /opt/ray, installed offline from wheels the host's
+# ray[default,serve] (RayService needs Serve) in a venv at /opt/ray, installed offline from wheels the host's
 # pip downloaded. The root is never given network access or a resolver.
 RAY_PACKAGES=(python3 python3-venv ca-certificates procps iproute2 wget)
 RAY_MOUNTS=()
@@ -123,17 +125,17 @@ ray_unmount() {
 	RAY_MOUNTS=()
 }
 
-# ray_wheels: the directory with ray[default]==$RAY_VERSION and its
+# ray_wheels: the directory with ray[$RAY_EXTRAS]==$RAY_VERSION and its
 # dependencies, downloaded once (PyPI is asked again only when it is missing).
 ray_wheels() {
-	local dir="$IMG_CACHE/wheels/ray-$RAY_VERSION"
+	local dir="$IMG_CACHE/wheels/ray-$RAY_VERSION-${RAY_EXTRAS//,/-}"
 	if [[ ! -f "$dir/.complete" ]]; then
 		local start=$SECONDS
 		rm -rf "$dir.tmp"
 		mkdir -p "$dir.tmp"
 		# Wheels only: the image has no compiler, and the install must not build anything.
 		"${NICE[@]}" "$(ray_host_python)" -m pip download --quiet --disable-pip-version-check \
-			--only-binary=:all: --dest "$dir.tmp" "ray[default]==$RAY_VERSION" >&2
+			--only-binary=:all: --dest "$dir.tmp" "ray[$RAY_EXTRAS]==$RAY_VERSION" >&2
 		touch "$dir.tmp/.complete"
 		rm -rf "$dir"
 		mv "$dir.tmp" "$dir"
@@ -194,7 +196,7 @@ build_ray() {
 		LANG=C.UTF-8 SOURCE_DATE_EPOCH=0 /bin/sh -ec "
 		python3 -m venv /opt/ray
 		/opt/ray/bin/pip install --quiet --disable-pip-version-check --no-index --no-cache-dir \
-			--find-links /tmp/wheels 'ray[default]==$RAY_VERSION'
+			--find-links /tmp/wheels 'ray[$RAY_EXTRAS]==$RAY_VERSION'
 		# Debian's own .pyc files are timestamp-checked too: rewrite them.
 		python3 -m compileall -q -f -j 0 --invalidation-mode checked-hash \
 			/usr/lib/python3.11 /usr/lib/python3/dist-packages >/dev/null
@@ -238,7 +240,7 @@ check_kuberay-operator() {
 }
 check_busybox() { img_run "$1" sh -c 'id -u; echo ok'; }
 check_ray() {
-	img_run "$1" python -c 'import ray; print("ray", ray.__version__)'
+	img_run "$1" python -c 'import ray, ray.serve; print("ray", ray.__version__, "with serve")'
 	img_run "$1" wget --help >/dev/null && echo "wget runs"
 }
 
@@ -261,7 +263,7 @@ for name in "${names[@]}"; do
 	ray)
 		# The host's candidates stand for what mmdebstrap installs (the same mirror).
 		ref="$ray_ref" debs=("${RAY_PACKAGES[@]}")
-		words=("$(declare -f ray_wheels ray_host_python)")
+		words=("extras=$RAY_EXTRAS" "$(declare -f ray_wheels ray_host_python)")
 		;;
 	esac
 	out="$IMG_OUT/$name.tar"

@@ -179,7 +179,7 @@ impl Engine {
     pub fn evaluate(&self, object: &ObjectRef<'_>, context: &Context<'_>) -> Decision {
         match self.in_scope(object, context) {
             Ok(covered) => self.evaluate_covered(object, context, covered, true),
-            Err(coverage) => Decision::unchecked(coverage, self.policy.mode()),
+            Err(coverage) => Decision::unchecked(coverage, self.mode_of(object)),
         }
     }
 
@@ -193,7 +193,7 @@ impl Engine {
         context: &Context<'_>,
     ) -> Decision {
         match (old, self.in_scope(object, context)) {
-            (_, Err(coverage)) => Decision::unchecked(coverage, self.policy.mode()),
+            (_, Err(coverage)) => Decision::unchecked(coverage, self.mode_of(object)),
             (Some(old), Ok(covered)) => self.update(object, old, context, covered, false),
             (None, Ok(covered)) => self.evaluate_covered(object, context, covered, false),
         }
@@ -207,7 +207,7 @@ impl Engine {
         covered: Covered<'a>,
         messages: bool,
     ) -> Decision {
-        let mode = self.policy.mode();
+        let mode = self.mode_of(object);
         let coverage = covered.coverage();
         let Covered { target, names } = covered;
         let scope = &self.policy.spec().scope;
@@ -215,7 +215,7 @@ impl Engine {
         let exempt_family = |family: Family| scope.exempts(namespace, &names, family);
 
         if let Target::Cluster(cluster) = &target
-            && let Some(decision) = self.too_large(cluster, coverage)
+            && let Some(decision) = self.too_large(cluster, coverage, mode)
         {
             return decision;
         }
@@ -315,6 +315,7 @@ impl Engine {
         if findings.was_out_of_time() {
             return self.unjudged(
                 coverage,
+                mode,
                 rules::OUT_OF_TIME,
                 format!(
                     "raygate could not judge this object within the policy's deadline ({} ms), so it is denied rather than admitted unchecked; retry, or make the object smaller",
@@ -361,7 +362,7 @@ impl Engine {
     ) -> Decision {
         match self.in_scope(object, context) {
             Ok(covered) => self.update(object, old, context, covered, true),
-            Err(coverage) => Decision::unchecked(coverage, self.policy.mode()),
+            Err(coverage) => Decision::unchecked(coverage, self.mode_of(object)),
         }
     }
 
@@ -373,7 +374,7 @@ impl Engine {
         covered: Covered<'a>,
         messages: bool,
     ) -> Decision {
-        let mode = self.policy.mode();
+        let mode = self.mode_of(object);
         // The autoscaler's updates come often: they are answered without running the rules.
         if is_being_deleted(object.body) || only_scaling_changed(object.body, old.body) {
             return Decision::unchecked(covered.coverage(), mode);
@@ -444,11 +445,16 @@ impl Engine {
 }
 
 impl Engine {
+    fn mode_of(&self, object: &ObjectRef<'_>) -> Mode {
+        self.policy.mode_in(object.namespace.unwrap_or("default"))
+    }
+
     /// A cluster spec with more worker groups than the policy allows, denied unjudged.
     fn too_large(
         &self,
         cluster: &crate::ray::ClusterSpec<'_>,
         coverage: Coverage,
+        mode: Mode,
     ) -> Option<Decision> {
         let most = self.policy.spec().deadline.max_worker_groups;
         let groups = cluster
@@ -459,6 +465,7 @@ impl Engine {
         (groups > most).then(|| {
             self.unjudged(
                 coverage,
+                mode,
                 rules::TOO_MANY_GROUPS,
                 format!(
                     "the cluster has {groups} worker groups, more than the policy's {most} (deadline.maxWorkerGroups) that raygate judges in time; merge groups or split the cluster"
@@ -468,10 +475,16 @@ impl Engine {
     }
 
     /// A decision that denies (in enforce mode) without judging the object.
-    fn unjudged(&self, coverage: Coverage, rule: &'static str, message: String) -> Decision {
+    fn unjudged(
+        &self,
+        coverage: Coverage,
+        mode: Mode,
+        rule: &'static str,
+        message: String,
+    ) -> Decision {
         Decision {
             coverage,
-            mode: self.policy.mode(),
+            mode,
             violations: vec![Violation {
                 rule,
                 action: Action::Deny,
@@ -627,7 +640,7 @@ impl Engine {
         change: &NetworkPolicyChange<'_>,
         clusters: &[ObjectRef<'_>],
     ) -> Decision {
-        let mode = self.policy.mode();
+        let mode = self.policy.mode_in(change.namespace);
         let scope = &self.policy.spec().scope;
         if scope.exempts_namespace(change.namespace) {
             return Decision::unchecked(Coverage::Exempt, mode);

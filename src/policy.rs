@@ -212,6 +212,9 @@ pub struct Scope {
     pub exempt_namespaces: Vec<String>,
     #[serde(default)]
     pub exemptions: Vec<Exemption>,
+    /// Namespaces judged in audit mode whatever `mode` says: reported, never denied or patched.
+    #[serde(default)]
+    pub audit_namespaces: Vec<String>,
 }
 
 impl Scope {
@@ -622,6 +625,16 @@ impl Policy {
 
     pub fn mode(&self) -> Mode {
         self.document.spec.mode
+    }
+
+    /// The mode for an object in `namespace`: audit in the scope's audit namespaces.
+    pub fn mode_in(&self, namespace: &str) -> Mode {
+        let spec = &self.document.spec;
+        if spec.scope.audit_namespaces.iter().any(|ns| ns == namespace) {
+            Mode::Audit
+        } else {
+            spec.mode
+        }
     }
 
     pub fn with_mode(mut self, mode: Mode) -> Policy {

@@ -2014,6 +2014,32 @@ mod kinds_and_scope {
     }
 
     #[test]
+    fn an_audit_namespace_is_reported_never_denied_while_others_are_enforced() {
+        let text = raygate::policy::BUILT_IN_POLICY.replace(
+            "    exemptions: []",
+            "    exemptions: []\n    auditNamespaces: [ray-trial]",
+        );
+        let engine = raygate::Engine::new(Policy::from_yaml(&text, "p.yaml").unwrap());
+        let mut c = cluster("c");
+        set(
+            &mut c,
+            &format!("{HEAD_RAY}/ports/0/containerPort"),
+            json!(6379),
+        );
+        let enforced = evaluate_with(&engine, &c, &[network_policy("c")]);
+        assert_eq!(enforced.mode, Mode::Enforce);
+        assert!(!enforced.allowed());
+
+        c["metadata"]["namespace"] = json!("ray-trial");
+        let mut policy = network_policy("c");
+        policy["metadata"]["namespace"] = json!("ray-trial");
+        let audited = evaluate_with(&engine, &c, &[policy]);
+        assert_eq!(audited.mode, Mode::Audit);
+        assert!(audited.allowed() && audited.patch.0.is_empty());
+        assert_eq!(rules(&audited), rules(&enforced));
+    }
+
+    #[test]
     fn a_rule_switched_off_neither_reports_nor_fills() {
         let text = raygate::policy::BUILT_IN_POLICY.replace(
             "ports/serve-port-name: warn",
