@@ -166,6 +166,29 @@ def step_concurrently(args, timeout):
     return json.dumps(results)
 
 
+_load = []
+
+
+def step_cpu_load(args, timeout):
+    """Submits `tasks` tasks of one CPU each, sleeping `seconds`, and returns at once: more
+    than the cluster has CPUs leaves some pending, which the autoscaler sees."""
+
+    @_ray().remote(num_cpus=1)
+    def busy(seconds):
+        time.sleep(seconds)
+        return _where()
+
+    _load.extend(busy.remote(args["seconds"]) for _ in range(args["tasks"]))
+    return f"{args['tasks']} tasks of 1 CPU for {args['seconds']}s submitted"
+
+
+def step_cpu_load_done(args, timeout):
+    """Waits for the tasks of cpu_load; answers the nodes they ran on."""
+    ran_on = sorted(set(ray.get(_load, timeout=timeout)))
+    _load.clear()
+    return f"ran on {len(ran_on)} node(s): {', '.join(ran_on)}"
+
+
 # --- client steps (a pod in another namespace) ------------------------------------------------
 
 

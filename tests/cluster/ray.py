@@ -1,0 +1,448 @@
+"""Ray on the real cluster, through raygate (tests/cluster/run.sh runs these in order):
+
+    ray.py seed        the infrastructure document's RayCluster, denied with its own
+                       NetworkPolicy, admitted with the one raygate's hints ask for; placed by
+                       kube-scheduler, then Ray's workloads under kube-network-policies and
+                       CoreDNS, the autoscaler up and down, and deletion
+    ray.py lifecycle   a RayJob to SUCCEEDED and a RayService to Ready, driven by the operator
+    ray.py controls    what raygate guards against happens for real: the document's
+                       NetworkPolicy breaks Ray, an unpinned head lands on gpu-node, a
+                       container over its memory limit is OOM-killed
+
+Each writes its steps to .cache/cluster/ray-report/<scenario>.json and exits non-zero if a
+check failed. Needs the environment of `tests/cluster/cluster.sh env` and root (it reads
+kube-network-policies' metrics on the host).
+"""
+import json
+import os
+import pathlib
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests/cluster"))
+import checks  # noqa: E402  (kubectl helpers)
+
+from checks import KUBECTL, RAY_IMAGE, WORKERS, GPU_NODE, get, k, log  # noqa: E402
+
+MANIFESTS = ROOT / "tests/cluster/manifests"
+FIXTURES = ROOT / "tests/fixtures/manifests"
+WORKLOADS = (ROOT / "tests/runtime/workloads.py").read_text()
+RESULT_PREFIX = "@@result "
+REPORT_DIR = ROOT / ".cache/cluster/ray-report"
+RAYGATE = ROOT / "target/release/raygate"
+ENGINE_METRICS = f"http://{os.environ['CLUSTER_APISERVER'].split('//')[-1].split(':')[0]}:9080/metrics"
+RAY_NS = "kuberay"
+CLIENT_NS = "ray-clients"
+CONTROL_NS = "ray-controls"
+SEED = "raycluster-autoscaler"
+
+
+class CheckFailed(Exception):
+    pass
+
+
+class Report:
+    def __init__(self, scenario):
+        self.scenario = scenario
+        self.steps = []
+        self.notes = []
+        self.failed = 0
+        self.started = time.monotonic()
+
+    def check(self, what, ok, detail=""):
+        self.steps.append({"check": what, "ok": bool(ok), "detail": str(detail)[:600],
+                           "at": round(time.monotonic() - self.started, 1)})
+        log("ok  " if ok else "FAIL", what, f"({str(detail)[:300]})" if detail else "")
+        if not ok:
+            self.failed += 1
+            raise CheckFailed(what)
+
+    def note(self, text):
+        self.notes.append(text)
+        log("note", text)
+
+    def write(self):
+        REPORT_DIR.mkdir(parents=True, exist_ok=True)
+        out = {"scenario": self.scenario, "seconds": round(time.monotonic() - self.started, 1),
+               "failed": self.failed, "steps": self.steps, "notes": self.notes}
+        (REPORT_DIR / f"{self.scenario}.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+# --- kubectl -------------------------------------------------------------------------------------
+
+def apply(docs, ns=None, check=True):
+    """kubectl apply of documents (dicts) or YAML text; returns the process (stderr has the
+    API server's warnings and denials)."""
+    text = docs if isinstance(docs, str) else yaml.safe_dump_all(docs)
+    args = ["apply", "-f", "-"] + (["-n", ns] if ns else [])
+    return k(*args, check=check, stdin=text)
+
+
+def load(path, **replace):
+    text = pathlib.Path(path).read_text()
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def namespace(name):
+    apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}])
+    checks.until(f"namespace {name}'s default ServiceAccount", 30,
+                 lambda: k("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0)
+
+
+def pods(ns, selector):
+    return get("pods", "-n", ns, "-l", selector)["items"]
+
+
+def running(pod):
+    return checks.ready(pod) and not pod["metadata"].get("deletionTimestamp")
+
+
+def wait_ray_pods(ns, cluster, want, seconds=300):
+    def ready():
+        found = [p for p in pods(ns, f"ray.io/cluster={cluster}") if running(p)]
+        return found if len(found) >= want else None
+    return checks.until(f"{want} Ready Pods of RayCluster {ns}/{cluster}", seconds, ready)
+
+
+def wait_gone(ns, cluster, seconds=120):
+    def gone():
+        left = [p["metadata"]["name"] for p in pods(ns, f"ray.io/cluster={cluster}")]
+        services = get("services", "-n", ns, "-l", f"ray.io/cluster={cluster}")["items"]
+        return not left and not services
+    checks.until(f"RayCluster {ns}/{cluster}'s Pods and Services gone", seconds, gone)
+
+
+def node_labels():
+    return {n["metadata"]["name"]: n["metadata"].get("labels", {}) for n in get("nodes")["items"]}
+
+
+def check_placement(report, ray_pods, what):
+    labels = node_labels()
+    placed = {p["metadata"]["name"]: p["spec"].get("nodeName") for p in ray_pods}
+    off_plan = {name: node for name, node in placed.items()
+                if node == GPU_NODE or labels.get(node, {}).get("node-role") != "worker"}
+    report.check(f"{what}: kube-scheduler put every Pod on a node-role=worker node, none on "
+                 f"{GPU_NODE}", not off_plan and placed, f"{placed}; off the plan: {off_plan}")
+    return placed
+
+
+# --- raygate, the engine, the API server ------------------------------------------------------
+
+def raygate_fix(docs):
+    """`raygate fix` on documents, as a user prepares a manifest offline."""
+    text = yaml.safe_dump_all(docs)
+    path = REPORT_DIR / "fix-input.yaml"
+    REPORT_DIR.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    out = subprocess.run([str(RAYGATE), "fix", "-f", str(path)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise CheckFailed(f"raygate fix: {out.stderr}")
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def raygate_metrics():
+    """raygate's admission counters summed over its Pods, read through the API server's proxy:
+    {(kind, operation, decision): count}, dry runs left out."""
+    totals = {}
+    for pod in checks.serving_pods():
+        name = pod["metadata"]["name"]
+        text = k("get", "--raw", f"/api/v1/namespaces/{checks.NS}/pods/{name}:9090/proxy/metrics").stdout
+        for m in re.finditer(r'^raygate_admission_requests_total\{([^}]*)\} (\d+)', text, re.M):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+            if labels.get("dry_run") == "true":
+                continue
+            key = (labels.get("kind"), labels.get("operation"), labels.get("decision"))
+            totals[key] = totals.get(key, 0) + int(m.group(2))
+    return totals
+
+
+def metric_delta(before, after, kind=None, operation=None, decision=None):
+    def matches(key):
+        return all(want is None or got == want for got, want in zip(key, (kind, operation, decision)))
+    return sum(v for key, v in after.items() if matches(key)) - \
+        sum(v for key, v in before.items() if matches(key))
+
+
+def engine_verdicts():
+    """kube-network-policies' own packet counters: {verdict: packets}."""
+    with urllib.request.urlopen(ENGINE_METRICS, timeout=10) as response:
+        text = response.read().decode()
+    counts = {}
+    for m in re.finditer(r'^kube_network_policies_packet_count\{([^}]*)\} ([0-9.e+]+)', text, re.M):
+        verdict = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1))).get("verdict")
+        counts[verdict] = counts.get(verdict, 0) + int(float(m.group(2)))
+    return counts
+
+
+def engine_drops(since, namespaces=None):
+    """The packets kube-network-policies dropped since `since` (RFC 3339), from its log at
+    -v=2: "Evaluating packet" names the Pods, the line after it the packet's [id] and tuple,
+    and "Finished syncing packet" id=N the verdict. Only packets from or to `namespaces`."""
+    name = get("pods", "-n", "kube-system", "-l", "app=kube-network-policies")["items"][0]["metadata"]["name"]
+    text = k("logs", "-n", "kube-system", name, f"--since-time={since}").stdout
+    seen, drops, pods_of = {}, [], None
+    for line in text.splitlines():
+        if '"Evaluating packet"' in line:
+            src = re.search(r'srcPod="([^"]*)"', line)
+            dst = re.search(r'dstPod="([^"]*)"', line)
+            pods_of = (src.group(1) if src else "", dst.group(1) if dst else "")
+        elif pods_of and (m := re.match(r"\s+\[(\d+)\] (\S+) (\S+) (\w+)", line)):
+            seen[m.group(1)] = {"src": pods_of[0], "dst": pods_of[1],
+                                "packet": f"{m.group(2)} -> {m.group(3)} {m.group(4)}"}
+            pods_of = None
+        elif '"Finished syncing packet"' in line and 'verdict="drop"' in line:
+            m = re.search(r"id=(\d+)", line)
+            packet = seen.get(m.group(1) if m else "", {"packet": line[-120:], "src": "", "dst": ""})
+            if namespaces is None or any(
+                    pod.split("/")[0] in namespaces for pod in (packet["src"], packet["dst"])):
+                drops.append(packet)
+    return drops
+
+
+def now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# --- Ray workloads in a Pod ------------------------------------------------------------------------
+
+class Session:
+    """tests/runtime/workloads.py in a Pod through `kubectl exec -i`: one JSON request per line."""
+
+    def __init__(self, ns, pod, container):
+        self.where = f"{ns}/{pod}"
+        self.proc = subprocess.Popen(
+            [KUBECTL, "exec", "-i", "-n", ns, pod, "-c", container, "--",
+             "python", "-u", "-c", WORKLOADS],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.answers = queue.Queue()
+        self.stderr = []
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            if line.startswith(RESULT_PREFIX):
+                self.answers.put(json.loads(line[len(RESULT_PREFIX):]))
+        self.answers.put(None)
+
+    def _read_stderr(self):
+        for line in self.proc.stderr:
+            self.stderr = (self.stderr + [line.rstrip()])[-40:]
+
+    def ask(self, step, fn, args=None, timeout=60):
+        self.proc.stdin.write(json.dumps({"step": step, "fn": fn, "args": args or {},
+                                          "timeout": timeout}) + "\n")
+        self.proc.stdin.flush()
+        try:
+            answer = self.answers.get(timeout=timeout + 30)
+        except queue.Empty:
+            answer = None
+        if answer is None:
+            return {"step": step, "ok": False, "error": "the session ended: " + " | ".join(self.stderr[-5:])}
+        return answer
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+
+
+def run_step(report, session, what, fn, args=None, timeout=60, expect=True):
+    answer = session.ask(what, fn, args, timeout)
+    detail = answer.get("detail") or answer.get("error", "")
+    verdict = answer["ok"] if expect else not answer["ok"]
+    report.check(f"{what} ({'passes' if expect else 'fails'}, {answer.get('seconds', '?')}s)",
+                 verdict, detail)
+    return answer
+
+
+def client_pod(ns):
+    """A Pod of the Ray image in `ns` that only sleeps: the place users' clients run from."""
+    namespace(ns)
+    apply([{
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "ray-client", "namespace": ns, "labels": {"app": "ray-client"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "nodeSelector": {"node-role": "worker"},
+            "containers": [{
+                "name": "client", "image": RAY_IMAGE, "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", "infinity"],
+                "resources": {"requests": {"cpu": "100m", "memory": "512Mi"},
+                              "limits": {"cpu": "1", "memory": "1Gi"}}}]}}])
+    k("wait", "--for=condition=Ready", "pod/ray-client", "-n", ns, "--timeout=120s")
+    return Session(ns, "ray-client", "client")
+
+
+def head_service(ns, cluster):
+    return f"{cluster}-head-svc.{ns}.svc.cluster.local"
+
+
+# --- scenario: the seed ----------------------------------------------------------------------------
+
+def seed(report):
+    cluster_docs = load(os.environ.get("SEED_MANIFEST", MANIFESTS / "seed-cluster.yaml"))
+    document_policy = [d for d in load(FIXTURES / "document-network-policy.yaml")
+                       if d["kind"] == "NetworkPolicy"]
+    # A rerun starts clean.
+    k("delete", "raycluster", SEED, "-n", RAY_NS, "--ignore-not-found", "--wait=true")
+    wait_gone(RAY_NS, SEED)
+    apply(document_policy)
+    before = raygate_metrics()
+    warned = apply(cluster_docs, check=False)
+    hints = [line for line in warned.stderr.splitlines() if "network-policy/" in line]
+    report.check("kubectl apply of the seed's RayCluster beside the document's NetworkPolicy: "
+                 "admitted with raygate's warnings naming each cut and its fix (enforceOn: pods)",
+                 warned.returncode == 0 and hints, "\n".join(hints)[:600])
+    report.note(f"raygate warned of {len(hints)} network-policy findings on the RayCluster")
+
+    def pods_denied():
+        return metric_delta(before, raygate_metrics(), kind="Pod", operation="CREATE",
+                            decision="denied")
+    denied = checks.until("raygate denying the operator's Pods", 60, pods_denied)
+    left = pods(RAY_NS, f"ray.io/cluster={SEED}")
+    report.check(f"the operator's Pods are denied while the policy cuts Ray's ports ({denied} "
+                 "denied), so none exists", not left, [p["metadata"]["name"] for p in left])
+
+    apply(load(MANIFESTS / "seed-networkpolicy.yaml"))
+    checked = subprocess.run([str(RAYGATE), "check", "-f", str(MANIFESTS / "seed-cluster.yaml"),
+                              "-f", str(MANIFESTS / "seed-networkpolicy.yaml")],
+                             capture_output=True, text=True)
+    report.check("`raygate check` of the cluster with the NetworkPolicy written from the hints "
+                 "finds nothing left but fill-ins", checked.returncode == 0,
+                 (checked.stdout + checked.stderr).strip()[-600:])
+    stored = get("raycluster", SEED, "-n", RAY_NS)
+    head = stored["spec"]["headGroupSpec"]
+    worker = stored["spec"]["workerGroupSpecs"][0]
+    filled = (head["rayStartParams"].get("port") == "6380"
+              and head["rayStartParams"].get("dashboard-port") == "8266"
+              and worker["rayStartParams"].get("node-manager-port") == "8401"
+              and head["template"]["spec"].get("nodeSelector") == {"node-role": "worker"}
+              and worker["template"]["spec"].get("nodeSelector") == {"node-role": "worker"}
+              and "limits" in head["template"]["spec"]["containers"][0].get("resources", {}))
+    report.check("the stored RayCluster is filled in by raygate (GCS 6380, dashboard 8266, node "
+                 "ranges, node-role=worker, limits)", filled,
+                 json.dumps(head["rayStartParams"], sort_keys=True))
+
+    ray_pods = wait_ray_pods(RAY_NS, SEED, 2)
+    placed = check_placement(report, ray_pods, "the seed's head and worker")
+    report.check("the head and the worker run on different nodes (so tasks cross nodes)",
+                 len(set(placed.values())) == 2, placed)
+    head_pod = next(p for p in ray_pods if p["metadata"]["labels"].get("ray.io/node-type") == "head")
+    worker_pod = next(p for p in ray_pods if p["metadata"]["labels"].get("ray.io/node-type") == "worker")
+    worker_ip = worker_pod["status"]["podIP"]
+
+    client = client_pod(CLIENT_NS)
+    since, verdicts_before = now(), engine_verdicts()
+    driver = Session(RAY_NS, head_pod["metadata"]["name"], "ray-head")
+    try:
+        run_step(report, driver, "ray.init() on the head", "init", timeout=60)
+        run_step(report, driver, "both Ray nodes alive", "nodes", {"want": 2}, timeout=90)
+        run_step(report, driver, "a task on the worker's node", "task", {"ip": worker_ip})
+        run_step(report, driver, "an actor on the worker's node", "actor", {"ip": worker_ip})
+        run_step(report, driver, "20 MB from the worker to the driver", "object_from", {"ip": worker_ip})
+        run_step(report, driver, "20 MB from the driver to the worker", "object_to", {"ip": worker_ip})
+        run_step(report, driver, "list_logs of the worker's node", "list_logs", {"ip": worker_ip})
+        run_step(report, driver, "Serve started on the head (HTTP :8001)", "serve", {"port": 8001}, timeout=120)
+        svc = head_service(RAY_NS, SEED)
+        run_step(report, client, f"Ray Client from {CLIENT_NS} via ray://{svc}:10002", "ray_client",
+                 {"url": f"ray://{svc}:10002"}, timeout=90)
+        run_step(report, client, f"job submission from {CLIENT_NS} via http://{svc}:8266", "job",
+                 {"url": f"http://{svc}:8266"}, timeout=120)
+        run_step(report, client, f"Serve from {CLIENT_NS} through the head Service :8001", "http",
+                 {"url": f"http://{svc}:8001/", "contains": "hello from", "until": True}, timeout=60)
+        for pod in ray_pods:
+            run_step(report, client, f"metrics scrape of {pod['metadata']['name']} :8081", "http",
+                     {"url": f"http://{pod['status']['podIP']}:8081/metrics", "contains": "ray_"},
+                     timeout=30)
+        verdicts = engine_verdicts()
+        accepted = verdicts.get("accept", 0) - verdicts_before.get("accept", 0)
+        dropped = verdicts.get("drop", 0) - verdicts_before.get("drop", 0)
+        drops = engine_drops(since, {RAY_NS, CLIENT_NS})
+        report.check("kube-network-policies refused nothing while the workloads ran (its packet "
+                     f"counters: {accepted} accepted, {dropped} dropped)",
+                     dropped == 0 and accepted > 0 and not drops, drops[:5])
+
+        if not os.environ.get("SKIP_AUTOSCALE"):
+            autoscale(report, driver)
+    finally:
+        driver.close()
+        client.close()
+
+    k("delete", "raycluster", SEED, "-n", RAY_NS, "--wait=true", "--timeout=120s")
+    wait_gone(RAY_NS, SEED)
+    report.check("deleting the RayCluster removed its Pods and Services", True)
+
+
+def autoscale(report, driver):
+    """Pending tasks make the autoscaler add a worker; idle, it removes it again."""
+    before = raygate_metrics()
+    denied_pods_before = metric_delta({}, before, kind="Pod", decision="denied")
+    run_step(report, driver, "3 one-CPU tasks of 40 s (the cluster has 2 CPUs)", "cpu_load",
+             {"tasks": 3, "seconds": 40})
+
+    def scaled_up():
+        rc = get("raycluster", SEED, "-n", RAY_NS)
+        ready = [p for p in pods(RAY_NS, f"ray.io/cluster={SEED},ray.io/group=cpu") if running(p)]
+        return (rc["spec"]["workerGroupSpecs"][0].get("replicas"), ready) \
+            if len(ready) >= 2 else None
+    replicas, ready = checks.until("the autoscaler's second worker Ready", 240, scaled_up)
+    report.check(f"the autoscaler scaled group cpu to {replicas} replicas; the new worker Pod runs",
+                 replicas >= 2, [p["metadata"]["name"] for p in ready])
+    check_placement(report, ready, "the autoscaled workers")
+    run_step(report, driver, "the load's tasks finish", "cpu_load_done", timeout=120)
+
+    def scaled_down():
+        rc = get("raycluster", SEED, "-n", RAY_NS)
+        left = [p for p in pods(RAY_NS, f"ray.io/cluster={SEED},ray.io/group=cpu")]
+        return rc["spec"]["workerGroupSpecs"][0].get("replicas") == 1 and len(left) == 1
+    checks.until("the autoscaler scaling group cpu back to 1 once idle", 240, scaled_down)
+    after = raygate_metrics()
+    updates = metric_delta(before, after, kind="RayCluster", operation="UPDATE")
+    denied_updates = metric_delta(before, after, kind="RayCluster", operation="UPDATE", decision="denied")
+    denied_pods = metric_delta({}, after, kind="Pod", decision="denied") - denied_pods_before
+    report.check(f"the autoscaler's updates went through raygate's UPDATE path ({updates} RayCluster "
+                 f"UPDATE reviews, {denied_updates} denied) and no Pod was denied ({denied_pods})",
+                 updates >= 2 and denied_updates == 0 and denied_pods == 0,
+                 {f"{kd}/{op}/{dc}": after[(kd, op, dc)] - before.get((kd, op, dc), 0)
+                  for (kd, op, dc) in after if after[(kd, op, dc)] != before.get((kd, op, dc), 0)})
+
+
+SCENARIOS = {"seed": seed}
+
+
+def main():
+    if len(sys.argv) != 2 or sys.argv[1] not in SCENARIOS:
+        sys.exit(f"usage: {sys.argv[0]} {'|'.join(SCENARIOS)}")
+    name = sys.argv[1]
+    report = Report(name)
+    try:
+        SCENARIOS[name](report)
+    except CheckFailed:
+        pass
+    except Exception as e:  # noqa: BLE001: every failure is reported
+        report.failed += 1
+        report.steps.append({"check": "the scenario ran to its end", "ok": False, "detail": repr(e)[:600]})
+        log("FAIL", repr(e))
+    finally:
+        report.write()
+    passed = sum(s["ok"] for s in report.steps)
+    log(f"{name}: {passed} checks passed, {report.failed} failed, "
+        f"in {time.monotonic() - report.started:.0f}s")
+    sys.exit(1 if report.failed else 0)
+
+
+if __name__ == "__main__":
+    main()
