@@ -90,7 +90,23 @@ def load(path, **replace):
     text = pathlib.Path(path).read_text()
     for old, new in replace.items():
         text = text.replace(old, new)
-    return [d for d in yaml.safe_load_all(text) if d]
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    if os.environ.get("DEV_PROBES"):  # DEV-ONLY
+        cmd = ("wget --tries 1 -T 2 -q -O- http://localhost:52365/api/local_raylet_healthz | grep success && "
+               "wget --tries 1 -T 10 -q -O- http://localhost:8266/api/gcs_healthz | grep success")
+        probe = {"exec": {"command": ["bash", "-c", cmd]}, "initialDelaySeconds": 10, "periodSeconds": 5,
+                 "timeoutSeconds": 5, "failureThreshold": 10}
+        for d in docs:
+            spec = d.get("spec", {})
+            spec = spec.get("rayClusterSpec") or spec.get("rayClusterConfig") or spec
+            if "headGroupSpec" in spec:
+                c = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
+                c["readinessProbe"] = probe
+                c["livenessProbe"] = dict(probe, initialDelaySeconds=30, failureThreshold=120)
+            if "rayClusterConfig" in d.get("spec", {}):
+                for g in spec["workerGroupSpecs"]:
+                    g["template"]["spec"]["containers"][0]["ports"] = [{"name": "serve", "containerPort": 8001}]
+    return docs
 
 
 def namespace(name):
@@ -420,7 +436,101 @@ def autoscale(report, driver):
                   for (kd, op, dc) in after if after[(kd, op, dc)] != before.get((kd, op, dc), 0)})
 
 
-SCENARIOS = {"seed": seed}
+# --- scenario: the operator's lifecycle --------------------------------------------------------------
+
+def cluster_of(ns, owner_kind, owner):
+    """The RayCluster the operator created for a RayJob or RayService."""
+    def found():
+        for rc in get("rayclusters", "-n", ns)["items"]:
+            if any(ref["kind"] == owner_kind and ref["name"] == owner
+                   for ref in rc["metadata"].get("ownerReferences", [])):
+                return rc["metadata"]["name"]
+        return None
+    return checks.until(f"the RayCluster of {owner_kind} {owner}", 60, found)
+
+
+def lifecycle(report):
+    namespace(CLIENT_NS)
+    # A rerun starts clean.
+    for kind, name in (("rayjob", "rayjob-lifecycle"), ("rayservice", "rayservice-lifecycle")):
+        k("delete", kind, name, "-n", RAY_NS, "--ignore-not-found", "--wait=true", "--timeout=120s")
+    before = raygate_metrics()
+
+    # RayJob: the operator runs it to SUCCEEDED and tears its cluster down.
+    docs = load(MANIFESTS / "rayjob.yaml")
+    applied = apply(docs, check=False)
+    report.check("kubectl apply of a RayJob and its NetworkPolicy: admitted, filled in by raygate",
+                 applied.returncode == 0 and "raygate filled in" in applied.stderr,
+                 applied.stderr.strip()[:300])
+    cluster = cluster_of(RAY_NS, "RayJob", "rayjob-lifecycle")
+    ray_pods = wait_ray_pods(RAY_NS, cluster, 2)
+    check_placement(report, ray_pods, f"RayJob's cluster {cluster}")
+
+    def finished():
+        status = get("rayjob", "rayjob-lifecycle", "-n", RAY_NS).get("status", {})
+        return status if status.get("jobDeploymentStatus") in ("Complete", "Failed") else None
+    status = checks.until("the RayJob to finish", 300, finished)
+    submitter = pods(RAY_NS, "batch.kubernetes.io/job-name=rayjob-lifecycle")
+    output = k("logs", "-n", RAY_NS, "job/rayjob-lifecycle", check=False).stdout
+    ran = [line for line in output.splitlines() if line.startswith("rayjob tasks ran on")]
+    report.check(f"the RayJob reached {status.get('jobStatus')} as the operator sees it "
+                 f"(jobDeploymentStatus {status.get('jobDeploymentStatus')}); its submitter's log "
+                 "shows the entrypoint's tasks",
+                 status.get("jobStatus") == "SUCCEEDED" and ran, (ran or output.splitlines()[-3:]))
+    check_placement(report, submitter, "the RayJob's submitter Pod")
+    checks.until("the RayJob's cluster deleted by the operator after the job (shutdownAfterJobFinishes)",
+                 180, lambda: not any(rc["metadata"]["name"] == cluster
+                                      for rc in get("rayclusters", "-n", RAY_NS)["items"]))
+    wait_gone(RAY_NS, cluster)
+    k("delete", "rayjob", "rayjob-lifecycle", "-n", RAY_NS, "--wait=true", "--timeout=60s")
+    left = pods(RAY_NS, "batch.kubernetes.io/job-name=rayjob-lifecycle")
+    report.check("the operator deleted the RayJob's cluster after the job; deleting the RayJob "
+                 "removed its submitter", not left, [p["metadata"]["name"] for p in left])
+
+    # RayService: the operator deploys serveConfigV2 itself and the Service answers.
+    docs = load(MANIFESTS / "rayservice.yaml")
+    applied = apply(docs, check=False)
+    report.check("kubectl apply of a RayService and its NetworkPolicy: admitted, filled in",
+                 applied.returncode == 0, applied.stderr.strip()[:300])
+
+    def ready():
+        rs = get("rayservice", "rayservice-lifecycle", "-n", RAY_NS)
+        conditions = {c["type"]: c["status"] for c in rs.get("status", {}).get("conditions", [])}
+        return rs if conditions.get("Ready") == "True" else None
+    rs = checks.until("the RayService Ready (the operator deployed its Serve config)", 420, ready)
+    apps = rs["status"].get("activeServiceStatus", {}).get("applicationStatuses", {})
+    report.check("the RayService is Ready: the operator put serveConfigV2 on the head's dashboard "
+                 "and sees the application RUNNING",
+                 apps.get("hello", {}).get("status") == "RUNNING", json.dumps(apps)[:400])
+    cluster = rs["status"]["activeServiceStatus"]["rayClusterName"]
+    check_placement(report, pods(RAY_NS, f"ray.io/cluster={cluster}"), f"RayService's cluster {cluster}")
+    client = client_pod(CLIENT_NS)
+    try:
+        run_step(report, client, f"the RayService answers through rayservice-lifecycle-serve-svc "
+                 f"from {CLIENT_NS}", "http",
+                 {"url": f"http://rayservice-lifecycle-serve-svc.{RAY_NS}.svc.cluster.local:8001/",
+                  "contains": "hello from the rayservice", "until": True}, timeout=90)
+    finally:
+        client.close()
+    k("delete", "rayservice", "rayservice-lifecycle", "-n", RAY_NS, "--wait=true", "--timeout=120s")
+    wait_gone(RAY_NS, cluster)
+    services = [s["metadata"]["name"] for s in get("services", "-n", RAY_NS)["items"]
+                if s["metadata"]["name"].startswith("rayservice-lifecycle")]
+    report.check("deleting the RayService removed its cluster, Pods and Services", not services, services)
+
+    after = raygate_metrics()
+    denied = metric_delta(before, after, decision="denied")
+    report.check(f"raygate denied nothing the operator created for them ({denied} denials; "
+                 f"{metric_delta(before, after, kind='Pod', operation='CREATE')} Pod CREATE reviews)",
+                 denied == 0, {f"{kd}/{op}/{dc}": after[(kd, op, dc)] - before.get((kd, op, dc), 0)
+                               for (kd, op, dc) in after if after[(kd, op, dc)] != before.get((kd, op, dc), 0)})
+    for kind in ("NetworkPolicy", "ConfigMap"):
+        k("delete", kind, "-n", RAY_NS, "rayjob-lifecycle" if kind == "NetworkPolicy" else "serve-app",
+          "--ignore-not-found")
+    k("delete", "networkpolicy", "-n", RAY_NS, "rayservice-lifecycle", "--ignore-not-found")
+
+
+SCENARIOS = {"seed": seed, "lifecycle": lifecycle}
 
 
 def main():
