@@ -530,7 +530,123 @@ def lifecycle(report):
     k("delete", "networkpolicy", "-n", RAY_NS, "rayservice-lifecycle", "--ignore-not-found")
 
 
-SCENARIOS = {"seed": seed, "lifecycle": lifecycle}
+# --- scenario: controls ------------------------------------------------------------------------------
+
+def audited(applied, rule_prefix):
+    """The warnings raygate's audit mode gave on `kubectl apply` for rules starting so."""
+    return [line for line in applied.stderr.splitlines() if f"Warning: {rule_prefix}" in line]
+
+
+def controls(report):
+    namespace(CONTROL_NS)
+    for name in ("control-net", "control-placement"):
+        k("delete", "raycluster", name, "-n", CONTROL_NS, "--ignore-not-found", "--wait=true")
+    k("delete", "pod", "oom", "-n", CONTROL_NS, "--ignore-not-found", "--wait=true")
+    control_network(report)
+    control_placement(report)
+    control_memory(report)
+
+
+def control_network(report):
+    """The document's five-port NetworkPolicy around a cluster that follows the plan: Ray's
+    own traffic between nodes is refused, and the engine says so."""
+    docs = load(MANIFESTS / "control-network.yaml")
+    cluster = [d for d in docs if d["kind"] == "RayCluster"]
+    others = [d for d in docs if d["kind"] != "RayCluster"]
+    apply(others)
+    # The audit namespace is never filled in: the cluster is given the plan as `raygate fix`
+    # writes it, so that only the NetworkPolicy is off.
+    applied = apply(raygate_fix(cluster), check=False)
+    warnings = audited(applied, "network-policy/")
+    report.check("raygate (audit namespace) admits the cluster under the document's NetworkPolicy "
+                 f"with {len(warnings)} network-policy warnings", applied.returncode == 0 and warnings,
+                 "\n".join(warnings)[:500])
+    ray_pods = wait_ray_pods(CONTROL_NS, "control-net", 2)
+    head_pod = next(p for p in ray_pods if p["metadata"]["labels"].get("ray.io/node-type") == "head")
+    worker_pod = next(p for p in ray_pods if p["metadata"]["labels"].get("ray.io/node-type") == "worker")
+    worker_ip = worker_pod["status"]["podIP"]
+    since = now()
+    driver = Session(CONTROL_NS, head_pod["metadata"]["name"], "ray-head")
+    try:
+        run_step(report, driver, "ray.init() on the head", "init", timeout=60)
+        for what, fn in (("a task on the worker's node", "task"),
+                         ("an actor on the worker's node", "actor"),
+                         ("20 MB from the worker to the driver", "object_from"),
+                         ("20 MB from the driver to the worker", "object_to")):
+            run_step(report, driver, f"{what}, under the document's policy", fn, {"ip": worker_ip},
+                     timeout=20, expect=False)
+    finally:
+        driver.close()
+    drops = engine_drops(since, {CONTROL_NS})
+    ports = sorted({int(d["packet"].split(" -> ")[1].split()[0].rsplit(":", 1)[1]) for d in drops
+                    if " -> " in d["packet"]})
+    report.check(f"kube-network-policies dropped {len(drops)} packets of the cluster, to ports "
+                 "outside the document's five", drops and not set(ports) & {6380, 10002, 8266, 8001, 8081},
+                 ports[:20])
+    report.note(f"ports the engine refused under the document's policy: {ports[:30]}")
+    k("delete", "raycluster", "control-net", "-n", CONTROL_NS, "--wait=true", "--timeout=120s")
+    wait_gone(CONTROL_NS, "control-net")
+    k("delete", "networkpolicy", "document-policy", "-n", CONTROL_NS)
+
+
+def control_placement(report):
+    """An unpinned head that tolerates the master's taint lands on gpu-node once the workers
+    are cordoned: the placement rule guards against something the scheduler really does."""
+    workers = [n for n, labels in node_labels().items() if labels.get("node-role") == "worker"]
+    # A NetworkPolicy that admits everything of the cluster, so that only placement is judged.
+    apply([{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "control-placement", "namespace": CONTROL_NS},
+            "spec": {"podSelector": {"matchLabels": {"ray.io/cluster": "control-placement"}},
+                     "ingress": [{}], "policyTypes": ["Ingress"]}}])
+    try:
+        for node in workers:
+            k("cordon", node)
+        applied = apply(load(MANIFESTS / "control-placement.yaml"), check=False)
+        warnings = audited(applied, "placement/")
+        report.check("raygate (audit namespace) admits the unpinned, tolerating head with its "
+                     "placement warnings", applied.returncode == 0 and warnings, "\n".join(warnings)[:500])
+
+        def bound():
+            found = [p for p in pods(CONTROL_NS, "ray.io/cluster=control-placement")
+                     if p["spec"].get("nodeName")]
+            return found[0]["spec"]["nodeName"] if found else None
+        node = checks.until("kube-scheduler binding the head", 60, bound)
+        report.check(f"with the workers cordoned, kube-scheduler bound the head to {node}",
+                     node == GPU_NODE, node)
+    finally:
+        for node in workers:
+            k("uncordon", node, check=False)
+    k("delete", "raycluster", "control-placement", "-n", CONTROL_NS, "--wait=true", "--timeout=120s")
+    k("delete", "networkpolicy", "control-placement", "-n", CONTROL_NS)
+    wait_gone(CONTROL_NS, "control-placement")
+
+
+def control_memory(report):
+    """A container that writes more memory than its limit is OOM-killed: limits are enforced."""
+    apply([{
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "oom", "namespace": CONTROL_NS},
+        "spec": {
+            "restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
+            "nodeSelector": {"node-role": "worker"},
+            "containers": [{
+                "name": "hog", "image": RAY_IMAGE, "imagePullPolicy": "IfNotPresent",
+                "command": ["python", "-c",
+                            "import time; b = b'x' * (768 << 20); print('survived'); time.sleep(5)"],
+                "resources": {"requests": {"cpu": "100m", "memory": "256Mi"},
+                              "limits": {"cpu": "1", "memory": "256Mi"}}}]}}])
+
+    def terminated():
+        statuses = get("pod", "oom", "-n", CONTROL_NS)["status"].get("containerStatuses", [])
+        state = statuses[0].get("state", {}) if statuses else {}
+        return state.get("terminated")
+    state = checks.until("the memory hog to end", 120, terminated)
+    report.check(f"a container writing 768 MiB under a 256 MiB limit is {state.get('reason')} "
+                 f"(exit {state.get('exitCode')})", state.get("reason") == "OOMKilled", state)
+    k("delete", "pod", "oom", "-n", CONTROL_NS, "--wait=false")
+
+
+SCENARIOS = {"seed": seed, "lifecycle": lifecycle, "controls": controls}
 
 
 def main():
