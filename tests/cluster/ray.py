@@ -338,7 +338,7 @@ def seed(report):
                              capture_output=True, text=True)
     report.check("`raygate check` of the cluster with the NetworkPolicy written from the hints "
                  "finds nothing left but fill-ins", checked.returncode == 0,
-                 (checked.stdout + checked.stderr).strip()[-600:])
+                 (checked.stdout + checked.stderr).strip().splitlines()[-1:])
     stored = get("raycluster", SEED, "-n", RAY_NS)
     head = stored["spec"]["headGroupSpec"]
     worker = stored["spec"]["workerGroupSpecs"][0]
@@ -646,12 +646,33 @@ def control_memory(report):
     k("delete", "pod", "oom", "-n", CONTROL_NS, "--wait=false")
 
 
+def report_markdown():
+    """The scenarios' JSON reports as one Markdown table: REPORT_DIR/REPORT.md."""
+    lines = ["# Ray on the real cluster", ""]
+    for name in ("seed", "lifecycle", "controls"):
+        path = REPORT_DIR / f"{name}.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        lines += [f"## {name}: {sum(s['ok'] for s in data['steps'])} passed, {data['failed']} failed, "
+                  f"{data['seconds']:.0f} s", "", "| at (s) | check | result | detail |", "|---|---|---|---|"]
+        for step in data["steps"]:
+            detail = step["detail"].replace("|", "\\|").replace("\n", " ")[:160]
+            lines.append(f"| {step['at']} | {step['check']} | {'ok' if step['ok'] else 'FAIL'} | {detail} |")
+        lines += [""] + [f"- {note}" for note in data["notes"]] + [""]
+    (REPORT_DIR / "REPORT.md").write_text("\n".join(lines))
+    print(REPORT_DIR / "REPORT.md")
+
+
 SCENARIOS = {"seed": seed, "lifecycle": lifecycle, "controls": controls}
 
 
 def main():
+    if sys.argv[1:] == ["report"]:
+        report_markdown()
+        return
     if len(sys.argv) != 2 or sys.argv[1] not in SCENARIOS:
-        sys.exit(f"usage: {sys.argv[0]} {'|'.join(SCENARIOS)}")
+        sys.exit(f"usage: {sys.argv[0]} {'|'.join(SCENARIOS)}|report")
     name = sys.argv[1]
     report = Report(name)
     try:

@@ -9,8 +9,11 @@
 #   3. smoke.sh (scheduling, Services, DNS, NetworkPolicies) and the checks below: raygate's
 #      Pods behind its Service, probes, non-root, read-only root, PDB, the certgen hook; a
 #      KubeRay sample filled in by raygate, its Pods created by the operator and placed by
-#      kube-scheduler on workers only; admission under failure (a Pod deleted, a rolling
-#      upgrade, a drain, every Pod gone) with 0 failed admissions;
+#      kube-scheduler on workers only; Ray itself (ray.py): the seed's RayCluster with its
+#      workloads under the NetworkPolicy engine and the autoscaler, a RayJob and a RayService
+#      through the operator, and controls that show each rule guards against something real;
+#      admission under failure (a Pod deleted, a rolling upgrade, a drain, every Pod gone)
+#      with 0 failed admissions;
 #   4. `cluster.sh down`, then leftovers.sh: nothing may be left (processes, mounts, links,
 #      addresses, iptables/nft, cgroups), and no packet may have left the machine.
 # Needs root. Exits non-zero on any failed check.
@@ -54,7 +57,8 @@ teardown() {
 trap teardown EXIT
 
 # --- 2. up, with the operator and raygate installed ----------------------------------------------
-tests/cluster/cluster.sh up "$DIR"
+# The platform's shape: a master and four workers.
+CLUSTER_WORKERS="${CLUSTER_WORKERS:-4}" tests/cluster/cluster.sh up "$DIR"
 eval "$(tests/cluster/cluster.sh env "$DIR")"
 k() { "$CLUSTER_KUBECTL" "$@"; }
 NS="$CLUSTER_RAYGATE_NAMESPACE"
@@ -71,10 +75,17 @@ pass "raygate: 2 replicas Ready behind its Service, probes, non-root, read-only 
 python3 tests/cluster/checks.py sample
 pass "a KubeRay sample is filled in by raygate; the operator's Pods run on workers only"
 
-# --- 3d. admission under failure ----------------------------------------------------------------------
+# --- 3d. Ray through raygate: workloads, the operator's lifecycle, controls -------------------------
+for scenario in seed lifecycle controls; do
+	python3 tests/cluster/ray.py "$scenario"
+	pass "Ray on the cluster: $scenario (.cache/cluster/ray-report/$scenario.json)"
+done
+python3 tests/cluster/ray.py report >&2
+
+# --- 3e. admission under failure ----------------------------------------------------------------------
 python3 tests/cluster/checks.py failures
 pass "0 failed admissions through a deleted Pod, a rolling upgrade and a drain; refused while every Pod is gone"
 
-# --- 3e. nothing left the machine -----------------------------------------------------------------
+# --- 3f. nothing left the machine -----------------------------------------------------------------
 python3 tests/cluster/checks.py no-leaks
 pass "no packet towards a non-local address"
