@@ -286,7 +286,13 @@ impl Engine {
                     Role::Head => format!("head Pod of cluster {:?}", pod.cluster),
                     Role::Worker => format!("worker Pod of cluster {:?}", pod.cluster),
                 };
-                rules::ports::check_pod(&spec, &subject, host_exposure_allowed, &mut findings);
+                rules::ports::check_pod(
+                    &spec,
+                    pod.role,
+                    &subject,
+                    host_exposure_allowed,
+                    &mut findings,
+                );
                 let gpu = match pod.role {
                     Role::Head => GpuException::Never,
                     Role::Worker => GpuException::Applies,

@@ -79,6 +79,11 @@ fn the_peers_agree_on_targeted_objects() {
     use serde_json::json;
     let mut rego = Rego::new();
     let cel = Cel::new();
+    let probe = |delay: u32, failures: u32| {
+        json!({"exec": {"command": ["bash", "-c", "wget --tries 1 -T 2 -q -O- http://localhost:52365/api/local_raylet_healthz | grep success && wget --tries 1 -T 10 -q -O- http://localhost:8266/api/gcs_healthz | grep success"]},
+            "initialDelaySeconds": delay, "timeoutSeconds": 5, "periodSeconds": 5,
+            "successThreshold": 1, "failureThreshold": failures})
+    };
     let compliant = json!({
         "apiVersion": "ray.io/v1", "kind": "RayCluster",
         "metadata": {"name": "ok", "namespace": "kuberay"},
@@ -94,7 +99,10 @@ fn the_peers_agree_on_targeted_objects() {
                     "ports": [{"name": "gcs-server", "containerPort": 6380}, {"name": "client", "containerPort": 10002},
                         {"name": "dashboard", "containerPort": 8266}, {"name": "serve", "containerPort": 8001},
                         {"name": "metrics", "containerPort": 8081}],
-                    "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
+                    "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
+                    // KubeRay's probes on the plan's dashboard port (ports/probe-port).
+                    "readinessProbe": probe(10, 10),
+                    "livenessProbe": probe(30, 120)
                 }]}}
             },
             "workerGroupSpecs": []

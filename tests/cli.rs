@@ -101,7 +101,8 @@ fn a_fixed_cluster_with_its_network_policy_passes() {
 }
 
 /// The infrastructure document's five-port NetworkPolicy: one denial per missing port group,
-/// each with the line to add; with those lines added, the filled cluster passes.
+/// each with the line to add; with those lines added, the filled cluster passes once its
+/// autoscaler runs Ray 2.60.0 (the document's 2.52.0 cannot be told the GCS port 6380).
 #[test]
 fn the_documents_network_policy_is_denied_once_per_port_group_and_the_hints_fix_it() {
     let document = "tests/fixtures/manifests/document-network-policy.yaml";
@@ -118,6 +119,7 @@ fn the_documents_network_policy_is_denied_once_per_port_group_and_the_hints_fix_
     assert_eq!(denied("network-policy/worker-ports"), 1, "{report}");
     assert_eq!(denied("network-policy/dns-egress"), 1, "{report}");
     assert_eq!(denied("network-policy/apiserver-egress"), 1, "{report}");
+    assert_eq!(denied("ports/autoscaler-gcs-port"), 1, "{report}");
     for line in [
         "{protocol: TCP, port: 8301, endPort: 8400}",
         "{protocol: TCP, port: 10003, endPort: 19999}",
@@ -138,14 +140,34 @@ fn the_documents_network_policy_is_denied_once_per_port_group_and_the_hints_fix_
         .unwrap()
         .to_owned();
     let path = dir.path().join("cluster.yaml");
-    std::fs::write(&path, cluster).unwrap();
-    let out = raygate(&[
-        "check",
-        "-f",
-        path.to_str().unwrap(),
-        "-f",
-        "tests/fixtures/manifests/hinted-network-policy.yaml",
-    ]);
+    let check = |cluster: &str| {
+        std::fs::write(&path, cluster).unwrap();
+        raygate(&[
+            "check",
+            "-f",
+            path.to_str().unwrap(),
+            "-f",
+            "tests/fixtures/manifests/hinted-network-policy.yaml",
+        ])
+    };
+    let out = check(&cluster);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let report = stdout(&out);
+    let findings: Vec<&str> = report.lines().filter(|l| l.starts_with("  ")).collect();
+    assert_eq!(findings.len(), 2, "{report}");
+    assert!(
+        findings[0].contains(
+            "DENY  ports/autoscaler-gcs-port  /spec/headGroupSpec/template/spec/containers/0/image"
+        ),
+        "{report}"
+    );
+    let with_image = cluster.replacen(
+        "enableInTreeAutoscaling: true\n",
+        "enableInTreeAutoscaling: true\n  autoscalerOptions: {image: rayproject/ray:2.60.0}\n",
+        1,
+    );
+    assert_ne!(with_image, cluster);
+    let out = check(&with_image);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).contains(": ok"), "{}", stdout(&out));
 }

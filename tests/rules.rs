@@ -660,6 +660,512 @@ mod ports {
         assert_eq!(rules(&d), ["ports/forbidden-port"]);
         assert!(!d.allowed());
     }
+
+    fn probe_findings(d: &raygate::Decision) -> Vec<(&'static str, String, bool)> {
+        d.violations
+            .iter()
+            .filter(|v| v.rule == "ports/probe-port")
+            .map(|v| (v.rule, v.path.clone(), v.fillable))
+            .collect()
+    }
+
+    /// Without probes KubeRay v1.5.0 adds exec probes on the dashboard's 8265 and the agent's
+    /// 52365: on the plan's 8266 the head is never Ready. raygate fills in KubeRay's own probes
+    /// on the ports the patched cluster has; a worker's (52365 only) are right as KubeRay
+    /// writes them.
+    #[test]
+    fn missing_probes_are_filled_in_as_kuberay_writes_them_on_the_plans_ports() {
+        let mut c = cluster("c");
+        remove(&mut c, &format!("{HEAD_RAY}/readinessProbe"));
+        remove(&mut c, &format!("{HEAD_RAY}/livenessProbe"));
+        // The dashboard port itself is filled in by the same admission.
+        remove(&mut c, &format!("{HEAD}/rayStartParams/dashboard-port"));
+        let d = evaluate(&c);
+        assert_eq!(
+            probe_findings(&d),
+            [
+                (
+                    "ports/probe-port",
+                    format!("{HEAD_RAY}/readinessProbe"),
+                    true
+                ),
+                (
+                    "ports/probe-port",
+                    format!("{HEAD_RAY}/livenessProbe"),
+                    true
+                ),
+            ]
+        );
+        let message = &d
+            .violations
+            .iter()
+            .find(|v| v.rule == "ports/probe-port")
+            .unwrap()
+            .message;
+        assert!(
+            message.contains("calls localhost:8265 (dashboard)")
+                && message.contains("the dashboard on 8266")
+                && message
+                    .contains("never becomes Ready and KubeRay never marks the cluster ready"),
+            "{message}"
+        );
+        assert!(d.allowed() && !d.allowed_as_is());
+        let fixed = apply(&c, &d.patch);
+        assert_eq!(fixed.pointer(HEAD_RAY), cluster("c").pointer(HEAD_RAY));
+        assert_eq!(
+            fixed.pointer(&format!("{HEAD}/rayStartParams/dashboard-port")),
+            Some(&json!("8266"))
+        );
+        let worker = fixed.pointer(WORKER_RAY).unwrap();
+        assert!(worker.get("readinessProbe").is_none() && worker.get("livenessProbe").is_none());
+        let again = evaluate(&fixed);
+        assert!(again.violations.is_empty(), "{:#?}", again.violations);
+        assert!(again.patch.0.is_empty());
+
+        // A probe the user set stays; only the missing one is filled.
+        let mut c = cluster("c");
+        remove(&mut c, &format!("{HEAD_RAY}/livenessProbe"));
+        let d = evaluate(&c);
+        assert_eq!(
+            probe_findings(&d),
+            [(
+                "ports/probe-port",
+                format!("{HEAD_RAY}/livenessProbe"),
+                true
+            )]
+        );
+        assert_eq!(apply(&c, &d.patch), cluster("c"));
+    }
+
+    /// A worker whose agent listens off KubeRay's 52365 gets both probes; an embedded cluster
+    /// spec (RayJob) is filled in where it sits.
+    #[test]
+    fn a_worker_probe_follows_the_agent_port_in_every_kind() {
+        let policy = Policy::from_yaml(
+            &raygate::policy::BUILT_IN_POLICY.replace(
+                "port: 52365, rayStartParam: dashboard-agent-listen-port",
+                "port: 52366, rayStartParam: dashboard-agent-listen-port",
+            ),
+            "p.yaml",
+        )
+        .unwrap();
+        let engine = raygate::engine::Engine::new(policy);
+        let mut c = cluster("c");
+        for group in [HEAD, WORKER] {
+            set(
+                &mut c,
+                &format!("{group}/rayStartParams/dashboard-agent-listen-port"),
+                json!("52366"),
+            );
+        }
+        remove(&mut c, &format!("{HEAD_RAY}/readinessProbe"));
+        remove(&mut c, &format!("{HEAD_RAY}/livenessProbe"));
+        let job = json!({"apiVersion": "ray.io/v1", "kind": "RayJob",
+            "metadata": {"name": "c", "namespace": "kuberay"},
+            "spec": {"entrypoint": "python -V", "rayClusterSpec": c["spec"].clone()}});
+        for (object, spec) in [(&c, "/spec"), (&job, "/spec/rayClusterSpec")] {
+            let d = evaluate_with(&engine, object, &[network_policy("c")]);
+            let filled: Vec<(String, String)> = d
+                .patch
+                .0
+                .iter()
+                .filter_map(|op| match op {
+                    json_patch::PatchOperation::Add(add)
+                        if add.path.as_str().ends_with("Probe") =>
+                    {
+                        Some((
+                            add.path.to_string(),
+                            add.value["exec"]["command"][2].as_str().unwrap().to_owned(),
+                        ))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let head = "wget --tries 1 -T 2 -q -O- http://localhost:52366/api/local_raylet_healthz | grep success && wget --tries 1 -T 10 -q -O- http://localhost:8266/api/gcs_healthz | grep success";
+            let worker = "wget --tries 1 -T 2 -q -O- http://localhost:52366/api/local_raylet_healthz | grep success";
+            let at = |group: &str, probe: &str| {
+                format!("{spec}/{group}/template/spec/containers/0/{probe}")
+            };
+            assert_eq!(
+                filled,
+                [
+                    (at("headGroupSpec", "readinessProbe"), head.to_owned()),
+                    (at("headGroupSpec", "livenessProbe"), head.to_owned()),
+                    (
+                        at("workerGroupSpecs/0", "readinessProbe"),
+                        worker.to_owned()
+                    ),
+                    (at("workerGroupSpecs/0", "livenessProbe"), worker.to_owned()),
+                ],
+                "{spec}"
+            );
+            let worker_probe = d
+                .patch
+                .0
+                .iter()
+                .find_map(|op| match op {
+                    json_patch::PatchOperation::Add(add)
+                        if add.path.as_str() == at("workerGroupSpecs/0", "livenessProbe") =>
+                    {
+                        Some(add.value.clone())
+                    }
+                    _ => None,
+                })
+                .unwrap();
+            assert_eq!(
+                worker_probe,
+                json!({"exec": {"command": ["bash", "-c", worker]}, "initialDelaySeconds": 30,
+                    "timeoutSeconds": 2, "periodSeconds": 5, "successThreshold": 1,
+                    "failureThreshold": 120})
+            );
+        }
+    }
+
+    /// A RayService worker's readiness probe from KubeRay also checks Serve's proxy, on the
+    /// `serve` port the worker declares, else 8000, while Serve listens on the plan's 8001.
+    #[test]
+    fn a_rayservice_worker_gets_kuberays_serve_check_on_the_serve_port() {
+        let apps = "http_options: {host: 0.0.0.0, port: 8001}\napplications: []\n";
+        let service = ray_service(apps);
+        let d = evaluate_with(&engine(), &service, &[network_policy("c")]);
+        let worker = "/spec/rayClusterConfig/workerGroupSpecs/0/template/spec/containers/0";
+        assert_eq!(
+            probe_findings(&d),
+            [("ports/probe-port", format!("{worker}/readinessProbe"), true)]
+        );
+        let fixed = apply(&service, &d.patch);
+        assert_eq!(
+            fixed.pointer(&format!("{worker}/readinessProbe")).unwrap(),
+            &json!({"exec": {"command": ["bash", "-c", "wget --tries 1 -T 2 -q -O- http://localhost:52365/api/local_raylet_healthz | grep success && wget --tries 1 -T 10 -q -O- http://localhost:8001/-/healthz | grep success"]},
+                "initialDelaySeconds": 10, "timeoutSeconds": 2, "periodSeconds": 5,
+                "successThreshold": 1, "failureThreshold": 1})
+        );
+        // Declaring the Serve port on the worker makes KubeRay's own probe right.
+        let mut declared = service.clone();
+        declared
+            .pointer_mut(&format!("{worker}/ports"))
+            .unwrap()
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "serve", "containerPort": 8001}));
+        let d = evaluate_with(&engine(), &declared, &[network_policy("c")]);
+        assert!(probe_findings(&d).is_empty(), "{:#?}", d.violations);
+    }
+
+    /// A probe the user wrote that calls a default Ray does not listen on is denied with the
+    /// port to use, never rewritten.
+    #[test]
+    fn a_users_probe_on_a_default_ray_does_not_listen_on_is_denied() {
+        let mut c = cluster("c");
+        let kuberays = head_probe_command().replace("8266", "8265");
+        set(
+            &mut c,
+            &format!("{HEAD_RAY}/readinessProbe/exec/command/2"),
+            json!(kuberays),
+        );
+        c.pointer_mut(HEAD_RAY).unwrap()["livenessProbe"] =
+            json!({"httpGet": {"path": "/api/gcs_healthz", "port": 8265}, "periodSeconds": 5});
+        let d = evaluate(&c);
+        assert_eq!(
+            probe_findings(&d),
+            [
+                (
+                    "ports/probe-port",
+                    format!("{HEAD_RAY}/readinessProbe/exec/command/2"),
+                    false
+                ),
+                (
+                    "ports/probe-port",
+                    format!("{HEAD_RAY}/livenessProbe/httpGet/port"),
+                    false
+                ),
+            ]
+        );
+        assert!(
+            d.violations[0]
+                .message
+                .contains("calls localhost:8265/api/gcs_healthz for the dashboard, which listens on 8266: use 8266"),
+            "{}",
+            d.violations[0].message
+        );
+        assert!(d.patch.0.is_empty() && !d.allowed());
+        // The agent's endpoint on the dashboard's port is as wrong, and a named port counts.
+        let mut c = cluster("c");
+        set(
+            &mut c,
+            &format!("{HEAD_RAY}/readinessProbe/exec/command/2"),
+            json!("curl -sf http://127.0.0.1:8266/api/local_raylet_healthz"),
+        );
+        c.pointer_mut(HEAD_RAY).unwrap()["livenessProbe"] =
+            json!({"httpGet": {"path": "/api/gcs_healthz", "port": "dashboard"}});
+        let d = evaluate(&c);
+        assert_eq!(
+            probe_findings(&d),
+            [(
+                "ports/probe-port",
+                format!("{HEAD_RAY}/readinessProbe/exec/command/2"),
+                false
+            )]
+        );
+        assert!(d.violations[0].message.contains("use 52365"));
+        // A worker runs no dashboard.
+        let mut c = cluster("c");
+        c.pointer_mut(WORKER_RAY).unwrap()["readinessProbe"] = json!({"tcpSocket": {"port": 8265}});
+        let d = evaluate(&c);
+        assert_eq!(
+            probe_findings(&d),
+            [(
+                "ports/probe-port",
+                format!("{WORKER_RAY}/readinessProbe/tcpSocket/port"),
+                false
+            )]
+        );
+        assert!(
+            d.violations[0]
+                .message
+                .contains("a worker runs no dashboard")
+        );
+    }
+
+    /// A Pod whose template had no probes carries KubeRay's, on 8265: denied (an audited
+    /// namespace, a cluster raygate did not fill in), with the port its Ray listens on.
+    #[test]
+    fn a_pod_with_kuberays_generated_probes_on_8265_is_denied() {
+        let mut pod = kuberay_pod("c", true, &head_start(6380));
+        let ray = &mut pod["spec"]["containers"][0];
+        let generated = head_probe_command().replace("8266", "8265");
+        ray["readinessProbe"]["exec"]["command"][2] = json!(generated);
+        ray["livenessProbe"]["exec"]["command"][2] = json!(generated);
+        let d = evaluate(&pod);
+        assert_eq!(
+            probe_findings(&d),
+            [
+                (
+                    "ports/probe-port",
+                    "/spec/containers/0/readinessProbe/exec/command/2".to_owned(),
+                    false
+                ),
+                (
+                    "ports/probe-port",
+                    "/spec/containers/0/livenessProbe/exec/command/2".to_owned(),
+                    false
+                ),
+            ]
+        );
+        assert_eq!(d.violations.len(), 2, "{:#?}", d.violations);
+        assert!(d.violations[0].message.contains("use 8266"));
+        assert!(!d.allowed());
+        // The same probes on a head started on 8265 are right.
+        let start = head_start(6380).replace("--dashboard-port=8266", "--dashboard-port=8265");
+        let mut pod = kuberay_pod("c", true, &start);
+        for probe in ["readinessProbe", "livenessProbe"] {
+            pod["spec"]["containers"][0][probe]["exec"]["command"][2] = json!(generated);
+        }
+        assert!(probe_findings(&evaluate(&pod)).is_empty());
+        // Probes on the right ports pass.
+        let d = evaluate(&kuberay_pod("c", true, &head_start(6380)));
+        assert!(d.violations.is_empty(), "{:#?}", d.violations);
+    }
+
+    fn autoscaler_findings(d: &raygate::Decision) -> Vec<(&'static str, String, bool)> {
+        d.violations
+            .iter()
+            .filter(|v| v.rule == "ports/autoscaler-gcs-port")
+            .map(|v| (v.rule, v.path.clone(), v.fillable))
+            .collect()
+    }
+
+    /// KubeRay v1.5.0 starts the autoscaler with no GCS address, so Ray looks for GCS at 6379:
+    /// the head Pod's autoscaler is told the head's port.
+    #[test]
+    fn the_autoscaler_of_a_head_pod_is_told_the_gcs_port() {
+        let pod = autoscaling_head_pod("c", 6380, "rayproject/ray:2.60.0");
+        let d = evaluate(&pod);
+        assert_eq!(
+            autoscaler_findings(&d),
+            [(
+                "ports/autoscaler-gcs-port",
+                "/spec/containers/1/args/0".to_owned(),
+                true
+            )]
+        );
+        assert_eq!(d.violations.len(), 1, "{:#?}", d.violations);
+        assert!(d.allowed() && !d.allowed_as_is());
+        assert!(
+            d.violations[0]
+                .message
+                .contains("append `--gcs-address=127.0.0.1:6380`"),
+            "{}",
+            d.violations[0].message
+        );
+        let fixed = apply(&pod, &d.patch);
+        assert_eq!(
+            fixed["spec"]["containers"][1]["args"],
+            json!([
+                "ray kuberay-autoscaler --cluster-name $(RAY_CLUSTER_NAME) --cluster-namespace $(RAY_CLUSTER_NAMESPACE) --gcs-address=127.0.0.1:6380"
+            ])
+        );
+        // Nothing else of the Pod changes, and filling in twice changes nothing.
+        let mut expected = pod.clone();
+        expected["spec"]["containers"][1]["args"] = fixed["spec"]["containers"][1]["args"].clone();
+        assert_eq!(fixed, expected);
+        let again = evaluate(&fixed);
+        assert!(again.violations.is_empty() && again.patch.0.is_empty());
+        // An image raygate cannot date (a tag of its own) is told too.
+        let d = evaluate(&autoscaling_head_pod(
+            "c",
+            6380,
+            "registry.local/ray:custom",
+        ));
+        assert_eq!(autoscaler_findings(&d).len(), 1);
+        assert!(d.violations[0].fillable);
+    }
+
+    #[test]
+    fn an_autoscaler_before_ray_2_60_is_denied() {
+        let pod = autoscaling_head_pod("c", 6380, "rayproject/ray:2.52.0");
+        let d = evaluate(&pod);
+        assert_eq!(
+            autoscaler_findings(&d),
+            [(
+                "ports/autoscaler-gcs-port",
+                "/spec/containers/1/image".to_owned(),
+                false
+            )]
+        );
+        let message = &d.violations[0].message;
+        assert!(
+            message.contains("Ray 2.52.0")
+                && message.contains("connects to GCS at 6379")
+                && message.contains("autoscalerOptions.image"),
+            "{message}"
+        );
+        assert!(d.patch.0.is_empty() && !d.allowed());
+
+        // The cluster is denied at apply already: its autoscaler image is the head's.
+        let mut c = cluster("c");
+        c["spec"]["enableInTreeAutoscaling"] = json!(true);
+        let d = evaluate(&c);
+        assert_eq!(
+            autoscaler_findings(&d),
+            [(
+                "ports/autoscaler-gcs-port",
+                format!("{HEAD_RAY}/image"),
+                false
+            )]
+        );
+        assert!(
+            d.violations[0]
+                .message
+                .contains("set autoscalerOptions.image")
+        );
+        // autoscalerOptions.image decides when set.
+        c["spec"]["autoscalerOptions"] = json!({"image": "rayproject/ray-ml:2.41.0-py311"});
+        assert_eq!(
+            autoscaler_findings(&evaluate(&c)),
+            [(
+                "ports/autoscaler-gcs-port",
+                "/spec/autoscalerOptions/image".to_owned(),
+                false
+            )]
+        );
+        c["spec"]["autoscalerOptions"] = json!({"image": "docker.io/rayproject/ray:2.60.0-py311"});
+        assert!(autoscaler_findings(&evaluate(&c)).is_empty());
+        // An image raygate cannot date leaves rayVersion to tell.
+        c["spec"]["autoscalerOptions"] = json!({"image": "registry.local/ray:custom"});
+        assert_eq!(
+            autoscaler_findings(&evaluate(&c)),
+            [(
+                "ports/autoscaler-gcs-port",
+                "/spec/rayVersion".to_owned(),
+                false
+            )]
+        );
+        c["spec"]["rayVersion"] = json!("2.60.0");
+        assert!(autoscaler_findings(&evaluate(&c)).is_empty());
+    }
+
+    /// On KubeRay's own GCS port 6379 the autoscaler finds GCS unaided: nothing to tell.
+    #[test]
+    fn an_autoscaler_with_gcs_on_6379_is_left_alone() {
+        for image in ["rayproject/ray:2.60.0", "rayproject/ray:2.52.0"] {
+            let pod = autoscaling_head_pod("c", 6379, image);
+            assert!(autoscaler_findings(&evaluate(&pod)).is_empty(), "{image}");
+            // No --port at all is Ray's 6379 too.
+            let mut pod = pod;
+            let args = &mut pod["spec"]["containers"][0]["args"][0];
+            *args = json!(args.as_str().unwrap().replace("--port=6379", ""));
+            assert!(autoscaler_findings(&evaluate(&pod)).is_empty(), "{image}");
+        }
+        let policy = Policy::from_yaml(
+            &raygate::policy::BUILT_IN_POLICY
+                .replace(
+                    "port: 6380, rayStartParam: port",
+                    "port: 6379, rayStartParam: port",
+                )
+                .replace("forbidden: [6379, ", "forbidden: ["),
+            "p.yaml",
+        )
+        .unwrap();
+        let engine = raygate::engine::Engine::new(policy);
+        let mut c = cluster("c");
+        c["spec"]["enableInTreeAutoscaling"] = json!(true);
+        set(
+            &mut c,
+            &format!("{HEAD}/rayStartParams/port"),
+            json!("6379"),
+        );
+        set(
+            &mut c,
+            &format!("{HEAD_RAY}/ports/0/containerPort"),
+            json!(6379),
+        );
+        let d = evaluate_with(&engine, &c, &[network_policy("c")]);
+        assert!(autoscaler_findings(&d).is_empty(), "{:#?}", d.violations);
+        // A worker Pod has no autoscaler; its start names no GCS port of its own.
+        let worker = kuberay_pod(
+            "c",
+            false,
+            "ray start  --address=c-head-svc.kuberay.svc.cluster.local:6380  --block  --dashboard-agent-grpc-port=8601  --dashboard-agent-listen-port=52365  --metrics-export-port=8081 ",
+        );
+        assert!(autoscaler_findings(&evaluate(&worker)).is_empty());
+    }
+
+    #[test]
+    fn ray_versions_are_read_from_rayproject_image_tags() {
+        use raygate::rules::ports::{RayVersion, image_version};
+        for (image, version) in [
+            ("rayproject/ray:2.52.0", Some(RayVersion(2, 52, 0))),
+            (
+                "rayproject/ray:2.60.0-py311-gpu",
+                Some(RayVersion(2, 60, 0)),
+            ),
+            (
+                "docker.io/rayproject/ray-ml:2.9.3",
+                Some(RayVersion(2, 9, 3)),
+            ),
+            (
+                "quay.io/rayproject/ray:2.41.0@sha256:abc",
+                Some(RayVersion(2, 41, 0)),
+            ),
+            (
+                "localhost:5000/mirror/rayproject/ray:2.10.0.abc123-py310",
+                Some(RayVersion(2, 10, 0)),
+            ),
+            ("rayproject/ray:latest", None),
+            ("rayproject/ray:nightly-py311", None),
+            ("rayproject/ray", None),
+            ("localhost:5000/rayproject/ray", None),
+            ("example/rayproject-ray:2.52.0", None),
+            ("notrayproject/ray:2.52.0", None),
+            ("rayproject/ray:2.52", None),
+            ("rayproject/ray:2.52.0rc1", None),
+        ] {
+            assert_eq!(image_version(image), version, "{image}");
+        }
+        assert!(RayVersion(2, 59, 9) < RayVersion(2, 60, 0));
+        assert!(RayVersion(2, 100, 0) > RayVersion(2, 60, 0));
+    }
 }
 
 mod placement {
@@ -1342,6 +1848,8 @@ mod network_policy {
     fn the_autoscaler_must_reach_the_api_server() {
         let mut c = cluster("c");
         c["spec"]["enableInTreeAutoscaling"] = json!(true);
+        // An autoscaler that can be told the GCS port 6380 (ports/autoscaler-gcs-port).
+        c["spec"]["autoscalerOptions"] = json!({"image": "rayproject/ray:2.60.0"});
         let np = egress_policy(json!([to_cluster(), to_dns()]));
         let d = evaluate_with(&engine(), &c, std::slice::from_ref(&np));
         assert_eq!(rules(&d), ["network-policy/apiserver-egress"]);

@@ -391,6 +391,46 @@ async fn a_ray_pod_bound_to_the_master_is_denied() {
     );
 }
 
+/// The head Pod KubeRay v1.5.0 creates for an autoscaling cluster: its autoscaler looks for GCS
+/// at 6379 unless told, so the Pod webhook's patch tells it the head's 6380, and the patched
+/// Pod validates.
+#[tokio::test]
+async fn the_pod_webhook_tells_the_autoscaler_the_gcs_port() {
+    let h = start(Mode::Enforce).await;
+    let pod = autoscaling_head_pod("ray", 6380, "rayproject/ray:2.60.0");
+    let denied = h.post("/validate", &review(&pod, "CREATE", false)).await;
+    let message = response(&denied)["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("ports/autoscaler-gcs-port at /spec/containers/1/args/0"),
+        "{message}"
+    );
+
+    let answer = h.post("/mutate", &review(&pod, "CREATE", false)).await;
+    let r = response(&answer);
+    assert_eq!(r["allowed"], true);
+    assert_eq!(r["patchType"], "JSONPatch");
+    let patched = apply(&pod, &patch_of(r));
+    let mut expected = pod.clone();
+    expected["spec"]["containers"][1]["args"] = json!([
+        "ray kuberay-autoscaler --cluster-name $(RAY_CLUSTER_NAME) --cluster-namespace $(RAY_CLUSTER_NAMESPACE) --gcs-address=127.0.0.1:6380"
+    ]);
+    assert_eq!(patched, expected, "only the autoscaler's args change");
+    let validated = h
+        .post("/validate", &review(&patched, "CREATE", false))
+        .await;
+    assert_eq!(response(&validated)["allowed"], true, "{validated}");
+    // The webhook is reinvoked after other mutations: the second call patches nothing.
+    let again = h.post("/mutate", &review(&patched, "CREATE", false)).await;
+    assert!(response(&again).get("patch").is_none(), "{again}");
+
+    // An autoscaler of Ray 2.52.0 cannot be told: no patch, and the Pod is denied.
+    let old = autoscaling_head_pod("ray", 6380, "rayproject/ray:2.52.0");
+    let answer = h.post("/mutate", &review(&old, "CREATE", false)).await;
+    assert!(response(&answer).get("patch").is_none(), "{answer}");
+    let denied = h.post("/validate", &review(&old, "CREATE", false)).await;
+    assert_eq!(response(&denied)["allowed"], false);
+}
+
 #[tokio::test]
 async fn bad_bodies_get_clear_errors_and_the_server_stays_healthy() {
     let h = start(Mode::Enforce).await;

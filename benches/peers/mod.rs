@@ -18,14 +18,17 @@ const CEL: &str = include_str!("../policies/raygate.cel.yaml");
 /// Rules the peers leave out: NetworkPolicy coverage needs the cluster, a RayService's
 /// `serveConfigV2` is YAML inside a string, which CEL cannot parse, and reading the command
 /// line as bash and click do (`start-command`, the port options of `unplanned-port`) is a
-/// parser neither language has. Host exposure and declared ports are not written in them yet.
-const LEFT_OUT: [&str; 6] = [
+/// parser neither language has; the probes' and the autoscaler's ports are read from that
+/// command line too. Host exposure and declared ports are not written in them yet.
+const LEFT_OUT: [&str; 8] = [
     "network-policy/",
     "ports/serve-config",
     "ports/start-command",
     "ports/unplanned-port",
     "ports/host-",
     "ports/node-port-service",
+    "ports/probe-port",
+    "ports/autoscaler-gcs-port",
 ];
 
 fn root() -> PathBuf {

@@ -31,6 +31,8 @@ pub const ALL_RULES: &[&str] = &[
     ports::HOST_NETWORK,
     ports::HOST_PORT,
     ports::NODE_PORT_SERVICE,
+    ports::PROBE_PORT,
+    ports::AUTOSCALER_GCS_PORT,
     placement::NODE_NAME,
     placement::TARGETS_MASTER,
     placement::TOLERATES_CONTROL_PLANE,
@@ -101,6 +103,12 @@ pub fn rule_help(rule: &str) -> &'static str {
         ports::HOST_PORT => "No container of a Ray pod maps a hostPort.",
         ports::NODE_PORT_SERVICE => {
             "Ray's head and Serve Services stay ClusterIP: no NodePort, LoadBalancer, nodePort or externalIPs."
+        }
+        ports::PROBE_PORT => {
+            "The Ray container's readiness and liveness probes call the dashboard and dashboard agent where Ray listens; without them KubeRay v1.5.0 adds probes on 8265 and 52365."
+        }
+        ports::AUTOSCALER_GCS_PORT => {
+            "The in-tree autoscaler is told the head's GCS port (`--gcs-address`, Ray 2.60.0 or later); KubeRay v1.5.0 starts it looking for GCS at 6379."
         }
         placement::NODE_NAME => "Ray pods never name a master node in nodeName.",
         placement::TARGETS_MASTER => {

@@ -2,10 +2,14 @@
 
 use serde_json::{Map, Value, json};
 
+mod autoscaler;
 mod host;
+mod probes;
 mod start_command;
 
+pub use autoscaler::{AUTOSCALER_GCS_PORT, RayVersion, image_version, parse_version};
 pub use host::{HOST_NETWORK, HOST_PORT, NODE_PORT_SERVICE};
+pub use probes::PROBE_PORT;
 pub use start_command::START_COMMAND;
 
 use super::Findings;
@@ -13,9 +17,10 @@ use crate::policy::{
     MAX_WORKER_PORT, MIN_WORKER_PORT, PlannedPort, PortPolicy, PortRange, RAY_DEFAULT_WORKER_PORTS,
 };
 use crate::ray::{
-    ClusterSpec, ContainerRef, NodeGroup, PodSpecRef, Role, as_port, child, param_text,
+    ClusterSource, ClusterSpec, ContainerRef, NodeGroup, PodSpecRef, Role, as_port, child,
+    param_text,
 };
-use crate::ray_command::EffectiveStart;
+use crate::ray_command::{self, EffectiveStart};
 
 pub const HEAD_PORT: &str = "ports/head-port";
 pub const METRICS_PORT: &str = "ports/metrics-port";
@@ -39,6 +44,7 @@ pub fn check_cluster(
     out: &mut Findings<'_>,
 ) {
     let plan = &out.policy().spec().ports;
+    let mut head_gcs = None;
     for group in cluster.groups() {
         let Some(pod) = group.pod_spec() else {
             continue;
@@ -55,6 +61,19 @@ pub fn check_cluster(
             start_command::Judged::OwnRefused => {}
             start_command::Judged::Generated => check_start_params(&group, plan, out),
         }
+        // Read after the fill-ins above: the ports the patched object will have.
+        let ports = NodePorts::of_group(&group, &command, plan, out);
+        if group.role == Role::Head {
+            head_gcs = ports.gcs;
+        }
+        if let Some(ray) = pod.ray_container() {
+            let serve_declared = (group.role == Role::Worker && serves(cluster)).then(|| {
+                patched_container_port(&pod, &ray, SERVE_PORT, out)
+                    .unwrap_or(probes::KUBERAY_SERVE_PORT)
+            });
+            let listening = ports.listening(group.role, plan);
+            probes::check_group(&group, &pod, &ray, listening, serve_declared, out);
+        }
         check_forbidden_ports(&pod, plan, out);
         check_declared_ports(&pod, true, plan, out);
         if !host_exposure_allowed {
@@ -64,24 +83,246 @@ pub fn check_cluster(
     if let Some(env) = cluster.spec.get("autoscalerOptions") {
         check_autoscaler_env(env, &child(&cluster.path, "autoscalerOptions"), plan, out);
     }
+    autoscaler::check_cluster(cluster, head_gcs, out);
     if !host_exposure_allowed {
         host::check_services(cluster, out);
     }
+}
+
+/// Whether KubeRay builds the cluster's Pods for a RayService (`creatorCRDType`): a
+/// RayService's spec, or a RayCluster labelled as generated from one.
+fn serves(cluster: &ClusterSpec<'_>) -> bool {
+    match cluster.source {
+        ClusterSource::RayService => true,
+        ClusterSource::RayCluster => {
+            cluster
+                .root
+                .pointer("/metadata/labels/ray.io~1originated-from-crd")
+                .and_then(Value::as_str)
+                == Some("RayService")
+        }
+        ClusterSource::RayJob | ClusterSource::RayCronJob => false,
+    }
+}
+
+/// Ray 2.60.0's own ports when `ray start` is given none: GCS (`--port`, the head's), the
+/// dashboard and the dashboard agent's HTTP server.
+const RAY_DEFAULT_GCS_PORT: u32 = 6379;
+const RAY_DEFAULT_DASHBOARD_PORT: u32 = 8265;
+const RAY_DEFAULT_AGENT_PORT: u32 = 52365;
+
+/// The ports a node's Ray listens on once the admission's patch is applied; `None` where
+/// raygate cannot tell (a value that is not a port, a command it refused).
+#[derive(Debug, Clone, Copy, Default)]
+struct NodePorts {
+    gcs: Option<u32>,
+    dashboard: Option<u32>,
+    agent: Option<u32>,
+}
+
+/// An option's port: its value, else `default` when unset.
+fn port_or(value: Option<&str>, default: u32) -> Option<u32> {
+    value.map_or(Some(default), |v| v.trim().parse().ok())
+}
+
+impl NodePorts {
+    /// The ports of a `ray start` command line.
+    fn of_start(start: &EffectiveStart) -> NodePorts {
+        NodePorts {
+            gcs: port_or(start.get("port"), RAY_DEFAULT_GCS_PORT),
+            dashboard: port_or(start.get("dashboard-port"), RAY_DEFAULT_DASHBOARD_PORT),
+            agent: port_or(
+                start.get("dashboard-agent-listen-port"),
+                RAY_DEFAULT_AGENT_PORT,
+            ),
+        }
+    }
+
+    /// A group's ports: its own command's, or its `rayStartParams` with what this admission
+    /// fills into them (KubeRay v1.5.0 passes 52365 for the agent when the key is missing). A
+    /// port the plan pins elsewhere is unknown: `ports/ray-start-param` moves it first (one
+    /// finding, one fix).
+    fn of_group(
+        group: &NodeGroup<'_>,
+        command: &start_command::Judged,
+        plan: &PortPolicy,
+        out: &Findings<'_>,
+    ) -> NodePorts {
+        let ports = NodePorts::of_command(group, command, out);
+        if !out.enabled(RAY_START_PARAM) {
+            return ports;
+        }
+        let pinned = |key: &str| {
+            planned_for(group.role, plan)
+                .filter_map(|p| Some((p.ray_start_param.as_deref()?, p.port)))
+                .chain(
+                    plan.node_ports
+                        .iter()
+                        .map(|p| (p.ray_start_param.as_str(), p.port)),
+                )
+                .find(|(k, _)| *k == key)
+                .map(|(_, port)| u32::from(port))
+        };
+        let on_plan = |port: Option<u32>, key: &str| match pinned(key) {
+            Some(planned) => port.filter(|p| *p == planned),
+            None => port,
+        };
+        NodePorts {
+            gcs: on_plan(ports.gcs, "port"),
+            dashboard: on_plan(ports.dashboard, "dashboard-port"),
+            agent: on_plan(ports.agent, "dashboard-agent-listen-port"),
+        }
+    }
+
+    fn of_command(
+        group: &NodeGroup<'_>,
+        command: &start_command::Judged,
+        out: &Findings<'_>,
+    ) -> NodePorts {
+        match command {
+            start_command::Judged::Own { start, .. } => NodePorts::of_start(start),
+            start_command::Judged::OwnRefused => NodePorts::default(),
+            start_command::Judged::Generated => {
+                let params_path = child(&group.path, "rayStartParams");
+                let param = |key: &str, default: u32| -> Option<u32> {
+                    match group.ray_start_params().and_then(|p| p.get(key)) {
+                        Some(value) => param_text(value)?.parse().ok(),
+                        None => port_or(patched_param(&params_path, key, out).as_deref(), default),
+                    }
+                };
+                NodePorts {
+                    gcs: param("port", RAY_DEFAULT_GCS_PORT),
+                    dashboard: param("dashboard-port", RAY_DEFAULT_DASHBOARD_PORT),
+                    agent: param("dashboard-agent-listen-port", RAY_DEFAULT_AGENT_PORT),
+                }
+            }
+        }
+    }
+
+    /// What the node's probes should reach.
+    fn listening(self, role: Role, plan: &PortPolicy) -> probes::Listening {
+        probes::Listening {
+            role,
+            dashboard: self.dashboard,
+            agent: self.agent,
+            serve: plan
+                .planned
+                .iter()
+                .find(|p| p.name == SERVE_PORT)
+                .map_or(probes::KUBERAY_SERVE_PORT, |p| u32::from(p.port)),
+        }
+    }
+}
+
+/// The text this admission's patch gives `rayStartParams.<key>`, if it fills the key in.
+fn patched_param(
+    params_path: &json_patch::jsonptr::PointerBuf,
+    key: &str,
+    out: &Findings<'_>,
+) -> Option<String> {
+    out.fills.iter().find_map(|op| {
+        let json_patch::PatchOperation::Add(add) = op else {
+            return None;
+        };
+        let value = if add.path == *params_path {
+            add.value.get(key)?
+        } else if add.path.parent() == Some(params_path)
+            && add.path.last().is_some_and(|t| t.decoded() == key)
+        {
+            &add.value
+        } else {
+            return None;
+        };
+        param_text(value).map(|t| t.into_owned())
+    })
+}
+
+/// The number of the container's port named `name` once this admission's patch is applied.
+fn patched_container_port(
+    pod: &PodSpecRef<'_>,
+    container: &ContainerRef<'_>,
+    name: &str,
+    out: &Findings<'_>,
+) -> Option<u32> {
+    let named = |port: &Value| port_name(port) == name;
+    if let Some(port) = container.ports().into_iter().flatten().find(|p| named(p)) {
+        return container_port(port);
+    }
+    let ports_path = child(&pod.container_path(container), "ports");
+    out.fills.iter().find_map(|op| {
+        let json_patch::PatchOperation::Add(add) = op else {
+            return None;
+        };
+        let filled = if add.path == ports_path {
+            add.value.as_array()?.iter().find(|p| named(p))?
+        } else if add.path.parent() == Some(&ports_path) && named(&add.value) {
+            &add.value
+        } else {
+            return None;
+        };
+        container_port(filled)
+    })
 }
 
 /// A Ray Pod: what a Pod adds to its template (KubeRay's own ports) and host exposure; the
 /// rest was checked on its cluster.
 pub fn check_pod(
     pod: &PodSpecRef<'_>,
+    role: Role,
     subject: &str,
     host_exposure_allowed: bool,
     out: &mut Findings<'_>,
 ) {
     check_pod_ports(pod, subject, true, host_exposure_allowed, out);
     let plan = &out.policy().spec().ports;
-    if let Some(ray) = pod.ray_container() {
-        check_moving_env(pod, &ray, plan, out);
+    let Some(ray) = pod.ray_container() else {
+        return;
+    };
+    check_moving_env(pod, &ray, plan, out);
+    // The ports the Pod's Ray listens on, from the command it really runs.
+    if !out.enabled(PROBE_PORT) && !out.enabled(AUTOSCALER_GCS_PORT) {
+        return;
     }
+    let Some(start) = pod_start(&ray) else {
+        return;
+    };
+    let ports = NodePorts::of_start(&start);
+    probes::check_pod(pod, &ray, subject, ports.listening(role, plan), out);
+    autoscaler::check_pod(pod, role, ports.gcs, out);
+}
+
+/// The one `ray start` a Pod's Ray container runs (its command and args, with KubeRay's
+/// generated line in `KUBERAY_GEN_RAY_START_CMD`); `None` when raygate cannot read it.
+fn pod_start(ray: &ContainerRef<'_>) -> Option<EffectiveStart> {
+    let strings = |field: &str| {
+        ray.value
+            .get(field)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+    };
+    let argv: Vec<String> = strings("command").chain(strings("args")).collect();
+    if argv.is_empty() {
+        return None;
+    }
+    let generated = ray
+        .value
+        .get("env")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|v| v.get("name").and_then(Value::as_str) == Some(ray_command::GENERATED_CMD_VAR))
+        .and_then(|v| v.get("value"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let launch = ray_command::Launch {
+        argv,
+        generated,
+        own_command: true,
+    };
+    ray_command::effective_start(&launch).ok()
 }
 
 /// A pod spec that is not a Ray node's (a RayJob's submitter): its ports and host exposure.

@@ -24,7 +24,7 @@ pub fn ray_container(name: &str, head: bool) -> Value {
             json!({"name": "metrics", "containerPort": 8081}),
         ];
     }
-    json!({
+    let mut container = json!({
         "name": name,
         "image": "rayproject/ray:2.52.0",
         "ports": ports,
@@ -32,6 +32,32 @@ pub fn ray_container(name: &str, head: bool) -> Value {
             "requests": {"cpu": "1", "memory": "2Gi"},
             "limits": {"cpu": "2", "memory": "4Gi"}
         }
+    });
+    if head {
+        // Without probes KubeRay v1.5.0 adds its own, on the dashboard's default 8265.
+        container["readinessProbe"] = head_probe(false);
+        container["livenessProbe"] = head_probe(true);
+    }
+    container
+}
+
+/// The exec command of KubeRay v1.5.0's head probes, on the dashboard agent's 52365 and the
+/// plan's dashboard port 8266.
+pub const fn head_probe_command() -> &'static str {
+    "wget --tries 1 -T 2 -q -O- http://localhost:52365/api/local_raylet_healthz | grep success && wget --tries 1 -T 10 -q -O- http://localhost:8266/api/gcs_healthz | grep success"
+}
+
+/// KubeRay v1.5.0's head readiness (or liveness) probe on the plan's dashboard port 8266, as
+/// raygate fills it in.
+pub fn head_probe(liveness: bool) -> Value {
+    let (delay, failures) = if liveness { (30, 120) } else { (10, 10) };
+    json!({
+        "exec": {"command": ["bash", "-c", head_probe_command()]},
+        "initialDelaySeconds": delay,
+        "timeoutSeconds": 5,
+        "periodSeconds": 5,
+        "successThreshold": 1,
+        "failureThreshold": failures
     })
 }
 
@@ -132,6 +158,56 @@ pub fn ray_pod(cluster: &str, head: bool) -> Value {
             "containers": [ray_container(if head { "ray-head" } else { "ray-worker" }, head)]
         }
     })
+}
+
+/// A Pod as KubeRay v1.5.0 builds it: [`ray_pod`] whose Ray container runs the generated
+/// `ray start` line `start` (`ray start --head  --block  --port=6380 ...`), handed over in
+/// `KUBERAY_GEN_RAY_START_CMD` as well.
+pub fn kuberay_pod(cluster: &str, head: bool, start: &str) -> Value {
+    let mut pod = ray_pod(cluster, head);
+    let ray = &mut pod["spec"]["containers"][0];
+    ray["command"] = json!(["/bin/bash", "-c", "--"]);
+    ray["args"] = json!([format!("ulimit -n 65536; {start}")]);
+    ray["env"] = json!([{"name": "KUBERAY_GEN_RAY_START_CMD", "value": start}]);
+    pod
+}
+
+/// The generated `ray start` of the plan's head with in-tree autoscaling, its GCS on `port`.
+pub fn head_start(port: u16) -> String {
+    format!(
+        "ray start --head  --block  --dashboard-agent-grpc-port=8601  --dashboard-agent-listen-port=52365  --dashboard-host=0.0.0.0  --dashboard-port=8266  --max-worker-port=19999  --metrics-export-port=8081  --min-worker-port=10003  --no-monitor  --node-manager-port=8401  --object-manager-port=8301  --port={port}  --ray-client-server-port=10002  --runtime-env-agent-port=8501  --num-cpus=2  --memory=4294967296 "
+    )
+}
+
+/// KubeRay v1.5.0's autoscaler container (`BuildAutoscalerContainer`) on `image`.
+pub fn autoscaler_container(image: &str) -> Value {
+    json!({
+        "name": "autoscaler",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["/bin/bash", "-lc", "--"],
+        "args": ["ray kuberay-autoscaler --cluster-name $(RAY_CLUSTER_NAME) --cluster-namespace $(RAY_CLUSTER_NAMESPACE)"],
+        "env": [
+            {"name": "RAY_CLUSTER_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['ray.io/cluster']"}}},
+            {"name": "RAY_CLUSTER_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "KUBERAY_CRD_VER", "value": "v1"}
+        ],
+        "resources": {
+            "limits": {"cpu": "500m", "memory": "512Mi"},
+            "requests": {"cpu": "500m", "memory": "512Mi"}
+        }
+    })
+}
+
+/// The head Pod KubeRay v1.5.0 builds for an autoscaling cluster whose GCS is on `port`, its
+/// autoscaler on `image`.
+pub fn autoscaling_head_pod(cluster: &str, port: u16, image: &str) -> Value {
+    let mut pod = kuberay_pod(cluster, true, &head_start(port));
+    pod["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(autoscaler_container(image));
+    pod
 }
 
 pub fn evaluate_with(engine: &Engine, object: &Value, policies: &[Value]) -> Decision {
