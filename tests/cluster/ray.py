@@ -91,21 +91,6 @@ def load(path, **replace):
     for old, new in replace.items():
         text = text.replace(old, new)
     docs = [d for d in yaml.safe_load_all(text) if d]
-    if os.environ.get("DEV_PROBES"):  # DEV-ONLY
-        cmd = ("wget --tries 1 -T 2 -q -O- http://localhost:52365/api/local_raylet_healthz | grep success && "
-               "wget --tries 1 -T 10 -q -O- http://localhost:8266/api/gcs_healthz | grep success")
-        probe = {"exec": {"command": ["bash", "-c", cmd]}, "initialDelaySeconds": 10, "periodSeconds": 5,
-                 "timeoutSeconds": 5, "failureThreshold": 10}
-        for d in docs:
-            spec = d.get("spec", {})
-            spec = spec.get("rayClusterSpec") or spec.get("rayClusterConfig") or spec
-            if "headGroupSpec" in spec:
-                c = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
-                c["readinessProbe"] = probe
-                c["livenessProbe"] = dict(probe, initialDelaySeconds=30, failureThreshold=120)
-            if "rayClusterConfig" in d.get("spec", {}):
-                for g in spec["workerGroupSpecs"]:
-                    g["template"]["spec"]["containers"][0]["ports"] = [{"name": "serve", "containerPort": 8001}]
     return docs
 
 
@@ -225,6 +210,22 @@ def engine_drops(since, namespaces=None):
     return drops
 
 
+def autoscaler_patches(since):
+    """The autoscaler's writes to its RayCluster since `since`, from the API server's audit
+    log: [(verb, HTTP code)]. KubeRay gives the autoscaler the cluster's own ServiceAccount."""
+    user = f"system:serviceaccount:{RAY_NS}:{SEED}"
+    found = []
+    with open(os.environ["CLUSTER_AUDIT_LOG"]) as log_file:
+        for line in log_file:
+            event = json.loads(line)
+            if (event.get("stage") == "ResponseComplete" and event["user"].get("username") == user
+                    and event.get("objectRef", {}).get("resource") == "rayclusters"
+                    and event.get("verb") in ("patch", "update")
+                    and event.get("requestReceivedTimestamp", "") >= since):
+                found.append((event["verb"], event.get("responseStatus", {}).get("code")))
+    return found
+
+
 def now():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -309,7 +310,7 @@ def head_service(ns, cluster):
 # --- scenario: the seed ----------------------------------------------------------------------------
 
 def seed(report):
-    cluster_docs = load(os.environ.get("SEED_MANIFEST", MANIFESTS / "seed-cluster.yaml"))
+    cluster_docs = load(MANIFESTS / "seed-cluster.yaml")
     document_policy = [d for d in load(FIXTURES / "document-network-policy.yaml")
                        if d["kind"] == "NetworkPolicy"]
     # A rerun starts clean.
@@ -391,8 +392,7 @@ def seed(report):
                      f"counters: {accepted} accepted, {dropped} dropped)",
                      dropped == 0 and accepted > 0 and not drops, drops[:5])
 
-        if not os.environ.get("SKIP_AUTOSCALE"):
-            autoscale(report, driver)
+        autoscale(report, driver)
     finally:
         driver.close()
         client.close()
@@ -404,7 +404,7 @@ def seed(report):
 
 def autoscale(report, driver):
     """Pending tasks make the autoscaler add a worker; idle, it removes it again."""
-    before = raygate_metrics()
+    since, before = now(), raygate_metrics()
     denied_pods_before = metric_delta({}, before, kind="Pod", decision="denied")
     run_step(report, driver, "3 one-CPU tasks of 40 s (the cluster has 2 CPUs)", "cpu_load",
              {"tasks": 3, "seconds": 40})
@@ -429,9 +429,12 @@ def autoscale(report, driver):
     updates = metric_delta(before, after, kind="RayCluster", operation="UPDATE")
     denied_updates = metric_delta(before, after, kind="RayCluster", operation="UPDATE", decision="denied")
     denied_pods = metric_delta({}, after, kind="Pod", decision="denied") - denied_pods_before
-    report.check(f"the autoscaler's updates went through raygate's UPDATE path ({updates} RayCluster "
-                 f"UPDATE reviews, {denied_updates} denied) and no Pod was denied ({denied_pods})",
-                 updates >= 2 and denied_updates == 0 and denied_pods == 0,
+    patches = autoscaler_patches(since)
+    report.check(f"each of the autoscaler's {len(patches)} RayCluster writes (audit log: "
+                 f"{patches}) went through raygate's mutating and validating UPDATE path "
+                 f"({updates} UPDATE reviews, {denied_updates} denied); no Pod was denied ({denied_pods})",
+                 len(patches) >= 2 and all(code == 200 for _, code in patches)
+                 and updates == 2 * len(patches) and denied_updates == 0 and denied_pods == 0,
                  {f"{kd}/{op}/{dc}": after[(kd, op, dc)] - before.get((kd, op, dc), 0)
                   for (kd, op, dc) in after if after[(kd, op, dc)] != before.get((kd, op, dc), 0)})
 
