@@ -8,38 +8,42 @@
 //!
 //! The corpus: RayClusters (a head group and one to three worker groups) and Ray Pods, each
 //! Pod spec from a catalog (every nodeName, nodeSelector pair, requirement and toleration of
-//! the generator alone, and GPU counts on heads and workers) or generated from a seed: nodeName
-//! (the master, a worker, the cordoned worker, the unlabelled node, an unknown node), nodeSelector
-//! pairs, required node affinity with one to three terms (ORed) of one to three requirements
-//! (ANDed) with every operator, matchFields on metadata.name, preferred affinity (which must not
+//! the generator alone, on a head, on a worker and on a worker with one GPU, and GPU counts on
+//! heads and workers) or generated from a seed: nodeName (the master, a worker, the cordoned
+//! worker, an unlabelled node with or without a GPU, an unknown node), nodeSelector pairs,
+//! required node affinity with one to three terms (ORed) of one to three requirements (ANDed)
+//! with every operator, matchFields on metadata.name, preferred affinity (which must not
 //! matter), tolerations (no key with Exists, the control-plane taint with Exists, Equal, the
 //! wrong value or effect, NoExecute, the legacy `node-role.kubernetes.io/master` key, the
 //! cordon taint, unrelated ones) and `nvidia.com/gpu` 0, 1 or 2 as a limit or a request and
-//! limit on the Ray container (sometimes on a sidecar). Two node sets: the seed cluster
+//! limit on the Ray container (sometimes on a sidecar). Three node sets: the seed cluster
 //! (`gpu-node`: control-plane label, NoSchedule taint, one GPU; `worker-1`..`worker-4`:
-//! `node-role=worker`) and the same with an unlabelled node `edge-1` and a cordoned worker
-//! `worker-5`.
+//! `node-role=worker`); the same with an unlabelled node `edge-1` and a cordoned worker
+//! `worker-5`; and that with GPUs off the master: an unlabelled node `edge-gpu` and a worker
+//! `worker-6`, one GPU each.
 //!
 //! What raygate's findings mean here, per Pod spec (a group's template or a Pod):
 //!   - `placement/node-name`, `placement/targets-master` and `placement/tolerates-control-plane`
 //!     say the spec may land on a master: it is bound to one, asks for one, or tolerates a
 //!     master's taint. They are compared with "the oracle lets it run on gpu-node".
-//!   - `placement/not-pinned-to-workers` says it may land on a node that is not
-//!     `node-role=worker`; no placement finding says it runs only on such nodes. For specs
-//!     with none of the three findings above, this is compared with "every node the oracle
-//!     lets it run on is labelled node-role=worker" (running nowhere included).
-//!   - A worker whose Ray container asks for a whole number of GPUs is exempt
-//!     (`gpuGroupsMayUseMasters`): it must get no placement finding at all; where the oracle
-//!     lets it run is counted, not compared. The summary lists the exempt specs that run on a
-//!     node that is neither a worker nor a master: bound by nodeName to a node without GPUs,
-//!     whose kubelet drops the extended resource it does not have and admits them.
-//!   - What raygate admits is the spec with its fill-ins applied: for every non-exempt spec
-//!     raygate admits (no placement finding left once the patch is applied), the oracle must
-//!     let the patched spec run on `node-role=worker` nodes only.
+//!   - `placement/not-pinned-to-workers` says it may land on a node it is not allowed on; no
+//!     placement finding says it runs only on allowed nodes. For specs with none of the three
+//!     findings above, this is compared with "every node the oracle lets it run on is
+//!     allowed" (running nowhere included).
+//!   - The allowed nodes are those labelled `node-role=worker`, except for a worker whose Ray
+//!     container asks for a whole number of GPUs (`gpuGroupsMayUseMasters`): for it they are
+//!     the workers and gpu-node. It must get none of the three master findings; any other node
+//!     (edge-1 or edge-gpu, by scheduling or by a nodeName whose kubelet drops the GPU it does
+//!     not have) is as out of bounds for it as for any spec.
+//!   - What raygate admits is the spec with its fill-ins applied: for every spec raygate
+//!     admits (no placement finding left once the patch is applied), the oracle must let the
+//!     patched spec run on its allowed nodes only (a GPU group's fill-in is required node
+//!     affinity, node-role=worker or gpu-node's hostname, so that it may still use gpu-node).
 //!
 //! A false accept (raygate admits or reports no master finding, and the oracle lets the spec
-//! run on gpu-node or off the workers) is never allowed. raygate is stricter on purpose in
-//! the classes of `STRICTER`, each with its reason; any other disagreement fails.
+//! run on gpu-node, or on a node it is not allowed on) is never allowed. raygate is stricter
+//! on purpose in the classes of `STRICTER`, each with its reason; any other disagreement
+//! fails.
 
 #[path = "support/go_oracle.rs"]
 mod go_oracle;
@@ -59,6 +63,8 @@ const RANDOM_PODS: usize = 1200;
 const NAMESPACE: &str = "kuberay";
 
 const MASTER: &str = "gpu-node";
+/// An unlabelled node with a GPU, in the third node set.
+const EDGE_GPU: &str = "edge-gpu";
 const GPU: &str = "nvidia.com/gpu";
 const CONTROL_PLANE: &str = "node-role.kubernetes.io/control-plane";
 const LEGACY_MASTER: &str = "node-role.kubernetes.io/master";
@@ -160,6 +166,42 @@ const STRICTER: &[(&str, &str)] = &[
          anything; only the node-role=worker label pins a spec",
     ),
     (
+        "GPU exception: runs nowhere",
+        "no node admits the spec (in the first two node sets no worker has a GPU, and gpu-node's \
+         taint stops a spec without its toleration; contradicting requirements, an unknown node, \
+         2 GPUs): raygate does not solve the constraints, it asks for the worker label or a \
+         master's selection, which costs nothing to a spec that runs nowhere anyway",
+    ),
+    (
+        "GPU exception: bound to a worker by nodeName",
+        "a node's name says nothing of its role, and the kubelet of a node without GPUs drops \
+         the GPU and admits the spec: only node-role=worker, or binding to or selecting a named \
+         master, keeps a GPU group on the workers and masters",
+    ),
+    (
+        "GPU exception: no node but workers and gpu-node",
+        "the seed cluster has no other node for it to run on; a node added later (edge-1 or \
+         edge-gpu in the other node sets) would take it: only node-role=worker or a master's \
+         selection pins a GPU group",
+    ),
+    (
+        "GPU exception: kept off the other nodes by resources",
+        "only the GPUs it asks for keep it off edge-1 (none) or edge-gpu (one, for a spec that \
+         asks for 2): raygate does not count node resources, and an unlabelled node with enough \
+         GPUs (edge-gpu in the third node set) takes such a spec",
+    ),
+    (
+        "GPU exception: kept off the other nodes by its selectors",
+        "it picks workers and gpu-node by hostname, metadata.name, zone, \
+         nvidia.com/gpu.present, a numeric label or by exclusion: a node added later with \
+         those labels would match; only node-role=worker, or a master's hostname or \
+         control-plane label, keeps a GPU group in bounds",
+    ),
+    (
+        "GPU exception: kept off the other nodes by its selectors and resources",
+        "both of the above, one node each",
+    ),
+    (
         "workers: only workers match its selectors",
         "it picks today's workers by hostname, metadata.name, zone, a numeric label, another \
          node-role operator, or by excluding gpu-node alone (control-plane DoesNotExist, \
@@ -242,7 +284,7 @@ fn node(
 
 /// `worker-{i}`; cordoned, it has the taint the node lifecycle controller adds beside
 /// `spec.unschedulable`.
-fn worker(i: usize, cordoned: bool) -> Value {
+fn worker(i: usize, cordoned: bool, gpus: u32) -> Value {
     let zone = if i % 2 == 1 { "zone-a" } else { "zone-b" };
     let taints = if cordoned {
         json!([{"key": CORDON_TAINT, "effect": "NoSchedule"}])
@@ -254,11 +296,12 @@ fn worker(i: usize, cordoned: bool) -> Value {
         &[(ROLE, "worker"), (ZONE, zone), (CPUS, "8")],
         taints,
         cordoned,
-        0,
+        gpus,
     )
 }
 
-/// The seed cluster, and the same with an unlabelled node and a cordoned worker.
+/// The seed cluster; the same with an unlabelled node and a cordoned worker; and that with GPUs
+/// off the master, on an unlabelled node and on a worker.
 fn node_sets() -> Vec<(&'static str, Vec<Value>)> {
     let master = node(
         MASTER,
@@ -277,7 +320,7 @@ fn node_sets() -> Vec<(&'static str, Vec<Value>)> {
         1,
     );
     let seed: Vec<Value> = std::iter::once(master)
-        .chain((1..=4).map(|i| worker(i, false)))
+        .chain((1..=4).map(|i| worker(i, false, 0)))
         .collect();
     let mut extended = seed.clone();
     extended.push(node(
@@ -287,10 +330,26 @@ fn node_sets() -> Vec<(&'static str, Vec<Value>)> {
         false,
         0,
     ));
-    extended.push(worker(5, true));
+    extended.push(worker(5, true, 0));
+    let mut gpus = extended.clone();
+    gpus.push(node(
+        EDGE_GPU,
+        &[
+            (ZONE, "zone-c"),
+            (CPUS, "16"),
+            ("nvidia.com/gpu.present", "true"),
+        ],
+        json!([]),
+        false,
+        1,
+    ));
+    let mut gpu_worker = worker(6, false, 1);
+    gpu_worker["metadata"]["labels"]["nvidia.com/gpu.present"] = json!("true");
+    gpus.push(gpu_worker);
     vec![
         ("seed cluster", seed),
         ("with edge-1 and cordoned worker-5", extended),
+        ("and GPUs on edge-gpu and worker-6", gpus),
     ]
 }
 
@@ -311,7 +370,7 @@ enum Role {
     Worker,
 }
 
-const NODE_NAMES: &[&str] = &[MASTER, "worker-2", "worker-5", "edge-1", "node-x"];
+const NODE_NAMES: &[&str] = &[MASTER, "worker-2", "worker-5", "edge-1", "node-x", EDGE_GPU];
 
 fn selector_pairs() -> Vec<(&'static str, &'static str)> {
     vec![
@@ -323,6 +382,7 @@ fn selector_pairs() -> Vec<(&'static str, &'static str)> {
         (HOSTNAME, MASTER),
         (HOSTNAME, "worker-3"),
         (HOSTNAME, "edge-1"),
+        (HOSTNAME, EDGE_GPU),
         ("disktype", "ssd"),
         ("kubernetes.io/os", "linux"),
         (ZONE, "zone-a"),
@@ -359,6 +419,7 @@ fn requirements() -> Vec<Value> {
         r(HOSTNAME, "In", &["worker-1", MASTER]),
         r(HOSTNAME, "In", &["worker-1", "worker-4"]),
         r(HOSTNAME, "In", &["edge-1"]),
+        r(HOSTNAME, "In", &[EDGE_GPU, MASTER]),
         r(HOSTNAME, "NotIn", &[MASTER]),
         r(HOSTNAME, "NotIn", &["worker-2"]),
         r(CPUS, "Gt", &["4"]),
@@ -366,6 +427,7 @@ fn requirements() -> Vec<Value> {
         r(CPUS, "Lt", &["16"]),
         r(CPUS, "Lt", &["8"]),
         r(ZONE, "In", &["zone-a"]),
+        r(ZONE, "In", &["zone-c"]),
         r(ZONE, "NotIn", &["zone-b"]),
         r("kubernetes.io/os", "In", &["linux"]),
         r("nvidia.com/gpu.present", "Exists", &[]),
@@ -374,7 +436,9 @@ fn requirements() -> Vec<Value> {
 
 fn field_requirements() -> Vec<Value> {
     let mut out = Vec::new();
-    for name in [MASTER, "worker-1", "worker-4", "edge-1", "worker-5"] {
+    for name in [
+        MASTER, "worker-1", "worker-4", "edge-1", "worker-5", EDGE_GPU,
+    ] {
         for op in ["In", "NotIn"] {
             out.push(requirement("metadata.name", op, &[name]));
         }
@@ -590,10 +654,22 @@ fn random_spec(rng: &mut Rng, role: Role) -> Value {
     spec
 }
 
-/// Each part of the generator on its own, on a head and on a worker.
+/// Each part of the generator on its own, on a head, on a worker and on a worker with a GPU
+/// (the exception).
 fn catalog() -> Vec<(Role, Value)> {
     let mut specs = Vec::new();
-    for role in [Role::Head, Role::Worker] {
+    let one_gpu = Gpus {
+        count: 1,
+        with_request: true,
+        as_string: false,
+    };
+    for (role, gpus) in [
+        (Role::Head, None),
+        (Role::Worker, None),
+        (Role::Worker, Some(one_gpu)),
+    ] {
+        let plain_spec =
+            |role: Role| json!({"containers": [container(ray_container_name(role), gpus)]});
         specs.push((role, plain_spec(role)));
         for name in NODE_NAMES {
             let mut s = plain_spec(role);
@@ -654,6 +730,9 @@ fn catalog() -> Vec<(Role, Value)> {
             specs.push((role, s.clone()));
             s["nodeSelector"] = json!({ROLE: "worker"});
             specs.push((role, s));
+        }
+        if gpus.is_some() {
+            continue;
         }
         for count in [0, 1, 2] {
             for with_request in [false, true] {
@@ -807,16 +886,32 @@ fn corpus() -> Corpus {
         objects: Vec::new(),
         specs: Vec::new(),
     };
-    // The catalog: heads in clusters with one plain worker group, workers as Pods and in
-    // clusters with a plain head.
+    // The catalog: workers as Pods, and in clusters with a plain head; heads in clusters with
+    // one worker group, a GPU worker of the catalog while they last (so that its clusters need
+    // no plain head), else a plain one.
+    let (mut heads, mut gpu_groups) = (Vec::new(), Vec::new());
     for (role, spec) in catalog() {
         match role {
-            Role::Head => c.add_cluster(spec, vec![plain_spec(Role::Worker)]),
+            Role::Head => heads.push(spec),
             Role::Worker => {
                 c.add_pod(Role::Worker, spec.clone());
-                c.add_cluster(plain_spec(Role::Head), vec![spec]);
+                if gpu_exception(role, &spec) {
+                    gpu_groups.push(spec);
+                } else {
+                    c.add_cluster(plain_spec(Role::Head), vec![spec]);
+                }
             }
         }
+    }
+    let mut gpu_groups = gpu_groups.into_iter();
+    for head in heads {
+        let worker = gpu_groups
+            .next()
+            .unwrap_or_else(|| plain_spec(Role::Worker));
+        c.add_cluster(head, vec![worker]);
+    }
+    for worker in gpu_groups {
+        c.add_cluster(plain_spec(Role::Head), vec![worker]);
     }
     let mut rng = Rng(SEED);
     for _ in 0..RANDOM_CLUSTERS {
@@ -959,16 +1054,47 @@ fn off_workers_class(spec: &Value, answer: &Answer) -> &'static str {
     }
 }
 
+/// The class of a GPU-exception spec raygate finds not pinned that the oracle keeps on the
+/// workers and gpu-node.
+fn gpu_off_others_class(spec: &Value, answer: &Answer, nodes: &[Value]) -> String {
+    if answer.lands.is_empty() {
+        return "GPU exception: runs nowhere".into();
+    }
+    if spec.get("nodeName").is_some() {
+        return "GPU exception: bound to a worker by nodeName".into();
+    }
+    // What keeps it off each node that is neither a worker nor gpu-node.
+    let mut why: BTreeSet<&str> = BTreeSet::new();
+    for node in nodes {
+        let name = node["metadata"]["name"].as_str().unwrap();
+        if name == MASTER || node["metadata"]["labels"][ROLE] == "worker" {
+            continue;
+        }
+        let rejected = answer.rejected.get(name).expect("another node is rejected");
+        why.insert(if rejected.iter().any(|r| r == "NodeAffinity") {
+            "its selectors"
+        } else if rejected.iter().any(|r| r == "NodeResourcesFit") {
+            "resources"
+        } else {
+            "other"
+        });
+    }
+    match why.iter().copied().collect::<Vec<_>>().as_slice() {
+        [] => "GPU exception: no node but workers and gpu-node".into(),
+        [one] => format!("GPU exception: kept off the other nodes by {one}"),
+        some => format!(
+            "GPU exception: kept off the other nodes by {}",
+            some.join(" and ")
+        ),
+    }
+}
+
 #[derive(Default)]
 struct Tally {
     classes: BTreeMap<String, (usize, String)>,
 }
 
 impl Tally {
-    fn total(&self) -> usize {
-        self.classes.values().map(|(n, _)| n).sum()
-    }
-
     fn add(&mut self, class: String, example: impl FnOnce() -> String) {
         let entry = self.classes.entry(class).or_insert_with(|| (0, example()));
         entry.0 += 1;
@@ -1033,16 +1159,23 @@ fn raygate_places_ray_pods_as_kube_scheduler_and_the_kubelet_would() {
     let mut stricter = Tally::default();
     let mut wrong = Tally::default();
     let mut queries = 0;
-    // Counts for the balance of the corpus, over both node sets.
+    // Counts for the balance of the corpus, over every node set.
     let (mut on_master, mut master_findings, mut only_workers, mut pin_compared, mut not_pinned) =
         (0, 0, 0, 0, 0);
-    let (mut gpu_specs, mut gpu_on_master, mut gpu_nowhere, mut gpu_on_workers) = (0, 0, 0, 0);
-    let mut gpu_elsewhere = Tally::default();
+    let (mut gpu_specs, mut gpu_on_master, mut gpu_nowhere, mut gpu_on_workers, mut gpu_elsewhere) =
+        (0, 0, 0, 0, 0);
+    let (mut gpu_not_pinned, mut gpu_admitted, mut gpu_filled, mut gpu_admitted_on_master) =
+        (0, 0, 0, 0);
     let (mut admitted, mut filled, mut bypass) = (0, 0, 0);
     let mut compared = 0;
 
     for ((set_name, nodes), set_answers) in node_sets.iter().zip(&answers) {
         let workers = workers_of(nodes);
+        let workers_and_master: BTreeSet<String> = workers
+            .iter()
+            .cloned()
+            .chain(std::iter::once(MASTER.to_owned()))
+            .collect();
         queries += pods.len() * nodes.len();
         for (i, s) in corpus.specs.iter().enumerate() {
             let object = &corpus.objects[s.object];
@@ -1066,71 +1199,85 @@ fn raygate_places_ray_pods_as_kube_scheduler_and_the_kubelet_would() {
             };
             compared += 1;
 
-            if gpu_exception(s.role, spec) {
+            // The GPU exception widens where a spec may run from the workers to the workers
+            // and gpu-node; no other node.
+            let exempt = gpu_exception(s.role, spec);
+            let allowed_nodes = if exempt {
+                &workers_and_master
+            } else {
+                &workers
+            };
+            let lands_on_master = answer.lands.iter().any(|n| n == MASTER);
+            let master: Vec<&str> = MASTER_RULES
+                .iter()
+                .copied()
+                .filter(|r| rules.contains(r))
+                .collect();
+            if exempt {
                 gpu_specs += 1;
-                if answer.lands.iter().any(|n| n == MASTER) {
+                if lands_on_master {
                     gpu_on_master += 1;
                 } else if answer.lands.is_empty() {
                     gpu_nowhere += 1;
                 } else if answer.lands.iter().all(|n| workers.contains(n)) {
                     gpu_on_workers += 1;
                 } else {
-                    // Exempt from every placement rule, bound to a node that is neither a
-                    // worker nor a master, whose kubelet ignores the GPU it does not have.
-                    gpu_elsewhere.add(
-                        format!("GPU exception bound to {:?}", answer.lands),
-                        example,
-                    );
+                    gpu_elsewhere += 1;
                 }
-                if !rules.is_empty() {
+                if !master.is_empty() {
                     wrong.add(
-                        "a GPU worker (the exception) has placement findings".into(),
+                        "a GPU worker (the exception) has a master finding".into(),
                         example,
                     );
                 }
-                continue;
-            }
-
-            let lands_on_master = answer.lands.iter().any(|n| n == MASTER);
-            // Bound to the master past its taint: the kubelet admits what the scheduler would not.
-            bypass += usize::from(lands_on_master && !answer.scheduler.iter().any(|n| n == MASTER));
-            let master: Vec<&str> = MASTER_RULES
-                .iter()
-                .copied()
-                .filter(|r| rules.contains(r))
-                .collect();
-            on_master += usize::from(lands_on_master);
-            master_findings += usize::from(!master.is_empty());
-            match (lands_on_master, master.is_empty()) {
-                (true, true) => wrong.add(
-                    format!(
-                        "FALSE ACCEPT: runs on gpu-node without a master finding (raygate: {:?})",
-                        rules
+            } else {
+                // Bound to the master past its taint: the kubelet admits what the scheduler
+                // would not.
+                bypass +=
+                    usize::from(lands_on_master && !answer.scheduler.iter().any(|n| n == MASTER));
+                on_master += usize::from(lands_on_master);
+                master_findings += usize::from(!master.is_empty());
+                match (lands_on_master, master.is_empty()) {
+                    (true, true) => wrong.add(
+                        format!(
+                            "FALSE ACCEPT: runs on gpu-node without a master finding (raygate: {:?})",
+                            rules
+                        ),
+                        example,
                     ),
-                    example,
-                ),
-                (false, false) => stricter.add(off_master_class(&master, spec, answer), example),
-                _ => {}
+                    (false, false) => {
+                        stricter.add(off_master_class(&master, spec, answer), example)
+                    }
+                    _ => {}
+                }
             }
 
             if master.is_empty() {
-                let on_workers_only = answer.lands.iter().all(|n| workers.contains(n));
+                let on_allowed_only = answer.lands.iter().all(|n| allowed_nodes.contains(n));
                 let pinned = !rules.contains(NOT_PINNED);
-                pin_compared += 1;
-                only_workers += usize::from(on_workers_only);
-                not_pinned += usize::from(!pinned);
-                match (on_workers_only, pinned) {
+                if exempt {
+                    gpu_not_pinned += usize::from(!pinned);
+                } else {
+                    pin_compared += 1;
+                    only_workers += usize::from(on_allowed_only);
+                    not_pinned += usize::from(!pinned);
+                }
+                match (on_allowed_only, pinned) {
                     (false, true) => wrong.add(
                         format!(
-                            "FALSE ACCEPT: no placement finding, but runs on {:?}",
+                            "FALSE ACCEPT: {}no placement finding, but runs on {:?}",
+                            if exempt { "GPU exception, " } else { "" },
                             answer
                                 .lands
                                 .iter()
-                                .filter(|n| !workers.contains(*n))
+                                .filter(|n| !allowed_nodes.contains(*n))
                                 .collect::<Vec<_>>()
                         ),
                         example,
                     ),
+                    (true, false) if exempt => {
+                        stricter.add(gpu_off_others_class(spec, answer, nodes), example)
+                    }
                     (true, false) => stricter.add(off_workers_class(spec, answer).into(), example),
                     _ => {}
                 }
@@ -1140,9 +1287,11 @@ fn raygate_places_ray_pods_as_kube_scheduler_and_the_kubelet_would() {
             let remaining = findings.iter().any(|(_, fillable)| !fillable);
             if !remaining {
                 admitted += 1;
+                gpu_admitted += usize::from(exempt);
                 let landing = match patched_index[i] {
                     Some(p) => {
                         filled += usize::from(!findings.is_empty());
+                        gpu_filled += usize::from(exempt && !findings.is_empty());
                         let (fixed, again) = patched[s.object].as_ref().unwrap();
                         if !placement_findings(again, &s.pointer).is_empty() {
                             wrong.add(
@@ -1160,9 +1309,20 @@ fn raygate_places_ray_pods_as_kube_scheduler_and_the_kubelet_would() {
                     }
                     None => &answer.lands,
                 };
-                let off: Vec<&String> = landing.iter().filter(|n| !workers.contains(*n)).collect();
+                gpu_admitted_on_master +=
+                    usize::from(exempt && landing.iter().any(|n| n == MASTER));
+                let off: Vec<&String> = landing
+                    .iter()
+                    .filter(|n| !allowed_nodes.contains(*n))
+                    .collect();
                 if !off.is_empty() {
-                    wrong.add(format!("FALSE ACCEPT: admitted, runs on {off:?}"), example);
+                    wrong.add(
+                        format!(
+                            "FALSE ACCEPT: {}admitted, runs on {off:?}",
+                            if exempt { "GPU exception, " } else { "" }
+                        ),
+                        example,
+                    );
                 }
             }
         }
@@ -1182,30 +1342,28 @@ fn raygate_places_ray_pods_as_kube_scheduler_and_the_kubelet_would() {
         unexplained.push(format!("{n} × {class}\n  e.g. {example}"));
     }
     let summary = format!(
-        "{} objects, {} Pod specs ({} patched), {} node sets ({} and {} nodes), {queries} \
-         Pod-node queries, {compared} spec verdicts compared; {} wrong, {total_stricter} where \
-         raygate is stricter on purpose:\n{}\n\
+        "{} objects, {} Pod specs ({} patched), {} node sets ({} nodes), {queries} Pod-node \
+         queries, {compared} spec verdicts compared; {} wrong, {total_stricter} where raygate \
+         is stricter on purpose:\n{}\n\
          runs on gpu-node {on_master} ({bypass} bound past the taint the scheduler would have \
          kept), master finding {master_findings}; of {pin_compared} \
          specs without a master finding, {only_workers} run only on workers and raygate finds \
          {not_pinned} not pinned; {admitted} admitted ({filled} after a fill-in); {gpu_specs} \
          GPU-exception verdicts: {gpu_on_master} on gpu-node, {gpu_nowhere} nowhere, \
-         {gpu_on_workers} on workers (bound to one: its kubelet ignores an extended resource \
-         the node does not have), {} off both{}",
+         {gpu_on_workers} only on workers, {gpu_elsewhere} on another node; raygate finds \
+         {gpu_not_pinned} not pinned, admits {gpu_admitted} ({gpu_filled} after a fill-in, \
+         {gpu_admitted_on_master} of them run on gpu-node)",
         corpus.objects.len(),
         corpus.specs.len(),
         pods.len() - corpus.specs.len(),
         node_sets.len(),
-        node_sets[0].1.len(),
-        node_sets[1].1.len(),
+        node_sets
+            .iter()
+            .map(|(_, nodes)| nodes.len().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         wrong.classes.values().map(|(n, _)| n).sum::<usize>(),
         report.join("\n"),
-        gpu_elsewhere.total(),
-        gpu_elsewhere
-            .classes
-            .iter()
-            .map(|(class, (n, example))| format!("\n  {n} × {class}, e.g. {example}"))
-            .collect::<String>(),
     );
     eprintln!("{summary}");
     assert!(
@@ -1244,6 +1402,16 @@ fn raygate_places_ray_pods_as_kube_scheduler_and_the_kubelet_would() {
         "{admitted} admitted, {filled} filled"
     );
     assert!(gpu_on_master >= 50 && gpu_nowhere >= 20, "GPU verdicts");
+    // The exception is exercised both ways: specs that would run off both the workers and
+    // gpu-node, and specs admitted (some only once filled in) that run on gpu-node.
+    assert!(
+        gpu_elsewhere >= 50,
+        "{gpu_elsewhere} GPU verdicts on another node"
+    );
+    assert!(
+        gpu_filled >= 20 && gpu_admitted_on_master >= 20,
+        "{gpu_filled} GPU specs filled, {gpu_admitted_on_master} admitted on gpu-node"
+    );
     assert!(bypass >= 20, "{bypass} bound past the taint");
     assert!(corpus.specs.len() >= 3000, "{} specs", corpus.specs.len());
 }

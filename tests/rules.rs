@@ -1310,21 +1310,294 @@ mod placement {
         );
     }
 
-    #[test]
-    fn a_gpu_group_may_run_on_the_master() {
+    /// The worker group, asking for one GPU, with the fields of `placement` (nodeName,
+    /// nodeSelector, affinity, tolerations) in its template spec instead of the builder's
+    /// nodeSelector.
+    fn gpu_group(placement: Value) -> Value {
         let mut c = cluster("c");
         let pod = c.pointer_mut(WORKER_POD).unwrap();
-        pod["nodeSelector"] = json!({"kubernetes.io/hostname": "gpu-node"});
-        pod["tolerations"] =
-            json!([{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]);
+        pod.as_object_mut().unwrap().remove("nodeSelector");
+        for (key, value) in placement.as_object().unwrap() {
+            pod[key] = value.clone();
+        }
+        let resources = &mut pod["containers"][0]["resources"];
+        resources["requests"]["nvidia.com/gpu"] = json!(1);
+        resources["limits"]["nvidia.com/gpu"] = json!(1);
+        c
+    }
+
+    fn master_toleration() -> Value {
+        json!([{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}])
+    }
+
+    #[test]
+    fn a_gpu_group_may_run_on_the_master() {
+        for placement in [
+            json!({"nodeSelector": {"kubernetes.io/hostname": "gpu-node"}}),
+            json!({"nodeSelector": {"node-role.kubernetes.io/control-plane": ""}}),
+            json!({"nodeName": "gpu-node"}),
+            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchFields": [
+                    {"key": "metadata.name", "operator": "In", "values": ["gpu-node"]}]}]}}}}),
+        ] {
+            let mut with_toleration = placement.clone();
+            with_toleration["tolerations"] = master_toleration();
+            for placement in [placement, with_toleration] {
+                let d = evaluate(&gpu_group(placement.clone()));
+                assert!(d.violations.is_empty(), "{placement}: {:#?}", d.violations);
+                assert!(d.patch.0.is_empty(), "{placement}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_gpu_group_pinned_to_the_workers_is_admitted() {
+        let worker_term = json!({"matchExpressions": [
+            {"key": "node-role", "operator": "In", "values": ["worker"]}]});
+        let master_term = json!({"matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "In", "values": ["gpu-node"]}]});
+        for placement in [
+            json!({"nodeSelector": {"node-role": "worker"}}),
+            json!({"nodeSelector": {"node-role": "worker"}, "tolerations": master_toleration()}),
+            // Every term keeps it on workers or on masters: the shape raygate fills in.
+            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [worker_term, master_term]}}}}),
+        ] {
+            let d = evaluate(&gpu_group(placement.clone()));
+            assert!(d.violations.is_empty(), "{placement}: {:#?}", d.violations);
+            assert!(d.patch.0.is_empty(), "{placement}");
+        }
+    }
+
+    #[test]
+    fn a_gpu_group_bound_to_a_node_that_is_not_a_master_is_denied() {
+        // A kubelet drops an extended resource its node does not have: bound to a node
+        // without GPUs that is neither a worker nor a master, the Pod runs there.
+        for node in ["edge-1", "worker-2"] {
+            let d = evaluate(&gpu_group(json!({"nodeName": node})));
+            assert_eq!(
+                only(&d),
+                (
+                    "placement/not-pinned-to-workers",
+                    WORKER_POD.to_owned(),
+                    false
+                ),
+                "{node}"
+            );
+            let message = &d.violations[0].message;
+            assert!(
+                message.contains(&format!("sets nodeName: {node}, not a master"))
+                    && message.contains("remove nodeName, set it to a master (gpu-node)")
+                    && message.contains(&format!(
+                        "add node-role: worker to its nodeSelector if {node} is a worker"
+                    )),
+                "{message}"
+            );
+            assert!(d.patch.0.is_empty() && !d.allowed());
+        }
+        // The worker label keeps it on a worker (or nowhere): admitted.
+        let d = evaluate(&gpu_group(
+            json!({"nodeName": "worker-2", "nodeSelector": {"node-role": "worker"}}),
+        ));
+        assert!(d.violations.is_empty(), "{:#?}", d.violations);
+    }
+
+    #[test]
+    fn a_gpu_group_selecting_other_nodes_is_denied_and_not_changed() {
+        for placement in [
+            json!({"nodeSelector": {"disktype": "ssd"}}),
+            json!({"nodeSelector": {"nvidia.com/gpu.present": "true"}, "tolerations": master_toleration()}),
+            json!({"nodeSelector": {"kubernetes.io/hostname": "edge-1"}}),
+            // Terms are ORed: a master among other names, or a term for any node, widens it.
+            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "kubernetes.io/hostname",
+                    "operator": "In", "values": ["worker-1", "gpu-node"]}]}]}}}}),
+            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "node-role", "operator": "In", "values": ["worker"]}]},
+                {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a"]}]},
+            ]}}}}),
+        ] {
+            let c = gpu_group(placement.clone());
+            let d = evaluate(&c);
+            assert_eq!(
+                only(&d),
+                (
+                    "placement/not-pinned-to-workers",
+                    WORKER_POD.to_owned(),
+                    false
+                ),
+                "{placement}"
+            );
+            let message = &d.violations[0].message;
+            assert!(
+                message.contains("neither on workers nor on masters")
+                    && message.contains("add node-role: worker to its nodeSelector")
+                    && message.contains("select a master with kubernetes.io/hostname: gpu-node"),
+                "{message}"
+            );
+            // The user's selector and terms are theirs: nothing is filled beside them.
+            assert!(d.patch.0.is_empty() && !d.allowed(), "{placement}");
+        }
+    }
+
+    #[test]
+    fn an_unconstrained_gpu_group_is_pinned_to_workers_or_masters() {
+        let terms = json!({"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "node-role", "operator": "In", "values": ["worker"]}]},
+            {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["gpu-node"]}]},
+        ]});
+        let preferred = json!([{"weight": 1, "preference": {"matchExpressions": [
+            {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a"]}]}}]);
+        let anti = json!({"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "x"}}}]});
+        for (placement, filled_at) in [
+            (json!({}), "/affinity"),
+            (
+                json!({"nodeSelector": {}, "tolerations": master_toleration()}),
+                "/affinity",
+            ),
+            (
+                json!({"affinity": {"podAntiAffinity": anti}}),
+                "/affinity/nodeAffinity",
+            ),
+            (
+                json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": preferred}}}),
+                "/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution",
+            ),
+        ] {
+            let c = gpu_group(placement.clone());
+            let d = evaluate(&c);
+            assert_eq!(
+                only(&d),
+                (
+                    "placement/not-pinned-to-workers",
+                    WORKER_POD.to_owned(),
+                    true
+                ),
+                "{placement}"
+            );
+            assert!(
+                d.violations[0].message.contains(
+                    "add the required node affinity terms node-role In [worker] or kubernetes.io/hostname In [gpu-node]"
+                ),
+                "{}",
+                d.violations[0].message
+            );
+            assert!(d.allowed() && !d.allowed_as_is());
+            // One add, of the outermost missing field: the rest of the user's affinity is
+            // left as it was.
+            let ops = serde_json::to_value(&d.patch).unwrap();
+            assert_eq!(ops.as_array().unwrap().len(), 1, "{placement}");
+            assert_eq!(ops[0]["op"], "add");
+            assert_eq!(ops[0]["path"], format!("{WORKER_POD}{filled_at}"));
+            let fixed = apply(&c, &d.patch);
+            let pod = fixed.pointer(WORKER_POD).unwrap();
+            assert_eq!(
+                pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"],
+                terms,
+                "{placement}"
+            );
+            let mut unfilled = pod.clone();
+            let node_affinity = unfilled["affinity"]["nodeAffinity"]
+                .as_object_mut()
+                .unwrap();
+            node_affinity.remove("requiredDuringSchedulingIgnoredDuringExecution");
+            if node_affinity.is_empty() {
+                unfilled["affinity"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("nodeAffinity");
+            }
+            if unfilled["affinity"].as_object().unwrap().is_empty() {
+                unfilled.as_object_mut().unwrap().remove("affinity");
+            }
+            assert_eq!(&unfilled, c.pointer(WORKER_POD).unwrap(), "{placement}");
+            // Not the worker label: that would shut the group out of the master.
+            assert!(
+                pod["nodeSelector"].get("node-role").is_none(),
+                "{placement}"
+            );
+            assert!(evaluate(&fixed).violations.is_empty(), "{placement}");
+        }
+    }
+
+    #[test]
+    fn without_named_masters_a_gpu_group_may_use_control_plane_nodes() {
+        let text = raygate::policy::BUILT_IN_POLICY
+            .replace("masterHostnames: [gpu-node]", "masterHostnames: []");
+        assert_ne!(text, raygate::policy::BUILT_IN_POLICY);
+        let engine = raygate::Engine::new(Policy::from_yaml(&text, "p.yaml").unwrap());
+        let c = gpu_group(json!({}));
+        let d = evaluate_with(&engine, &c, &[network_policy("c")]);
+        assert!(only(&d).2, "fillable");
+        let fixed = apply(&c, &d.patch);
+        assert_eq!(
+            fixed.pointer(&format!("{WORKER_POD}/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/1")).unwrap(),
+            &json!({"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]})
+        );
+        assert!(
+            evaluate_with(&engine, &fixed, &[network_policy("c")])
+                .violations
+                .is_empty()
+        );
+        let d = evaluate_with(
+            &engine,
+            &gpu_group(json!({"nodeSelector": {"disktype": "ssd"}})),
+            &[network_policy("c")],
+        );
+        assert!(
+            d.violations[0]
+                .message
+                .contains("select a master with node-role.kubernetes.io/control-plane: \"\""),
+            "{}",
+            d.violations[0].message
+        );
+    }
+
+    #[test]
+    fn with_the_exception_off_a_gpu_group_is_pinned_to_workers() {
+        let text = raygate::policy::BUILT_IN_POLICY.replace(
+            "gpuGroupsMayUseMasters: true",
+            "gpuGroupsMayUseMasters: false",
+        );
+        assert_ne!(text, raygate::policy::BUILT_IN_POLICY);
+        let engine = raygate::Engine::new(Policy::from_yaml(&text, "p.yaml").unwrap());
+        let c = gpu_group(json!({}));
+        let d = evaluate_with(&engine, &c, &[network_policy("c")]);
+        let fixed = apply(&c, &d.patch);
+        assert_eq!(
+            fixed
+                .pointer(&format!("{WORKER_POD}/nodeSelector"))
+                .unwrap(),
+            &json!({"node-role": "worker"})
+        );
+        let d = evaluate_with(
+            &engine,
+            &gpu_group(json!({"nodeName": "gpu-node"})),
+            &[network_policy("c")],
+        );
+        assert_eq!(rules(&d), ["placement/node-name"]);
+    }
+
+    #[test]
+    fn a_gpu_head_gets_no_exception() {
+        let mut c = cluster("c");
+        let pod = c.pointer_mut(HEAD_POD).unwrap();
+        pod.as_object_mut().unwrap().remove("nodeSelector");
         let resources = &mut pod["containers"][0]["resources"];
         resources["requests"]["nvidia.com/gpu"] = json!(1);
         resources["limits"]["nvidia.com/gpu"] = json!(1);
         let d = evaluate(&c);
-        assert!(d.violations.is_empty(), "{:#?}", d.violations);
-        // And a GPU group is never pinned to the worker nodes by filling in.
-        remove(&mut c, &format!("{WORKER_POD}/nodeSelector"));
-        assert!(evaluate(&c).patch.0.is_empty());
+        assert_eq!(
+            only(&d),
+            ("placement/not-pinned-to-workers", HEAD_POD.to_owned(), true)
+        );
+        let fixed = apply(&c, &d.patch);
+        assert_eq!(
+            fixed.pointer(&format!("{HEAD_POD}/nodeSelector")).unwrap(),
+            &json!({"node-role": "worker"})
+        );
     }
 }
 
@@ -2523,8 +2796,10 @@ mod kinds_and_scope {
 
     #[test]
     fn an_audit_namespace_is_reported_never_denied_while_others_are_enforced() {
-        let text = raygate::policy::BUILT_IN_POLICY
-            .replace("    auditNamespaces: []", "    auditNamespaces: [ray-trial]");
+        let text = raygate::policy::BUILT_IN_POLICY.replace(
+            "    auditNamespaces: []",
+            "    auditNamespaces: [ray-trial]",
+        );
         let engine = raygate::Engine::new(Policy::from_yaml(&text, "p.yaml").unwrap());
         let mut c = cluster("c");
         set(

@@ -478,7 +478,7 @@ violation contains f if some f in port_findings
 
 # --- placement ------------------------------------------------------------------------------
 
-# Every pod but a worker's whose Ray container asks for whole GPUs.
+# Every pod but a worker's whose Ray container asks for whole GPUs (gpu_placed below).
 placed[path] := pod if {
 	some path, pod in pods
 	not gpu_exempt(path, pod)
@@ -629,6 +629,56 @@ violation contains {"rule": "placement/not-pinned-to-workers", "path": ppath, "m
 	not kept_off(pod)
 	not targets_master(pod)
 	msg := sprintf("the pod may be scheduled on a master; add nodeSelector %s: %s", [worker_key, worker_value])
+}
+
+# A GPU worker (the exception) may use the masters as well as the workers, and no other node.
+gpu_placed[path] := pod if {
+	some path, pod in pods
+	gpu_exempt(path, pod)
+}
+
+keeps_on_masters(r) if {
+	r.operator == "In"
+	r.key == hostname
+	count(r.values) > 0
+	every v in r.values {
+		v in masters
+	}
+}
+
+keeps_on_masters(r) if {
+	r.key != hostname
+	r.operator in {"In", "Exists"}
+	r.key in control_plane_keys
+}
+
+keeps_on(r) if keeps_off(r)
+
+keeps_on(r) if keeps_on_masters(r)
+
+kept_on(pod) if kept_off(pod)
+
+kept_on(pod) if node_name(pod) in masters
+
+kept_on(pod) if {
+	some key, value in pod.nodeSelector
+	is_string(value)
+	keeps_on_masters({"key": key, "operator": "In", "values": [value]})
+}
+
+kept_on(pod) if {
+	terms := required_terms(pod)
+	count(terms) > 0
+	every term in terms {
+		some r in requirements(term)
+		keeps_on(r)
+	}
+}
+
+violation contains {"rule": "placement/not-pinned-to-workers", "path": ppath, "msg": msg} if {
+	some ppath, pod in gpu_placed
+	not kept_on(pod)
+	msg := sprintf("the GPU pod may be scheduled on a node that is neither a worker nor a master; add nodeSelector %s: %s or select a master", [worker_key, worker_value])
 }
 
 # --- resources ------------------------------------------------------------------------------

@@ -117,7 +117,9 @@ pub fn rule_help(rule: &str) -> &'static str {
         placement::TOLERATES_CONTROL_PLANE => {
             "Ray pods without a GPU never tolerate the control plane's taints."
         }
-        placement::NOT_PINNED => "Ray pods are pinned to the worker nodes (node-role=worker).",
+        placement::NOT_PINNED => {
+            "Ray pods are pinned to the worker nodes (node-role=worker); a GPU worker group to the workers or the masters."
+        }
         network_policy::MISSING => "A NetworkPolicy selects the pods of every Ray cluster.",
         network_policy::BLOCKED_PORTS => {
             "The cluster's NetworkPolicies admit every planned port and range between its pods, both ways."

@@ -1,6 +1,8 @@
-//! Placement: Ray pods run on `node-role=worker` nodes and never on a master.
+//! Placement: Ray pods run on `node-role=worker` nodes and never on a master, except that a
+//! GPU worker group (`gpuGroupsMayUseMasters`) may also use the masters: for it the masters
+//! join the workers as allowed nodes, and any other node stays out of bounds.
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::Findings;
 use crate::policy::PlacementPolicy;
@@ -24,6 +26,11 @@ pub enum GpuException {
 }
 
 /// Checks one pod spec; `subject` names it in messages ("head group", "Pod", ...).
+///
+/// A spec must be kept on its allowed nodes: the `node-role=worker` nodes, and for a GPU
+/// worker group under the exception the masters too. Asking for a master (by nodeName, label
+/// or toleration) is reported on its own unless the exception applies; a spec kept on no
+/// allowed nodes is `not-pinned-to-workers`, filled in when it has no node constraint at all.
 pub fn check_pod_spec(
     pod: &PodSpecRef<'_>,
     subject: &str,
@@ -31,33 +38,40 @@ pub fn check_pod_spec(
     out: &mut Findings<'_>,
 ) {
     let placement = &out.policy().spec().placement;
-    if gpu == GpuException::Applies
+    let may_use_masters = gpu == GpuException::Applies
         && placement.gpu_groups_may_use_masters
-        && requests_gpu(pod, placement)
-    {
-        return;
-    }
+        && requests_gpu(pod, placement);
     let spec = pod.spec;
+    // A master finding was reported: the pin finding would only repeat it.
     let mut targets_master = false;
-    let mut kept_off = false;
+    // Kept on the allowed nodes by one of its constraints (they are ANDed).
+    let mut kept_on = false;
 
     let node_name = spec.get("nodeName").and_then(Value::as_str).unwrap_or("");
     if is_master(placement, node_name) {
-        targets_master = true;
-        out.report(
-            NODE_NAME,
-            &child(&pod.path, "nodeName"),
-            || format!(
-                "{subject} sets nodeName: {node_name}, a master kept for the control plane and GPU work; remove nodeName"
-            ),
-        );
+        if may_use_masters {
+            // Bound to a master: the kubelet runs it there or nowhere.
+            kept_on = true;
+        } else {
+            targets_master = true;
+            out.report(
+                NODE_NAME,
+                &child(&pod.path, "nodeName"),
+                || format!(
+                    "{subject} sets nodeName: {node_name}, a master kept for the control plane and GPU work; remove nodeName"
+                ),
+            );
+        }
     }
 
     let node_selector = spec.get("nodeSelector").and_then(Value::as_object);
     if let Some(selector) = node_selector {
-        for (key, value) in selector {
-            let value = value.as_str().unwrap_or("");
-            if selects_master(placement, key, "In", std::slice::from_ref(&value)) {
+        for (key, raw) in selector {
+            let value = raw.as_str().unwrap_or("");
+            let values = std::slice::from_ref(&value);
+            if may_use_masters {
+                kept_on |= raw.is_string() && keeps_on_masters(placement, key, "In", values);
+            } else if selects_master(placement, key, "In", values) {
                 targets_master = true;
                 out.report(
                     TARGETS_MASTER,
@@ -69,14 +83,14 @@ pub fn check_pod_spec(
                 );
             }
         }
-        // Only the worker label keeps a pod off masters: a hostname or a missing
+        // Only the worker label keeps a pod on the workers: a hostname or a missing
         // control-plane label says nothing of nodes added later.
         if selector
             .get(&placement.worker_label.key)
             .and_then(Value::as_str)
             == Some(placement.worker_label.value.as_str())
         {
-            kept_off = true;
+            kept_on = true;
         }
     }
 
@@ -94,10 +108,10 @@ pub fn check_pod_spec(
         ]
         .iter()
         .fold(pod.path.clone(), |path, token| child(&path, token));
-        let mut every_term_keeps_off = true;
+        let mut every_term_keeps_on = true;
         for (i, term) in terms.iter().enumerate() {
             let term_path = child(&terms_path, &i.to_string());
-            let mut term_keeps_off = false;
+            let mut term_keeps_on = false;
             for (field, names_label) in [("matchExpressions", true), ("matchFields", false)] {
                 let Some(requirements) = term.get(field).and_then(Value::as_array) else {
                     continue;
@@ -121,7 +135,9 @@ pub fn check_pod_spec(
                     } else {
                         continue;
                     };
-                    if selects_master(placement, key, operator, &values) {
+                    if may_use_masters {
+                        term_keeps_on |= keeps_on_masters(placement, key, operator, &values);
+                    } else if selects_master(placement, key, operator, &values) {
                         targets_master = true;
                         out.report(
                             TARGETS_MASTER,
@@ -132,15 +148,16 @@ pub fn check_pod_spec(
                             ),
                         );
                     }
-                    term_keeps_off |= keeps_off_masters(placement, key, operator, &values);
+                    term_keeps_on |= keeps_on_workers(placement, key, operator, &values);
                 }
             }
-            every_term_keeps_off &= term_keeps_off;
+            every_term_keeps_on &= term_keeps_on;
         }
-        kept_off |= every_term_keeps_off;
+        kept_on |= every_term_keeps_on;
     }
 
-    if let Some(tolerations) = spec.get("tolerations").and_then(Value::as_array) {
+    if !may_use_masters && let Some(tolerations) = spec.get("tolerations").and_then(Value::as_array)
+    {
         for (i, toleration) in tolerations.iter().enumerate() {
             let key = toleration.get("key").and_then(Value::as_str).unwrap_or("");
             let operator = toleration
@@ -164,39 +181,133 @@ pub fn check_pod_spec(
         }
     }
 
-    if !kept_off && !targets_master {
-        let unconstrained =
-            node_name.is_empty() && node_selector.is_none_or(Map::is_empty) && required.is_none();
-        let worker = &placement.worker_label;
+    if kept_on || targets_master {
+        return;
+    }
+    let unconstrained =
+        node_name.is_empty() && node_selector.is_none_or(Map::is_empty) && required.is_none();
+    let worker = &placement.worker_label;
+    if may_use_masters {
+        // Filled in as required node affinity, ORed terms: the workers, or the masters.
         // A value of the wrong type is the user's to fix: a fill-in never overwrites it.
-        let can_fill = spec.is_object() && spec.get("nodeSelector").is_none_or(Value::is_object);
+        let affinity = spec.get("affinity");
+        let node_affinity = affinity.and_then(|a| a.get("nodeAffinity"));
+        let can_fill = spec.is_object()
+            && affinity.is_none_or(Value::is_object)
+            && node_affinity.is_none_or(Value::is_object);
+        let masters = master_selection(placement);
         if unconstrained && can_fill && out.enabled(NOT_PINNED) {
             out.report_fillable(NOT_PINNED, &pod.path, || {
                 format!(
-                    "{subject} may be scheduled on a master; add nodeSelector {}: {}",
-                    worker.key, worker.value
+                    "{subject} asks for a GPU and may be scheduled on a node that is neither a worker nor a master (GPU groups may use either); add the required node affinity terms {} In [{}] or {}",
+                    worker.key, worker.value, masters.requirement
                 )
             });
-            let selector_path = child(&pod.path, "nodeSelector");
-            if node_selector.is_some() {
-                out.fill(
-                    child(&selector_path, &worker.key),
-                    Value::String(worker.value.clone()),
-                );
-            } else {
-                let mut selector = Map::new();
-                selector.insert(worker.key.clone(), Value::String(worker.value.clone()));
-                out.fill(selector_path, Value::Object(selector));
-            }
-        } else {
-            out.report(
-                NOT_PINNED,
-                &pod.path,
-                || format!(
-                    "{subject}'s nodeSelector and node affinity do not keep it off masters; add {}: {} to its nodeSelector",
-                    worker.key, worker.value
+            let terms = json!([
+                {"matchExpressions": [
+                    {"key": worker.key, "operator": "In", "values": [worker.value]}]},
+                {"matchExpressions": [masters.expression]},
+            ]);
+            let required = json!({"nodeSelectorTerms": terms});
+            let affinity_path = child(&pod.path, "affinity");
+            let node_affinity_path = child(&affinity_path, "nodeAffinity");
+            let (path, value) = match (affinity, node_affinity) {
+                (None, _) => (
+                    affinity_path,
+                    json!({"nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": required}}),
                 ),
+                (Some(_), None) => (
+                    node_affinity_path,
+                    json!({"requiredDuringSchedulingIgnoredDuringExecution": required}),
+                ),
+                (Some(_), Some(_)) => (
+                    child(
+                        &node_affinity_path,
+                        "requiredDuringSchedulingIgnoredDuringExecution",
+                    ),
+                    required,
+                ),
+            };
+            out.fill(path, value);
+        } else if node_name.is_empty() {
+            out.report(NOT_PINNED, &pod.path, || {
+                format!(
+                    "{subject}'s nodeSelector and node affinity keep it neither on workers nor on masters (a GPU group may use either); add {}: {} to its nodeSelector, or select a master with {}",
+                    worker.key, worker.value, masters.selector
+                )
+            });
+        } else {
+            out.report(NOT_PINNED, &pod.path, || {
+                format!(
+                    "{subject} sets nodeName: {node_name}, not a master, and its nodeSelector and node affinity do not keep it on workers (a GPU group may use workers or masters); remove nodeName, set it to a master ({}), or add {}: {} to its nodeSelector if {node_name} is a worker",
+                    masters.names, worker.key, worker.value
+                )
+            });
+        }
+        return;
+    }
+    // A value of the wrong type is the user's to fix: a fill-in never overwrites it.
+    let can_fill = spec.is_object() && spec.get("nodeSelector").is_none_or(Value::is_object);
+    if unconstrained && can_fill && out.enabled(NOT_PINNED) {
+        out.report_fillable(NOT_PINNED, &pod.path, || {
+            format!(
+                "{subject} may be scheduled on a master; add nodeSelector {}: {}",
+                worker.key, worker.value
+            )
+        });
+        let selector_path = child(&pod.path, "nodeSelector");
+        if node_selector.is_some() {
+            out.fill(
+                child(&selector_path, &worker.key),
+                Value::String(worker.value.clone()),
             );
+        } else {
+            let mut selector = Map::new();
+            selector.insert(worker.key.clone(), Value::String(worker.value.clone()));
+            out.fill(selector_path, Value::Object(selector));
+        }
+    } else {
+        out.report(
+            NOT_PINNED,
+            &pod.path,
+            || format!(
+                "{subject}'s nodeSelector and node affinity do not keep it off masters; add {}: {} to its nodeSelector",
+                worker.key, worker.value
+            ),
+        );
+    }
+}
+
+/// How a GPU group picks the masters: by hostname when the policy names them, else by the
+/// control-plane label.
+struct MasterSelection {
+    /// The requirement of the filled-in term.
+    expression: Value,
+    /// The same requirement, as a message shows it.
+    requirement: String,
+    /// A nodeSelector pair that picks a master.
+    selector: String,
+    /// The masters' names, for nodeName.
+    names: String,
+}
+
+fn master_selection(placement: &PlacementPolicy) -> MasterSelection {
+    let masters = &placement.master_hostnames;
+    if let Some(first) = masters.first() {
+        MasterSelection {
+            expression: json!({"key": HOSTNAME_LABEL, "operator": "In", "values": masters}),
+            requirement: format!("{HOSTNAME_LABEL} In [{}]", masters.join(", ")),
+            selector: format!("{HOSTNAME_LABEL}: {first}"),
+            names: masters.join(", "),
+        }
+    } else {
+        let label = &placement.control_plane_label;
+        MasterSelection {
+            expression: json!({"key": label, "operator": "Exists"}),
+            requirement: format!("{label} Exists"),
+            selector: format!("{label}: \"\""),
+            names: format!("a node labelled {label}"),
         }
     }
 }
@@ -222,7 +333,7 @@ fn selects_master(placement: &PlacementPolicy, key: &str, operator: &str, values
 /// Whether a node requirement, on its own, pins a pod to the worker nodes: only
 /// `node-role In [worker]` does. `hostname NotIn [gpu-node]` or `control-plane DoesNotExist`
 /// keep it off today's master but not off a node that is not labelled a worker.
-fn keeps_off_masters(
+fn keeps_on_workers(
     placement: &PlacementPolicy,
     key: &str,
     operator: &str,
@@ -233,6 +344,25 @@ fn keeps_off_masters(
         && key == worker.key
         && !values.is_empty()
         && values.iter().all(|v| *v == worker.value)
+}
+
+/// Whether a node requirement, on its own, keeps a pod on the masters: a hostname (or node
+/// name) that only names masters, or a control-plane label asked for (`In`, any value, or
+/// `Exists`), which only a master carries. Unlike [`selects_master`], one master among other
+/// names is not enough.
+fn keeps_on_masters(
+    placement: &PlacementPolicy,
+    key: &str,
+    operator: &str,
+    values: &[&str],
+) -> bool {
+    match operator {
+        "In" if key == HOSTNAME_LABEL => {
+            !values.is_empty() && values.iter().all(|v| is_master(placement, v))
+        }
+        "In" | "Exists" => is_control_plane_key(placement, key),
+        _ => false,
+    }
 }
 
 /// Whether the Ray container asks for a GPU resource listed in the policy.
