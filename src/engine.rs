@@ -677,6 +677,7 @@ impl Engine {
                         rules::network_policy::WORKER_PORTS,
                         rules::network_policy::DNS_EGRESS,
                         rules::network_policy::APISERVER_EGRESS,
+                        rules::network_policy::OPERATOR_ACCESS,
                     ]
                     .contains(&v.rule)
                 });
@@ -761,6 +762,7 @@ impl Engine {
             rules::network_policy::WORKER_PORTS,
             rules::network_policy::DNS_EGRESS,
             rules::network_policy::APISERVER_EGRESS,
+            rules::network_policy::OPERATOR_ACCESS,
         ];
         // The cluster's view covers the Pod's own group in both directions: it replaces the
         // Pod's own cut ports rather than repeating them.

@@ -437,6 +437,20 @@ pub struct NetworkPolicyRule {
     /// head's ports; `network-policy/external-access` reports when they cannot.
     #[serde(default)]
     pub external_access: Vec<ExternalAccess>,
+    /// The KubeRay operator's Pod, which must reach the head of a RayJob's or RayService's
+    /// cluster (`network-policy/operator-access`); absent or null, that rule does not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<OperatorPod>,
+}
+
+/// Where the KubeRay operator runs and the labels its Pod carries, as NetworkPolicy peers
+/// select it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OperatorPod {
+    pub namespace: String,
+    #[serde(default)]
+    pub pod_labels: BTreeMap<String, String>,
 }
 
 /// Pods of the namespaces labelled `namespaceLabels` must reach the planned ports `ports`
@@ -703,6 +717,7 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
     validate_ports(&spec.ports, &mut problems);
     validate_placement(&spec.placement, &mut problems);
     validate_external_access(spec, &mut problems);
+    validate_operator(spec, &mut problems);
     if spec.network_policy.unverified_action == Action::Deny {
         problems.push(
             "spec.networkPolicy.unverifiedAction: deny would lock out every Ray cluster \
@@ -1049,6 +1064,81 @@ fn validate_external_access(spec: &PolicySpec, problems: &mut Vec<String>) {
             }
         }
     }
+}
+
+fn validate_operator(spec: &PolicySpec, problems: &mut Vec<String>) {
+    let Some(operator) = &spec.network_policy.operator else {
+        return;
+    };
+    let at = "spec.networkPolicy.operator";
+    if operator.namespace.is_empty() {
+        problems.push(format!(
+            "{at}.namespace: name the namespace the KubeRay operator runs in"
+        ));
+    } else if !is_dns_label(&operator.namespace) {
+        problems.push(format!(
+            "{at}.namespace: {:?} is not a namespace name (lowercase letters, digits and '-', at most 63)",
+            operator.namespace
+        ));
+    }
+    for (key, value) in &operator.pod_labels {
+        if let Err(why) = label_key_problem(key) {
+            problems.push(format!("{at}.podLabels: key {key:?} {why}"));
+        }
+        if !is_label_value(value) {
+            problems.push(format!(
+                "{at}.podLabels.{key}: {value:?} is not a label value (at most 63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit)"
+            ));
+        }
+    }
+}
+
+/// An RFC 1123 label: a namespace name.
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// A label value (empty, or a name part).
+fn is_label_value(value: &str) -> bool {
+    value.is_empty() || is_label_name(value)
+}
+
+/// The name part of a label key, or a non-empty label value.
+fn is_label_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// Why `key` is not a label key: an optional DNS subdomain prefix and `/`, then a name.
+fn label_key_problem(key: &str) -> std::result::Result<(), &'static str> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix {
+        let subdomain =
+            !prefix.is_empty() && prefix.len() <= 253 && prefix.split('.').all(is_dns_label);
+        if !subdomain {
+            return Err("has a prefix that is not a DNS subdomain (lowercase, at most 253)");
+        }
+    }
+    if !is_label_name(name) {
+        return Err(
+            "is not a label key (a name of at most 63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit, after an optional prefix/)",
+        );
+    }
+    Ok(())
 }
 
 fn validate_placement(placement: &PlacementPolicy, problems: &mut Vec<String>) {

@@ -2280,6 +2280,11 @@ mod network_policy {
         let selector = json!({"matchLabels": {key: value}});
         np["spec"]["podSelector"] = selector.clone();
         np["spec"]["ingress"][0]["from"][0]["podSelector"] = selector;
+        // The KubeRay operator follows the job on the head's dashboard.
+        np["spec"]["ingress"]
+            .as_array_mut()
+            .unwrap()
+            .push(operator_ingress(&["dashboard"]));
         np
     }
 
@@ -2359,6 +2364,603 @@ mod network_policy {
         assert_eq!(rules(&d), ["network-policy/not-verified"]);
         assert_eq!(d.violations[0].action, Action::Audit);
         assert!(d.allowed_as_is());
+    }
+
+    /// KubeRay v1.5.0 follows a RayJob on the head's dashboard, and configures a RayService
+    /// there and checks its head's Serve proxy on the serve port: the cluster's policies must
+    /// let the operator's Pod (the policy's `networkPolicy.operator`) reach them.
+    mod operator_access {
+        use super::*;
+        use raygate::rules::Violation;
+
+        const RULE: &str = "network-policy/operator-access";
+        const NOT_VERIFIED: &str = "network-policy/not-verified";
+        const JOB_HEAD: &str = "/spec/rayClusterSpec/headGroupSpec";
+
+        fn found(d: &raygate::Decision, rule: &str) -> Vec<Violation> {
+            d.violations
+                .iter()
+                .filter(|v| v.rule == rule)
+                .cloned()
+                .collect()
+        }
+
+        fn job_in(namespace: &str) -> Value {
+            let mut job = ray_job("j");
+            job["metadata"]["namespace"] = json!(namespace);
+            job
+        }
+
+        /// The policy a user writes for job `j` in `namespace`: every port between the
+        /// cluster's pods, and the dashboard for the submitter Pod only.
+        fn submitter_only(namespace: &str) -> Value {
+            let mut np = network_policy("j");
+            np["metadata"]["namespace"] = json!(namespace);
+            let selector = json!({"matchLabels": {"raygate.dev/ray-cr-name": "j"}});
+            np["spec"]["podSelector"] = selector.clone();
+            np["spec"]["ingress"][0]["from"][0]["podSelector"] = selector;
+            np["spec"]["ingress"].as_array_mut().unwrap().push(json!({
+                "from": [{"podSelector": {"matchLabels": {"batch.kubernetes.io/job-name": "j"}}}],
+                "ports": [{"port": "dashboard"}]
+            }));
+            np
+        }
+
+        fn with_ingress(mut np: Value, rule: Value) -> Value {
+            np["spec"]["ingress"].as_array_mut().unwrap().push(rule);
+            np
+        }
+
+        /// The rule of a hint's `add to NetworkPolicy ... rule `- {...}`` as YAML.
+        fn hinted_rule(message: &str) -> Value {
+            let code = message.rsplit('`').nth(1).expect("a rule in backquotes");
+            let rules: Value = serde_yaml_ng::from_str(code).expect("the hint is YAML");
+            rules[0].clone()
+        }
+
+        fn service(spec_ports: Option<&[&str]>) -> (Value, Value) {
+            let object = json!({"apiVersion": "ray.io/v1", "kind": "RayService",
+                "metadata": {"name": "s", "namespace": "kuberay"},
+                "spec": {"rayClusterConfig": cluster("s")["spec"].clone()}});
+            let mut np = network_policy("s");
+            let selector = json!({"matchLabels": {"raygate.dev/ray-cr-name": "s"}});
+            np["spec"]["podSelector"] = selector.clone();
+            np["spec"]["ingress"][0]["from"][0]["podSelector"] = selector;
+            if let Some(ports) = spec_ports {
+                np = with_ingress(np, operator_ingress(ports));
+            }
+            (object, np)
+        }
+
+        #[test]
+        fn a_rayjob_whose_policy_admits_only_the_submitter_is_denied_with_the_rule_to_add() {
+            let np = submitter_only("kuberay");
+            let d = evaluate_with(&engine(), &job_in("kuberay"), std::slice::from_ref(&np));
+            let cut = found(&d, RULE);
+            assert_eq!(cut.len(), 1, "{:#?}", d.violations);
+            assert_eq!(cut[0].path, JOB_HEAD);
+            assert_eq!(cut[0].action, Action::Deny);
+            assert!(!cut[0].fillable);
+            assert!(!d.allowed());
+            assert!(
+                cut[0].message.starts_with(
+                    "NetworkPolicy \"j-ray\" blocks ingress from the KubeRay operator's Pod (namespace \"kuberay\", app.kubernetes.io/component=kuberay-operator) to the head on TCP 8266 (dashboard): KubeRay v1.5.0 follows the job on the dashboard"
+                ),
+                "{}",
+                cut[0].message
+            );
+            // Same namespace: a podSelector alone.
+            assert!(
+                cut[0].message.ends_with(
+                    "add to NetworkPolicy \"j-ray\" an ingress rule `- {from: [{podSelector: {matchLabels: {app.kubernetes.io/component: kuberay-operator}}}], ports: [{port: dashboard}]}`"
+                ),
+                "{}",
+                cut[0].message
+            );
+            let fixed = with_ingress(np, hinted_rule(&cut[0].message));
+            let d = evaluate_with(&engine(), &job_in("kuberay"), &[fixed]);
+            assert!(found(&d, RULE).is_empty(), "{:#?}", d.violations);
+            assert!(d.allowed(), "{:#?}", d.violations);
+
+            // Another namespace: its name and the Pod's labels.
+            let np = submitter_only("ml");
+            let d = evaluate_with(&engine(), &job_in("ml"), std::slice::from_ref(&np));
+            let cut = found(&d, RULE);
+            assert_eq!(cut.len(), 1, "{:#?}", d.violations);
+            assert!(
+                cut[0].message.ends_with(
+                    "add to NetworkPolicy \"j-ray\" an ingress rule `- {from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kuberay}}, podSelector: {matchLabels: {app.kubernetes.io/component: kuberay-operator}}}], ports: [{port: dashboard}]}`"
+                ),
+                "{}",
+                cut[0].message
+            );
+            let fixed = with_ingress(np.clone(), hinted_rule(&cut[0].message));
+            let d = evaluate_with(&engine(), &job_in("ml"), &[fixed]);
+            assert!(found(&d, RULE).is_empty(), "{:#?}", d.violations);
+            // A podSelector alone selects Pods of the policy's own namespace, not kuberay's.
+            let same_namespace_only = with_ingress(np, operator_ingress(&["dashboard"]));
+            let d = evaluate_with(&engine(), &job_in("ml"), &[same_namespace_only]);
+            assert_eq!(found(&d, RULE).len(), 1, "{:#?}", d.violations);
+        }
+
+        #[test]
+        fn admitting_the_operator_by_its_pod_and_namespace_passes() {
+            let same = with_ingress(submitter_only("kuberay"), operator_ingress(&["dashboard"]));
+            let d = evaluate_with(&engine(), &job_in("kuberay"), &[same]);
+            assert!(found(&d, RULE).is_empty(), "{:#?}", d.violations);
+            assert!(found(&d, NOT_VERIFIED).is_empty(), "{:#?}", d.violations);
+
+            let operator = json!({
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/component": "kuberay-operator"}}
+            });
+            for ports in [
+                json!([{"port": "dashboard"}]),
+                json!([{"port": 8266}]),
+                json!(null),
+            ] {
+                let mut rule = json!({"from": [operator.clone()]});
+                if !ports.is_null() {
+                    rule["ports"] = ports.clone();
+                }
+                let np = with_ingress(submitter_only("ml"), rule);
+                let d = evaluate_with(&engine(), &job_in("ml"), &[np]);
+                assert!(found(&d, RULE).is_empty(), "{ports}: {:#?}", d.violations);
+                assert!(found(&d, NOT_VERIFIED).is_empty(), "{:#?}", d.violations);
+            }
+            // Any Pod of kuberay, by its name.
+            let np = with_ingress(
+                submitter_only("ml"),
+                json!({"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay"}}}]}),
+            );
+            let d = evaluate_with(&engine(), &job_in("ml"), &[np]);
+            assert!(found(&d, RULE).is_empty(), "{:#?}", d.violations);
+            // The wrong port, or another operator label, still blocks it.
+            let mut wrong_port = json!({"from": [operator.clone()], "ports": [{"port": 8265}]});
+            let d = evaluate_with(
+                &engine(),
+                &job_in("ml"),
+                &[with_ingress(submitter_only("ml"), wrong_port.clone())],
+            );
+            assert_eq!(found(&d, RULE).len(), 1, "{:#?}", d.violations);
+            wrong_port["ports"] = json!([{"port": "dashboard"}]);
+            wrong_port["from"][0]["podSelector"] =
+                json!({"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}});
+            let d = evaluate_with(
+                &engine(),
+                &job_in("ml"),
+                &[with_ingress(submitter_only("ml"), wrong_port)],
+            );
+            assert_eq!(found(&d, RULE).len(), 1, "{:#?}", d.violations);
+        }
+
+        #[test]
+        fn a_rayservice_must_admit_the_operator_on_serve_too() {
+            let (object, np) = service(Some(&["dashboard"]));
+            let d = evaluate_with(&engine(), &object, &[np]);
+            let cut = found(&d, RULE);
+            assert_eq!(cut.len(), 1, "{:#?}", d.violations);
+            assert_eq!(cut[0].path, "/spec/rayClusterConfig/headGroupSpec");
+            let message = &cut[0].message;
+            assert!(
+                message.contains("to the head on TCP 8001 (serve): KubeRay v1.5.0 checks the head's Serve proxy on the serve port"),
+                "{message}"
+            );
+            assert!(!message.contains("8266"), "{message}");
+            assert!(message.ends_with("ports: [{port: serve}]}`"), "{message}");
+
+            let (object, np) = service(None);
+            let d = evaluate_with(&engine(), &object, &[np]);
+            let cut = found(&d, RULE);
+            assert_eq!(cut.len(), 1, "{:#?}", d.violations);
+            assert!(
+                cut[0].message.contains("to the head on TCP 8266 (dashboard) and 8001 (serve): KubeRay v1.5.0 puts serveConfigV2"),
+                "{}",
+                cut[0].message
+            );
+            assert!(
+                cut[0]
+                    .message
+                    .ends_with("ports: [{port: dashboard}, {port: serve}]}`"),
+                "{}",
+                cut[0].message
+            );
+
+            let (object, np) = service(Some(&["dashboard", "serve"]));
+            let d = evaluate_with(&engine(), &object, &[np]);
+            assert!(found(&d, RULE).is_empty(), "{:#?}", d.violations);
+        }
+
+        /// A RayCluster of its own needs no operator traffic; one KubeRay generated from a
+        /// RayJob (`ray.io/originated-from-crd`) does.
+        #[test]
+        fn only_clusters_the_operator_drives_are_judged() {
+            let d = evaluate_with(&engine(), &cluster("c"), &[network_policy("c")]);
+            assert!(d.violations.is_empty(), "{:#?}", d.violations);
+            let mut generated = cluster("c");
+            generated["metadata"]["labels"] = json!({
+                "ray.io/originated-from-crd": "RayJob",
+                "ray.io/originated-from-cr-name": "j"
+            });
+            let d = evaluate_with(&engine(), &generated, &[network_policy("c")]);
+            let cut = found(&d, RULE);
+            assert_eq!(cut.len(), 1, "{:#?}", d.violations);
+            assert_eq!(cut[0].path, HEAD);
+            assert!(cut[0].message.contains("8266 (dashboard)"));
+            generated["metadata"]["labels"]["ray.io/originated-from-crd"] = json!("RayService");
+            let d = evaluate_with(&engine(), &generated, &[network_policy("c")]);
+            assert!(
+                found(&d, RULE)[0]
+                    .message
+                    .contains("8266 (dashboard) and 8001 (serve)"),
+                "{:#?}",
+                d.violations
+            );
+            // A job whose head no policy restricts is reached.
+            let d = evaluate_with(&engine(), &job_in("kuberay"), &[]);
+            assert!(found(&d, RULE).is_empty(), "{:#?}", d.violations);
+        }
+
+        #[test]
+        fn without_an_operator_in_the_policy_the_rule_does_not_run() {
+            let built_in = raygate::policy::BUILT_IN_POLICY;
+            let block = "    operator:\n      namespace: kuberay\n      podLabels: {app.kubernetes.io/component: kuberay-operator}\n";
+            assert!(built_in.contains(block));
+            for replacement in ["", "    operator: null\n"] {
+                let text = built_in.replace(block, replacement);
+                let engine = raygate::Engine::new(Policy::from_yaml(&text, "p.yaml").unwrap());
+                assert!(engine.policy().spec().network_policy.operator.is_none());
+                let d = evaluate_with(&engine, &job_in("kuberay"), &[submitter_only("kuberay")]);
+                assert!(found(&d, RULE).is_empty(), "{:#?}", d.violations);
+                assert!(found(&d, NOT_VERIFIED).is_empty(), "{:#?}", d.violations);
+            }
+            // The rule can be switched off like any other.
+            let text = built_in.replace(
+                "network-policy/operator-access: deny",
+                "network-policy/operator-access: off",
+            );
+            let engine = raygate::Engine::new(Policy::from_yaml(&text, "p.yaml").unwrap());
+            let d = evaluate_with(&engine, &job_in("kuberay"), &[submitter_only("kuberay")]);
+            assert!(found(&d, RULE).is_empty(), "{:#?}", d.violations);
+        }
+
+        #[test]
+        fn a_broken_operator_entry_is_refused_naming_the_field() {
+            let block = "    operator:\n      namespace: kuberay\n      podLabels: {app.kubernetes.io/component: kuberay-operator}\n";
+            for (entry, wanted) in [
+                (
+                    "    operator: {namespace: \"\", podLabels: {app: x}}\n",
+                    "spec.networkPolicy.operator.namespace: name the namespace",
+                ),
+                (
+                    "    operator: {namespace: KubeRay}\n",
+                    "spec.networkPolicy.operator.namespace: \"KubeRay\" is not a namespace name",
+                ),
+                (
+                    "    operator: {namespace: kuberay, podLabels: {\"bad key\": x}}\n",
+                    "spec.networkPolicy.operator.podLabels: key \"bad key\"",
+                ),
+                (
+                    "    operator: {namespace: kuberay, podLabels: {Example.com/app: x}}\n",
+                    "spec.networkPolicy.operator.podLabels: key \"Example.com/app\" has a prefix",
+                ),
+                (
+                    "    operator: {namespace: kuberay, podLabels: {app: -x}}\n",
+                    "spec.networkPolicy.operator.podLabels.app: \"-x\" is not a label value",
+                ),
+                (
+                    "    operator: {podLabels: {app: x}}\n",
+                    "missing field `namespace`",
+                ),
+            ] {
+                let text = raygate::policy::BUILT_IN_POLICY.replace(block, entry);
+                let err = Policy::from_yaml(&text, "p.yaml").unwrap_err().to_string();
+                assert!(err.contains(wanted), "{entry}: {err}");
+            }
+        }
+
+        /// Without cluster access the cluster's coverage is unverified as a whole; a peer
+        /// raygate cannot judge offline (the operator namespace's other labels, an ipBlock)
+        /// is unverified, never denied.
+        #[test]
+        fn what_cannot_be_seen_is_unverified() {
+            let object = job_in("kuberay");
+            let view = ObjectRef::from_value(&object).unwrap();
+            let d = engine().evaluate(&view, &Context::WITHOUT_CLUSTER);
+            assert!(found(&d, RULE).is_empty(), "{:#?}", d.violations);
+            assert_eq!(found(&d, NOT_VERIFIED).len(), 1, "{:#?}", d.violations);
+
+            let by_team = json!({"from": [{
+                "namespaceSelector": {"matchLabels": {"team": "platform"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/component": "kuberay-operator"}}
+            }], "ports": [{"port": "dashboard"}]});
+            let np = with_ingress(submitter_only("ml"), by_team.clone());
+            let d = evaluate_with(&engine(), &job_in("ml"), &[np]);
+            assert!(found(&d, RULE).is_empty(), "{:#?}", d.violations);
+            let unverified = found(&d, NOT_VERIFIED);
+            assert_eq!(unverified.len(), 1, "{:#?}", d.violations);
+            assert_eq!(unverified[0].action, Action::Audit);
+            assert_eq!(unverified[0].path, JOB_HEAD);
+            assert!(
+                unverified[0].message.starts_with(
+                    "could not verify that the KubeRay operator's Pod (namespace \"kuberay\", app.kubernetes.io/component=kuberay-operator) reaches TCP 8266 (dashboard) of the head: a NetworkPolicy selects namespace \"kuberay\" by labels raygate cannot see here"
+                ),
+                "{}",
+                unverified[0].message
+            );
+            assert!(d.allowed());
+
+            // In the operator's own namespace its labels are known when the context knows them.
+            let np = with_ingress(submitter_only("kuberay"), by_team);
+            let policies = vec![std::sync::Arc::new(serde_json::from_value(np).unwrap())];
+            let object = job_in("kuberay");
+            let view = ObjectRef::from_value(&object).unwrap();
+            let judge = |team: &str| {
+                let labels: std::collections::BTreeMap<String, String> =
+                    [("team".to_owned(), team.to_owned())].into();
+                engine().evaluate(
+                    &view,
+                    &Context {
+                        namespace_labels: Some(&labels),
+                        ..Context::complete(&policies)
+                    },
+                )
+            };
+            let d = judge("platform");
+            assert!(found(&d, RULE).is_empty(), "{:#?}", d.violations);
+            assert!(found(&d, NOT_VERIFIED).is_empty(), "{:#?}", d.violations);
+            let d = judge("web");
+            assert_eq!(found(&d, RULE).len(), 1, "{:#?}", d.violations);
+
+            // An ipBlock: every address holds the operator's, some addresses may not.
+            for (cidr, verified) in [("0.0.0.0/0", true), ("10.0.0.0/8", false)] {
+                let np = with_ingress(
+                    submitter_only("ml"),
+                    json!({"from": [{"ipBlock": {"cidr": cidr}}], "ports": [{"port": "dashboard"}]}),
+                );
+                let d = evaluate_with(&engine(), &job_in("ml"), &[np]);
+                assert!(found(&d, RULE).is_empty(), "{cidr}: {:#?}", d.violations);
+                let unverified = found(&d, NOT_VERIFIED);
+                assert_eq!(
+                    unverified.is_empty(),
+                    verified,
+                    "{cidr}: {:#?}",
+                    d.violations
+                );
+                if !verified {
+                    assert!(unverified[0].message.contains("an ipBlock"));
+                }
+            }
+        }
+
+        /// In its own namespace the operator's egress counts too.
+        #[test]
+        fn the_operators_own_egress_counts_in_its_namespace() {
+            let ingress = with_ingress(submitter_only("kuberay"), operator_ingress(&["dashboard"]));
+            let operator_policy = json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "kuberay-operator", "namespace": "kuberay"},
+                "spec": {
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/component": "kuberay-operator"}},
+                    "policyTypes": ["Egress"],
+                    "egress": [{"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]
+                }
+            });
+            let d = evaluate_with(
+                &engine(),
+                &job_in("kuberay"),
+                &[ingress.clone(), operator_policy.clone()],
+            );
+            let cut = found(&d, RULE);
+            assert_eq!(cut.len(), 1, "{:#?}", d.violations);
+            assert!(
+                cut[0].message.starts_with(
+                    "NetworkPolicy \"kuberay-operator\" blocks egress from the KubeRay operator's Pod"
+                ),
+                "{}",
+                cut[0].message
+            );
+            assert!(
+                cut[0].message.ends_with(
+                    "add to NetworkPolicy \"kuberay-operator\" an egress rule `- {to: [{podSelector: {matchLabels: {raygate.dev/ray-cr-name: j, ray.io/node-type: head}}}], ports: [{port: dashboard}]}`"
+                ),
+                "{}",
+                cut[0].message
+            );
+            let mut fixed = operator_policy.clone();
+            fixed["spec"]["egress"]
+                .as_array_mut()
+                .unwrap()
+                .push(hinted_rule(&cut[0].message));
+            let d = evaluate_with(&engine(), &job_in("kuberay"), &[ingress, fixed]);
+            assert!(found(&d, RULE).is_empty(), "{:#?}", d.violations);
+            // Both ways cut: both fixes.
+            let d = evaluate_with(
+                &engine(),
+                &job_in("kuberay"),
+                &[submitter_only("kuberay"), operator_policy.clone()],
+            );
+            let cut = found(&d, RULE);
+            assert!(
+                cut[0].message.starts_with("NetworkPolicies \"j-ray\" and \"kuberay-operator\" block ingress and egress from"),
+                "{}",
+                cut[0].message
+            );
+            // A job in another namespace: kuberay's policies are not the cluster's to judge.
+            let mut elsewhere = operator_policy;
+            elsewhere["metadata"]["namespace"] = json!("ml");
+            let np = with_ingress(
+                submitter_only("ml"),
+                json!({"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay"}}}]}),
+            );
+            let d = evaluate_with(&engine(), &job_in("ml"), &[np, elsewhere]);
+            assert!(found(&d, RULE).is_empty(), "{:#?}", d.violations);
+        }
+
+        /// The RayCluster KubeRay v1.5.0 generates from a (filled) RayJob `j`.
+        fn generated_from(job: &Value) -> Value {
+            json!({
+                "apiVersion": "ray.io/v1", "kind": "RayCluster",
+                "metadata": {"name": "j-x7k2p", "namespace": "kuberay", "labels": {
+                    "ray.io/originated-from-crd": "RayJob",
+                    "ray.io/originated-from-cr-name": "j"
+                }},
+                "spec": job["spec"]["rayClusterSpec"].clone()
+            })
+        }
+
+        /// A NetworkPolicy change that takes the operator's rule away from a live job's
+        /// cluster is warned like one that uncovers it.
+        #[test]
+        fn dropping_the_operators_rule_from_a_live_jobs_policy_is_warned() {
+            use raygate::engine::NetworkPolicyChange;
+            let job = job_in("kuberay");
+            let filled = apply(&job, &evaluate_with(&engine(), &job, &[]).patch);
+            let live = generated_from(&filled);
+            let arcs = |policies: &[Value]| -> Vec<std::sync::Arc<_>> {
+                policies
+                    .iter()
+                    .map(|p| std::sync::Arc::new(serde_json::from_value(p.clone()).unwrap()))
+                    .collect()
+            };
+            let before = arcs(&[with_ingress(
+                submitter_only("kuberay"),
+                operator_ingress(&["dashboard"]),
+            )]);
+            let after = arcs(&[submitter_only("kuberay")]);
+            let change = |before, after| {
+                engine().evaluate_network_policy_change(
+                    &NetworkPolicyChange {
+                        namespace: "kuberay",
+                        name: "j-ray",
+                        deleting: false,
+                        creating: false,
+                        by_kubernetes: false,
+                        namespace_labels: None,
+                        before,
+                        after,
+                    },
+                    &[ObjectRef::from_value(&live).unwrap()],
+                )
+            };
+            let d = change(&before, &after);
+            assert_eq!(rules(&d), ["network-policy/uncovers-cluster"]);
+            assert!(
+                d.violations[0]
+                    .message
+                    .contains("blocks ingress from the KubeRay operator's Pod"),
+                "{}",
+                d.violations[0].message
+            );
+            // Giving it back is no harm.
+            assert!(change(&after, &before).violations.is_empty());
+        }
+
+        /// With `enforceOn: pods` the RayJob gets a warning and the head Pod of its generated
+        /// RayCluster is denied until the policy admits the operator, like the other
+        /// coverage findings.
+        #[test]
+        fn at_admission_the_finding_moves_to_the_pods() {
+            let policies = vec![std::sync::Arc::new(
+                serde_json::from_value(submitter_only("kuberay")).unwrap(),
+            )];
+            let admission = |object: &Value, live: Option<&Value>| {
+                let view = ObjectRef::from_value(object).unwrap();
+                engine().evaluate(
+                    &view,
+                    &Context {
+                        at_admission: true,
+                        pod_cluster: live.and_then(ObjectRef::from_value),
+                        ..Context::complete(&policies)
+                    },
+                )
+            };
+            let job = job_in("kuberay");
+            let d = admission(&job, None);
+            let cut = found(&d, RULE);
+            assert_eq!(cut.len(), 1, "{:#?}", d.violations);
+            assert_eq!(cut[0].action, Action::Warn);
+            assert!(
+                cut[0]
+                    .message
+                    .ends_with("; until then its Pods are denied and the operator retries")
+            );
+            assert!(d.allowed());
+
+            // The RayCluster KubeRay generates from the filled job, and its head Pod.
+            let generated = generated_from(&apply(&job, &d.patch));
+            let mut head = ray_pod("j-x7k2p", true);
+            head["metadata"]["labels"]["raygate.dev/ray-cr-name"] = json!("j");
+            let d = admission(&head, Some(&generated));
+            let cut = found(&d, RULE);
+            assert_eq!(cut.len(), 1, "{:#?}", d.violations);
+            assert_eq!(cut[0].action, Action::Deny);
+            assert!(
+                cut[0].message.starts_with("its RayCluster \"j-x7k2p\": NetworkPolicy \"j-ray\" blocks ingress from the KubeRay operator's Pod"),
+                "{}",
+                cut[0].message
+            );
+            assert!(!d.allowed());
+        }
+
+        /// The cluster tier's manifests admit the operator by podSelector in kuberay; without
+        /// that peer they are denied.
+        #[test]
+        fn the_cluster_tiers_manifests_admit_the_operator() {
+            for (file, ports) in [
+                ("tests/cluster/manifests/rayjob.yaml", "8266 (dashboard)"),
+                (
+                    "tests/cluster/manifests/rayservice.yaml",
+                    "8266 (dashboard) and 8001 (serve)",
+                ),
+            ] {
+                let text = std::fs::read_to_string(file).unwrap();
+                let values: Vec<Value> = raygate::manifest::parse(file, &text)
+                    .unwrap()
+                    .documents
+                    .into_iter()
+                    .filter_map(|d| d.value)
+                    .collect();
+                let ray = values
+                    .iter()
+                    .find(|v| v["apiVersion"] == "ray.io/v1")
+                    .unwrap();
+                let mut policies: Vec<Value> = values
+                    .iter()
+                    .filter(|v| v["kind"] == "NetworkPolicy")
+                    .cloned()
+                    .collect();
+                let d = evaluate_with(&engine(), ray, &policies);
+                assert!(found(&d, RULE).is_empty(), "{file}: {:#?}", d.violations);
+                assert!(
+                    found(&d, NOT_VERIFIED).is_empty(),
+                    "{file}: {:#?}",
+                    d.violations
+                );
+                assert!(d.allowed(), "{file}: {:#?}", d.violations);
+                // Without the operator's peer.
+                for rule in policies[0]["spec"]["ingress"].as_array_mut().unwrap() {
+                    rule["from"]
+                        .as_array_mut()
+                        .unwrap()
+                        .retain(|peer| *peer != operator_peer());
+                }
+                policies[0]["spec"]["ingress"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|rule| !rule["from"].as_array().unwrap().is_empty());
+                let d = evaluate_with(&engine(), ray, &policies);
+                let cut = found(&d, RULE);
+                assert_eq!(cut.len(), 1, "{file}: {:#?}", d.violations);
+                assert!(
+                    cut[0]
+                        .message
+                        .contains(&format!("to the head on TCP {ports}:")),
+                    "{}",
+                    cut[0].message
+                );
+            }
+        }
     }
 }
 

@@ -46,6 +46,7 @@ pub const ALL_RULES: &[&str] = &[
     network_policy::APISERVER_EGRESS,
     network_policy::EXTERNAL_ACCESS,
     network_policy::POD_LABEL,
+    network_policy::OPERATOR_ACCESS,
     resources::MISSING,
     resources::INVALID_QUANTITY,
     resources::LIMIT_BELOW_REQUEST,
@@ -141,6 +142,9 @@ pub fn rule_help(rule: &str) -> &'static str {
         }
         network_policy::EXTERNAL_ACCESS => {
             "Namespaces the policy names (Prometheus, notebooks) can reach the ports they need."
+        }
+        network_policy::OPERATOR_ACCESS => {
+            "The KubeRay operator's Pod may reach the head of a RayJob's or RayService's cluster on the dashboard port, and a RayService's on the serve port."
         }
         network_policy::POD_LABEL => {
             "Pods of a RayJob's, RayService's or RayCronJob's cluster carry raygate.dev/ray-cr-name, so a NetworkPolicy can select them."

@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
+mod operator;
 mod semantics;
 
 use semantics::{Direction, NAMESPACE_NAME_LABEL, restricts};
@@ -29,6 +30,7 @@ pub const DNS_EGRESS: &str = "network-policy/dns-egress";
 pub const APISERVER_EGRESS: &str = "network-policy/apiserver-egress";
 pub const EXTERNAL_ACCESS: &str = "network-policy/external-access";
 pub const POD_LABEL: &str = "network-policy/pod-label";
+pub const OPERATOR_ACCESS: &str = "network-policy/operator-access";
 
 /// The NetworkPolicies the engine may consult.
 #[derive(Debug, Clone, Copy)]
@@ -621,6 +623,7 @@ pub fn check_cluster(
         DNS_EGRESS,
         APISERVER_EGRESS,
         EXTERNAL_ACCESS,
+        OPERATOR_ACCESS,
     ];
     if !rules.iter().any(|r| out.enabled(r)) {
         return;
@@ -749,6 +752,16 @@ pub fn check_cluster(
                 hint(&cut, cluster_label, &namespace_view, &peers),
             )
         });
+    }
+    if let Some((head, _)) = groups.iter().find(|(g, _)| g.role == Role::Head) {
+        operator::check(
+            cluster,
+            head,
+            namespace,
+            namespace_labels,
+            &in_namespace,
+            out,
+        );
     }
     check_dns_egress(cluster, &egress_restricted, out);
     report_guess(&namespace_view, &cluster.path, out);

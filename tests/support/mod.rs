@@ -264,3 +264,15 @@ pub const HEAD_RAY: &str = "/spec/headGroupSpec/template/spec/containers/0";
 pub const WORKER: &str = "/spec/workerGroupSpecs/0";
 pub const WORKER_POD: &str = "/spec/workerGroupSpecs/0/template/spec";
 pub const WORKER_RAY: &str = "/spec/workerGroupSpecs/0/template/spec/containers/0";
+
+/// The built-in policy's KubeRay operator Pod, as a peer in a policy of its own namespace.
+pub fn operator_peer() -> Value {
+    json!({"podSelector": {"matchLabels": {"app.kubernetes.io/component": "kuberay-operator"}}})
+}
+
+/// An ingress rule that admits the KubeRay operator's Pod (from its own namespace, kuberay)
+/// on the named ports, e.g. `["dashboard"]`.
+pub fn operator_ingress(ports: &[&str]) -> Value {
+    let ports: Vec<Value> = ports.iter().map(|p| json!({"port": p})).collect();
+    json!({"from": [operator_peer()], "ports": ports})
+}

@@ -310,21 +310,46 @@ pub fn connection_allowed(
     if from.namespace == to.namespace && from.ip == to.ip {
         return true;
     }
-    direction_allows(
+    end_allows(
         policies,
         namespace_labels,
         Direction::Egress,
         from,
         to,
-        to,
         port,
         protocol,
-    ) && direction_allows(
+    ) && end_allows(
         policies,
         namespace_labels,
         Direction::Ingress,
-        to,
         from,
+        to,
+        port,
+        protocol,
+    )
+}
+
+/// One half of [`connection_allowed`]: whether the policies selecting `from` admit the
+/// connection as egress (`Egress`), or those selecting `to` admit it as ingress (`Ingress`).
+pub fn end_allows(
+    policies: &[NetworkPolicy],
+    namespace_labels: &BTreeMap<String, BTreeMap<String, String>>,
+    direction: Direction,
+    from: &PolicyPod<'_>,
+    to: &PolicyPod<'_>,
+    port: u16,
+    protocol: &str,
+) -> bool {
+    let (end, peer) = match direction {
+        Direction::Egress => (from, to),
+        Direction::Ingress => (to, from),
+    };
+    direction_allows(
+        policies,
+        namespace_labels,
+        direction,
+        end,
+        peer,
         to,
         port,
         protocol,
