@@ -375,7 +375,7 @@ def seed(report):
         run_step(report, driver, "Serve started on the head (HTTP :8001)", "serve", {"port": 8001}, timeout=120)
         svc = head_service(RAY_NS, SEED)
         run_step(report, client, f"Ray Client from {CLIENT_NS} via ray://{svc}:10002", "ray_client",
-                 {"url": f"ray://{svc}:10002"}, timeout=90)
+                 {"url": f"ray://{svc}:10002"}, timeout=130)
         run_step(report, client, f"job submission from {CLIENT_NS} via http://{svc}:8266", "job",
                  {"url": f"http://{svc}:8266"}, timeout=120)
         run_step(report, client, f"Serve from {CLIENT_NS} through the head Service :8001", "http",
