@@ -19,6 +19,15 @@ fn only(decision: &raygate::Decision) -> (&'static str, String, bool) {
     (v.rule, v.path.clone(), v.fillable)
 }
 
+/// One rule's findings: (rule, path, fillable).
+fn findings_of(d: &raygate::Decision, rule: &str) -> Vec<(&'static str, String, bool)> {
+    d.violations
+        .iter()
+        .filter(|v| v.rule == rule)
+        .map(|v| (v.rule, v.path.clone(), v.fillable))
+        .collect()
+}
+
 #[test]
 fn the_compliant_builders_break_no_rule() {
     for object in [cluster("c"), ray_pod("c", true), ray_pod("c", false)] {
@@ -662,11 +671,7 @@ mod ports {
     }
 
     fn probe_findings(d: &raygate::Decision) -> Vec<(&'static str, String, bool)> {
-        d.violations
-            .iter()
-            .filter(|v| v.rule == "ports/probe-port")
-            .map(|v| (v.rule, v.path.clone(), v.fillable))
-            .collect()
+        findings_of(d, "ports/probe-port")
     }
 
     /// Without probes KubeRay v1.5.0 adds exec probes on the dashboard's 8265 and the agent's
@@ -968,11 +973,7 @@ mod ports {
     }
 
     fn autoscaler_findings(d: &raygate::Decision) -> Vec<(&'static str, String, bool)> {
-        d.violations
-            .iter()
-            .filter(|v| v.rule == "ports/autoscaler-gcs-port")
-            .map(|v| (v.rule, v.path.clone(), v.fillable))
-            .collect()
+        findings_of(d, "ports/autoscaler-gcs-port")
     }
 
     /// KubeRay v1.5.0 starts the autoscaler with no GCS address, so Ray looks for GCS at 6379:
