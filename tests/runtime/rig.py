@@ -667,10 +667,12 @@ class Rig:
             "dashboard from the host, which has no route to the pod network)")
 
     def rayservice(self, result, obj, specs, client):
-        op_ns = "kuberay-system"
-        self.kube.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": op_ns}}])
+        # Where the platform runs the operator, with the label of its own manifests (the
+        # policy's networkPolicy.operator).
+        op_ns = NS
         op = self.add_standin("operator", "kuberay-operator", op_ns,
-                              {"app.kubernetes.io/name": "kuberay-operator"}, f"{netns.SUBNET}.102")
+                              {"app.kubernetes.io/component": "kuberay-operator"},
+                              f"{netns.SUBNET}.102")
         head = next(s for s in specs.values() if s["group"] == "head")
         svc = head_names(f"{head['pod'].hostname.rsplit('-head-', 1)[0]}-head-svc", NS)[-1]
         config = yaml.safe_load(obj["spec"]["serveConfigV2"])
