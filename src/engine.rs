@@ -671,15 +671,8 @@ impl Engine {
                     &mut findings,
                 );
                 findings.violations.retain(|v| {
-                    [
-                        rules::network_policy::MISSING,
-                        rules::network_policy::BLOCKED_PORTS,
-                        rules::network_policy::WORKER_PORTS,
-                        rules::network_policy::DNS_EGRESS,
-                        rules::network_policy::APISERVER_EGRESS,
-                        rules::network_policy::OPERATOR_ACCESS,
-                    ]
-                    .contains(&v.rule)
+                    v.rule == rules::network_policy::MISSING
+                        || rules::network_policy::CUTS.contains(&v.rule)
                 });
                 findings.violations
             };
@@ -757,13 +750,7 @@ impl Engine {
             NetworkPolicies::Known(policies),
             &mut of_cluster,
         );
-        let carried = [
-            rules::network_policy::BLOCKED_PORTS,
-            rules::network_policy::WORKER_PORTS,
-            rules::network_policy::DNS_EGRESS,
-            rules::network_policy::APISERVER_EGRESS,
-            rules::network_policy::OPERATOR_ACCESS,
-        ];
+        let carried = rules::network_policy::CUTS;
         // The cluster's view covers the Pod's own group in both directions: it replaces the
         // Pod's own cut ports rather than repeating them.
         findings.violations.retain(|v| !carried.contains(&v.rule));

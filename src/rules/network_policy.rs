@@ -32,6 +32,16 @@ pub const EXTERNAL_ACCESS: &str = "network-policy/external-access";
 pub const POD_LABEL: &str = "network-policy/pod-label";
 pub const OPERATOR_ACCESS: &str = "network-policy/operator-access";
 
+/// The findings that a cluster's NetworkPolicies cut traffic Ray needs: what a NetworkPolicy
+/// change can newly cause, and what a Pod inherits from its cluster's view.
+pub const CUTS: [&str; 5] = [
+    BLOCKED_PORTS,
+    WORKER_PORTS,
+    DNS_EGRESS,
+    APISERVER_EGRESS,
+    OPERATOR_ACCESS,
+];
+
 /// The NetworkPolicies the engine may consult.
 #[derive(Debug, Clone, Copy)]
 pub enum NetworkPolicies<'a> {
