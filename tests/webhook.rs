@@ -147,6 +147,19 @@ impl Harness {
         response.json().await.unwrap()
     }
 
+    /// A patched CREATE passes validation, and mutating it again (the webhook is reinvoked
+    /// after other mutations) patches nothing.
+    async fn assert_settled(&self, patched: &Value) {
+        let validated = self
+            .post("/validate", &review(patched, "CREATE", false))
+            .await;
+        assert_eq!(response(&validated)["allowed"], true, "{validated}");
+        let again = self
+            .post("/mutate", &review(patched, "CREATE", false))
+            .await;
+        assert!(response(&again).get("patch").is_none(), "{again}");
+    }
+
     async fn metrics(&self) -> String {
         let addr = self.running.metrics_addr.unwrap();
         reqwest::get(format!("http://{addr}/metrics"))
@@ -259,13 +272,7 @@ async fn mutation_fills_in_and_the_result_validates() {
             .unwrap(),
         &json!({"node-role": "worker"})
     );
-    let validated = h
-        .post("/validate", &review(&patched, "CREATE", false))
-        .await;
-    assert_eq!(response(&validated)["allowed"], true, "{validated}");
-    // Filling in twice changes nothing.
-    let again = h.post("/mutate", &review(&patched, "CREATE", false)).await;
-    assert!(response(&again).get("patch").is_none(), "{again}");
+    h.assert_settled(&patched).await;
 }
 
 #[tokio::test]
@@ -415,13 +422,7 @@ async fn the_pod_webhook_tells_the_autoscaler_the_gcs_port() {
         "ray kuberay-autoscaler --cluster-name $(RAY_CLUSTER_NAME) --cluster-namespace $(RAY_CLUSTER_NAMESPACE) --gcs-address=127.0.0.1:6380"
     ]);
     assert_eq!(patched, expected, "only the autoscaler's args change");
-    let validated = h
-        .post("/validate", &review(&patched, "CREATE", false))
-        .await;
-    assert_eq!(response(&validated)["allowed"], true, "{validated}");
-    // The webhook is reinvoked after other mutations: the second call patches nothing.
-    let again = h.post("/mutate", &review(&patched, "CREATE", false)).await;
-    assert!(response(&again).get("patch").is_none(), "{again}");
+    h.assert_settled(&patched).await;
 
     // An autoscaler of Ray 2.52.0 cannot be told: no patch, and the Pod is denied.
     let old = autoscaling_head_pod("ray", 6380, "rayproject/ray:2.52.0");
