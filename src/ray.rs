@@ -285,6 +285,25 @@ pub fn annotation_is_true(annotations: Option<&Value>, key: &str) -> bool {
 }
 
 impl<'a> ClusterSpec<'a> {
+    /// The kind KubeRay builds the cluster's Pods for (its `creatorCRDType`): the spec's own
+    /// kind, RayJob for a RayCronJob (it makes RayJobs), and for a RayCluster the kind KubeRay
+    /// generated it from (`ray.io/originated-from-crd`), else RayCluster.
+    pub fn creator(&self) -> ClusterSource {
+        match self.source {
+            ClusterSource::RayCronJob => ClusterSource::RayJob,
+            ClusterSource::RayCluster => match self
+                .root
+                .pointer("/metadata/labels/ray.io~1originated-from-crd")
+                .and_then(Value::as_str)
+            {
+                Some("RayJob") => ClusterSource::RayJob,
+                Some("RayService") => ClusterSource::RayService,
+                _ => ClusterSource::RayCluster,
+            },
+            source => source,
+        }
+    }
+
     /// `enableInTreeAutoscaling: true`: KubeRay adds the autoscaler sidecar to the head.
     pub fn autoscaling(&self) -> bool {
         self.spec

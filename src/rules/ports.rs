@@ -92,17 +92,7 @@ pub fn check_cluster(
 /// Whether KubeRay builds the cluster's Pods for a RayService (`creatorCRDType`): a
 /// RayService's spec, or a RayCluster labelled as generated from one.
 fn serves(cluster: &ClusterSpec<'_>) -> bool {
-    match cluster.source {
-        ClusterSource::RayService => true,
-        ClusterSource::RayCluster => {
-            cluster
-                .root
-                .pointer("/metadata/labels/ray.io~1originated-from-crd")
-                .and_then(Value::as_str)
-                == Some("RayService")
-        }
-        ClusterSource::RayJob | ClusterSource::RayCronJob => false,
-    }
+    cluster.creator() == ClusterSource::RayService
 }
 
 /// Ray 2.60.0's own ports when `ray start` is given none: GCS (`--port`, the head's), the

@@ -21,9 +21,6 @@ use crate::policy::OperatorPod;
 use crate::ray::{ClusterSource, ClusterSpec, LABEL_CLUSTER, LABEL_CR_NAME, NodeGroup, as_port};
 use crate::rules::Findings;
 
-/// KubeRay's label on a RayCluster it generates: the kind it was generated from.
-const ORIGINATED_FROM: &str = "/metadata/labels/ray.io~1originated-from-crd";
-
 /// KubeRay v1.5.0's port names and defaults (`utils.DashboardPortName`, `ServingPortName`).
 const DASHBOARD: (&str, u16) = ("dashboard", 8265);
 const SERVE: (&str, u16) = ("serve", 8000);
@@ -38,20 +35,10 @@ enum Workload {
 /// Whether the operator drives the cluster: a RayJob's (a RayCronJob makes RayJobs) or a
 /// RayService's, or a RayCluster KubeRay generated from one.
 fn workload(cluster: &ClusterSpec<'_>) -> Option<Workload> {
-    match cluster.source {
-        ClusterSource::RayJob | ClusterSource::RayCronJob => Some(Workload::Job),
+    match cluster.creator() {
+        ClusterSource::RayJob => Some(Workload::Job),
         ClusterSource::RayService => Some(Workload::Service),
-        ClusterSource::RayCluster => {
-            match cluster
-                .root
-                .pointer(ORIGINATED_FROM)
-                .and_then(Value::as_str)
-            {
-                Some("RayJob") => Some(Workload::Job),
-                Some("RayService") => Some(Workload::Service),
-                _ => None,
-            }
-        }
+        ClusterSource::RayCluster | ClusterSource::RayCronJob => None,
     }
 }
 
