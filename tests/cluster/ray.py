@@ -174,6 +174,12 @@ def metric_delta(before, after, kind=None, operation=None, decision=None):
         sum(v for key, v in before.items() if matches(key))
 
 
+def metric_changes(before, after):
+    """The admission counters that moved: {"kind/operation/decision": delta}."""
+    return {"/".join(map(str, key)): count - before.get(key, 0)
+            for key, count in after.items() if count != before.get(key, 0)}
+
+
 def engine_verdicts():
     """kube-network-policies' own packet counters: {verdict: packets}."""
     with urllib.request.urlopen(ENGINE_METRICS, timeout=10) as response:
@@ -435,8 +441,7 @@ def autoscale(report, driver):
                  f"({updates} UPDATE reviews, {denied_updates} denied); no Pod was denied ({denied_pods})",
                  len(patches) >= 2 and all(code == 200 for _, code in patches)
                  and updates == 2 * len(patches) and denied_updates == 0 and denied_pods == 0,
-                 {f"{kd}/{op}/{dc}": after[(kd, op, dc)] - before.get((kd, op, dc), 0)
-                  for (kd, op, dc) in after if after[(kd, op, dc)] != before.get((kd, op, dc), 0)})
+                 metric_changes(before, after))
 
 
 # --- scenario: the operator's lifecycle --------------------------------------------------------------
@@ -525,12 +530,10 @@ def lifecycle(report):
     denied = metric_delta(before, after, decision="denied")
     report.check(f"raygate denied nothing the operator created for them ({denied} denials; "
                  f"{metric_delta(before, after, kind='Pod', operation='CREATE')} Pod CREATE reviews)",
-                 denied == 0, {f"{kd}/{op}/{dc}": after[(kd, op, dc)] - before.get((kd, op, dc), 0)
-                               for (kd, op, dc) in after if after[(kd, op, dc)] != before.get((kd, op, dc), 0)})
-    for kind in ("NetworkPolicy", "ConfigMap"):
-        k("delete", kind, "-n", RAY_NS, "rayjob-lifecycle" if kind == "NetworkPolicy" else "serve-app",
-          "--ignore-not-found")
-    k("delete", "networkpolicy", "-n", RAY_NS, "rayservice-lifecycle", "--ignore-not-found")
+                 denied == 0, metric_changes(before, after))
+    k("delete", "networkpolicy", "-n", RAY_NS, "rayjob-lifecycle", "rayservice-lifecycle",
+      "--ignore-not-found")
+    k("delete", "configmap", "-n", RAY_NS, "serve-app", "--ignore-not-found")
 
 
 # --- scenario: controls ------------------------------------------------------------------------------
