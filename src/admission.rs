@@ -1,5 +1,6 @@
 //! AdmissionReview in, engine [`Decision`] out, AdmissionReview bytes back.
 
+use crate::rule_id::RuleId;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -436,13 +437,13 @@ fn spare_pods_of_unmarked_cluster(engine: &Engine, owner: &DynamicObject, decisi
     view.kind = "RayCluster";
     // A move onto a master or onto the node's network is never grandfathered; a Pod that is
     // merely not pinned, like its template, is (else the cluster could not scale).
-    let always_holds = |rule: &str| {
+    let always_holds = |rule: RuleId| {
         [
-            crate::rules::placement::NODE_NAME,
-            crate::rules::placement::TARGETS_MASTER,
-            crate::rules::placement::TOLERATES_CONTROL_PLANE,
-            crate::rules::ports::HOST_NETWORK,
-            crate::rules::ports::HOST_PORT,
+            RuleId::NodeName,
+            RuleId::TargetsMaster,
+            RuleId::ToleratesControlPlane,
+            RuleId::HostNetwork,
+            RuleId::HostPort,
         ]
         .contains(&rule)
     };
@@ -452,16 +453,15 @@ fn spare_pods_of_unmarked_cluster(engine: &Engine, owner: &DynamicObject, decisi
     }
     // The families the cluster's templates already break. A Pod differs from its template
     // in what KubeRay adds (its default ports, say), so the comparison is by family.
-    let family = crate::policy::Family::of_rule;
-    let known: Vec<Option<crate::policy::Family>> = engine
+    let known: Vec<Option<crate::rule_id::Family>> = engine
         .evaluate(&view, &Context::WITHOUT_CLUSTER)
         .violations
         .iter()
-        .map(|v| family(v.rule))
+        .map(|v| v.rule.family())
         .collect();
     let name = owner.metadata.name.as_deref().unwrap_or("");
     for v in decision.violations.iter_mut() {
-        if !spareable(v) || !known.contains(&family(v.rule)) {
+        if !spareable(v) || !known.contains(&v.rule.family()) {
             continue;
         }
         v.action = Action::Warn;

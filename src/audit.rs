@@ -15,6 +15,7 @@ use crate::engine::{Context, Coverage, Engine};
 use crate::policy::Action;
 use crate::ray::{LABEL_CLUSTER, ObjectRef};
 use crate::report::{CheckResult, Report};
+use crate::rule_id::RuleId;
 
 /// Objects per list call: bounded memory per page, few round trips.
 const PAGE_SIZE: u32 = 500;
@@ -244,12 +245,12 @@ pub async fn scan(
 }
 
 /// Violations per namespace and rule, for the `raygate_audit_violations` gauge.
-pub fn violation_counts(scan: &Scan) -> BTreeMap<(String, String), i64> {
+pub fn violation_counts(scan: &Scan) -> BTreeMap<(String, RuleId), i64> {
     let mut counts = BTreeMap::new();
     for result in &scan.report.results {
         let ns = result.namespace.clone().unwrap_or_default();
         for v in &result.violations {
-            *counts.entry((ns.clone(), v.rule.to_owned())).or_insert(0) += 1;
+            *counts.entry((ns.clone(), v.rule)).or_insert(0) += 1;
         }
     }
     counts
@@ -291,9 +292,9 @@ pub fn policy_reports(scan: &Scan, policy_name: &str, now: time::OffsetDateTime)
                     } else {
                         "warn"
                     };
-                    let category = v.rule.split('/').next().unwrap_or("");
+                    let category = v.rule.category();
                     (
-                        v.rule,
+                        v.rule.as_str(),
                         outcome,
                         category,
                         v.message.clone(),
@@ -452,7 +453,10 @@ pub async fn run_periodically(
         gauge.clear();
         for ((namespace, rule), count) in violation_counts(&scan) {
             gauge
-                .get_or_create(&crate::metrics::AuditLabels { namespace, rule })
+                .get_or_create(&crate::metrics::AuditLabels {
+                    namespace,
+                    rule: rule.as_str(),
+                })
                 .set(count);
         }
         if write {
@@ -496,7 +500,7 @@ mod tests {
             mode: crate::Mode::Enforce,
             violations: (0..violations)
                 .map(|i| Violation {
-                    rule: "ports/head-port",
+                    rule: RuleId::HeadPort,
                     action: Action::Deny,
                     path: format!("/spec/{i}"),
                     message: "m".into(),

@@ -294,7 +294,11 @@ pub fn check(
 ) -> u8 {
     // Buffered: stdout is line-buffered, a write(2) per report line otherwise.
     let stdout = std::io::stdout();
-    let mut writer = ReportWriter::new(output, std::io::BufWriter::new(stdout.lock()));
+    let mut writer = ReportWriter::new(
+        output,
+        engine.policy(),
+        std::io::BufWriter::new(stdout.lock()),
+    );
     let checked = check_paths(engine, paths, namespace.as_deref(), &mut |result| {
         writer.push(result)
     });

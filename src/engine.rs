@@ -1,12 +1,14 @@
 //! The single entry point every caller uses: object in, [`Decision`] out.
 
+use crate::rule_id::RuleId;
 use std::sync::Arc;
 
 use json_patch::Patch;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
-use crate::policy::{Action, EnforceOn, Family, Mode, Policy};
+use crate::policy::{Action, EnforceOn, Mode, Policy};
 use crate::ray::{ObjectRef, Role, Target};
+use crate::rule_id::Family;
 use crate::rules::network_policy::NetworkPolicies;
 use crate::rules::placement::GpuException;
 use crate::rules::{self, Findings, Violation};
@@ -322,7 +324,7 @@ impl Engine {
             return self.unjudged(
                 coverage,
                 mode,
-                rules::OUT_OF_TIME,
+                RuleId::OutOfTime,
                 format!(
                     "raygate could not judge this object within the policy's deadline ({} ms), so it is denied rather than admitted unchecked; retry, or make the object smaller",
                     self.policy.spec().deadline.milliseconds
@@ -472,7 +474,7 @@ impl Engine {
             self.unjudged(
                 coverage,
                 mode,
-                rules::TOO_MANY_GROUPS,
+                RuleId::TooManyGroups,
                 format!(
                     "the cluster has {groups} worker groups, more than the policy's {most} (deadline.maxWorkerGroups) that raygate judges in time; merge groups or split the cluster"
                 ),
@@ -481,13 +483,7 @@ impl Engine {
     }
 
     /// A decision that denies (in enforce mode) without judging the object.
-    fn unjudged(
-        &self,
-        coverage: Coverage,
-        mode: Mode,
-        rule: &'static str,
-        message: String,
-    ) -> Decision {
+    fn unjudged(&self, coverage: Coverage, mode: Mode, rule: RuleId, message: String) -> Decision {
         Decision {
             coverage,
             mode,
@@ -671,7 +667,7 @@ impl Engine {
                     &mut findings,
                 );
                 findings.violations.retain(|v| {
-                    v.rule == rules::network_policy::MISSING
+                    v.rule == RuleId::NetworkPolicyMissing
                         || rules::network_policy::CUTS.contains(&v.rule)
                 });
                 findings.violations
@@ -689,7 +685,7 @@ impl Engine {
                 continue;
             };
             let findings = Findings::new(&self.policy, exempt_family);
-            let mut action = findings.action(rules::network_policy::UNCOVERS_CLUSTER);
+            let mut action = findings.action(RuleId::UncoversCluster);
             if action == Action::Deny && change.by_kubernetes {
                 action = Action::Warn;
             }
@@ -704,7 +700,7 @@ impl Engine {
                 "this change to"
             };
             violations.push(Violation {
-                rule: rules::network_policy::UNCOVERS_CLUSTER,
+                rule: RuleId::UncoversCluster,
                 action,
                 path: String::new(),
                 message: format!(

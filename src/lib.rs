@@ -15,6 +15,7 @@ pub mod quantity;
 pub mod ray;
 pub mod ray_command;
 pub mod report;
+pub mod rule_id;
 pub mod rules;
 pub mod server;
 pub mod tls;

@@ -274,7 +274,7 @@ async fn audit(
     let scan = raygate::audit::scan(&client, engine, namespace.as_deref(), &mut progress).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    scan.report.write(output, &mut out)?;
+    scan.report.write(output, engine.policy(), &mut out)?;
     if write {
         let reports = raygate::audit::policy_reports(
             &scan,

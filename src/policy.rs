@@ -1,5 +1,6 @@
 //! The platform policy as data: loading, validation and defaults. No evaluation here.
 
+use crate::rule_id::{Family, RuleId};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
@@ -81,42 +82,6 @@ impl Mode {
     }
 }
 
-/// The four rule families of the platform plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Family {
-    #[serde(rename = "ports")]
-    Ports,
-    #[serde(rename = "placement")]
-    Placement,
-    #[serde(rename = "network-policy")]
-    NetworkPolicy,
-    #[serde(rename = "resources")]
-    Resources,
-}
-
-impl Family {
-    pub const ALL: [Family; 4] = [
-        Family::Ports,
-        Family::Placement,
-        Family::NetworkPolicy,
-        Family::Resources,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Family::Ports => "ports",
-            Family::Placement => "placement",
-            Family::NetworkPolicy => "network-policy",
-            Family::Resources => "resources",
-        }
-    }
-
-    pub fn of_rule(rule: &str) -> Option<Family> {
-        let prefix = rule.split_once('/')?.0;
-        Family::ALL.into_iter().find(|f| f.as_str() == prefix)
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyDocument {
@@ -147,7 +112,7 @@ pub struct PolicySpec {
     pub resources: ResourcePolicy,
     /// Overrides of a single rule's action, keyed by rule id (`family/name`).
     #[serde(default)]
-    pub rule_actions: BTreeMap<String, Action>,
+    pub rule_actions: BTreeMap<RuleId, Action>,
     #[serde(default)]
     pub deadline: Deadline,
 }
@@ -604,10 +569,12 @@ impl Policy {
             serde_path_to_error::deserialize(deserializer).map_err(|err| {
                 let path = err.path().to_string();
                 let inner = err.into_inner().to_string();
-                // serde_yaml_ng's message may already start with the path.
-                let message = inner
-                    .strip_prefix(&format!("{path}: "))
-                    .map_or(inner.clone(), str::to_owned);
+                // serde_yaml_ng's message may already start with the path, or with its
+                // parent's (a map key's error names the map).
+                let message = match inner.split_once(": ") {
+                    Some((head, rest)) if path.starts_with(head) => rest.to_owned(),
+                    _ => inner,
+                };
                 Error::Parse {
                     source_name: source_name.to_owned(),
                     path: if path == "." {
@@ -657,20 +624,18 @@ impl Policy {
     }
 
     /// The action of a rule: its override if any, else its family's action.
-    pub fn action_for(&self, rule: &str) -> Action {
+    pub fn action_for(&self, rule: RuleId) -> Action {
         let spec = &self.document.spec;
-        if let Some(action) = spec.rule_actions.get(rule) {
+        if let Some(action) = spec.rule_actions.get(&rule) {
             return *action;
         }
-        match Family::of_rule(rule) {
+        match rule.family() {
             Some(family) if self.family_action(family) == Action::Off => Action::Off,
             // Unverifiable is never a reason to deny: it has its own action.
-            Some(Family::NetworkPolicy) if rule == crate::rules::network_policy::NOT_VERIFIED => {
+            Some(Family::NetworkPolicy) if rule == RuleId::NotVerified => {
                 spec.network_policy.unverified_action
             }
-            Some(Family::NetworkPolicy)
-                if rule == crate::rules::network_policy::UNCOVERS_CLUSTER =>
-            {
+            Some(Family::NetworkPolicy) if rule == RuleId::UncoversCluster => {
                 spec.network_policy.protect_live_clusters
             }
             Some(family) => self.family_action(family),
@@ -755,26 +720,16 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
         problems.push("spec.networkPolicy.staleAfterSeconds: must be at least 1".into());
     }
     for rule in spec.rule_actions.keys() {
-        if rule.starts_with("limits/") {
+        if rule.family().is_none() {
             problems.push(format!(
                 "spec.ruleActions.{rule}: the limits that keep raygate in time always deny; set spec.deadline instead"
             ));
         }
-        if !crate::rules::ALL_RULES.contains(&rule.as_str()) {
-            problems.push(format!(
-                "spec.ruleActions.{rule}: unknown rule; known rules: {}",
-                crate::rules::ALL_RULES.join(", ")
-            ));
-        }
     }
-    if spec
-        .rule_actions
-        .get(crate::rules::network_policy::NOT_VERIFIED)
-        == Some(&Action::Deny)
-    {
+    if spec.rule_actions.get(&RuleId::NotVerified) == Some(&Action::Deny) {
         problems.push(format!(
             "spec.ruleActions.{}: must not be deny",
-            crate::rules::network_policy::NOT_VERIFIED
+            RuleId::NotVerified
         ));
     }
 
@@ -1206,8 +1161,8 @@ mod tests {
         );
         assert_eq!(spec.placement.master_hostnames, ["gpu-node"]);
         assert_eq!(policy.mode(), Mode::Enforce);
-        assert_eq!(policy.action_for("ports/serve-port-name"), Action::Warn);
-        assert_eq!(policy.action_for("ports/head-port"), Action::Deny);
+        assert_eq!(policy.action_for(RuleId::ServePortName), Action::Warn);
+        assert_eq!(policy.action_for(RuleId::HeadPort), Action::Deny);
     }
 
     #[test]
@@ -1261,7 +1216,6 @@ mod tests {
         let err = built_in_with(|doc| {
             doc["spec"]["ports"]["nodeRanges"][0]["from"] = 9000.into();
             doc["spec"]["resources"]["defaults"]["limits"]["memory"] = "1Gi".into();
-            doc["spec"]["ruleActions"]["ports/nonsense"] = "warn".into();
         })
         .unwrap_err()
         .to_string();
@@ -1270,10 +1224,20 @@ mod tests {
             err.contains("limits.memory: 1Gi is below the default request 2Gi"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_unknown_rule_is_refused_where_it_is_written() {
+        let err = built_in_with(|doc| {
+            doc["spec"]["ruleActions"]["ports/nonsense"] = "warn".into();
+        })
+        .unwrap_err()
+        .to_string();
         assert!(
-            err.contains("ruleActions.ports/nonsense: unknown rule"),
+            err.contains("spec.ruleActions.ports/nonsense: unknown rule \"ports/nonsense\"; known rules: ports/head-port,"),
             "{err}"
         );
+        assert!(err.contains(" at line "), "{err}");
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::engine::{Coverage, Decision};
-use crate::policy::{Action, Mode};
+use crate::policy::{Action, Mode, Policy};
+use crate::rule_id::RuleId;
 use crate::rules::Violation;
 
 #[derive(Debug, Serialize)]
@@ -87,33 +88,38 @@ impl Report {
         self.results.iter().filter(|r| !r.allowed).count()
     }
 
-    pub fn write(&self, output: crate::commands::Output, out: &mut impl Write) -> io::Result<()> {
+    pub fn write(
+        &self,
+        output: crate::commands::Output,
+        policy: &Policy,
+        out: &mut impl Write,
+    ) -> io::Result<()> {
         use crate::commands::Output;
         match output {
             Output::Text | Output::Json => {
-                let mut writer = ReportWriter::new(output, &mut *out);
+                let mut writer = ReportWriter::new(output, policy, &mut *out);
                 for result in &self.results {
                     writer.write_result(result)?;
                 }
                 writer.finish().map(drop)
             }
-            Output::Sarif => self.write_sarif(out),
+            Output::Sarif => self.write_sarif(policy, out),
             Output::Junit => self.write_junit(out),
         }
     }
 
     /// SARIF 2.1.0: every rule as a reportingDescriptor with its help, every finding as a
     /// result at its file and line, with the JSON pointer and the fix.
-    pub fn write_sarif(&self, out: &mut impl Write) -> io::Result<()> {
-        let rules: Vec<serde_json::Value> = crate::rules::ALL_RULES
+    pub fn write_sarif(&self, policy: &Policy, out: &mut impl Write) -> io::Result<()> {
+        let rules: Vec<serde_json::Value> = RuleId::ALL
             .iter()
-            .map(|rule| {
+            .map(|&rule| {
+                let help = crate::rules::help(rule, policy);
                 serde_json::json!({
                     "id": rule,
-                    "shortDescription": {"text": crate::rules::rule_help(rule)},
+                    "shortDescription": {"text": help},
                     "help": {"text": format!(
-                        "{} Each finding's message names the exact fix; `raygate fix` applies the ones marked fill.",
-                        crate::rules::rule_help(rule)
+                        "{help} Each finding's message names the exact fix; `raygate fix` applies the ones marked fill."
                     )},
                 })
             })
@@ -130,7 +136,7 @@ impl Report {
                 } else {
                     "error"
                 };
-                let rule_index = crate::rules::ALL_RULES
+                let rule_index = RuleId::ALL
                     .iter()
                     .position(|r| *r == violation.rule)
                     .unwrap_or(0);
@@ -253,17 +259,20 @@ impl Tally {
 /// Writes text and JSON reports one result at a time, so `check` holds one file's results,
 /// not every file's. SARIF and JUnit are single documents: their results are kept until
 /// [`ReportWriter::finish`].
-pub struct ReportWriter<W: Write> {
+pub struct ReportWriter<'p, W: Write> {
     output: crate::commands::Output,
+    /// Whose rules SARIF describes.
+    policy: &'p Policy,
     out: W,
     tally: Tally,
     kept: Vec<CheckResult>,
 }
 
-impl<W: Write> ReportWriter<W> {
-    pub fn new(output: crate::commands::Output, out: W) -> ReportWriter<W> {
+impl<'p, W: Write> ReportWriter<'p, W> {
+    pub fn new(output: crate::commands::Output, policy: &'p Policy, out: W) -> ReportWriter<'p, W> {
         ReportWriter {
             output,
+            policy,
             out,
             tally: Tally::default(),
             kept: Vec::new(),
@@ -307,7 +316,9 @@ impl<W: Write> ReportWriter<W> {
                 writeln!(self.out, "{{\n  \"results\": []\n}}")?
             }
             Output::Json => writeln!(self.out, "\n  ]\n}}")?,
-            Output::Sarif => Report { results: self.kept }.write_sarif(&mut self.out)?,
+            Output::Sarif => {
+                Report { results: self.kept }.write_sarif(self.policy, &mut self.out)?
+            }
             Output::Junit => Report { results: self.kept }.write_junit(&mut self.out)?,
         }
         self.out.flush()?;

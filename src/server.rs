@@ -282,7 +282,7 @@ fn record(state: &AppState, endpoint: Endpoint, outcome: &Outcome) {
                 .metrics
                 .violations
                 .get_or_create(&ViolationLabels {
-                    rule: v.rule,
+                    rule: v.rule.as_str(),
                     action: v.action.as_str(),
                     dry_run: outcome.dry_run,
                 })
@@ -304,7 +304,7 @@ fn record(state: &AppState, endpoint: Endpoint, outcome: &Outcome) {
     if outcome.violations.is_empty() {
         tracing::debug!("reviewed");
     } else if tracing::enabled!(tracing::Level::INFO) {
-        let rules: Vec<&str> = outcome.violations.iter().map(|v| v.rule).collect();
+        let rules: Vec<&str> = outcome.violations.iter().map(|v| v.rule.as_str()).collect();
         tracing::info!(violations = rules.len(), rules = ?rules, "reviewed");
     }
 }

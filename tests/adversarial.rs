@@ -111,7 +111,7 @@ fn through_webhook(object: &Value, live: &Live) -> (bool, Vec<String>, bool) {
         .violations
         .iter()
         .filter(|v| v.action == raygate::Action::Deny)
-        .map(|v| v.rule.to_owned())
+        .map(|v| v.rule.as_str().to_owned())
         .collect();
     (
         validated["response"]["allowed"] == json!(true),

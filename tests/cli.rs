@@ -609,7 +609,7 @@ fn sarif_and_junit_reports_for_ci() {
     assert!(errors.is_empty(), "{errors:#?}");
     let run = &sarif["runs"][0];
     let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
-    assert_eq!(rules.len(), raygate::rules::ALL_RULES.len());
+    assert_eq!(rules.len(), raygate::rule_id::RuleId::ALL.len());
     assert!(
         rules
             .iter()

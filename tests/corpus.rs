@@ -74,7 +74,7 @@ fn decisions_on_the_kuberay_samples() {
                 fills
             ));
             for v in result.violations.iter().filter(|v| !v.fillable) {
-                golden.push_str(&format!("  {} {} {}\n", v.action, v.rule, v.path));
+                golden.push_str(&format!("  {} {} {}\n", v.action, v.rule.as_str(), v.path));
             }
         }
     }
@@ -139,12 +139,12 @@ fn filling_in_cures_what_it_can_only_adds_and_is_idempotent() {
             .violations
             .iter()
             .filter(|v| !v.fillable)
-            .map(|v| (v.rule, v.path.clone()))
+            .map(|v| (v.rule.as_str(), v.path.clone()))
             .collect();
         let after: Vec<_> = again
             .violations
             .iter()
-            .map(|v| (v.rule, v.path.clone()))
+            .map(|v| (v.rule.as_str(), v.path.clone()))
             .collect();
         assert_eq!(before, after, "{at}");
     }
@@ -171,7 +171,7 @@ fn the_mutating_call_patches_as_the_full_evaluation_does() {
             let findings: Vec<_> = d
                 .violations
                 .iter()
-                .map(|v| (v.rule, v.action, v.path.clone()))
+                .map(|v| (v.rule.as_str(), v.action, v.path.clone()))
                 .collect();
             (d.coverage, d.patch.0.clone(), findings)
         };

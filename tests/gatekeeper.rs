@@ -15,7 +15,8 @@ use std::path::Path;
 
 use raygate::policy::{Action, BUILT_IN_POLICY};
 use raygate::ray::{LABEL_CLUSTER, ObjectRef};
-use raygate::rules::resources::{ABOVE_MAXIMUM, MISSING};
+const ABOVE_MAXIMUM: &str = "resources/above-maximum";
+const MISSING: &str = "resources/missing";
 use raygate::{Context, Coverage, Decision, Engine, Policy};
 use serde_json::Value;
 
@@ -263,7 +264,8 @@ fn policy_for(constraint: &Value, id: &str) -> Policy {
 /// The decision restricted to the `resources/*` rules.
 fn resources_only(decision: &Decision) -> Decision {
     let mut only = decision.clone();
-    only.violations.retain(|v| v.rule.starts_with("resources/"));
+    only.violations
+        .retain(|v| v.rule.as_str().starts_with("resources/"));
     only
 }
 
@@ -317,7 +319,7 @@ fn gatekeeper_library_resource_suites() {
 
         // Which rules raygate reports.
         assert_eq!(
-            rule_set(violations.iter().map(|v| v.rule)),
+            rule_set(violations.iter().map(|v| v.rule.as_str())),
             rule_set(expected.rules.iter().copied()),
             "{id}: resources rules reported; violations: {violations:#?}"
         );
@@ -352,8 +354,8 @@ fn gatekeeper_library_resource_suites() {
         let view = ObjectRef::from_value(&patched).unwrap();
         let after = resources_only(&engine.evaluate(&view, &Context::WITHOUT_CLUSTER));
         assert_eq!(
-            rule_set(after.violations.iter().map(|v| v.rule)),
-            rule_set(decision.remaining().map(|v| v.rule)),
+            rule_set(after.violations.iter().map(|v| v.rule.as_str())),
+            rule_set(decision.remaining().map(|v| v.rule.as_str())),
             "{id}: resources rules after the patch; patched object: {patched:#}"
         );
         assert_eq!(

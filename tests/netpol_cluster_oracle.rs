@@ -554,7 +554,7 @@ fn raygate_verdicts(pods: &ClusterPods, decision: &Decision) -> (Verdicts, BTree
                 .map(|g| (*g).clone())
                 .collect()
         };
-        match finding.rule {
+        match finding.rule.as_str() {
             rule if is_blocked_port(rule) => {
                 let (prefix, groups) = cut_named(m);
                 for group in named(groups) {
@@ -743,8 +743,8 @@ fn raygate_judges_clusters_as_kube_network_policies_would() {
                     decision
                         .violations
                         .iter()
-                        .filter(|v| v.rule.starts_with("network-policy/"))
-                        .map(|v| format!("{}: {}", v.rule, v.message))
+                        .filter(|v| v.rule.as_str().starts_with("network-policy/"))
+                        .map(|v| format!("{}: {}", v.rule.as_str(), v.message))
                         .collect::<Vec<_>>()
                 ));
             }
@@ -776,7 +776,7 @@ fn raygate_judges_clusters_as_kube_network_policies_would() {
             let blocked: Vec<_> = decision
                 .violations
                 .iter()
-                .filter(|v| is_blocked_port(v.rule))
+                .filter(|v| is_blocked_port(v.rule.as_str()))
                 .collect();
             // The first, a middle and the last: every kind of port, not all of them.
             let mut picked: Vec<usize> =

@@ -996,9 +996,9 @@ fn placement_findings(decision: &Decision, pointer: &str) -> Vec<(&'static str, 
     decision
         .violations
         .iter()
-        .filter(|v| v.rule.starts_with("placement/"))
+        .filter(|v| v.rule.as_str().starts_with("placement/"))
         .filter(|v| v.path == pointer || v.path.starts_with(&format!("{pointer}/")))
-        .map(|v| (v.rule, v.fillable))
+        .map(|v| (v.rule.as_str(), v.fillable))
         .collect()
 }
 

@@ -16,15 +16,15 @@ fn only(decision: &raygate::Decision) -> (&'static str, String, bool) {
         decision.violations
     );
     let v = &decision.violations[0];
-    (v.rule, v.path.clone(), v.fillable)
+    (v.rule.as_str(), v.path.clone(), v.fillable)
 }
 
 /// One rule's findings: (rule, path, fillable).
 fn findings_of(d: &raygate::Decision, rule: &str) -> Vec<(&'static str, String, bool)> {
     d.violations
         .iter()
-        .filter(|v| v.rule == rule)
-        .map(|v| (v.rule, v.path.clone(), v.fillable))
+        .filter(|v| v.rule.as_str() == rule)
+        .map(|v| (v.rule.as_str(), v.path.clone(), v.fillable))
         .collect()
 }
 
@@ -477,7 +477,7 @@ mod ports {
         evaluate_with(&engine(), &ray_service(serve_config), &[np])
             .violations
             .into_iter()
-            .filter(|v| v.rule == "ports/serve-config")
+            .filter(|v| v.rule.as_str() == "ports/serve-config")
             .collect()
     }
 
@@ -551,9 +551,13 @@ mod ports {
         // The annotation covers every group: a worker without a command of its own would run
         // its image's entrypoint, which raygate cannot see.
         let d = evaluate(&c);
-        assert!(d.violations.iter().any(|v| v.rule == "ports/start-command"
-            && v.path == "/spec/workerGroupSpecs/0/template/spec/containers/0"
-            && v.message.contains("image's entrypoint")));
+        assert!(
+            d.violations
+                .iter()
+                .any(|v| v.rule.as_str() == "ports/start-command"
+                    && v.path == "/spec/workerGroupSpecs/0/template/spec/containers/0"
+                    && v.message.contains("image's entrypoint"))
+        );
         c.pointer_mut("/spec/workerGroupSpecs/0/template/spec/containers/0")
             .unwrap()["command"] = json!(["/bin/bash", "-c", "$KUBERAY_GEN_RAY_START_CMD"]);
         let d = evaluate(&c);
@@ -704,7 +708,7 @@ mod ports {
         let message = &d
             .violations
             .iter()
-            .find(|v| v.rule == "ports/probe-port")
+            .find(|v| v.rule.as_str() == "ports/probe-port")
             .unwrap()
             .message;
         assert!(
@@ -1710,7 +1714,7 @@ mod resources {
         let found: Vec<(&str, &str)> = d
             .violations
             .iter()
-            .map(|v| (v.rule, v.path.as_str()))
+            .map(|v| (v.rule.as_str(), v.path.as_str()))
             .collect();
         let head_limit = format!("{HEAD_RAY}/resources/limits/cpu");
         let worker_limit = format!("{WORKER_RAY}/resources/limits/cpu");
@@ -1771,7 +1775,12 @@ mod network_policy {
         let lines: Vec<(&str, &str)> = d
             .violations
             .iter()
-            .map(|v| (v.rule, v.message.split("add `").nth(1).unwrap_or("")))
+            .map(|v| {
+                (
+                    v.rule.as_str(),
+                    v.message.split("add `").nth(1).unwrap_or(""),
+                )
+            })
             .collect();
         assert_eq!(
             lines,
@@ -2227,7 +2236,7 @@ mod network_policy {
         assert!(
             d.violations
                 .iter()
-                .any(|v| v.rule == "network-policy/blocked-ports"),
+                .any(|v| v.rule.as_str() == "network-policy/blocked-ports"),
             "{:#?}",
             d.violations
         );
@@ -2243,12 +2252,12 @@ mod network_policy {
         assert!(
             d.violations
                 .iter()
-                .any(|v| v.rule == "network-policy/blocked-ports")
+                .any(|v| v.rule.as_str() == "network-policy/blocked-ports")
         );
         assert!(
             !d.violations
                 .iter()
-                .any(|v| v.rule == "network-policy/not-verified")
+                .any(|v| v.rule.as_str() == "network-policy/not-verified")
         );
     }
 
@@ -2296,7 +2305,7 @@ mod network_policy {
         let missing: Vec<_> = d
             .violations
             .iter()
-            .filter(|v| v.rule == "network-policy/missing")
+            .filter(|v| v.rule.as_str() == "network-policy/missing")
             .collect();
         assert_eq!(missing.len(), 2);
         assert!(
@@ -2309,7 +2318,7 @@ mod network_policy {
         let labels: Vec<_> = d
             .violations
             .iter()
-            .filter(|v| v.rule == "network-policy/pod-label")
+            .filter(|v| v.rule.as_str() == "network-policy/pod-label")
             .collect();
         assert_eq!(labels.len(), 2);
         assert!(labels.iter().all(|v| v.fillable));
@@ -2381,7 +2390,7 @@ mod network_policy {
         fn found(d: &raygate::Decision, rule: &str) -> Vec<Violation> {
             d.violations
                 .iter()
-                .filter(|v| v.rule == rule)
+                .filter(|v| v.rule.as_str() == rule)
                 .cloned()
                 .collect()
         }
@@ -3393,7 +3402,7 @@ mod kinds_and_scope {
         assert!(
             d.violations
                 .iter()
-                .any(|v| v.rule == "placement/not-pinned-to-workers")
+                .any(|v| v.rule.as_str() == "placement/not-pinned-to-workers")
         );
     }
 
@@ -3522,7 +3531,7 @@ mod updates {
             .filter(|v| v.action == Action::Deny)
             .collect();
         assert_eq!(denied.len(), 1, "{:#?}", d.violations);
-        assert_eq!(denied[0].rule, "ports/node-port-range");
+        assert_eq!(denied[0].rule.as_str(), "ports/node-port-range");
         assert!(!d.allowed());
         // Nothing is filled on an update, so a new missing value is denied, not promised.
         let mut new = old.clone();
@@ -3531,7 +3540,9 @@ mod updates {
         assert!(
             d.violations
                 .iter()
-                .any(|v| v.rule == "resources/missing" && v.action == Action::Deny && !v.fillable)
+                .any(|v| v.rule.as_str() == "resources/missing"
+                    && v.action == Action::Deny
+                    && !v.fillable)
         );
     }
 
@@ -3649,7 +3660,7 @@ mod gpu_and_submitter {
             assert!(
                 d.violations
                     .iter()
-                    .any(|v| v.rule == "placement/tolerates-control-plane"),
+                    .any(|v| v.rule.as_str() == "placement/tolerates-control-plane"),
                 "{zero}: {:#?}",
                 d.violations
             );
@@ -3673,7 +3684,7 @@ mod gpu_and_submitter {
             .violations
             .iter()
             .filter(|v| v.path.starts_with("/spec/submitterPodTemplate/spec"))
-            .map(|v| v.rule)
+            .map(|v| v.rule.as_str())
             .collect();
         assert_eq!(
             at_submitter,

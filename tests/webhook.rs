@@ -718,7 +718,10 @@ fn oversized_or_overdue_objects_are_denied_unjudged() {
     let d = engine.evaluate(&view, &raygate::Context::WITHOUT_CLUSTER);
     assert!(!d.allowed());
     assert_eq!(
-        d.violations.iter().map(|v| v.rule).collect::<Vec<_>>(),
+        d.violations
+            .iter()
+            .map(|v| v.rule.as_str())
+            .collect::<Vec<_>>(),
         ["limits/worker-groups"]
     );
     // An evaluation already past its deadline stops and denies.
@@ -734,7 +737,9 @@ fn oversized_or_overdue_objects_are_denied_unjudged() {
     let d = engine.evaluate(&view, &late);
     assert!(!d.allowed());
     assert!(
-        d.violations.iter().any(|v| v.rule == "limits/deadline"),
+        d.violations
+            .iter()
+            .any(|v| v.rule.as_str() == "limits/deadline"),
         "{:#?}",
         d.violations
     );

@@ -333,15 +333,16 @@ pub fn raygate_verdict(engine: &Engine, object: &Value) -> Verdict {
         };
     };
     let decision = engine.evaluate(&view, &Context::WITHOUT_CLUSTER);
-    let kept = decision
-        .violations
-        .iter()
-        .filter(|v| !LEFT_OUT.iter().any(|left| v.rule.starts_with(left)));
+    let kept = decision.violations.iter().filter(|v| {
+        !LEFT_OUT
+            .iter()
+            .any(|left| v.rule.as_str().starts_with(left))
+    });
     let findings: BTreeSet<(String, String)> = kept
         .clone()
-        .map(|v| (v.rule.to_owned(), v.path.clone()))
+        .map(|v| (v.rule.as_str().to_owned(), v.path.clone()))
         .collect();
-    let rules: BTreeSet<String> = kept.map(|v| v.rule.to_owned()).collect();
+    let rules: BTreeSet<String> = kept.map(|v| v.rule.as_str().to_owned()).collect();
     Verdict {
         allowed: decision.allowed_as_is(),
         rules,

@@ -1,5 +1,6 @@
 //! Every Ray cluster is covered by a NetworkPolicy that admits the plan's ports between its pods.
 
+use crate::rule_id::RuleId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -21,25 +22,14 @@ use crate::ray::{
     LABEL_IS_RAY_NODE, LABEL_NODE_TYPE, Labels, NodeGroup, RayPod, Role, child,
 };
 
-pub const MISSING: &str = "network-policy/missing";
-pub const BLOCKED_PORTS: &str = "network-policy/blocked-ports";
-pub const WORKER_PORTS: &str = "network-policy/worker-ports";
-pub const NOT_VERIFIED: &str = "network-policy/not-verified";
-pub const UNCOVERS_CLUSTER: &str = "network-policy/uncovers-cluster";
-pub const DNS_EGRESS: &str = "network-policy/dns-egress";
-pub const APISERVER_EGRESS: &str = "network-policy/apiserver-egress";
-pub const EXTERNAL_ACCESS: &str = "network-policy/external-access";
-pub const POD_LABEL: &str = "network-policy/pod-label";
-pub const OPERATOR_ACCESS: &str = "network-policy/operator-access";
-
 /// The findings that a cluster's NetworkPolicies cut traffic Ray needs: what a NetworkPolicy
 /// change can newly cause, and what a Pod inherits from its cluster's view.
-pub const CUTS: [&str; 5] = [
-    BLOCKED_PORTS,
-    WORKER_PORTS,
-    DNS_EGRESS,
-    APISERVER_EGRESS,
-    OPERATOR_ACCESS,
+pub const CUTS: [RuleId; 5] = [
+    RuleId::BlockedPorts,
+    RuleId::WorkerPorts,
+    RuleId::DnsEgress,
+    RuleId::ApiserverEgress,
+    RuleId::OperatorAccess,
 ];
 
 /// The NetworkPolicies the engine may consult.
@@ -158,7 +148,7 @@ fn fill_cr_name_label(cluster: &ClusterSpec<'_>, out: &mut Findings<'_>) {
     let Some(name) = cr_name_label(cluster) else {
         return;
     };
-    if !out.enabled(POD_LABEL) {
+    if !out.enabled(RuleId::PodLabel) {
         return;
     }
     for group in cluster.groups() {
@@ -187,7 +177,7 @@ fn fill_cr_name_label(cluster: &ClusterSpec<'_>, out: &mut Findings<'_>) {
             _ => continue,
         };
         out.report_fillable(
-            POD_LABEL,
+            RuleId::PodLabel,
             &path,
             || format!(
                 "Pods of the {} carry only a generated ray.io/cluster name (KubeRay v1.5.0); add label {LABEL_CR_NAME}: {name} to its pod template so a NetworkPolicy can select them",
@@ -263,7 +253,7 @@ struct Needed {
     to: u32,
     name: Option<String>,
     /// `network-policy/worker-ports` for the worker-process range, else `blocked-ports`.
-    rule: &'static str,
+    rule: RuleId,
 }
 
 impl Needed {
@@ -300,17 +290,17 @@ fn needed_for(role: Role, declared: &[(String, u32)], out: &Findings<'_>) -> Vec
         .planned
         .iter()
         .filter(|p| role == Role::Head || p.every_node)
-        .map(|p| single(p.port, &p.name, BLOCKED_PORTS));
+        .map(|p| single(p.port, &p.name, RuleId::BlockedPorts));
     let node_ports = plan
         .node_ports
         .iter()
-        .map(|p| single(p.port, &p.name, BLOCKED_PORTS));
+        .map(|p| single(p.port, &p.name, RuleId::BlockedPorts));
     let ranges = plan.node_ranges.iter().map(|r| Needed {
         label: format!("{}-{} ({})", r.from, r.to, r.ray_start_param),
         from: r.from.into(),
         to: r.to.into(),
         name: None,
-        rule: BLOCKED_PORTS,
+        rule: RuleId::BlockedPorts,
     });
     let workers = plan.worker_ports.unwrap_or(RAY_DEFAULT_WORKER_PORTS);
     let workers = Needed {
@@ -318,7 +308,7 @@ fn needed_for(role: Role, declared: &[(String, u32)], out: &Findings<'_>) -> Vec
         from: workers.from.into(),
         to: workers.to.into(),
         name: None,
-        rule: WORKER_PORTS,
+        rule: RuleId::WorkerPorts,
     };
     planned
         .chain(node_ports)
@@ -627,15 +617,15 @@ pub fn check_cluster(
 ) {
     fill_cr_name_label(cluster, out);
     let rules = [
-        MISSING,
-        BLOCKED_PORTS,
-        WORKER_PORTS,
-        DNS_EGRESS,
-        APISERVER_EGRESS,
-        EXTERNAL_ACCESS,
-        OPERATOR_ACCESS,
+        RuleId::NetworkPolicyMissing,
+        RuleId::BlockedPorts,
+        RuleId::WorkerPorts,
+        RuleId::DnsEgress,
+        RuleId::ApiserverEgress,
+        RuleId::ExternalAccess,
+        RuleId::OperatorAccess,
     ];
-    if !rules.iter().any(|r| out.enabled(r)) {
+    if !rules.iter().any(|&r| out.enabled(r)) {
         return;
     }
     // KubeRay v1.5.0 has no spec.networkPolicy; a later operator creates policies from it
@@ -643,7 +633,7 @@ pub fn check_cluster(
     let namespace = namespace.unwrap_or("default");
     let NetworkPolicies::Known(all) = policies else {
         out.report(
-            NOT_VERIFIED,
+            RuleId::NotVerified,
             &cluster.path,
             || format!(
                 "could not verify a NetworkPolicy covers this cluster in namespace {namespace:?} (no cluster access)"
@@ -696,7 +686,7 @@ pub fn check_cluster(
         // Unselected pods take any ingress, but the other groups' egress may still cut them.
         if towards.is_empty() {
             out.report(
-                MISSING,
+                RuleId::NetworkPolicyMissing,
                 &group.path,
                 || format!(
                     "no NetworkPolicy selects the {}'s pods; create one selecting {selector_hint} in namespace {namespace:?}",
@@ -748,7 +738,7 @@ pub fn check_cluster(
     for cut in cuts {
         let mut policies = cut.ingress.clone();
         add_unique(&mut policies, &cut.egress);
-        let why = if cut.need.rule == WORKER_PORTS {
+        let why = if cut.need.rule == RuleId::WorkerPorts {
             "; tasks, actors and object transfers between nodes time out without it (Ray 2.60.0)"
         } else {
             ""
@@ -861,7 +851,7 @@ fn report_guess(
 ) {
     if namespace.guessed.get() {
         out.report(
-            NOT_VERIFIED,
+            RuleId::NotVerified,
             path,
             || format!(
                 "a NetworkPolicy selects peers by labels of namespace {:?} that raygate cannot see here (no cluster access); they were assumed to match",
@@ -967,7 +957,7 @@ fn check_dns_egress(
     restricted_groups: &[(String, Vec<&NetworkPolicy>)],
     out: &mut Findings<'_>,
 ) {
-    if restricted_groups.is_empty() || !out.enabled(DNS_EGRESS) {
+    if restricted_groups.is_empty() || !out.enabled(RuleId::DnsEgress) {
         return;
     }
     let mut lacking: Vec<String> = Vec::new();
@@ -1001,7 +991,7 @@ fn check_dns_egress(
     }
     if !lacking.is_empty() {
         out.report(
-            DNS_EGRESS,
+            RuleId::DnsEgress,
             &cluster.path,
             || format!(
                 "{} egress of the cluster's pods but not to the cluster's DNS Pods (kube-system, k8s-app=kube-dns) for the {}, so workers cannot resolve the head Service; add to each such policy an egress rule `- to: [{{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: kube-system}}}}, podSelector: {{matchLabels: {{k8s-app: kube-dns}}}}}}]` with `ports: [{{protocol: UDP, port: 53}}, {{protocol: TCP, port: 53}}]`",
@@ -1012,7 +1002,7 @@ fn check_dns_egress(
     }
     if !unverified.is_empty() {
         out.report(
-            NOT_VERIFIED,
+            RuleId::NotVerified,
             &cluster.path,
             || format!(
                 "could not verify that the {} reach DNS: their egress rules select kube-system by labels raygate cannot see offline; select it by kubernetes.io/metadata.name: kube-system",
@@ -1034,7 +1024,7 @@ fn check_apiserver_egress(
         .get("enableInTreeAutoscaling")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    if !autoscaling || restricting.is_empty() || !out.enabled(APISERVER_EGRESS) {
+    if !autoscaling || restricting.is_empty() || !out.enabled(RuleId::ApiserverEgress) {
         return;
     }
     // The API server is no pod: only an ipBlock (or no peer at all) can admit it.
@@ -1046,7 +1036,7 @@ fn check_apiserver_egress(
         return;
     }
     out.report(
-        APISERVER_EGRESS,
+        RuleId::ApiserverEgress,
         &head.path,
         || format!(
             "enableInTreeAutoscaling is true but {} the head's egress to the API server, so the autoscaler cannot scale; add an egress rule `- to: [{{ipBlock: {{cidr: <API server address>/32}}}}]` with `ports: [{{protocol: TCP, port: 443}}, {{protocol: TCP, port: 6443}}]` (most CNIs judge the endpoint's port after the Service's DNAT)",
@@ -1063,7 +1053,7 @@ fn check_external_access(
 ) {
     let policy = out.policy();
     let accesses = &policy.spec().network_policy.external_access;
-    if accesses.is_empty() || !out.enabled(EXTERNAL_ACCESS) {
+    if accesses.is_empty() || !out.enabled(RuleId::ExternalAccess) {
         return;
     }
     let restricting: Vec<&&NetworkPolicy> = towards
@@ -1139,7 +1129,7 @@ fn check_external_access(
             .map(|(k, v)| format!("{k}: {v}"))
             .collect();
         out.report(
-            EXTERNAL_ACCESS,
+            RuleId::ExternalAccess,
             &group.path,
             || format!(
                 "{} TCP {} to the {} from namespaces labelled {{{}}}; add an ingress rule `- from: [{{namespaceSelector: {{matchLabels: {{{}}}}}}}]` for those ports",
@@ -1167,7 +1157,10 @@ pub fn check_pod(
     policies: &[Arc<NetworkPolicy>],
     out: &mut Findings<'_>,
 ) {
-    if !out.enabled(MISSING) && !out.enabled(BLOCKED_PORTS) && !out.enabled(WORKER_PORTS) {
+    if !out.enabled(RuleId::NetworkPolicyMissing)
+        && !out.enabled(RuleId::BlockedPorts)
+        && !out.enabled(RuleId::WorkerPorts)
+    {
         return;
     }
     let namespace = namespace.unwrap_or("default");
@@ -1215,7 +1208,7 @@ pub fn check_pod(
     } = judged;
     if towards.is_empty() {
         out.report(
-            MISSING,
+            RuleId::NetworkPolicyMissing,
             &root,
             || format!(
                 "no NetworkPolicy selects this {role} Pod of cluster {:?}; create one selecting {hint} in namespace {namespace:?}; the operator retries denied Pods",
@@ -1223,7 +1216,7 @@ pub fn check_pod(
             ),
         );
     }
-    for rule in [BLOCKED_PORTS, WORKER_PORTS] {
+    for rule in [RuleId::BlockedPorts, RuleId::WorkerPorts] {
         let cut: Vec<&Needed> = blocked
             .iter()
             .map(|b| &needed[b.need])

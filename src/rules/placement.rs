@@ -2,16 +2,12 @@
 //! GPU worker group (`gpuGroupsMayUseMasters`) may also use the masters: for it the masters
 //! join the workers as allowed nodes, and any other node stays out of bounds.
 
+use crate::rule_id::RuleId;
 use serde_json::{Map, Value, json};
 
 use super::Findings;
 use crate::policy::PlacementPolicy;
 use crate::ray::{PodSpecRef, child};
-
-pub const NODE_NAME: &str = "placement/node-name";
-pub const TARGETS_MASTER: &str = "placement/targets-master";
-pub const TOLERATES_CONTROL_PLANE: &str = "placement/tolerates-control-plane";
-pub const NOT_PINNED: &str = "placement/not-pinned-to-workers";
 
 const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 const REQUIRED_TERMS: &str =
@@ -55,7 +51,7 @@ pub fn check_pod_spec(
         } else {
             targets_master = true;
             out.report(
-                NODE_NAME,
+                RuleId::NodeName,
                 &child(&pod.path, "nodeName"),
                 || format!(
                     "{subject} sets nodeName: {node_name}, a master kept for the control plane and GPU work; remove nodeName"
@@ -74,7 +70,7 @@ pub fn check_pod_spec(
             } else if selects_master(placement, key, "In", values) {
                 targets_master = true;
                 out.report(
-                    TARGETS_MASTER,
+                    RuleId::TargetsMaster,
                     &child(&child(&pod.path, "nodeSelector"), key),
                     || format!(
                         "{subject} nodeSelector {key}: {value:?} targets a master; select {}: {} instead",
@@ -140,7 +136,7 @@ pub fn check_pod_spec(
                     } else if selects_master(placement, key, operator, &values) {
                         targets_master = true;
                         out.report(
-                            TARGETS_MASTER,
+                            RuleId::TargetsMaster,
                             &child(&child(&term_path, field), &j.to_string()),
                             || format!(
                                 "{subject} node affinity {key} {operator} {values:?} targets a master; require {}={} instead",
@@ -167,14 +163,14 @@ pub fn check_pod_spec(
             let path = child(&child(&pod.path, "tolerations"), &i.to_string());
             if key.is_empty() && operator == "Exists" {
                 out.report(
-                    TOLERATES_CONTROL_PLANE,
+                    RuleId::ToleratesControlPlane,
                     &path,
                     || format!(
                         "{subject} tolerates every taint (operator Exists, no key), the masters' included; list only the taints it needs"
                     ),
                 );
             } else if placement.control_plane_taint_keys.iter().any(|k| k == key) {
-                out.report(TOLERATES_CONTROL_PLANE, &path, || {
+                out.report(RuleId::ToleratesControlPlane, &path, || {
                     format!("{subject} tolerates the master taint {key:?}; remove this toleration")
                 });
             }
@@ -196,8 +192,8 @@ pub fn check_pod_spec(
             && affinity.is_none_or(Value::is_object)
             && node_affinity.is_none_or(Value::is_object);
         let masters = master_selection(placement);
-        if unconstrained && can_fill && out.enabled(NOT_PINNED) {
-            out.report_fillable(NOT_PINNED, &pod.path, || {
+        if unconstrained && can_fill && out.enabled(RuleId::NotPinned) {
+            out.report_fillable(RuleId::NotPinned, &pod.path, || {
                 format!(
                     "{subject} asks for a GPU and may be scheduled on a node that is neither a worker nor a master (GPU groups may use either); add the required node affinity terms {} In [{}] or {}",
                     worker.key, worker.value, masters.requirement
@@ -231,14 +227,14 @@ pub fn check_pod_spec(
             };
             out.fill(path, value);
         } else if node_name.is_empty() {
-            out.report(NOT_PINNED, &pod.path, || {
+            out.report(RuleId::NotPinned, &pod.path, || {
                 format!(
                     "{subject}'s nodeSelector and node affinity keep it neither on workers nor on masters (a GPU group may use either); add {}: {} to its nodeSelector, or select a master with {}",
                     worker.key, worker.value, masters.selector
                 )
             });
         } else {
-            out.report(NOT_PINNED, &pod.path, || {
+            out.report(RuleId::NotPinned, &pod.path, || {
                 format!(
                     "{subject} sets nodeName: {node_name}, not a master, and its nodeSelector and node affinity do not keep it on workers (a GPU group may use workers or masters); remove nodeName, set it to a master ({}), or add {}: {} to its nodeSelector if {node_name} is a worker",
                     masters.names, worker.key, worker.value
@@ -249,8 +245,8 @@ pub fn check_pod_spec(
     }
     // A value of the wrong type is the user's to fix: a fill-in never overwrites it.
     let can_fill = spec.is_object() && spec.get("nodeSelector").is_none_or(Value::is_object);
-    if unconstrained && can_fill && out.enabled(NOT_PINNED) {
-        out.report_fillable(NOT_PINNED, &pod.path, || {
+    if unconstrained && can_fill && out.enabled(RuleId::NotPinned) {
+        out.report_fillable(RuleId::NotPinned, &pod.path, || {
             format!(
                 "{subject} may be scheduled on a master; add nodeSelector {}: {}",
                 worker.key, worker.value
@@ -269,7 +265,7 @@ pub fn check_pod_spec(
         }
     } else {
         out.report(
-            NOT_PINNED,
+            RuleId::NotPinned,
             &pod.path,
             || format!(
                 "{subject}'s nodeSelector and node affinity do not keep it off masters; add {}: {} to its nodeSelector",

@@ -7,10 +7,7 @@ mod host;
 mod probes;
 mod start_command;
 
-pub use autoscaler::{AUTOSCALER_GCS_PORT, RayVersion, image_version, parse_version};
-pub use host::{HOST_NETWORK, HOST_PORT, NODE_PORT_SERVICE};
-pub use probes::PROBE_PORT;
-pub use start_command::START_COMMAND;
+pub use autoscaler::{RayVersion, image_version, parse_version};
 
 use super::Findings;
 use crate::policy::{
@@ -21,16 +18,7 @@ use crate::ray::{
     param_text,
 };
 use crate::ray_command::{self, EffectiveStart};
-
-pub const HEAD_PORT: &str = "ports/head-port";
-pub const METRICS_PORT: &str = "ports/metrics-port";
-pub const SERVE_PORT_NAME: &str = "ports/serve-port-name";
-pub const RAY_START_PARAM: &str = "ports/ray-start-param";
-pub const NODE_PORT_RANGE: &str = "ports/node-port-range";
-pub const FORBIDDEN_PORT: &str = "ports/forbidden-port";
-pub const WORKER_PORT_OVERLAP: &str = "ports/worker-port-overlap";
-pub const WORKER_PORT_RANGE: &str = "ports/worker-port-range";
-pub const UNPLANNED_PORT: &str = "ports/unplanned-port";
+use crate::rule_id::RuleId;
 
 /// Ray's list of worker ports; when set it replaces min/max-worker-port.
 const WORKER_PORT_LIST: &str = "worker-port-list";
@@ -139,7 +127,7 @@ impl NodePorts {
         out: &Findings<'_>,
     ) -> NodePorts {
         let ports = NodePorts::of_command(group, command, out);
-        if !out.enabled(RAY_START_PARAM) {
+        if !out.enabled(RuleId::RayStartParam) {
             return ports;
         }
         let pinned = |key: &str| {
@@ -270,7 +258,7 @@ pub fn check_pod(
     };
     check_moving_env(pod, &ray, plan, out);
     // The ports the Pod's Ray listens on, from the command it really runs.
-    if !out.enabled(PROBE_PORT) && !out.enabled(AUTOSCALER_GCS_PORT) {
+    if !out.enabled(RuleId::ProbePort) && !out.enabled(RuleId::AutoscalerGcsPort) {
         return;
     }
     let Some(start) = pod_start(&ray) else {
@@ -347,11 +335,11 @@ fn planned_for(role: Role, plan: &PortPolicy) -> impl Iterator<Item = &PlannedPo
         .filter(move |p| role == Role::Head || p.every_node)
 }
 
-fn rule_for(planned: &PlannedPort) -> &'static str {
+fn rule_for(planned: &PlannedPort) -> RuleId {
     if planned.name == "metrics" {
-        METRICS_PORT
+        RuleId::MetricsPort
     } else {
-        HEAD_PORT
+        RuleId::HeadPort
     }
 }
 
@@ -487,11 +475,11 @@ fn check_ray_container_ports(
         }
     }
 
-    if group.role == Role::Head && out.enabled(HEAD_PORT) {
+    if group.role == Role::Head && out.enabled(RuleId::HeadPort) {
         check_env_ports(pod, ray, plan, out);
     }
 
-    if group.role == Role::Head && out.enabled(SERVE_PORT_NAME) {
+    if group.role == Role::Head && out.enabled(RuleId::ServePortName) {
         let serve_numbers: Vec<u32> = plan
             .planned
             .iter()
@@ -508,7 +496,7 @@ fn check_ray_container_ports(
                 || container_port(port).is_some_and(|n| serve_numbers.contains(&n));
             if looks_like_serve && !is_serve_name {
                 out.report(
-                    SERVE_PORT_NAME,
+                    RuleId::ServePortName,
                     &child(&child(&ports_path, &i.to_string()), "name"),
                     || format!(
                         "KubeRay's Serve Service ignores port {name:?} of {}; rename it to \"serve\"",
@@ -543,18 +531,23 @@ fn check_command_line(
         "the {}'s container runs its own `ray start` (rayStartParams do not apply)",
         group.describe()
     );
-    let mut pinned: Vec<(&'static str, &str, String, Option<String>)> = Vec::new();
+    let mut pinned: Vec<(RuleId, &str, String, Option<String>)> = Vec::new();
     for planned in planned_for(group.role, plan) {
         if let Some(key) = &planned.ray_start_param {
             let default = planned
                 .kube_ray_default
                 .map(|d| format!("Ray 2.60.0 then uses {d}"));
-            pinned.push((RAY_START_PARAM, key, planned.port.to_string(), default));
+            pinned.push((
+                RuleId::RayStartParam,
+                key,
+                planned.port.to_string(),
+                default,
+            ));
         }
     }
     for node_port in &plan.node_ports {
         pinned.push((
-            RAY_START_PARAM,
+            RuleId::RayStartParam,
             &node_port.ray_start_param,
             node_port.port.to_string(),
             node_port.when_unset.clone(),
@@ -577,12 +570,12 @@ fn check_command_line(
             Some(_) => {}
         }
     }
-    if out.enabled(NODE_PORT_RANGE) {
+    if out.enabled(RuleId::NodePortRange) {
         for range in &plan.node_ranges {
             let key = &range.ray_start_param;
             let ok = start.port(key).is_some_and(|p| range.contains(p));
             if !ok {
-                out.report(NODE_PORT_RANGE, path, || {
+                out.report(RuleId::NodePortRange, path, || {
                     format!(
                         "{who}; --{key} must be set inside {}-{}: add --{key}={}",
                         range.from, range.to, range.from
@@ -591,7 +584,7 @@ fn check_command_line(
             }
         }
     }
-    if out.enabled(WORKER_PORT_RANGE)
+    if out.enabled(RuleId::WorkerPortRange)
         && let Some(range) = plan.worker_ports
     {
         let bound = |key| start.port(key);
@@ -600,7 +593,7 @@ fn check_command_line(
             .is_some_and(|(min, max)| min <= max && range.contains(min) && range.contains(max));
         if !ok {
             out.report(
-                WORKER_PORT_RANGE,
+                RuleId::WorkerPortRange,
                 path,
                 || format!(
                     "{who}; its worker ports must lie inside {range} (unset, Ray 2.60.0 uses 10002-19999, which holds the client port): add --{MIN_WORKER_PORT}={} --{MAX_WORKER_PORT}={}",
@@ -632,7 +625,7 @@ fn check_declared_ports(
     plan: &PortPolicy,
     out: &mut Findings<'_>,
 ) {
-    if !out.enabled(UNPLANNED_PORT) {
+    if !out.enabled(RuleId::UnplannedPort) {
         return;
     }
     for container in pod.all_containers() {
@@ -665,7 +658,7 @@ fn check_declared_ports(
             } else {
                 "a sidecar"
             };
-            out.report(UNPLANNED_PORT, &path, || {
+            out.report(RuleId::UnplannedPort, &path, || {
                 format!(
                     "{} ({whose}) declares port {number} ({:?}), which is not on the port plan; remove it, or have the admin add it to the policy's ports.extraAllowed",
                     container.describe(),
@@ -684,7 +677,7 @@ fn check_moving_env(
     plan: &PortPolicy,
     out: &mut Findings<'_>,
 ) {
-    if !out.enabled(UNPLANNED_PORT) {
+    if !out.enabled(RuleId::UnplannedPort) {
         return;
     }
     let container_path = pod.container_path(ray);
@@ -718,7 +711,7 @@ fn check_autoscaler_env(
     plan: &PortPolicy,
     out: &mut Findings<'_>,
 ) {
-    if !out.enabled(UNPLANNED_PORT) {
+    if !out.enabled(RuleId::UnplannedPort) {
         return;
     }
     let moving: Vec<(&str, Option<u16>)> = plan
@@ -780,7 +773,7 @@ fn check_env_list(
             None => "remove it".to_owned(),
         };
         out.report(
-            UNPLANNED_PORT,
+            RuleId::UnplannedPort,
             &child(&child(path, &i.to_string()), "value"),
             || format!("{who} sets {name} to {shown}, which moves a Ray port off the plan; {fix}"),
         );
@@ -813,7 +806,7 @@ fn check_env_from(
             .is_none_or(reaches_ray)
     });
     if unprefixed {
-        out.report(UNPLANNED_PORT, path, || {
+        out.report(RuleId::UnplannedPort, path, || {
             format!(
                 "{who} takes variables from envFrom, whose values raygate cannot see (one could move a Ray port); list them under env, give each source a prefix, or have the admin set ports.allowEnvFrom"
             )
@@ -842,7 +835,7 @@ fn check_env_ports(
         }
         let shown = value.map_or_else(|| "set from a reference".to_owned(), |v| format!("{v:?}"));
         out.report(
-            HEAD_PORT,
+            RuleId::HeadPort,
             &child(&child(&child(&pod.container_path(ray), "env"), &i.to_string()), "value"),
             || format!(
                 "{} sets {name} to {shown}, moving the {} port off the plan's {}; remove it or set \"{}\"",
@@ -867,7 +860,7 @@ fn check_start_params(group: &NodeGroup<'_>, plan: &PortPolicy, out: &mut Findin
             .get("rayStartParams")
             .is_none_or(Value::is_object);
 
-    if out.enabled(RAY_START_PARAM) {
+    if out.enabled(RuleId::RayStartParam) {
         // Single ports pinned by a key: the planned ports of this role, and the node ports.
         let planned = planned_for(group.role, plan).filter_map(|p| {
             let unset = p
@@ -897,14 +890,14 @@ fn check_start_params(group: &NodeGroup<'_>, plan: &PortPolicy, out: &mut Findin
                         unset.unwrap_or_default()
                     );
                     if can_fill {
-                        out.report_fillable(RAY_START_PARAM, &params_path, || message);
+                        out.report_fillable(RuleId::RayStartParam, &params_path, || message);
                         missing.insert(key.to_owned(), Value::String(wanted));
                     } else {
-                        out.report(RAY_START_PARAM, &params_path, || message);
+                        out.report(RuleId::RayStartParam, &params_path, || message);
                     }
                 }
                 Some(value) if param_text(value).as_deref() != Some(wanted.as_str()) => {
-                    out.report(RAY_START_PARAM, &child(&params_path, key), || {
+                    out.report(RuleId::RayStartParam, &child(&params_path, key), || {
                         format!(
                             "{} rayStartParams.{key} is {value}; set it to \"{wanted}\"{named}",
                             group.describe()
@@ -916,7 +909,7 @@ fn check_start_params(group: &NodeGroup<'_>, plan: &PortPolicy, out: &mut Findin
         }
     }
 
-    if out.enabled(NODE_PORT_RANGE) {
+    if out.enabled(RuleId::NodePortRange) {
         for range in &plan.node_ranges {
             let key = &range.ray_start_param;
             match get(key) {
@@ -929,15 +922,15 @@ fn check_start_params(group: &NodeGroup<'_>, plan: &PortPolicy, out: &mut Findin
                         range.to
                     );
                     if can_fill {
-                        out.report_fillable(NODE_PORT_RANGE, &params_path, || message);
+                        out.report_fillable(RuleId::NodePortRange, &params_path, || message);
                         missing.insert(key.clone(), Value::String(range.from.to_string()));
                     } else {
-                        out.report(NODE_PORT_RANGE, &params_path, || message);
+                        out.report(RuleId::NodePortRange, &params_path, || message);
                     }
                 }
                 Some(value) if !as_port(value).is_some_and(|p| range.contains(p)) => {
                     out.report(
-                        NODE_PORT_RANGE,
+                        RuleId::NodePortRange,
                         &child(&params_path, key),
                         || format!(
                             "{} rayStartParams.{key} is {value}, outside the plan's {}-{}; pick a port in that range",
@@ -975,7 +968,7 @@ fn check_worker_ports(
     missing: &mut Map<String, Value>,
     out: &mut Findings<'_>,
 ) {
-    if !out.enabled(WORKER_PORT_RANGE) && !out.enabled(WORKER_PORT_OVERLAP) {
+    if !out.enabled(RuleId::WorkerPortRange) && !out.enabled(RuleId::WorkerPortOverlap) {
         return;
     }
     let params = group.ray_start_params();
@@ -1031,10 +1024,10 @@ fn check_worker_ports(
             super::and_list(&shown)
         };
         let (rule, why) = if clashes.is_empty() {
-            (WORKER_PORT_RANGE, String::new())
+            (RuleId::WorkerPortRange, String::new())
         } else {
             (
-                WORKER_PORT_OVERLAP,
+                RuleId::WorkerPortOverlap,
                 format!(
                     ", which holds planned {} and makes Ray 2.60.0 refuse to start the node",
                     super::and_list(&clashes)
@@ -1056,7 +1049,7 @@ fn check_worker_ports(
     let Some(range) = wanted else {
         if !clashes.is_empty() {
             out.report(
-                WORKER_PORT_OVERLAP,
+                RuleId::WorkerPortOverlap,
                 params_path,
                 || format!(
                     "{} leaves min/max-worker-port unset, so Ray 2.60.0 gives worker processes {}-{}, which holds planned {} and makes Ray refuse to start the node; set min-worker-port and max-worker-port clear of the plan",
@@ -1080,13 +1073,13 @@ fn check_worker_ports(
     let settings: Vec<String> = unset.iter().map(|(k, p)| format!("{k}: \"{p}\"")).collect();
     let (rule, why) = if clashes.is_empty() {
         (
-            WORKER_PORT_RANGE,
+            RuleId::WorkerPortRange,
             "not inside the plan's worker range, which the cluster's NetworkPolicy admits"
                 .to_owned(),
         )
     } else {
         (
-            WORKER_PORT_OVERLAP,
+            RuleId::WorkerPortOverlap,
             format!(
                 "which holds planned {}, so Ray refuses to start the node",
                 super::and_list(&clashes)
@@ -1161,7 +1154,7 @@ fn check_worker_port_list(
         |r| format!("ports inside the plan's worker range {r}"),
     );
     out.report(
-        WORKER_PORT_RANGE,
+        RuleId::WorkerPortRange,
         &child(params_path, WORKER_PORT_LIST),
         || {
             format!(
@@ -1174,7 +1167,7 @@ fn check_worker_port_list(
 }
 
 fn check_forbidden_ports(pod: &PodSpecRef<'_>, plan: &PortPolicy, out: &mut Findings<'_>) {
-    if plan.forbidden.is_empty() || !out.enabled(FORBIDDEN_PORT) {
+    if plan.forbidden.is_empty() || !out.enabled(RuleId::ForbiddenPort) {
         return;
     }
     for container in pod.all_containers() {
@@ -1205,7 +1198,7 @@ fn check_forbidden_ports(pod: &PodSpecRef<'_>, plan: &PortPolicy, out: &mut Find
                 if out.reported_at(&path) {
                     continue;
                 }
-                out.report(FORBIDDEN_PORT, &path, || {
+                out.report(RuleId::ForbiddenPort, &path, || {
                     format!(
                         "{} port {:?} uses {forbidden}, a default the plan forbids; {instead}",
                         container.describe(),
@@ -1217,8 +1210,6 @@ fn check_forbidden_ports(pod: &PodSpecRef<'_>, plan: &PortPolicy, out: &mut Find
     }
 }
 
-pub const SERVE_CONFIG: &str = "ports/serve-config";
-
 /// Ray Serve's HTTP port when `http_options.port` is unset (Ray 2.60.0).
 const SERVE_DEFAULT_HTTP_PORT: u32 = 8000;
 /// Ray Serve's gRPC port when `grpc_options.port` is unset (Ray 2.60.0).
@@ -1228,7 +1219,7 @@ const SERVE_DEFAULT_GRPC_PORT: u32 = 9000;
 /// traffic (the planned Serve port). The config is text the user wrote, so raygate never
 /// edits it: it says exactly what to add.
 pub fn check_serve_config(object: &Value, out: &mut Findings<'_>) {
-    if !out.enabled(SERVE_CONFIG) {
+    if !out.enabled(RuleId::ServeConfig) {
         return;
     }
     let plan = &out.policy().spec().ports;
@@ -1245,7 +1236,7 @@ pub fn check_serve_config(object: &Value, out: &mut Findings<'_>) {
     let config: Value = match serde_yaml_ng::from_str(text) {
         Ok(config) => config,
         Err(e) => {
-            out.report(SERVE_CONFIG, &path, || {
+            out.report(RuleId::ServeConfig, &path, || {
                 format!("serveConfigV2 is not valid YAML ({e}); KubeRay cannot deploy it")
             });
             return;
@@ -1255,14 +1246,14 @@ pub fn check_serve_config(object: &Value, out: &mut Findings<'_>) {
     let http_port = config.pointer("/http_options/port");
     match http_port.map(as_port) {
         None => out.report(
-            SERVE_CONFIG,
+            RuleId::ServeConfig,
             &path,
             || format!(
                 "serveConfigV2 leaves http_options.port unset, so Serve listens on {SERVE_DEFAULT_HTTP_PORT} (Ray 2.60.0), not on {wanted} where KubeRay's Serve Service sends traffic; add to serveConfigV2 `http_options: {{host: 0.0.0.0, port: {wanted}}}`"
             ),
         ),
         Some(port) if port != Some(wanted) => out.report(
-            SERVE_CONFIG,
+            RuleId::ServeConfig,
             &path,
             || format!(
                 "serveConfigV2 sets http_options.port: {}, but KubeRay's Serve Service sends traffic to {wanted}; set `port: {wanted}` under http_options",
@@ -1312,12 +1303,12 @@ pub fn check_serve_config(object: &Value, out: &mut Findings<'_>) {
     });
     match (grpc, clash) {
         (None, _) => out.report(
-            SERVE_CONFIG,
+            RuleId::ServeConfig,
             &path,
             || "serveConfigV2 grpc_options.port is not a port number".to_owned(),
         ),
         (Some(port), Some(clash)) => out.report(
-            SERVE_CONFIG,
+            RuleId::ServeConfig,
             &path,
             || format!(
                 "serveConfigV2's gRPC proxy listens on {port}, which is {clash}; set grpc_options.port to a port of ports.extraAllowed that the plan leaves free (Serve's default is {SERVE_DEFAULT_GRPC_PORT})"

@@ -1,18 +1,12 @@
 //! Resources: every container of a Ray pod sets CPU and memory requests and limits.
 
+use crate::rule_id::RuleId;
 use serde_json::{Map, Value};
 
 use super::Findings;
 use crate::policy::{Policy, Resource};
 use crate::quantity::Quantity;
 use crate::ray::{ContainerRef, PodSpecRef, child};
-
-pub const MISSING: &str = "resources/missing";
-pub const INVALID_QUANTITY: &str = "resources/invalid-quantity";
-pub const LIMIT_BELOW_REQUEST: &str = "resources/limit-below-request";
-pub const ABOVE_MAXIMUM: &str = "resources/above-maximum";
-pub const GPU_MISMATCH: &str = "resources/gpu-mismatch";
-pub const BELOW_MINIMUM: &str = "resources/below-minimum";
 
 pub fn check_pod_spec(pod: &PodSpecRef<'_>, subject: &str, out: &mut Findings<'_>) {
     for container in pod.all_containers() {
@@ -56,7 +50,7 @@ fn check_container(
         let quantity = parse(value);
         if quantity.is_none() {
             out.report(
-                INVALID_QUANTITY,
+                RuleId::InvalidQuantity,
                 &child(&child(&resources_path, kind), resource),
                 || format!("{who} {kind}.{resource} is {value}, not a Kubernetes quantity; write e.g. \"500m\" or \"2Gi\""),
             );
@@ -81,7 +75,7 @@ fn check_container(
             && limit_q < request_q
         {
             out.report(
-                LIMIT_BELOW_REQUEST,
+                RuleId::LimitBelowRequest,
                 &child(&child(&resources_path, "limits"), name),
                 || format!(
                     "{who} limits.{name} {} is below its request {}; raise the limit to at least the request",
@@ -97,7 +91,7 @@ fn check_container(
                     && *q < min.parsed
                 {
                     out.report(
-                        BELOW_MINIMUM,
+                        RuleId::BelowMinimum,
                         &child(&child(&resources_path, kind), name),
                         || {
                             format!(
@@ -118,7 +112,7 @@ fn check_container(
                     && *q > max.parsed
                 {
                     out.report(
-                        ABOVE_MAXIMUM,
+                        RuleId::AboveMaximum,
                         &child(&child(&resources_path, kind), name),
                         || {
                             format!(
@@ -179,7 +173,7 @@ fn check_container(
         }
     }
 
-    if !missing.is_empty() && out.enabled(MISSING) {
+    if !missing.is_empty() && out.enabled(RuleId::ResourcesMissing) {
         let filled: Vec<String> = fill_requests
             .iter()
             .map(|(k, v)| format!("requests.{k}: {}", shown(v)))
@@ -217,11 +211,11 @@ fn check_container(
                 .iter()
                 .all(|kind| raw.and_then(|r| r.get(kind)).is_none_or(Value::is_object));
         if !can_fill {
-            out.report(MISSING, &resources_path, || message);
+            out.report(RuleId::ResourcesMissing, &resources_path, || message);
             check_gpus(policy, &resources_path, requests, limits, &who, out);
             return;
         }
-        out.report_fillable(MISSING, &resources_path, || message);
+        out.report_fillable(RuleId::ResourcesMissing, &resources_path, || message);
         let section_present = |map: Option<&Map<String, Value>>| map.is_some();
         if resources.is_none() {
             let mut all = Map::new();
@@ -279,11 +273,11 @@ pub fn check_autoscaler(
                         .zip(parsed)
                         .is_some_and(|(min, q)| q < min.parsed);
                     if parsed.is_none() {
-                        out.report(INVALID_QUANTITY, &child(&child(&resources_path, kind), name), || {
+                        out.report(RuleId::InvalidQuantity, &child(&child(&resources_path, kind), name), || {
                             format!("autoscalerOptions.resources.{kind}.{name} is {value}, not a Kubernetes quantity")
                         });
                     } else if below {
-                        out.report(BELOW_MINIMUM, &child(&child(&resources_path, kind), name), || {
+                        out.report(RuleId::BelowMinimum, &child(&child(&resources_path, kind), name), || {
                             format!("autoscalerOptions.resources.{kind}.{name} {value} is below the platform minimum; raise it")
                         });
                     }
@@ -292,7 +286,7 @@ pub fn check_autoscaler(
         }
     }
     if !missing.is_empty() {
-        out.report(MISSING, &resources_path, || {
+        out.report(RuleId::ResourcesMissing, &resources_path, || {
             format!(
                 "autoscalerOptions.resources is set but has no {}, so KubeRay's defaults no longer apply and the autoscaler sidecar runs without them; set them or remove resources",
                 super::and_list(&missing)
@@ -324,7 +318,7 @@ fn check_gpus(
         if !equal {
             let limit_text = limit.map_or_else(|| "unset".to_owned(), |l| l.to_string());
             out.report(
-                GPU_MISMATCH,
+                RuleId::GpuMismatch,
                 &child(&child(resources_path, "limits"), gpu),
                 || format!(
                     "{who} requests {gpu} {request} but its limit is {limit_text}; set limits.{gpu} equal to the request"

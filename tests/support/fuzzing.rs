@@ -71,7 +71,8 @@ pub fn check_object(engine: &Engine, object: &Value) {
         "filling in twice changes the object again: {}",
         remutated.0
     );
-    let same = |a: &Violation, b: &Violation| a.rule == b.rule && a.path == b.path;
+    let same =
+        |a: &Violation, b: &Violation| a.rule.as_str() == b.rule.as_str() && a.path == b.path;
     for v in validated.1.iter().filter(|v| !v.fillable) {
         assert!(
             revalidated.1.iter().any(|r| same(r, v)),
@@ -132,12 +133,16 @@ pub fn check_manifest(engine: &Engine, bytes: &[u8]) {
     };
     let report = commands::evaluate(engine, &inputs);
     report
-        .write(commands::Output::Text, &mut std::io::sink())
+        .write(
+            commands::Output::Text,
+            engine.policy(),
+            &mut std::io::sink(),
+        )
         .expect("the text report");
     // The JSON report is written one result at a time, as serde_json writes it whole.
     let mut streamed = Vec::new();
     report
-        .write(commands::Output::Json, &mut streamed)
+        .write(commands::Output::Json, engine.policy(), &mut streamed)
         .expect("the JSON report");
     let mut whole = serde_json::to_vec_pretty(&report).expect("the report renders as JSON");
     whole.push(b'\n');

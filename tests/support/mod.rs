@@ -229,7 +229,11 @@ pub fn evaluate(object: &Value) -> Decision {
 }
 
 pub fn rules(decision: &Decision) -> Vec<&'static str> {
-    decision.violations.iter().map(|v| v.rule).collect()
+    decision
+        .violations
+        .iter()
+        .map(|v| v.rule.as_str())
+        .collect()
 }
 
 pub fn set(object: &mut Value, pointer: &str, value: Value) {

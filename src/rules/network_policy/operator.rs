@@ -5,6 +5,7 @@
 //! head's Serve proxy on the head Pod's `serve` container port before putting the head behind
 //! the serve Service. A plain RayCluster needs none of it.
 
+use crate::rule_id::RuleId;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -16,7 +17,7 @@ use serde_json::Value;
 use super::semantics::{
     self, Direction, NAMESPACE_NAME_LABEL, PolicyPod, connection_allowed, end_allows, restricts,
 };
-use super::{NOT_VERIFIED, NamespaceView, OPERATOR_ACCESS, policies_do};
+use super::{NamespaceView, policies_do};
 use crate::policy::OperatorPod;
 use crate::ray::{ClusterSource, ClusterSpec, LABEL_CLUSTER, LABEL_CR_NAME, NodeGroup, as_port};
 use crate::rules::Findings;
@@ -306,7 +307,7 @@ pub(super) fn check(
     let Some(workload) = workload(cluster) else {
         return;
     };
-    if !out.enabled(OPERATOR_ACCESS) {
+    if !out.enabled(RuleId::OperatorAccess) {
         return;
     }
     let head_labels = super::pod_labels(cluster, head);
@@ -471,7 +472,7 @@ pub(super) fn check(
             (true, false) => "egress",
             _ => "ingress and egress",
         };
-        out.report(OPERATOR_ACCESS, &head.path, || {
+        out.report(RuleId::OperatorAccess, &head.path, || {
             format!(
                 "{} {direction} from the KubeRay operator's Pod ({who}) to the head on TCP {}: {}; {}",
                 policies_do(&blocking, "blocks", "block"),
@@ -495,7 +496,7 @@ pub(super) fn check(
                     .to_owned(),
             );
         }
-        out.report(NOT_VERIFIED, &head.path, || {
+        out.report(RuleId::NotVerified, &head.path, || {
             format!(
                 "could not verify that the KubeRay operator's Pod ({who}) reaches TCP {} of the head: {}; admit it by `{}`",
                 super::super::and_list(&unverified.iter().map(|w| w.label()).collect::<Vec<_>>()),

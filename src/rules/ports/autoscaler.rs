@@ -6,12 +6,11 @@
 //! `--gcs-address` first exists in Ray 2.60.0: raygate appends it to the head Pod's autoscaler
 //! container, and denies an autoscaler of an older Ray, whose GCS port cannot be told.
 
+use crate::rule_id::RuleId;
 use serde_json::Value;
 
 use crate::ray::{ClusterSpec, PodSpecRef, Role, child};
 use crate::rules::Findings;
-
-pub const AUTOSCALER_GCS_PORT: &str = "ports/autoscaler-gcs-port";
 
 /// KubeRay's name for the autoscaler container (`common.AutoscalerContainerName`).
 const AUTOSCALER_CONTAINER: &str = "autoscaler";
@@ -92,7 +91,7 @@ fn explain(port: u32) -> String {
 /// at `kubectl apply`, when the image's tag or `rayVersion` says an older Ray.
 /// `head_gcs`: the head's GCS port once this admission's patch is applied.
 pub fn check_cluster(cluster: &ClusterSpec<'_>, head_gcs: Option<u32>, out: &mut Findings<'_>) {
-    if !cluster.autoscaling() || !out.enabled(AUTOSCALER_GCS_PORT) {
+    if !cluster.autoscaling() || !out.enabled(RuleId::AutoscalerGcsPort) {
         return;
     }
     let Some(port) = head_gcs.filter(|p| *p != AUTOSCALER_GCS_DEFAULT) else {
@@ -155,7 +154,7 @@ pub fn check_cluster(cluster: &ClusterSpec<'_>, head_gcs: Option<u32>, out: &mut
     if version >= FIRST_TELLABLE {
         return;
     }
-    out.report(AUTOSCALER_GCS_PORT, &path, || {
+    out.report(RuleId::AutoscalerGcsPort, &path, || {
         format!(
             "enableInTreeAutoscaling runs the autoscaler on Ray {version} ({source}): {}; in-tree autoscaling needs Ray {FIRST_TELLABLE} or later in the autoscaler image: set autoscalerOptions.image to one (e.g. rayproject/ray:{FIRST_TELLABLE})",
             explain(port)
@@ -167,7 +166,7 @@ pub fn check_cluster(cluster: &ClusterSpec<'_>, head_gcs: Option<u32>, out: &mut
 /// (`gcs`, from the Ray container's effective `ray start`) by `--gcs-address`, filled in,
 /// unless its image is a Ray that cannot take it.
 pub fn check_pod(pod: &PodSpecRef<'_>, role: Role, gcs: Option<u32>, out: &mut Findings<'_>) {
-    if role != Role::Head || !out.enabled(AUTOSCALER_GCS_PORT) {
+    if role != Role::Head || !out.enabled(RuleId::AutoscalerGcsPort) {
         return;
     }
     let Some(port) = gcs.filter(|p| *p != AUTOSCALER_GCS_DEFAULT) else {
@@ -194,7 +193,7 @@ pub fn check_pod(pod: &PodSpecRef<'_>, role: Role, gcs: Option<u32>, out: &mut F
     if let Some((image, version)) = image.and_then(|i| image_version(i).map(|v| (i, v)))
         && version < FIRST_TELLABLE
     {
-        out.report(AUTOSCALER_GCS_PORT, &child(&container_path, "image"), || {
+        out.report(RuleId::AutoscalerGcsPort, &child(&container_path, "image"), || {
             format!(
                 "the autoscaler container runs {image} (Ray {version}): {}; in-tree autoscaling needs Ray {FIRST_TELLABLE} or later in the autoscaler image: set the RayCluster's autoscalerOptions.image to one (e.g. rayproject/ray:{FIRST_TELLABLE})",
                 explain(port)
@@ -204,7 +203,7 @@ pub fn check_pod(pod: &PodSpecRef<'_>, role: Role, gcs: Option<u32>, out: &mut F
     }
     let address = format!(" {GCS_ADDRESS}=127.0.0.1:{port}");
     let args_path = child(&container_path, "args");
-    out.report_fillable(AUTOSCALER_GCS_PORT, &child(&args_path, &i.to_string()), || {
+    out.report_fillable(RuleId::AutoscalerGcsPort, &child(&args_path, &i.to_string()), || {
         format!(
             "the autoscaler container runs `{AUTOSCALER_COMMAND}` without {GCS_ADDRESS}, so it connects to GCS at <node IP>:{AUTOSCALER_GCS_DEFAULT} (KubeRay v1.5.0, Ray {FIRST_TELLABLE}), but the head's GCS listens on {port}; append `{}` to its args (Ray reads 127.0.0.1 as the node's address)",
             address.trim_start()

@@ -3,20 +3,17 @@
 //! NetworkPolicy applies and the port plan means nothing. Denied unless the policy allows it
 //! in the namespace (`ports.hostExposure.allowedNamespaces`).
 
+use crate::rule_id::RuleId;
 use serde_json::Value;
 
 use crate::ray::{ClusterSource, ClusterSpec, PodSpecRef, child};
 use crate::rules::Findings;
 
-pub const HOST_NETWORK: &str = "ports/host-network";
-pub const HOST_PORT: &str = "ports/host-port";
-pub const NODE_PORT_SERVICE: &str = "ports/node-port-service";
-
 const EXPOSING_TYPES: &[&str] = &["NodePort", "LoadBalancer"];
 
 pub fn check_pod_spec(pod: &PodSpecRef<'_>, subject: &str, out: &mut Findings<'_>) {
     if pod.field("hostNetwork").and_then(Value::as_bool) == Some(true) {
-        out.report(HOST_NETWORK, &child(&pod.path, "hostNetwork"), || {
+        out.report(RuleId::HostNetwork, &child(&pod.path, "hostNetwork"), || {
             format!(
                 "{subject} sets hostNetwork: true, so Ray binds its ports on the node itself, outside the port plan and every NetworkPolicy; remove hostNetwork"
             )
@@ -28,7 +25,7 @@ pub fn check_pod_spec(pod: &PodSpecRef<'_>, subject: &str, out: &mut Findings<'_
                 continue;
             };
             let path = pod.port_path(&container, i, "hostPort");
-            out.report(HOST_PORT, &path, || {
+            out.report(RuleId::HostPort, &path, || {
                 format!(
                     "{} of the {subject} maps hostPort {host_port} onto its node, outside every NetworkPolicy; remove hostPort",
                     container.describe()
@@ -51,7 +48,7 @@ pub fn check_services(cluster: &ClusterSpec<'_>, out: &mut Findings<'_>) {
         .and_then(Value::as_str)
         .filter(|t| EXPOSING_TYPES.contains(t))
     {
-        out.report(NODE_PORT_SERVICE, &child(&head_path, "serviceType"), || {
+        out.report(RuleId::NodePortService, &child(&head_path, "serviceType"), || {
             format!(
                 "headGroupSpec.serviceType is {kind}, which opens the head's ports on every node, the masters included; use ClusterIP (the default)"
             )
@@ -86,7 +83,7 @@ fn check_service(
         .and_then(Value::as_str)
         .filter(|t| EXPOSING_TYPES.contains(t))
     {
-        out.report(NODE_PORT_SERVICE, &child(&spec_path, "type"), || {
+        out.report(RuleId::NodePortService, &child(&spec_path, "type"), || {
             format!(
                 "the {what} has type {kind}, which opens Ray's ports on every node, the masters included; use ClusterIP"
             )
@@ -99,7 +96,7 @@ fn check_service(
                 &child(&child(&spec_path, "ports"), &i.to_string()),
                 "nodePort",
             );
-            out.report(NODE_PORT_SERVICE, &at, || {
+            out.report(RuleId::NodePortService, &at, || {
                 format!(
                     "the {what} asks for nodePort {node_port}, open on every node; remove nodePort"
                 )
@@ -112,7 +109,7 @@ fn check_service(
             .and_then(Value::as_array)
             .is_some_and(|a| !a.is_empty())
         {
-            out.report(NODE_PORT_SERVICE, &child(&spec_path, field), || {
+            out.report(RuleId::NodePortService, &child(&spec_path, field), || {
                 format!("the {what} sets {field}, which nodes answer on; remove it")
             });
         }

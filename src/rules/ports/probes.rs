@@ -6,13 +6,12 @@
 //! denies a probe of the user's (or one KubeRay generated on a Pod) that calls a default Ray
 //! does not listen on.
 
+use crate::rule_id::RuleId;
 use json_patch::jsonptr::PointerBuf;
 use serde_json::{Value, json};
 
 use crate::ray::{ContainerRef, NodeGroup, PodSpecRef, Role, as_port, child};
 use crate::rules::Findings;
-
-pub const PROBE_PORT: &str = "ports/probe-port";
 
 /// The ports KubeRay v1.5.0 writes into the probes it adds (`utils.DefaultDashboardPort`,
 /// `DefaultDashboardAgentListenPort`, and `DefaultServingPort` when the Ray container
@@ -132,7 +131,7 @@ pub fn check_group(
     serve_declared: Option<u32>,
     out: &mut Findings<'_>,
 ) {
-    if !out.enabled(PROBE_PORT) {
+    if !out.enabled(RuleId::ProbePort) {
         return;
     }
     let container_path = pod.container_path(ray);
@@ -184,7 +183,7 @@ pub fn check_group(
             .map(|(_, what, to)| format!("the {what} on {to}"))
             .collect();
         let path = child(&container_path, kind.field());
-        out.report_fillable(PROBE_PORT, &path, || {
+        out.report_fillable(RuleId::ProbePort, &path, || {
             format!(
                 "{} has no {field}, so KubeRay v1.5.0 adds one that calls {}, where Ray does not listen, {}; set {field} to KubeRay's own with {}: {}",
                 subject(),
@@ -208,7 +207,7 @@ pub fn check_pod(
     listening: Listening,
     out: &mut Findings<'_>,
 ) {
-    if !out.enabled(PROBE_PORT) {
+    if !out.enabled(RuleId::ProbePort) {
         return;
     }
     let container_path = pod.container_path(ray);
@@ -262,7 +261,7 @@ fn judge_own_probes(
                     &child(&child(&probe_path, "exec"), "command"),
                     &i.to_string(),
                 );
-                out.report(PROBE_PORT, &path, || {
+                out.report(RuleId::ProbePort, &path, || {
                     format!(
                         "{field} of {} calls {}; change the command{}",
                         subject(),
@@ -289,7 +288,7 @@ fn judge_own_probes(
                 continue;
             };
             let at = child(&child(&probe_path, handler), "port");
-            out.report(PROBE_PORT, &at, || {
+            out.report(RuleId::ProbePort, &at, || {
                 format!(
                     "{field} of {} ({handler}) probes port {fix}; change its port{}",
                     subject(),

@@ -3,16 +3,14 @@
 //! whole command must reduce to exactly one `ray start` that Ray's click parser accepts, and
 //! no effective option may open a port the plan does not know.
 
+use crate::rule_id::RuleId;
 use json_patch::jsonptr::PointerBuf;
 use serde_json::Value;
 
-use super::UNPLANNED_PORT;
 use crate::policy::{MAX_WORKER_PORT, MIN_WORKER_PORT, PortPolicy};
 use crate::ray::{ClusterSpec, NodeGroup, child};
 use crate::ray_command::{self, Cause, EffectiveStart, Refusal};
 use crate::rules::Findings;
-
-pub const START_COMMAND: &str = "ports/start-command";
 
 /// What raygate could tell of a group's `ray start`.
 pub enum Judged {
@@ -59,7 +57,7 @@ pub fn judge(cluster: &ClusterSpec<'_>, group: &NodeGroup<'_>, out: &mut Finding
             };
             if let Some(message) = problem {
                 params_ok = false;
-                out.report(START_COMMAND, &child(&params_path, key), || message);
+                out.report(RuleId::StartCommand, &child(&params_path, key), || message);
             }
         }
     }
@@ -70,7 +68,7 @@ pub fn judge(cluster: &ClusterSpec<'_>, group: &NodeGroup<'_>, out: &mut Finding
             // A param that is not a string is reported above, and a quantity that is none by
             // resources/invalid-quantity; anything else is said here.
             if params_ok && cause != Cause::InvalidQuantity {
-                out.report(START_COMMAND, &group.path, || {
+                out.report(RuleId::StartCommand, &group.path, || {
                     format!(
                         "raygate cannot rebuild the {}'s `ray start` as KubeRay v1.5.0 does: {why}",
                         group.describe()
@@ -129,7 +127,7 @@ pub fn judge(cluster: &ClusterSpec<'_>, group: &NodeGroup<'_>, out: &mut Finding
             } else {
                 "runs KubeRay's generated command"
             };
-            out.report(START_COMMAND, &judged_path, || {
+            out.report(RuleId::StartCommand, &judged_path, || {
                 format!(
                     "the {}'s Ray container {whose}, which raygate cannot reduce to exactly one `ray start`: {why}",
                     group.describe()
@@ -163,7 +161,7 @@ fn check_unplanned_options(
     own_command: bool,
     out: &mut Findings<'_>,
 ) {
-    if !out.enabled(UNPLANNED_PORT) {
+    if !out.enabled(RuleId::UnplannedPort) {
         return;
     }
     let plan = &out.policy().spec().ports;
@@ -177,7 +175,7 @@ fn check_unplanned_options(
             child(path, name)
         };
         let shown = value.shown();
-        out.report(UNPLANNED_PORT, &at, || {
+        out.report(RuleId::UnplannedPort, &at, || {
             format!(
                 "the {} starts Ray with --{name}={shown}, a port the plan does not pin, which no NetworkPolicy written from the plan admits; remove it (or add it to the policy's plan)",
                 group.describe()
