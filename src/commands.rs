@@ -608,10 +608,10 @@ pub fn ray_start_cases(input: impl std::io::BufRead, mut out: impl Write) -> any
         };
         let overwrite = crate::ray::annotation_is_true(
             case.get("annotations"),
-            ray_command::OVERWRITE_CMD_ANNOTATION,
+            crate::ray::OVERWRITE_CMD_ANNOTATION,
         ) || crate::ray::annotation_is_true(
             group_spec.pointer("/template/metadata/annotations"),
-            ray_command::OVERWRITE_CMD_ANNOTATION,
+            crate::ray::OVERWRITE_CMD_ANNOTATION,
         );
         let mut refused = None;
         if let Some(params) = group.ray_start_params() {

@@ -683,6 +683,23 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
     validate_placement(&spec.placement, &mut problems);
     validate_external_access(spec, &mut problems);
     validate_operator(spec, &mut problems);
+    validate_limits(spec, &mut problems);
+    validate_rule_actions(spec, &mut problems);
+    let resources = compile_resources(&spec.resources, &mut problems);
+    match resources {
+        Some(resources) if problems.is_empty() => Ok(Policy {
+            document,
+            default_requests: resources.default_requests,
+            default_limits: resources.default_limits,
+            maximum: resources.maximum,
+            minimum: resources.minimum,
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// The settings that bound raygate itself: deadlines, scope, the NetworkPolicy cache.
+fn validate_limits(spec: &PolicySpec, problems: &mut Vec<String>) {
     if spec.network_policy.unverified_action == Action::Deny {
         problems.push(
             "spec.networkPolicy.unverifiedAction: deny would lock out every Ray cluster \
@@ -719,6 +736,9 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
     if spec.network_policy.stale_after_seconds == 0 {
         problems.push("spec.networkPolicy.staleAfterSeconds: must be at least 1".into());
     }
+}
+
+fn validate_rule_actions(spec: &PolicySpec, problems: &mut Vec<String>) {
     for rule in spec.rule_actions.keys() {
         if rule.family().is_none() {
             problems.push(format!(
@@ -732,8 +752,21 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
             RuleId::NotVerified
         ));
     }
+}
 
-    let resources = &spec.resources;
+/// The resource settings as parsed quantities.
+struct CompiledResources {
+    default_requests: PerResource<Amount>,
+    default_limits: PerResource<Amount>,
+    maximum: PerResource<Option<Amount>>,
+    minimum: PerResource<Option<Amount>>,
+}
+
+/// Parses `spec.resources`; `None` when a default is missing or unreadable.
+fn compile_resources(
+    resources: &ResourcePolicy,
+    problems: &mut Vec<String>,
+) -> Option<CompiledResources> {
     let mut quantity = |field: &str, value: &Option<String>, required: bool| -> Option<Amount> {
         match value {
             None if required => {
@@ -752,25 +785,14 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
             }
         }
     };
+    let defaults = &resources.defaults;
     let requests = (
-        quantity(
-            "defaults.requests.cpu",
-            &resources.defaults.requests.cpu,
-            true,
-        ),
-        quantity(
-            "defaults.requests.memory",
-            &resources.defaults.requests.memory,
-            true,
-        ),
+        quantity("defaults.requests.cpu", &defaults.requests.cpu, true),
+        quantity("defaults.requests.memory", &defaults.requests.memory, true),
     );
     let limits = (
-        quantity("defaults.limits.cpu", &resources.defaults.limits.cpu, true),
-        quantity(
-            "defaults.limits.memory",
-            &resources.defaults.limits.memory,
-            true,
-        ),
+        quantity("defaults.limits.cpu", &defaults.limits.cpu, true),
+        quantity("defaults.limits.memory", &defaults.limits.memory, true),
     );
     let maximum = PerResource {
         cpu: quantity("maximum.cpu", &resources.maximum.cpu, false),
@@ -783,26 +805,37 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
     let (Some(req_cpu), Some(req_mem), Some(lim_cpu), Some(lim_mem)) =
         (requests.0, requests.1, limits.0, limits.1)
     else {
-        return Err(problems);
+        return None;
     };
-    let default_requests = PerResource {
-        cpu: req_cpu,
-        memory: req_mem,
+    let compiled = CompiledResources {
+        default_requests: PerResource {
+            cpu: req_cpu,
+            memory: req_mem,
+        },
+        default_limits: PerResource {
+            cpu: lim_cpu,
+            memory: lim_mem,
+        },
+        maximum,
+        minimum,
     };
-    let default_limits = PerResource {
-        cpu: lim_cpu,
-        memory: lim_mem,
-    };
+    validate_default_bounds(&compiled, problems);
+    Some(compiled)
+}
+
+/// The defaults raygate fills in must themselves pass the resource rules.
+fn validate_default_bounds(resources: &CompiledResources, problems: &mut Vec<String>) {
     for resource in Resource::BOTH {
         let name = resource.as_str();
-        let (request, limit) = (default_requests.get(resource), default_limits.get(resource));
+        let request = resources.default_requests.get(resource);
+        let limit = resources.default_limits.get(resource);
         if limit.parsed < request.parsed {
             problems.push(format!(
                 "spec.resources.defaults.limits.{name}: {} is below the default request {}",
                 limit.text, request.text
             ));
         }
-        if let Some(min) = minimum.get(resource)
+        if let Some(min) = resources.minimum.get(resource)
             && request.parsed < min.parsed
         {
             problems.push(format!(
@@ -810,7 +843,7 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
                 request.text, min.text
             ));
         }
-        if let Some(max) = maximum.get(resource)
+        if let Some(max) = resources.maximum.get(resource)
             && limit.parsed > max.parsed
         {
             problems.push(format!(
@@ -819,53 +852,82 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
             ));
         }
     }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    Ok(Policy {
-        document,
-        default_requests,
-        default_limits,
-        maximum,
-        minimum,
-    })
+}
+
+/// One single port of the plan, as its checks name it.
+struct SinglePort<'a> {
+    at: String,
+    port: u16,
+    name: &'a str,
+    ray_start_param: Option<&'a str>,
+}
+
+/// Every single port of the plan, planned container ports and node ports alike.
+fn single_ports(ports: &PortPolicy) -> Vec<SinglePort<'_>> {
+    let planned = ports.planned.iter().enumerate().map(|(i, p)| SinglePort {
+        at: format!("spec.ports.planned[{i}]"),
+        port: p.port,
+        name: &p.name,
+        ray_start_param: p.ray_start_param.as_deref(),
+    });
+    let node = ports
+        .node_ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| SinglePort {
+            at: format!("spec.ports.nodePorts[{i}]"),
+            port: p.port,
+            name: &p.name,
+            ray_start_param: Some(&p.ray_start_param),
+        });
+    let head = ports
+        .head_ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| SinglePort {
+            at: format!("spec.ports.headPorts[{i}]"),
+            port: p.port,
+            name: &p.name,
+            ray_start_param: None,
+        });
+    planned.chain(node).chain(head).collect()
+}
+
+/// Who already uses a port name or a `rayStartParams` key, for "repeats" problems.
+#[derive(Default)]
+struct Claims<'a> {
+    names: BTreeMap<&'a str, String>,
+    params: BTreeMap<&'a str, String>,
 }
 
 fn validate_ports(ports: &PortPolicy, problems: &mut Vec<String>) {
-    // Every single port of the plan, planned container ports and node ports alike.
-    let singles: Vec<(String, u16, &str, Option<&str>)> = ports
-        .planned
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            (
-                format!("spec.ports.planned[{i}]"),
-                p.port,
-                p.name.as_str(),
-                p.ray_start_param.as_deref(),
-            )
-        })
-        .chain(ports.node_ports.iter().enumerate().map(|(i, p)| {
-            (
-                format!("spec.ports.nodePorts[{i}]"),
-                p.port,
-                p.name.as_str(),
-                Some(p.ray_start_param.as_str()),
-            )
-        }))
-        .chain(ports.head_ports.iter().enumerate().map(|(i, p)| {
-            (
-                format!("spec.ports.headPorts[{i}]"),
-                p.port,
-                p.name.as_str(),
-                None,
-            )
-        }))
-        .collect();
-    let mut names = BTreeMap::new();
+    let singles = single_ports(ports);
+    let mut claims = Claims::default();
+    validate_single_ports(ports, &singles, &mut claims, problems);
+    validate_aliases(ports, &claims, problems);
+    validate_node_ranges(ports, &mut claims, problems);
+    validate_worker_ports(ports, &claims, problems);
+    for (i, port) in ports.forbidden.iter().enumerate() {
+        if *port == 0 {
+            problems.push(format!("spec.ports.forbidden[{i}]: 0 is not a port"));
+        }
+    }
+}
+
+fn validate_single_ports<'a>(
+    ports: &PortPolicy,
+    singles: &[SinglePort<'a>],
+    claims: &mut Claims<'a>,
+    problems: &mut Vec<String>,
+) {
     let mut numbers = BTreeMap::new();
-    let mut params = BTreeMap::new();
-    for (at, port, name, param) in &singles {
+    for SinglePort {
+        at,
+        port,
+        name,
+        ray_start_param,
+    } in singles
+    {
         if *port == 0 {
             problems.push(format!("{at}.port: 0 is not a port"));
         }
@@ -874,7 +936,7 @@ fn validate_ports(ports: &PortPolicy, problems: &mut Vec<String>) {
                 "{at}.name: {name:?} must be 1 to 15 characters (a Kubernetes port name)"
             ));
         }
-        if let Some(other) = names.insert(*name, at) {
+        if let Some(other) = claims.names.insert(name, at.clone()) {
             problems.push(format!("{at}.name: {name:?} repeats {other}"));
         }
         if let Some(other) = numbers.insert(*port, at) {
@@ -885,8 +947,8 @@ fn validate_ports(ports: &PortPolicy, problems: &mut Vec<String>) {
                 "{at}.port: {port} is also listed in spec.ports.forbidden"
             ));
         }
-        if let Some(param) = param
-            && let Some(other) = params.insert(*param, at.clone())
+        if let Some(param) = ray_start_param
+            && let Some(other) = claims.params.insert(param, at.clone())
         {
             problems.push(format!(
                 "{at}.rayStartParam: {param:?} is already set by {other}"
@@ -908,17 +970,17 @@ fn validate_ports(ports: &PortPolicy, problems: &mut Vec<String>) {
             ));
         }
     }
+}
+
+fn validate_aliases(ports: &PortPolicy, claims: &Claims<'_>, problems: &mut Vec<String>) {
     for (i, planned) in ports.planned.iter().enumerate() {
         for (j, alias) in planned.aliases.iter().enumerate() {
-            let taken = names
-                .get(alias.as_str())
-                .map(|at| at.to_string())
-                .or_else(|| {
-                    ports.planned[..i]
-                        .iter()
-                        .position(|p| p.aliases.contains(alias))
-                        .map(|k| format!("an alias of spec.ports.planned[{k}]"))
-                });
+            let taken = claims.names.get(alias.as_str()).cloned().or_else(|| {
+                ports.planned[..i]
+                    .iter()
+                    .position(|p| p.aliases.contains(alias))
+                    .map(|k| format!("an alias of spec.ports.planned[{k}]"))
+            });
             if let Some(other) = taken {
                 problems.push(format!(
                     "spec.ports.planned[{i}].aliases[{j}]: {alias:?} is already {other}"
@@ -926,6 +988,13 @@ fn validate_ports(ports: &PortPolicy, problems: &mut Vec<String>) {
             }
         }
     }
+}
+
+fn validate_node_ranges<'a>(
+    ports: &'a PortPolicy,
+    claims: &mut Claims<'a>,
+    problems: &mut Vec<String>,
+) {
     for (i, range) in ports.node_ranges.iter().enumerate() {
         let at = format!("spec.ports.nodeRanges[{i}]");
         if range.from == 0 || range.from > range.to {
@@ -934,7 +1003,10 @@ fn validate_ports(ports: &PortPolicy, problems: &mut Vec<String>) {
                 range.from, range.to
             ));
         }
-        if let Some(other) = params.insert(range.ray_start_param.as_str(), at.clone()) {
+        if let Some(other) = claims
+            .params
+            .insert(range.ray_start_param.as_str(), at.clone())
+        {
             problems.push(format!(
                 "{at}.rayStartParam: {:?} is already set by {other}",
                 range.ray_start_param
@@ -965,31 +1037,30 @@ fn validate_ports(ports: &PortPolicy, problems: &mut Vec<String>) {
             }
         }
     }
-    if let Some(workers) = ports.worker_ports {
-        if workers.from == 0 || workers.from > workers.to {
+}
+
+fn validate_worker_ports(ports: &PortPolicy, claims: &Claims<'_>, problems: &mut Vec<String>) {
+    let Some(workers) = ports.worker_ports else {
+        return;
+    };
+    if workers.from == 0 || workers.from > workers.to {
+        problems.push(format!(
+            "spec.ports.workerPorts: from {} to {} is not a range of ports (need 1 <= from <= to)",
+            workers.from, workers.to
+        ));
+    }
+    for port in &ports.forbidden {
+        if workers.contains((*port).into()) {
             problems.push(format!(
-                "spec.ports.workerPorts: from {} to {} is not a range of ports (need 1 <= from <= to)",
-                workers.from, workers.to
+                "spec.ports.workerPorts: {workers} contains the forbidden port {port}"
             ));
         }
-        for port in &ports.forbidden {
-            if workers.contains((*port).into()) {
-                problems.push(format!(
-                    "spec.ports.workerPorts: {workers} contains the forbidden port {port}"
-                ));
-            }
-        }
-        for key in [MIN_WORKER_PORT, MAX_WORKER_PORT] {
-            if let Some(other) = params.get(key) {
-                problems.push(format!(
-                    "{other}.rayStartParam: {key:?} is set by spec.ports.workerPorts"
-                ));
-            }
-        }
     }
-    for (i, port) in ports.forbidden.iter().enumerate() {
-        if *port == 0 {
-            problems.push(format!("spec.ports.forbidden[{i}]: 0 is not a port"));
+    for key in [MIN_WORKER_PORT, MAX_WORKER_PORT] {
+        if let Some(other) = claims.params.get(key) {
+            problems.push(format!(
+                "{other}.rayStartParam: {key:?} is set by spec.ports.workerPorts"
+            ));
         }
     }
 }

@@ -9,6 +9,8 @@ use json_patch::jsonptr::PointerBuf;
 use kube::core::DynamicObject;
 use serde_json::{Map, Value};
 
+/// KubeRay's annotation that makes it run the user's command unchanged.
+pub const OVERWRITE_CMD_ANNOTATION: &str = "ray.io/overwrite-container-cmd";
 pub const LABEL_CLUSTER: &str = "ray.io/cluster";
 pub const LABEL_NODE_TYPE: &str = "ray.io/node-type";
 pub const LABEL_GROUP: &str = "ray.io/group";
@@ -233,7 +235,7 @@ impl<'a> Target<'a> {
                 root: object.body,
                 overwrite_cmd: annotation_is_true(
                     object.body.pointer("/metadata/annotations"),
-                    crate::ray_command::OVERWRITE_CMD_ANNOTATION,
+                    OVERWRITE_CMD_ANNOTATION,
                 ),
             });
         }
@@ -353,7 +355,7 @@ impl<'a> NodeGroup<'a> {
         cluster.overwrite_cmd
             || annotation_is_true(
                 self.spec.pointer("/template/metadata/annotations"),
-                crate::ray_command::OVERWRITE_CMD_ANNOTATION,
+                OVERWRITE_CMD_ANNOTATION,
             )
     }
 

@@ -16,8 +16,6 @@ use serde_json::Value;
 
 use crate::ray::{ClusterSpec, NodeGroup, Role};
 
-/// KubeRay's annotation that makes it run the user's command unchanged.
-pub const OVERWRITE_CMD_ANNOTATION: &str = "ray.io/overwrite-container-cmd";
 /// The variable in which KubeRay hands the generated `ray start` line to the container.
 pub const GENERATED_CMD_VAR: &str = "KUBERAY_GEN_RAY_START_CMD";
 /// KubeRay's own `ulimit` argument in the generated line.
@@ -735,24 +733,22 @@ enum QuantityError {
     Unmodelled,
 }
 
-impl GoQuantity {
-    const ZERO: GoQuantity = GoQuantity::Int { value: 0, scale: 0 };
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Decimal,
+    Binary,
+}
 
-    /// `resource.ParseQuantity`, step by step.
-    fn parse(text: &str) -> Result<GoQuantity, QuantityError> {
-        use QuantityError::{Invalid, Unmodelled};
-        if text.is_empty() {
-            return Err(Invalid);
-        }
-        if text == "0" {
-            return Ok(GoQuantity::ZERO);
-        }
-        let (positive, value, num, denom, suffix) = quantity_string(text).ok_or(Invalid)?;
-        #[derive(PartialEq)]
-        enum Format {
-            Decimal,
-            Binary,
-        }
+/// A quantity's suffix: its base, exponent and format.
+#[derive(Debug, Clone, Copy)]
+struct Suffix {
+    base: u32,
+    exponent: i32,
+    format: Format,
+}
+
+impl Suffix {
+    fn parse(suffix: &str) -> Result<Suffix, QuantityError> {
         let (base, exponent, format) = match suffix {
             "" => (10, 0, Format::Decimal),
             "n" => (10, -9, Format::Decimal),
@@ -771,13 +767,74 @@ impl GoQuantity {
             "Pi" => (2, 50, Format::Binary),
             "Ei" => (2, 60, Format::Binary),
             s if s.len() > 1 && s.starts_with(['e', 'E']) => {
-                let parsed: i64 = s[1..].parse().map_err(|_| Invalid)?;
+                let parsed: i64 = s[1..].parse().map_err(|_| QuantityError::Invalid)?;
                 (10, parsed as i32, Format::Decimal)
             }
-            _ => return Err(Invalid),
+            _ => return Err(QuantityError::Invalid),
         };
+        Ok(Suffix {
+            base,
+            exponent,
+            format,
+        })
+    }
+}
+
+/// Rescales a non-zero `unscaled * 10^-scale` to nanos, rounding up; BinarySI caps at
+/// MaxInt64.
+fn round_to_nanos(
+    mut unscaled: i128,
+    scale: i64,
+    format: Format,
+) -> Result<(i128, i64), QuantityError> {
+    if scale < 9 {
+        let up = u32::try_from(9 - scale).map_err(|_| QuantityError::Unmodelled)?;
+        unscaled = 10i128
+            .checked_pow(up)
+            .and_then(|p| unscaled.checked_mul(p))
+            .ok_or(QuantityError::Unmodelled)?;
+    } else if scale > 9 {
+        unscaled = match 10i128.checked_pow((scale - 9).min(100) as u32) {
+            Some(d) => unscaled / d + i128::from(unscaled % d != 0),
+            None => 1,
+        };
+    }
+    if format == Format::Binary && unscaled > i128::from(i64::MAX) * 1_000_000_000 {
+        return Ok((i128::from(i64::MAX), 0));
+    }
+    Ok((unscaled, 9))
+}
+
+impl GoQuantity {
+    const ZERO: GoQuantity = GoQuantity::Int { value: 0, scale: 0 };
+
+    /// `resource.ParseQuantity`, step by step.
+    fn parse(text: &str) -> Result<GoQuantity, QuantityError> {
+        use QuantityError::Invalid;
+        if text.is_empty() {
+            return Err(Invalid);
+        }
+        if text == "0" {
+            return Ok(GoQuantity::ZERO);
+        }
+        let (positive, value, num, denom, suffix) = quantity_string(text).ok_or(Invalid)?;
+        let suffix = Suffix::parse(suffix)?;
+        if let Some(fast) = GoQuantity::parse_int64(positive, num, denom, suffix)? {
+            return Ok(fast);
+        }
+        GoQuantity::parse_dec(positive, value, suffix)
+    }
+
+    /// The int64 path, when the digits fit the suffix's precision.
+    fn parse_int64(
+        positive: bool,
+        num: &str,
+        denom: &str,
+        suffix: Suffix,
+    ) -> Result<Option<GoQuantity>, QuantityError> {
         let digits = (num.len() + denom.len()) as i32;
-        let (mut scale, mantissa, precision) = match format {
+        let exponent = suffix.exponent;
+        let (mut scale, mantissa, precision) = match suffix.format {
             Format::Decimal => (exponent, 1i64, 18 - digits),
             Format::Binary if denom.is_empty() => (
                 0,
@@ -786,17 +843,25 @@ impl GoQuantity {
             ),
             Format::Binary => (0, 1, -1),
         };
-        if precision >= 0 {
-            scale -= denom.len() as i32;
-            if scale >= -9 {
-                let shifted: i64 = format!("{num}{denom}").parse().map_err(|_| Invalid)?;
-                if let Some(result) = shifted.checked_mul(mantissa) {
-                    let value = if positive { result } else { -result };
-                    return Ok(GoQuantity::Int { value, scale });
-                }
-            }
+        if precision < 0 {
+            return Ok(None);
         }
-        // The `inf.Dec` path: exact, then rounded up to nanos, BinarySI capped at MaxInt64.
+        scale -= denom.len() as i32;
+        if scale < -9 {
+            return Ok(None);
+        }
+        let shifted: i64 = format!("{num}{denom}")
+            .parse()
+            .map_err(|_| QuantityError::Invalid)?;
+        Ok(shifted.checked_mul(mantissa).map(|result| {
+            let value = if positive { result } else { -result };
+            GoQuantity::Int { value, scale }
+        }))
+    }
+
+    /// The `inf.Dec` path: exact, then rounded up to nanos, BinarySI capped at MaxInt64.
+    fn parse_dec(positive: bool, value: &str, suffix: Suffix) -> Result<GoQuantity, QuantityError> {
+        use QuantityError::{Invalid, Unmodelled};
         let unsigned = value.trim_start_matches(['+', '-']);
         let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
         if whole.is_empty() && fraction.is_empty() {
@@ -806,33 +871,19 @@ impl GoQuantity {
             .parse()
             .map_err(|_| Unmodelled)?;
         let mut scale = fraction.len() as i64;
-        if base == 10 {
-            scale -= i64::from(exponent);
+        if suffix.base == 10 {
+            scale -= i64::from(suffix.exponent);
         } else {
-            unscaled = unscaled.checked_mul(1i128 << exponent).ok_or(Unmodelled)?;
+            unscaled = unscaled
+                .checked_mul(1i128 << suffix.exponent)
+                .ok_or(Unmodelled)?;
         }
         // Go rescales by 10^|scale - 9| with big numbers: far out, it does not finish.
         if unscaled != 0 && (scale - 9).abs() > 10_000 {
             return Err(Unmodelled);
         }
         if unscaled != 0 {
-            if scale < 9 {
-                let up = u32::try_from(9 - scale).map_err(|_| Unmodelled)?;
-                unscaled = 10i128
-                    .checked_pow(up)
-                    .and_then(|p| unscaled.checked_mul(p))
-                    .ok_or(Unmodelled)?;
-            } else if scale > 9 {
-                unscaled = match 10i128.checked_pow((scale - 9).min(100) as u32) {
-                    Some(d) => unscaled / d + i128::from(unscaled % d != 0),
-                    None => 1,
-                };
-            }
-            scale = 9;
-            if format == Format::Binary && unscaled > i128::from(i64::MAX) * 1_000_000_000 {
-                unscaled = i128::from(i64::MAX);
-                scale = 0;
-            }
+            (unscaled, scale) = round_to_nanos(unscaled, scale, suffix.format)?;
         }
         let scale = i32::try_from(scale).map_err(|_| Unmodelled)?;
         let unscaled = if positive { unscaled } else { -unscaled };

@@ -74,29 +74,54 @@ struct Frame {
     key: Option<Node>,
 }
 
+/// Byte offsets in the chunk of the parser's character indices.
+struct Offsets {
+    /// Skipped byte order mark.
+    bom: usize,
+    body_len: usize,
+    /// The byte offset of every character; empty when the body is ASCII.
+    chars: Vec<usize>,
+}
+
+impl Offsets {
+    fn new(text: &str) -> Offsets {
+        // go-yaml skips a byte order mark at the start; offsets stay those of `text`.
+        let bom = if text.starts_with('\u{feff}') { 3 } else { 0 };
+        let body = &text[bom..];
+        // The parser counts characters; byte offsets differ only where one is not ASCII.
+        let chars = if body.is_ascii() {
+            Vec::new()
+        } else {
+            body.char_indices()
+                .map(|(i, _)| i + bom)
+                .chain(std::iter::once(text.len()))
+                .collect()
+        };
+        Offsets {
+            bom,
+            body_len: body.len(),
+            chars,
+        }
+    }
+
+    fn offset(&self, index: usize) -> usize {
+        match self.chars.len() {
+            0 => index.min(self.body_len) + self.bom,
+            n => self.chars[index.min(n - 1)],
+        }
+    }
+
+    fn span(&self, span: &Span) -> (usize, usize) {
+        let start = self.offset(span.start.index());
+        let end = self.offset(span.end.index());
+        (start, end.max(start))
+    }
+}
+
 /// Parses the first document of one chunk of a stream (as split by [`split`]).
 pub fn parse(text: &str) -> Result<Option<Tree>, Error> {
-    // go-yaml skips a byte order mark at the start; offsets stay those of `text`.
-    let bom = if text.starts_with('\u{feff}') { 3 } else { 0 };
-    let body = &text[bom..];
-    // The parser counts characters; byte offsets differ only where a character is not ASCII.
-    let offsets: Vec<usize> = if body.is_ascii() {
-        Vec::new()
-    } else {
-        body.char_indices()
-            .map(|(i, _)| i + bom)
-            .chain(std::iter::once(text.len()))
-            .collect()
-    };
-    let offset = |index: usize| match offsets.len() {
-        0 => index.min(body.len()) + bom,
-        n => offsets[index.min(n - 1)],
-    };
-    let at = |span: &Span| {
-        let start = offset(span.start.index());
-        let end = offset(span.end.index());
-        (start, end.max(start))
-    };
+    let offsets = Offsets::new(text);
+    let body = &text[offsets.bom..];
     // go-yaml refuses a document end marker before any document.
     if let Some((index, line)) = body
         .lines()
@@ -107,93 +132,134 @@ pub fn parse(text: &str) -> Result<Option<Tree>, Error> {
         return Err(error(index + 1, "did not find expected node content"));
     }
     let mut parser = Parser::new_from_str(body);
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Node> = HashMap::new();
-    let mut root = None;
+    let mut builder = TreeBuilder::default();
     while let Some(event) = parser.next_event() {
         let (event, span) = event.map_err(|e| error(e.marker().line(), e.info().to_owned()))?;
-        let sequence_start = matches!(event, Event::SequenceStart(..));
-        let (start, end) = at(&span);
-        let line = span.start.line();
-        let node = |kind, anchor, tag: Option<String>, flow| Node {
+        let (start, end) = offsets.span(&span);
+        let at = At {
+            start,
+            end,
+            line: span.start.line(),
+        };
+        match event {
+            Event::DocumentEnd => break,
+            event => builder.take(text, event, at)?,
+        }
+    }
+    Ok(builder.root.map(|root| Tree {
+        root,
+        anchors: builder.anchors,
+    }))
+}
+
+/// Where an event stands in the chunk.
+#[derive(Clone, Copy)]
+struct At {
+    start: usize,
+    end: usize,
+    line: usize,
+}
+
+impl At {
+    fn node(self, kind: Kind, anchor: usize, tag: Option<String>, flow: bool) -> Node {
+        Node {
             kind,
             anchor,
             tag,
-            start,
-            end,
-            line,
+            start: self.start,
+            end: self.end,
+            line: self.line,
             flow,
-        };
+        }
+    }
+}
+
+/// Builds the tree from the parser's events: open collections on a stack, anchors by id.
+#[derive(Default)]
+struct TreeBuilder {
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, Node>,
+    root: Option<Node>,
+}
+
+impl TreeBuilder {
+    fn take(&mut self, text: &str, event: Event<'_>, at: At) -> Result<(), Error> {
         let complete = match event {
-            Event::DocumentStart(_) => continue,
-            Event::DocumentEnd => break,
-            Event::StreamStart | Event::StreamEnd | Event::Nothing => continue,
+            Event::DocumentStart(_) | Event::DocumentEnd => return Ok(()),
+            Event::StreamStart | Event::StreamEnd | Event::Nothing => return Ok(()),
             Event::Scalar(value, style, anchor, tag) => {
                 let style = match style {
                     ScalarStyle::Plain => Style::Plain,
                     ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => Style::Quoted,
                     ScalarStyle::Literal | ScalarStyle::Folded => Style::Block,
                 };
-                node(
-                    Kind::Scalar(value.into_owned(), style),
-                    anchor,
-                    tag.map(|t| full_tag(&t.handle, &t.suffix)),
-                    false,
-                )
+                let tag = tag.map(|t| full_tag(&t.handle, &t.suffix));
+                at.node(Kind::Scalar(value.into_owned(), style), anchor, tag, false)
             }
             Event::Alias(id) => {
-                if !anchors.contains_key(&id) {
+                if !self.anchors.contains_key(&id) {
                     return Err(error(
-                        line,
+                        at.line,
                         "an alias refers to an unknown anchor or to itself",
                     ));
                 }
-                node(Kind::Alias(id), 0, None, false)
+                at.node(Kind::Alias(id), 0, None, false)
             }
-            Event::SequenceStart(anchor, tag) | Event::MappingStart(anchor, tag) => {
-                let is_seq = sequence_start;
-                if stack.len() >= MAX_DEPTH {
-                    return Err(error(
-                        line,
-                        format!("nested deeper than {MAX_DEPTH} levels"),
-                    ));
-                }
-                let flow = matches!(text[start..].chars().next(), Some('[' | '{'))
-                    && text[start..end].trim_end().len() == 1;
-                let kind = if is_seq {
-                    Kind::Seq(Vec::new())
-                } else {
-                    Kind::Map(Vec::new())
-                };
-                stack.push(Frame {
-                    node: node(
-                        kind,
-                        anchor,
-                        tag.map(|t| full_tag(&t.handle, &t.suffix)),
-                        flow,
-                    ),
-                    key: None,
-                });
-                continue;
+            Event::SequenceStart(anchor, tag) => {
+                return self.open(text, Kind::Seq(Vec::new()), anchor, tag, at);
             }
-            Event::SequenceEnd | Event::MappingEnd => {
-                let Some(frame) = stack.pop() else {
-                    return Err(error(line, "unbalanced collection"));
-                };
-                let mut done = frame.node;
-                if done.flow {
-                    done.end = end;
-                } else {
-                    done.end = last_end(&done).unwrap_or(done.start);
-                }
-                done
+            Event::MappingStart(anchor, tag) => {
+                return self.open(text, Kind::Map(Vec::new()), anchor, tag, at);
             }
+            Event::SequenceEnd | Event::MappingEnd => self.close(at)?,
         };
-        if complete.anchor != 0 {
-            anchors.insert(complete.anchor, complete.clone());
+        self.attach(complete);
+        Ok(())
+    }
+
+    fn open(
+        &mut self,
+        text: &str,
+        kind: Kind,
+        anchor: usize,
+        tag: Option<std::borrow::Cow<'_, saphyr_parser::Tag>>,
+        at: At,
+    ) -> Result<(), Error> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(error(
+                at.line,
+                format!("nested deeper than {MAX_DEPTH} levels"),
+            ));
         }
-        match stack.last_mut() {
-            None => root = Some(complete),
+        let flow = matches!(text[at.start..].chars().next(), Some('[' | '{'))
+            && text[at.start..at.end].trim_end().len() == 1;
+        let tag = tag.map(|t| full_tag(&t.handle, &t.suffix));
+        self.stack.push(Frame {
+            node: at.node(kind, anchor, tag, flow),
+            key: None,
+        });
+        Ok(())
+    }
+
+    fn close(&mut self, at: At) -> Result<Node, Error> {
+        let Some(frame) = self.stack.pop() else {
+            return Err(error(at.line, "unbalanced collection"));
+        };
+        let mut done = frame.node;
+        done.end = if done.flow {
+            at.end
+        } else {
+            last_end(&done).unwrap_or(done.start)
+        };
+        Ok(done)
+    }
+
+    fn attach(&mut self, complete: Node) {
+        if complete.anchor != 0 {
+            self.anchors.insert(complete.anchor, complete.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(complete),
             Some(frame) => match &mut frame.node.kind {
                 Kind::Seq(items) => items.push(complete),
                 Kind::Map(entries) => match frame.key.take() {
@@ -204,7 +270,6 @@ pub fn parse(text: &str) -> Result<Option<Tree>, Error> {
             },
         }
     }
-    Ok(root.map(|root| Tree { root, anchors }))
 }
 
 fn last_end(node: &Node) -> Option<usize> {
@@ -706,66 +771,105 @@ pub struct Chunk {
 /// non-space character is `{` is read as JSON values; after at most one of them it falls back
 /// to YAML documents separated by `---` lines (whatever follows a separator must be a comment).
 pub fn split(text: &str) -> Result<Vec<Chunk>, Error> {
-    // Chunks come in order: lines are counted from the previous chunk on, not from the start.
-    let mut counted = (0, 1);
-    let mut line_of = |offset: usize| {
-        let (from, line) = counted;
+    let mut lines = LineCounter::new(text);
+    let mut chunks = Vec::new();
+    let yaml_from = if text.trim_start().starts_with('{') {
+        match split_json(text, &mut lines, &mut chunks)? {
+            Some(consumed) => after_json(text, consumed),
+            None => return Ok(chunks),
+        }
+    } else {
+        0
+    };
+    split_yaml(text, yaml_from, &mut lines, &mut chunks)?;
+    Ok(chunks)
+}
+
+/// Counts lines up to offsets that come in order: from the previous offset on, not from
+/// the start.
+struct LineCounter<'t> {
+    text: &'t str,
+    counted: (usize, usize),
+}
+
+impl<'t> LineCounter<'t> {
+    fn new(text: &'t str) -> LineCounter<'t> {
+        LineCounter {
+            text,
+            counted: (0, 1),
+        }
+    }
+
+    fn line_of(&mut self, offset: usize) -> usize {
+        let (from, line) = self.counted;
         let line = line
-            + text.as_bytes()[from..offset]
+            + self.text.as_bytes()[from..offset]
                 .iter()
                 .filter(|&&b| b == b'\n')
                 .count();
-        counted = (offset, line);
+        self.counted = (offset, line);
         line
-    };
-    let mut chunks = Vec::new();
-    let mut yaml_from = 0;
-    if text.trim_start().starts_with('{') {
-        let mut stream =
-            serde_json::Deserializer::from_str(text).into_iter::<&serde_json::value::RawValue>();
-        let mut consumed = 0;
-        let mut count = 0;
-        let failure;
-        loop {
-            match stream.next() {
-                None => return Ok(chunks),
-                Some(Ok(raw)) => {
-                    let end = stream.byte_offset();
-                    let start = end - raw.get().len();
-                    chunks.push(Chunk {
-                        start,
-                        end,
-                        line: line_of(start),
-                        json: true,
-                    });
-                    consumed = end;
-                    count += 1;
-                }
-                Some(Err(e)) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        if count > 1
-            && let Some(e) = failure
-        {
-            return Err(error(e.line(), format!("invalid JSON: {e}")));
-        }
-        // Like the decoder: eat whitespace up to and including the first newline.
-        yaml_from = consumed;
-        for (i, c) in text[consumed..].char_indices() {
-            if c == '\n' {
-                yaml_from = consumed + i + 1;
-                break;
-            }
-            if !c.is_whitespace() {
-                yaml_from = consumed + i;
-                break;
-            }
-            yaml_from = consumed + i + c.len_utf8();
-        }
     }
+}
+
+/// The JSON values at the start of `text`, as the decoder reads a stream of them: `None`
+/// when they are all there is, else how far they reach.
+fn split_json(
+    text: &str,
+    lines: &mut LineCounter<'_>,
+    chunks: &mut Vec<Chunk>,
+) -> Result<Option<usize>, Error> {
+    let mut stream =
+        serde_json::Deserializer::from_str(text).into_iter::<&serde_json::value::RawValue>();
+    let mut consumed = 0;
+    let mut count = 0;
+    let failure = loop {
+        match stream.next() {
+            None => return Ok(None),
+            Some(Ok(raw)) => {
+                let end = stream.byte_offset();
+                let start = end - raw.get().len();
+                chunks.push(Chunk {
+                    start,
+                    end,
+                    line: lines.line_of(start),
+                    json: true,
+                });
+                consumed = end;
+                count += 1;
+            }
+            Some(Err(e)) => break e,
+        }
+    };
+    if count > 1 {
+        return Err(error(failure.line(), format!("invalid JSON: {failure}")));
+    }
+    Ok(Some(consumed))
+}
+
+/// Where YAML starts after JSON values: like the decoder, whitespace is eaten up to and
+/// including the first newline.
+fn after_json(text: &str, consumed: usize) -> usize {
+    let mut yaml_from = consumed;
+    for (i, c) in text[consumed..].char_indices() {
+        if c == '\n' {
+            return consumed + i + 1;
+        }
+        if !c.is_whitespace() {
+            return consumed + i;
+        }
+        yaml_from = consumed + i + c.len_utf8();
+    }
+    yaml_from
+}
+
+/// The YAML documents of `text` from `yaml_from` on, split at `---` lines.
+fn split_yaml(
+    text: &str,
+    yaml_from: usize,
+    lines: &mut LineCounter<'_>,
+    chunks: &mut Vec<Chunk>,
+) -> Result<(), Error> {
     // Only lines that start with `---` matter: look for them, not at every line.
     let mut start = yaml_from;
     let rest = &text[yaml_from..];
@@ -782,7 +886,7 @@ pub fn split(text: &str) -> Result<Vec<Chunk>, Error> {
         let rest = text[offset + 3..line_end].trim();
         if !rest.is_empty() && !rest.starts_with('#') {
             return Err(error(
-                line_of(offset),
+                lines.line_of(offset),
                 format!("invalid YAML document separator: {rest}"),
             ));
         }
@@ -790,7 +894,7 @@ pub fn split(text: &str) -> Result<Vec<Chunk>, Error> {
             chunks.push(Chunk {
                 start,
                 end: offset,
-                line: line_of(start),
+                line: lines.line_of(start),
                 json: false,
             });
         }
@@ -800,11 +904,11 @@ pub fn split(text: &str) -> Result<Vec<Chunk>, Error> {
         chunks.push(Chunk {
             start,
             end: text.len(),
-            line: line_of(start),
+            line: lines.line_of(start),
             json: false,
         });
     }
-    Ok(chunks)
+    Ok(())
 }
 
 #[cfg(test)]
