@@ -5,15 +5,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 mod operator;
 mod semantics;
 
-use semantics::{Direction, NAMESPACE_NAME_LABEL, restricts};
-pub use semantics::{PolicyPod, connection_allowed};
+use semantics::{
+    Direction, PodLabels, admitted_between, egress_admits, in_namespace, labels_match, peer_admits,
+    ports_admit, restricts, selecting,
+};
+pub use semantics::{NamespaceView, PolicyPod, connection_allowed};
 
 use super::Findings;
 use crate::policy::RAY_DEFAULT_WORKER_PORTS;
@@ -40,8 +41,6 @@ pub enum NetworkPolicies<'a> {
     /// Every NetworkPolicy known to exist in the object's namespace (others are ignored).
     Known(&'a [Arc<NetworkPolicy>]),
 }
-
-type PodLabels<'a> = BTreeMap<&'a str, &'a str>;
 
 /// The value of [`LABEL_CR_NAME`] for a cluster embedded in another object, when its name
 /// fits in a label value.
@@ -188,63 +187,6 @@ fn fill_cr_name_label(cluster: &ClusterSpec<'_>, out: &mut Findings<'_>) {
     }
 }
 
-fn selector_matches(selector: &LabelSelector, labels: &PodLabels<'_>) -> bool {
-    semantics::selector_matches(selector, |k| labels.get(k).copied())
-}
-
-/// The ports a numbered NetworkPolicy port entry admits, `endPort` included.
-fn numbered_range(number: i32, port: &NetworkPolicyPort) -> (u32, u32) {
-    let from = u32::try_from(number).unwrap_or(0);
-    let to = port
-        .end_port
-        .and_then(|e| u32::try_from(e).ok())
-        .unwrap_or(from);
-    (from, to.max(from))
-}
-
-/// Port intervals admitted by a set of rules; `all` when some rule admits every port.
-#[derive(Default, Debug)]
-struct Admitted {
-    all: bool,
-    ranges: Vec<(u32, u32)>,
-    names: Vec<String>,
-}
-
-impl Admitted {
-    fn add_ports(&mut self, ports: Option<&Vec<NetworkPolicyPort>>) {
-        let Some(ports) = ports.filter(|p| !p.is_empty()) else {
-            self.all = true;
-            return;
-        };
-        for port in ports {
-            if port.protocol.as_deref().is_some_and(|p| p != "TCP") {
-                continue;
-            }
-            match &port.port {
-                None => self.all = true,
-                Some(IntOrString::Int(n)) => self.ranges.push(numbered_range(*n, port)),
-                Some(IntOrString::String(name)) => self.names.push(name.clone()),
-            }
-        }
-    }
-
-    fn covers(&self, from: u32, to: u32, name: Option<&str>) -> bool {
-        if self.all || name.is_some_and(|n| self.names.iter().any(|x| x == n)) {
-            return true;
-        }
-        let mut next = from;
-        for &(a, b) in &self.ranges {
-            if a <= next && next <= b {
-                next = b + 1;
-                if next > to {
-                    return true;
-                }
-            }
-        }
-        false
-    }
-}
-
 /// What must be open towards a group's pods.
 struct Needed {
     /// How messages name it, e.g. `8301-8400 (object-manager-port)`.
@@ -335,150 +277,6 @@ fn declared_tcp_ports(pod: Option<&Value>) -> Vec<(String, u32)> {
             let number = p.get("containerPort").and_then(crate::ray::as_port)?;
             Some((name.to_owned(), number))
         })
-        .collect()
-}
-
-/// The namespace of a cluster as NetworkPolicy `namespaceSelector`s see it.
-pub struct NamespaceView<'a> {
-    pub name: &'a str,
-    /// Its labels, when the cluster state knows them.
-    labels: Option<&'a BTreeMap<String, String>>,
-    /// Whether selectors on labels raygate cannot see are assumed to match.
-    assume: std::cell::Cell<bool>,
-    /// Set when a selector needed labels raygate cannot see.
-    unknown_seen: std::cell::Cell<bool>,
-    /// Set when coverage held only by assuming such a selector matches.
-    guessed: std::cell::Cell<bool>,
-}
-
-impl<'a> NamespaceView<'a> {
-    pub fn new(name: &'a str, labels: Option<&'a BTreeMap<String, String>>) -> NamespaceView<'a> {
-        NamespaceView {
-            name,
-            labels,
-            assume: std::cell::Cell::new(false),
-            unknown_seen: std::cell::Cell::new(false),
-            guessed: std::cell::Cell::new(false),
-        }
-    }
-
-    fn selected_by(&self, selector: &LabelSelector) -> bool {
-        let mut ns = PodLabels::new();
-        if let Some(labels) = self.labels {
-            ns.extend(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            ns.insert(NAMESPACE_NAME_LABEL, self.name);
-            return selector_matches(selector, &ns);
-        }
-        // Without the namespace's labels only its name is known: judge what names it; the
-        // rest does not match unless assumed (see `coverage`).
-        ns.insert(NAMESPACE_NAME_LABEL, self.name);
-        let on_name = LabelSelector {
-            match_labels: selector.match_labels.as_ref().map(|m| {
-                m.iter()
-                    .filter(|(k, _)| k.as_str() == NAMESPACE_NAME_LABEL)
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            }),
-            match_expressions: selector.match_expressions.as_ref().map(|e| {
-                e.iter()
-                    .filter(|r| r.key == NAMESPACE_NAME_LABEL)
-                    .cloned()
-                    .collect()
-            }),
-        };
-        let other_keys = selector
-            .match_labels
-            .iter()
-            .flatten()
-            .any(|(k, _)| k != NAMESPACE_NAME_LABEL)
-            || selector
-                .match_expressions
-                .iter()
-                .flatten()
-                .any(|r| r.key != NAMESPACE_NAME_LABEL);
-        let matched = selector_matches(&on_name, &ns);
-        if matched && other_keys {
-            self.unknown_seen.set(true);
-            return self.assume.get();
-        }
-        matched
-    }
-
-    /// Ports admitted with selectors on unseen labels assumed to match.
-    fn assuming<T>(&self, judge: impl FnOnce() -> T) -> T {
-        self.assume.set(true);
-        let judged = judge();
-        self.assume.set(false);
-        judged
-    }
-}
-
-fn peer_admits(
-    peer: &NetworkPolicyPeer,
-    namespace: &NamespaceView<'_>,
-    labels: &PodLabels<'_>,
-) -> bool {
-    let namespace_ok = match &peer.namespace_selector {
-        None => true,
-        Some(selector) => namespace.selected_by(selector),
-    };
-    let pods_ok = match &peer.pod_selector {
-        None => peer.namespace_selector.is_some(),
-        Some(selector) => selector_matches(selector, labels),
-    };
-    namespace_ok && pods_ok
-}
-
-/// Ports that `policies` (all selecting the pods at one end) admit to or from the pods
-/// labelled `peer` in the same namespace, in one direction.
-fn admitted_between(
-    policies: &[&NetworkPolicy],
-    direction: Direction,
-    namespace: &NamespaceView<'_>,
-    peer: &PodLabels<'_>,
-) -> Admitted {
-    let mut admitted = Admitted::default();
-    let restricting: Vec<&&NetworkPolicy> = policies
-        .iter()
-        .filter(|p| restricts(p, direction))
-        .collect();
-    if restricting.is_empty() {
-        admitted.all = true;
-        return admitted;
-    }
-    for policy in restricting {
-        let rules = semantics::rules(policy, direction);
-        for (peers, ports) in rules {
-            let from_peer = peers
-                .filter(|p| !p.is_empty())
-                .is_none_or(|peers| peers.iter().any(|p| peer_admits(p, namespace, peer)));
-            if from_peer {
-                admitted.add_ports(ports);
-            }
-        }
-    }
-    // Sorted once here, so that `covers` can sweep the ranges in order for every port.
-    admitted.ranges.sort_unstable();
-    admitted
-}
-
-fn in_namespace<'p>(all: &'p [Arc<NetworkPolicy>], namespace: &str) -> Vec<&'p NetworkPolicy> {
-    all.iter()
-        .map(Arc::as_ref)
-        .filter(|p| p.metadata.namespace.as_deref().unwrap_or("default") == namespace)
-        .collect()
-}
-
-/// The policies among `in_namespace` whose podSelector selects pods labelled `labels`.
-fn selecting<'p>(
-    in_namespace: &[&'p NetworkPolicy],
-    labels: &PodLabels<'_>,
-) -> Vec<&'p NetworkPolicy> {
-    in_namespace
-        .iter()
-        .copied()
-        // A policy written without a spec selects every Pod (the API server stores an empty one).
-        .filter(|p| semantics::selects(p, |k| labels.get(k).copied()))
         .collect()
 }
 
@@ -861,57 +659,6 @@ fn report_guess(
     }
 }
 
-/// Whether a rule's port list admits `protocol` `port`, or one of the port names `names`.
-fn ports_admit(
-    ports: Option<&Vec<NetworkPolicyPort>>,
-    protocol: &str,
-    port: u32,
-    names: &[&str],
-) -> bool {
-    let Some(ports) = ports.filter(|p| !p.is_empty()) else {
-        return true;
-    };
-    ports.iter().any(|p| {
-        p.protocol.as_deref().unwrap_or("TCP") == protocol
-            && match &p.port {
-                None => true,
-                Some(IntOrString::Int(n)) => {
-                    let (from, to) = numbered_range(*n, p);
-                    (from..=to).contains(&port)
-                }
-                Some(IntOrString::String(name)) => names.contains(&name.as_str()),
-            }
-    })
-}
-
-/// Whether some egress rule of `policies` admits `protocol` `port` to a destination the
-/// peer filter accepts (every destination when a rule names no peers).
-fn egress_admits(
-    policies: &[&NetworkPolicy],
-    protocol: &str,
-    port: u32,
-    names: &[&str],
-    beyond: impl Fn(&NetworkPolicyPeer) -> bool,
-) -> bool {
-    policies.iter().any(|policy| {
-        semantics::spec(policy)
-            .egress
-            .as_ref()
-            .into_iter()
-            .flatten()
-            .any(|rule| {
-                // Ports first: a peer is only looked at (and maybe found unknowable) for a
-                // rule that admits the port.
-                ports_admit(rule.ports.as_ref(), protocol, port, names)
-                    && rule
-                        .to
-                        .as_ref()
-                        .filter(|peers| !peers.is_empty())
-                        .is_none_or(|peers| peers.iter().any(&beyond))
-            })
-    })
-}
-
 /// Whether a peer of an egress rule can reach the cluster's DNS Pods: `kube-system` by its
 /// name and `k8s-app=kube-dns` (an empty podSelector too) or an ipBlock of every address;
 /// `None` when it selects the namespace by labels raygate cannot see, or is another ipBlock.
@@ -1075,7 +822,7 @@ fn check_external_access(
                 || (peer
                     .namespace_selector
                     .as_ref()
-                    .is_some_and(|s| selector_matches(s, &namespace_labels))
+                    .is_some_and(|s| labels_match(s, &namespace_labels))
                     && peer.pod_selector.as_ref().is_none_or(|s| {
                         s.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
                             && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
