@@ -17,7 +17,7 @@ use semantics::{
 pub use semantics::{NamespaceView, PolicyPod, connection_allowed};
 
 use super::Findings;
-use crate::policy::RAY_DEFAULT_WORKER_PORTS;
+use crate::policy::{ExternalAccess, PortPolicy, RAY_DEFAULT_WORKER_PORTS};
 use crate::ray::{
     ClusterSource, ClusterSpec, HEAD_GROUP_LABEL_VALUE, LABEL_CLUSTER, LABEL_CR_NAME, LABEL_GROUP,
     LABEL_IS_RAY_NODE, LABEL_NODE_TYPE, Labels, NodeGroup, RayPod, Role, child,
@@ -406,6 +406,38 @@ fn add_unique<'a>(list: &mut Vec<&'a NetworkPolicy>, more: &[&'a NetworkPolicy])
     }
 }
 
+/// The rules a cluster's NetworkPolicies are judged by.
+const CLUSTER_RULES: [RuleId; 7] = [
+    RuleId::NetworkPolicyMissing,
+    RuleId::BlockedPorts,
+    RuleId::WorkerPorts,
+    RuleId::DnsEgress,
+    RuleId::ApiserverEgress,
+    RuleId::ExternalAccess,
+    RuleId::OperatorAccess,
+];
+
+/// What every group of a cluster is judged against.
+struct ClusterScope<'a, 'p> {
+    cluster: &'a ClusterSpec<'a>,
+    namespace: &'a NamespaceView<'a>,
+    in_namespace: &'a [&'p NetworkPolicy],
+    /// The labels of each group's pods, in the order of the groups.
+    pods: &'a [&'a PodLabels<'a>],
+    /// The label a NetworkPolicy selects the cluster's Pods by, when there is one.
+    cluster_label: Option<(&'a str, &'a str)>,
+    /// How messages say to select the cluster's pods.
+    selector_hint: String,
+}
+
+/// What the groups' coverage gathers for the cluster-wide findings.
+struct Gathered<'p> {
+    /// Each needed port cut somewhere, in the order first found.
+    cuts: Vec<Cut<'p>>,
+    /// Each group whose egress some policy restricts, with those policies.
+    egress_restricted: Vec<(String, Vec<&'p NetworkPolicy>)>,
+}
+
 pub fn check_cluster(
     cluster: &ClusterSpec<'_>,
     namespace: Option<&str>,
@@ -414,16 +446,7 @@ pub fn check_cluster(
     out: &mut Findings<'_>,
 ) {
     fill_cr_name_label(cluster, out);
-    let rules = [
-        RuleId::NetworkPolicyMissing,
-        RuleId::BlockedPorts,
-        RuleId::WorkerPorts,
-        RuleId::DnsEgress,
-        RuleId::ApiserverEgress,
-        RuleId::ExternalAccess,
-        RuleId::OperatorAccess,
-    ];
-    if !rules.iter().any(|&r| out.enabled(r)) {
+    if !CLUSTER_RULES.iter().any(|&r| out.enabled(r)) {
         return;
     }
     // KubeRay v1.5.0 has no spec.networkPolicy; a later operator creates policies from it
@@ -450,89 +473,148 @@ pub fn check_cluster(
         })
         .collect();
     let peers: Vec<&PodLabels<'_>> = groups.iter().map(|(_, labels)| labels).collect();
-    // The label a NetworkPolicy selects the cluster's Pods by, when there is one.
-    let cluster_label = match (cluster.source, cr_name_label(cluster)) {
-        (ClusterSource::RayCluster, _) => Some((LABEL_CLUSTER, cluster.name)),
-        (_, Some(name)) => Some((LABEL_CR_NAME, name)),
-        (_, None) => None,
+    let cluster_label = cluster_label(cluster);
+    let scope = ClusterScope {
+        cluster,
+        namespace: &namespace_view,
+        in_namespace: &in_namespace,
+        pods: &peers,
+        cluster_label,
+        selector_hint: cluster_label.map_or_else(
+            || "a label of its pod templates".to_owned(),
+            |(key, value)| format!("{key}={value}"),
+        ),
     };
-    let selector_hint = cluster_label.map_or_else(
-        || "a label of its pod templates".to_owned(),
-        |(key, value)| format!("{key}={value}"),
-    );
 
-    let mut cuts: Vec<Cut<'_>> = Vec::new();
-    let mut egress_restricted: Vec<(String, Vec<&NetworkPolicy>)> = Vec::new();
+    let mut gathered = Gathered {
+        cuts: Vec::new(),
+        egress_restricted: Vec::new(),
+    };
     for (group, labels) in &groups {
         if out.out_of_time() {
             return;
         }
-        let declared = declared_tcp_ports(group.spec.pointer("/template/spec"));
-        let needed = needed_for(group.role, &declared, out);
-        let Coverage {
-            towards,
-            from,
-            blocked,
-        } = coverage(
+        check_group(&scope, group, labels, &mut gathered, out);
+    }
+    report_cuts(&scope, gathered.cuts, out);
+    if let Some((head, _)) = groups.iter().find(|(g, _)| g.role == Role::Head) {
+        operator::check(
+            cluster,
+            head,
+            namespace,
+            namespace_labels,
             &in_namespace,
-            &namespace_view,
-            labels,
-            &peers,
-            &needed,
-            group.role == Role::Head,
+            out,
         );
-        // Unselected pods take any ingress, but the other groups' egress may still cut them.
-        if towards.is_empty() {
-            out.report(
-                RuleId::NetworkPolicyMissing,
-                &group.path,
-                || format!(
-                    "no NetworkPolicy selects the {}'s pods; create one selecting {selector_hint} in namespace {namespace:?}",
-                    group.describe()
-                ),
-            );
-        }
-        let restricting: Vec<&NetworkPolicy> = towards
-            .iter()
-            .copied()
-            .filter(|p| restricts(p, Direction::Egress))
-            .collect();
-        if !restricting.is_empty() {
-            egress_restricted.push((group.describe(), restricting.clone()));
-        }
-        if group.role == Role::Head {
-            check_apiserver_egress(cluster, group, &restricting, out);
-        }
-        if !towards.is_empty() {
-            check_external_access(group, &towards, out);
-        }
+    }
+    check_dns_egress(cluster, &gathered.egress_restricted, out);
+    report_guess(&namespace_view, &cluster.path, out);
+}
+
+/// The label a NetworkPolicy selects the cluster's Pods by, when there is one.
+fn cluster_label<'a>(cluster: &ClusterSpec<'a>) -> Option<(&'static str, &'a str)> {
+    match (cluster.source, cr_name_label(cluster)) {
+        (ClusterSource::RayCluster, _) => Some((LABEL_CLUSTER, cluster.name)),
+        (_, Some(name)) => Some((LABEL_CR_NAME, name)),
+        (_, None) => None,
+    }
+}
+
+/// One group's pods: a policy selects them, and the ports they need are gathered where the
+/// policies cut them; its own egress, the API server and the named namespaces are checked.
+fn check_group<'p>(
+    scope: &ClusterScope<'_, 'p>,
+    group: &NodeGroup<'_>,
+    labels: &PodLabels<'_>,
+    gathered: &mut Gathered<'p>,
+    out: &mut Findings<'_>,
+) {
+    let declared = declared_tcp_ports(group.spec.pointer("/template/spec"));
+    let needed = needed_for(group.role, &declared, out);
+    let Coverage {
+        towards,
+        from,
+        blocked,
+    } = coverage(
+        scope.in_namespace,
+        scope.namespace,
+        labels,
+        scope.pods,
+        &needed,
+        group.role == Role::Head,
+    );
+    // Unselected pods take any ingress, but the other groups' egress may still cut them.
+    if towards.is_empty() {
+        out.report(RuleId::NetworkPolicyMissing, &group.path, || {
+            format!(
+                "no NetworkPolicy selects the {}'s pods; create one selecting {} in namespace {:?}",
+                group.describe(),
+                scope.selector_hint,
+                scope.namespace.name
+            )
+        });
+    }
+    let restricting: Vec<&NetworkPolicy> = towards
+        .iter()
+        .copied()
+        .filter(|p| restricts(p, Direction::Egress))
+        .collect();
+    if !restricting.is_empty() {
+        gathered
+            .egress_restricted
+            .push((group.describe(), restricting.clone()));
+    }
+    if group.role == Role::Head {
+        check_apiserver_egress(scope.cluster, group, &restricting, out);
+    }
+    if !towards.is_empty() {
+        check_external_access(group, &towards, out);
+    }
+    gathered.add_cuts(group, needed, blocked, &towards, &from);
+}
+
+impl<'p> Gathered<'p> {
+    /// Adds the needed ports cut towards `group` to their cuts across the cluster, with the
+    /// policies that cut them: `towards` its ingress, `from` the peers' egress.
+    fn add_cuts(
+        &mut self,
+        group: &NodeGroup<'_>,
+        needed: Vec<Needed>,
+        blocked: Vec<Blocked>,
+        towards: &[&'p NetworkPolicy],
+        from: &[&'p NetworkPolicy],
+    ) {
         let mut needed: Vec<Option<Needed>> = needed.into_iter().map(Some).collect();
         for b in blocked {
             let Some(need) = needed[b.need].take() else {
                 continue;
             };
-            let cut = match cuts.iter_mut().find(|c| c.need.label == need.label) {
+            let cut = match self.cuts.iter_mut().find(|c| c.need.label == need.label) {
                 Some(cut) => cut,
                 None => {
-                    cuts.push(Cut {
+                    self.cuts.push(Cut {
                         need,
                         groups: Vec::new(),
                         path: group.path.clone(),
                         ingress: Vec::new(),
                         egress: Vec::new(),
                     });
-                    cuts.last_mut().expect("just pushed")
+                    self.cuts.last_mut().expect("just pushed")
                 }
             };
             cut.groups.push(group.describe());
             if b.ingress {
-                add_unique(&mut cut.ingress, &towards);
+                add_unique(&mut cut.ingress, towards);
             }
             if b.egress {
-                add_unique(&mut cut.egress, &from);
+                add_unique(&mut cut.egress, from);
             }
         }
     }
+}
+
+/// One finding per needed port cut somewhere in the cluster, with its fix.
+fn report_cuts(scope: &ClusterScope<'_, '_>, cuts: Vec<Cut<'_>>, out: &mut Findings<'_>) {
     for cut in cuts {
         let mut policies = cut.ingress.clone();
         add_unique(&mut policies, &cut.egress);
@@ -547,22 +629,10 @@ pub fn check_cluster(
                 policies_do(&policies, "blocks", "block"),
                 cut.need.label,
                 super::and_list(&cut.groups),
-                hint(&cut, cluster_label, &namespace_view, &peers),
+                hint(&cut, scope.cluster_label, scope.namespace, scope.pods),
             )
         });
     }
-    if let Some((head, _)) = groups.iter().find(|(g, _)| g.role == Role::Head) {
-        operator::check(
-            cluster,
-            head,
-            namespace,
-            namespace_labels,
-            &in_namespace,
-            out,
-        );
-    }
-    check_dns_egress(cluster, &egress_restricted, out);
-    report_guess(&namespace_view, &cluster.path, out);
 }
 
 /// The fix for a needed port the cluster's policies cut, for each policy that restricts the
@@ -816,57 +886,8 @@ fn check_external_access(
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        // Any pod of such a namespace: its own labels are unknown.
-        let admits_peer = |peer: &NetworkPolicyPeer| {
-            peer.ip_block.is_some()
-                || (peer
-                    .namespace_selector
-                    .as_ref()
-                    .is_some_and(|s| labels_match(s, &namespace_labels))
-                    && peer.pod_selector.as_ref().is_none_or(|s| {
-                        s.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-                            && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
-                    }))
-        };
-        let ports = &policy.spec().ports;
-        let wanted: Vec<(&str, u16)> = access
-            .ports
-            .iter()
-            .filter_map(|name| {
-                let planned = ports
-                    .planned
-                    .iter()
-                    .find(|p| &p.name == name)
-                    .filter(|p| group.role == Role::Head || p.every_node)
-                    .map(|p| (p.name.as_str(), p.port));
-                let head = ports
-                    .head_ports
-                    .iter()
-                    .find(|p| &p.name == name && group.role == Role::Head)
-                    .map(|p| (p.name.as_str(), p.port));
-                planned.or(head)
-            })
-            .collect();
-        let blocked: Vec<String> = wanted
-            .into_iter()
-            .filter(|(name, port)| {
-                !restricting.iter().any(|p| {
-                    p.spec
-                        .as_ref()
-                        .and_then(|s| s.ingress.as_ref())
-                        .into_iter()
-                        .flatten()
-                        .any(|rule| {
-                            rule.from
-                                .as_ref()
-                                .filter(|peers| !peers.is_empty())
-                                .is_none_or(|peers| peers.iter().any(admits_peer))
-                                && ports_admit(rule.ports.as_ref(), "TCP", (*port).into(), &[name])
-                        })
-                })
-            })
-            .map(|(name, port)| format!("{port} ({name})"))
-            .collect();
+        let wanted = wanted_from_outside(group, access, &policy.spec().ports);
+        let blocked = blocked_from_outside(&restricting, wanted, &namespace_labels);
         if blocked.is_empty() {
             continue;
         }
@@ -892,6 +913,74 @@ fn check_external_access(
             ),
         );
     }
+}
+
+/// The ports of `group` that `access` names: planned ports the group's pods listen on, and
+/// the head's own ports on the head.
+fn wanted_from_outside<'a>(
+    group: &NodeGroup<'_>,
+    access: &'a ExternalAccess,
+    ports: &'a PortPolicy,
+) -> Vec<(&'a str, u16)> {
+    access
+        .ports
+        .iter()
+        .filter_map(|name| {
+            let planned = ports
+                .planned
+                .iter()
+                .find(|p| &p.name == name)
+                .filter(|p| group.role == Role::Head || p.every_node)
+                .map(|p| (p.name.as_str(), p.port));
+            let head = ports
+                .head_ports
+                .iter()
+                .find(|p| &p.name == name && group.role == Role::Head)
+                .map(|p| (p.name.as_str(), p.port));
+            planned.or(head)
+        })
+        .collect()
+}
+
+/// The `wanted` ports no ingress rule of `restricting` admits from any pod of a namespace
+/// labelled `namespace_labels`, as messages name them.
+fn blocked_from_outside(
+    restricting: &[&&NetworkPolicy],
+    wanted: Vec<(&str, u16)>,
+    namespace_labels: &PodLabels<'_>,
+) -> Vec<String> {
+    // Any pod of such a namespace: its own labels are unknown.
+    let admits_peer = |peer: &NetworkPolicyPeer| {
+        peer.ip_block.is_some()
+            || (peer
+                .namespace_selector
+                .as_ref()
+                .is_some_and(|s| labels_match(s, namespace_labels))
+                && peer.pod_selector.as_ref().is_none_or(|s| {
+                    s.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+                        && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
+                }))
+    };
+    wanted
+        .into_iter()
+        .filter(|(name, port)| {
+            !restricting.iter().any(|p| {
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.ingress.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .any(|rule| {
+                        rule.from
+                            .as_ref()
+                            .filter(|peers| !peers.is_empty())
+                            .is_none_or(|peers| peers.iter().any(admits_peer))
+                            && ports_admit(rule.ports.as_ref(), "TCP", (*port).into(), &[name])
+                    })
+            })
+        })
+        .map(|(name, port)| format!("{port} ({name})"))
+        .collect()
 }
 
 /// A Ray Pod at creation: some NetworkPolicy must select it and admit the plan's ports from
@@ -925,10 +1014,6 @@ pub fn check_pod(
         Role::Head => "head",
         Role::Worker => "worker",
     };
-    let hint = match own.get(LABEL_CR_NAME) {
-        Some(name) => format!("{LABEL_CR_NAME}={name}"),
-        None => format!("{LABEL_CLUSTER}={}", pod.cluster),
-    };
     let namespace_view = NamespaceView::new(namespace, namespace_labels);
     // A head Pod is its group's only Pod, and its traffic to itself is never blocked: it is
     // judged against a worker of its cluster (the live cluster, when known, adds every group).
@@ -948,23 +1033,40 @@ pub fn check_pod(
         pod.role == Role::Head,
     );
     report_guess(&namespace_view, &root, out);
-    let Coverage {
-        towards,
-        from,
-        blocked,
-    } = judged;
-    if towards.is_empty() {
+    if judged.towards.is_empty() {
         out.report(
             RuleId::NetworkPolicyMissing,
             &root,
             || format!(
-                "no NetworkPolicy selects this {role} Pod of cluster {:?}; create one selecting {hint} in namespace {namespace:?}; the operator retries denied Pods",
-                pod.cluster
+                "no NetworkPolicy selects this {role} Pod of cluster {:?}; create one selecting {} in namespace {namespace:?}; the operator retries denied Pods",
+                pod.cluster,
+                pod_selector_hint(pod, &own)
             ),
         );
     }
+    report_pod_cuts(pod, role, &needed, &judged, &root, out);
+}
+
+/// The label a NetworkPolicy selects a Ray Pod's cluster by.
+fn pod_selector_hint(pod: &RayPod<'_>, own: &PodLabels<'_>) -> String {
+    match own.get(LABEL_CR_NAME) {
+        Some(name) => format!("{LABEL_CR_NAME}={name}"),
+        None => format!("{LABEL_CLUSTER}={}", pod.cluster),
+    }
+}
+
+/// One finding per rule for the needed ports the policies cut towards a Ray Pod.
+fn report_pod_cuts(
+    pod: &RayPod<'_>,
+    role: &str,
+    needed: &[Needed],
+    judged: &Coverage<'_>,
+    root: &json_patch::jsonptr::PointerBuf,
+    out: &mut Findings<'_>,
+) {
     for rule in [RuleId::BlockedPorts, RuleId::WorkerPorts] {
-        let cut: Vec<&Needed> = blocked
+        let cut: Vec<&Needed> = judged
+            .blocked
             .iter()
             .map(|b| &needed[b.need])
             .filter(|n| n.rule == rule)
@@ -972,11 +1074,11 @@ pub fn check_pod(
         if cut.is_empty() {
             continue;
         }
-        let mut policies = towards.clone();
-        add_unique(&mut policies, &from);
+        let mut policies = judged.towards.clone();
+        add_unique(&mut policies, &judged.from);
         out.report(
             rule,
-            &root,
+            root,
             || format!(
                 "{} TCP {} to this {role} Pod of cluster {:?} from the cluster's own pods; admit {}",
                 policies_do(&policies, "blocks", "block"),
