@@ -5,21 +5,25 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
+mod kuberay_labels;
 mod operator;
 mod semantics;
 
-use semantics::{Direction, NAMESPACE_NAME_LABEL, restricts};
-pub use semantics::{PolicyPod, connection_allowed};
+use kuberay_labels::{cr_name_label, group_labels};
+pub use kuberay_labels::{identifiers, kuberay_label_value, pod_labels};
+use semantics::{
+    Direction, PodLabels, admitted_between, egress_admits, in_namespace, labels_match, peer_admits,
+    ports_admit, restricts, selecting,
+};
+pub use semantics::{NamespaceView, PolicyPod, connection_allowed};
 
 use super::Findings;
-use crate::policy::RAY_DEFAULT_WORKER_PORTS;
+use crate::policy::{ExternalAccess, PortPolicy, RAY_DEFAULT_WORKER_PORTS};
 use crate::ray::{
     ClusterSource, ClusterSpec, HEAD_GROUP_LABEL_VALUE, LABEL_CLUSTER, LABEL_CR_NAME, LABEL_GROUP,
-    LABEL_IS_RAY_NODE, LABEL_NODE_TYPE, Labels, NodeGroup, RayPod, Role, child,
+    LABEL_NODE_TYPE, Labels, NodeGroup, RayPod, Role, child,
 };
 
 /// The findings that a cluster's NetworkPolicies cut traffic Ray needs: what a NetworkPolicy
@@ -39,107 +43,6 @@ pub enum NetworkPolicies<'a> {
     Unknown,
     /// Every NetworkPolicy known to exist in the object's namespace (others are ignored).
     Known(&'a [Arc<NetworkPolicy>]),
-}
-
-type PodLabels<'a> = BTreeMap<&'a str, &'a str>;
-
-/// The value of [`LABEL_CR_NAME`] for a cluster embedded in another object, when its name
-/// fits in a label value.
-fn cr_name_label<'a>(cluster: &ClusterSpec<'a>) -> Option<&'a str> {
-    let name = cluster.name;
-    let fits = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    (cluster.source != ClusterSource::RayCluster && fits).then_some(name)
-}
-
-/// The labels KubeRay v1.5.0 gives the Pods of `group` (see [`group_labels`]).
-pub fn pod_labels(cluster: &ClusterSpec<'_>, group: &NodeGroup<'_>) -> BTreeMap<String, String> {
-    let ids = identifiers(cluster.name);
-    group_labels(cluster, group, &ids)
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
-/// `utils.CheckLabel` of KubeRay v1.5.0: a label value cut to its last 63 bytes, and a
-/// leading punctuation mark replaced by `r`.
-pub fn kuberay_label_value(value: &str) -> String {
-    let mut value = value.as_bytes();
-    if value.len() > 63 {
-        value = &value[value.len() - 63..];
-    }
-    let mut text = String::from_utf8_lossy(value).into_owned();
-    if text.starts_with(|c: char| c.is_ascii_punctuation()) {
-        text.replace_range(..1, "r");
-    }
-    text
-}
-
-/// The `ray.io/identifier` values of a cluster's head and worker Pods.
-pub fn identifiers(cluster_name: &str) -> [String; 2] {
-    [
-        kuberay_label_value(&format!("{cluster_name}-head")),
-        kuberay_label_value(&format!("{cluster_name}-worker")),
-    ]
-}
-
-/// The labels KubeRay v1.5.0 puts on the Pods of one group (`labelPod` over `mergeLabels`):
-/// its own (`ray.io/is-ray-node`, `ray.io/identifier`, `app.kubernetes.io/name` and
-/// `created-by`), overridden by the template's labels and then the group's `labels`, except
-/// `ray.io/node-type`, `ray.io/group` and `ray.io/cluster`, which KubeRay always sets. A
-/// generated cluster's name (RayJob, RayService) is unknown, and so are the labels made of it.
-fn group_labels<'a>(
-    cluster: &ClusterSpec<'a>,
-    group: &NodeGroup<'a>,
-    ids: &'a [String; 2],
-) -> PodLabels<'a> {
-    let mut labels = PodLabels::new();
-    labels.insert(LABEL_IS_RAY_NODE, "yes");
-    labels.insert("app.kubernetes.io/name", "kuberay");
-    labels.insert("app.kubernetes.io/created-by", "kuberay-operator");
-    if cluster.source == ClusterSource::RayCluster {
-        labels.insert(LABEL_CLUSTER, cluster.name);
-        let id = match group.role {
-            Role::Head => &ids[0],
-            Role::Worker => &ids[1],
-        };
-        labels.insert("ray.io/identifier", id.as_str());
-    }
-    // The label raygate fills into an embedded cluster's templates (a value already there
-    // stays, below).
-    if let Some(name) = cr_name_label(cluster) {
-        labels.insert(LABEL_CR_NAME, name);
-    }
-    let mut overrides = PodLabels::new();
-    group.template_labels().for_each(|k, v| {
-        overrides.insert(k, v);
-    });
-    if let Some(own) = group.spec.get("labels").and_then(Value::as_object) {
-        for (k, v) in own {
-            if let Some(v) = v.as_str() {
-                overrides.insert(k, v);
-            }
-        }
-    }
-    for (k, v) in overrides {
-        if ![LABEL_NODE_TYPE, LABEL_GROUP, LABEL_CLUSTER].contains(&k) {
-            labels.insert(k, v);
-        }
-    }
-    labels.insert(
-        LABEL_NODE_TYPE,
-        match group.role {
-            Role::Head => "head",
-            Role::Worker => "worker",
-        },
-    );
-    labels.insert(LABEL_GROUP, group.name);
-    labels
 }
 
 /// Fills [`LABEL_CR_NAME`] into the pod templates of a cluster embedded in a RayJob,
@@ -185,63 +88,6 @@ fn fill_cr_name_label(cluster: &ClusterSpec<'_>, out: &mut Findings<'_>) {
             ),
         );
         out.fill(path, value);
-    }
-}
-
-fn selector_matches(selector: &LabelSelector, labels: &PodLabels<'_>) -> bool {
-    semantics::selector_matches(selector, |k| labels.get(k).copied())
-}
-
-/// The ports a numbered NetworkPolicy port entry admits, `endPort` included.
-fn numbered_range(number: i32, port: &NetworkPolicyPort) -> (u32, u32) {
-    let from = u32::try_from(number).unwrap_or(0);
-    let to = port
-        .end_port
-        .and_then(|e| u32::try_from(e).ok())
-        .unwrap_or(from);
-    (from, to.max(from))
-}
-
-/// Port intervals admitted by a set of rules; `all` when some rule admits every port.
-#[derive(Default, Debug)]
-struct Admitted {
-    all: bool,
-    ranges: Vec<(u32, u32)>,
-    names: Vec<String>,
-}
-
-impl Admitted {
-    fn add_ports(&mut self, ports: Option<&Vec<NetworkPolicyPort>>) {
-        let Some(ports) = ports.filter(|p| !p.is_empty()) else {
-            self.all = true;
-            return;
-        };
-        for port in ports {
-            if port.protocol.as_deref().is_some_and(|p| p != "TCP") {
-                continue;
-            }
-            match &port.port {
-                None => self.all = true,
-                Some(IntOrString::Int(n)) => self.ranges.push(numbered_range(*n, port)),
-                Some(IntOrString::String(name)) => self.names.push(name.clone()),
-            }
-        }
-    }
-
-    fn covers(&self, from: u32, to: u32, name: Option<&str>) -> bool {
-        if self.all || name.is_some_and(|n| self.names.iter().any(|x| x == n)) {
-            return true;
-        }
-        let mut next = from;
-        for &(a, b) in &self.ranges {
-            if a <= next && next <= b {
-                next = b + 1;
-                if next > to {
-                    return true;
-                }
-            }
-        }
-        false
     }
 }
 
@@ -335,150 +181,6 @@ fn declared_tcp_ports(pod: Option<&Value>) -> Vec<(String, u32)> {
             let number = p.get("containerPort").and_then(crate::ray::as_port)?;
             Some((name.to_owned(), number))
         })
-        .collect()
-}
-
-/// The namespace of a cluster as NetworkPolicy `namespaceSelector`s see it.
-pub struct NamespaceView<'a> {
-    pub name: &'a str,
-    /// Its labels, when the cluster state knows them.
-    labels: Option<&'a BTreeMap<String, String>>,
-    /// Whether selectors on labels raygate cannot see are assumed to match.
-    assume: std::cell::Cell<bool>,
-    /// Set when a selector needed labels raygate cannot see.
-    unknown_seen: std::cell::Cell<bool>,
-    /// Set when coverage held only by assuming such a selector matches.
-    guessed: std::cell::Cell<bool>,
-}
-
-impl<'a> NamespaceView<'a> {
-    pub fn new(name: &'a str, labels: Option<&'a BTreeMap<String, String>>) -> NamespaceView<'a> {
-        NamespaceView {
-            name,
-            labels,
-            assume: std::cell::Cell::new(false),
-            unknown_seen: std::cell::Cell::new(false),
-            guessed: std::cell::Cell::new(false),
-        }
-    }
-
-    fn selected_by(&self, selector: &LabelSelector) -> bool {
-        let mut ns = PodLabels::new();
-        if let Some(labels) = self.labels {
-            ns.extend(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            ns.insert(NAMESPACE_NAME_LABEL, self.name);
-            return selector_matches(selector, &ns);
-        }
-        // Without the namespace's labels only its name is known: judge what names it; the
-        // rest does not match unless assumed (see `coverage`).
-        ns.insert(NAMESPACE_NAME_LABEL, self.name);
-        let on_name = LabelSelector {
-            match_labels: selector.match_labels.as_ref().map(|m| {
-                m.iter()
-                    .filter(|(k, _)| k.as_str() == NAMESPACE_NAME_LABEL)
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            }),
-            match_expressions: selector.match_expressions.as_ref().map(|e| {
-                e.iter()
-                    .filter(|r| r.key == NAMESPACE_NAME_LABEL)
-                    .cloned()
-                    .collect()
-            }),
-        };
-        let other_keys = selector
-            .match_labels
-            .iter()
-            .flatten()
-            .any(|(k, _)| k != NAMESPACE_NAME_LABEL)
-            || selector
-                .match_expressions
-                .iter()
-                .flatten()
-                .any(|r| r.key != NAMESPACE_NAME_LABEL);
-        let matched = selector_matches(&on_name, &ns);
-        if matched && other_keys {
-            self.unknown_seen.set(true);
-            return self.assume.get();
-        }
-        matched
-    }
-
-    /// Ports admitted with selectors on unseen labels assumed to match.
-    fn assuming<T>(&self, judge: impl FnOnce() -> T) -> T {
-        self.assume.set(true);
-        let judged = judge();
-        self.assume.set(false);
-        judged
-    }
-}
-
-fn peer_admits(
-    peer: &NetworkPolicyPeer,
-    namespace: &NamespaceView<'_>,
-    labels: &PodLabels<'_>,
-) -> bool {
-    let namespace_ok = match &peer.namespace_selector {
-        None => true,
-        Some(selector) => namespace.selected_by(selector),
-    };
-    let pods_ok = match &peer.pod_selector {
-        None => peer.namespace_selector.is_some(),
-        Some(selector) => selector_matches(selector, labels),
-    };
-    namespace_ok && pods_ok
-}
-
-/// Ports that `policies` (all selecting the pods at one end) admit to or from the pods
-/// labelled `peer` in the same namespace, in one direction.
-fn admitted_between(
-    policies: &[&NetworkPolicy],
-    direction: Direction,
-    namespace: &NamespaceView<'_>,
-    peer: &PodLabels<'_>,
-) -> Admitted {
-    let mut admitted = Admitted::default();
-    let restricting: Vec<&&NetworkPolicy> = policies
-        .iter()
-        .filter(|p| restricts(p, direction))
-        .collect();
-    if restricting.is_empty() {
-        admitted.all = true;
-        return admitted;
-    }
-    for policy in restricting {
-        let rules = semantics::rules(policy, direction);
-        for (peers, ports) in rules {
-            let from_peer = peers
-                .filter(|p| !p.is_empty())
-                .is_none_or(|peers| peers.iter().any(|p| peer_admits(p, namespace, peer)));
-            if from_peer {
-                admitted.add_ports(ports);
-            }
-        }
-    }
-    // Sorted once here, so that `covers` can sweep the ranges in order for every port.
-    admitted.ranges.sort_unstable();
-    admitted
-}
-
-fn in_namespace<'p>(all: &'p [Arc<NetworkPolicy>], namespace: &str) -> Vec<&'p NetworkPolicy> {
-    all.iter()
-        .map(Arc::as_ref)
-        .filter(|p| p.metadata.namespace.as_deref().unwrap_or("default") == namespace)
-        .collect()
-}
-
-/// The policies among `in_namespace` whose podSelector selects pods labelled `labels`.
-fn selecting<'p>(
-    in_namespace: &[&'p NetworkPolicy],
-    labels: &PodLabels<'_>,
-) -> Vec<&'p NetworkPolicy> {
-    in_namespace
-        .iter()
-        .copied()
-        // A policy written without a spec selects every Pod (the API server stores an empty one).
-        .filter(|p| semantics::selects(p, |k| labels.get(k).copied()))
         .collect()
 }
 
@@ -608,6 +310,38 @@ fn add_unique<'a>(list: &mut Vec<&'a NetworkPolicy>, more: &[&'a NetworkPolicy])
     }
 }
 
+/// The rules a cluster's NetworkPolicies are judged by.
+const CLUSTER_RULES: [RuleId; 7] = [
+    RuleId::NetworkPolicyMissing,
+    RuleId::BlockedPorts,
+    RuleId::WorkerPorts,
+    RuleId::DnsEgress,
+    RuleId::ApiserverEgress,
+    RuleId::ExternalAccess,
+    RuleId::OperatorAccess,
+];
+
+/// What every group of a cluster is judged against.
+struct ClusterScope<'a, 'p> {
+    cluster: &'a ClusterSpec<'a>,
+    namespace: &'a NamespaceView<'a>,
+    in_namespace: &'a [&'p NetworkPolicy],
+    /// The labels of each group's pods, in the order of the groups.
+    pods: &'a [&'a PodLabels<'a>],
+    /// The label a NetworkPolicy selects the cluster's Pods by, when there is one.
+    cluster_label: Option<(&'a str, &'a str)>,
+    /// How messages say to select the cluster's pods.
+    selector_hint: String,
+}
+
+/// What the groups' coverage gathers for the cluster-wide findings.
+struct Gathered<'p> {
+    /// Each needed port cut somewhere, in the order first found.
+    cuts: Vec<Cut<'p>>,
+    /// Each group whose egress some policy restricts, with those policies.
+    egress_restricted: Vec<(String, Vec<&'p NetworkPolicy>)>,
+}
+
 pub fn check_cluster(
     cluster: &ClusterSpec<'_>,
     namespace: Option<&str>,
@@ -616,16 +350,7 @@ pub fn check_cluster(
     out: &mut Findings<'_>,
 ) {
     fill_cr_name_label(cluster, out);
-    let rules = [
-        RuleId::NetworkPolicyMissing,
-        RuleId::BlockedPorts,
-        RuleId::WorkerPorts,
-        RuleId::DnsEgress,
-        RuleId::ApiserverEgress,
-        RuleId::ExternalAccess,
-        RuleId::OperatorAccess,
-    ];
-    if !rules.iter().any(|&r| out.enabled(r)) {
+    if !CLUSTER_RULES.iter().any(|&r| out.enabled(r)) {
         return;
     }
     // KubeRay v1.5.0 has no spec.networkPolicy; a later operator creates policies from it
@@ -652,89 +377,148 @@ pub fn check_cluster(
         })
         .collect();
     let peers: Vec<&PodLabels<'_>> = groups.iter().map(|(_, labels)| labels).collect();
-    // The label a NetworkPolicy selects the cluster's Pods by, when there is one.
-    let cluster_label = match (cluster.source, cr_name_label(cluster)) {
-        (ClusterSource::RayCluster, _) => Some((LABEL_CLUSTER, cluster.name)),
-        (_, Some(name)) => Some((LABEL_CR_NAME, name)),
-        (_, None) => None,
+    let cluster_label = cluster_label(cluster);
+    let scope = ClusterScope {
+        cluster,
+        namespace: &namespace_view,
+        in_namespace: &in_namespace,
+        pods: &peers,
+        cluster_label,
+        selector_hint: cluster_label.map_or_else(
+            || "a label of its pod templates".to_owned(),
+            |(key, value)| format!("{key}={value}"),
+        ),
     };
-    let selector_hint = cluster_label.map_or_else(
-        || "a label of its pod templates".to_owned(),
-        |(key, value)| format!("{key}={value}"),
-    );
 
-    let mut cuts: Vec<Cut<'_>> = Vec::new();
-    let mut egress_restricted: Vec<(String, Vec<&NetworkPolicy>)> = Vec::new();
+    let mut gathered = Gathered {
+        cuts: Vec::new(),
+        egress_restricted: Vec::new(),
+    };
     for (group, labels) in &groups {
         if out.out_of_time() {
             return;
         }
-        let declared = declared_tcp_ports(group.spec.pointer("/template/spec"));
-        let needed = needed_for(group.role, &declared, out);
-        let Coverage {
-            towards,
-            from,
-            blocked,
-        } = coverage(
+        check_group(&scope, group, labels, &mut gathered, out);
+    }
+    report_cuts(&scope, gathered.cuts, out);
+    if let Some((head, _)) = groups.iter().find(|(g, _)| g.role == Role::Head) {
+        operator::check(
+            cluster,
+            head,
+            namespace,
+            namespace_labels,
             &in_namespace,
-            &namespace_view,
-            labels,
-            &peers,
-            &needed,
-            group.role == Role::Head,
+            out,
         );
-        // Unselected pods take any ingress, but the other groups' egress may still cut them.
-        if towards.is_empty() {
-            out.report(
-                RuleId::NetworkPolicyMissing,
-                &group.path,
-                || format!(
-                    "no NetworkPolicy selects the {}'s pods; create one selecting {selector_hint} in namespace {namespace:?}",
-                    group.describe()
-                ),
-            );
-        }
-        let restricting: Vec<&NetworkPolicy> = towards
-            .iter()
-            .copied()
-            .filter(|p| restricts(p, Direction::Egress))
-            .collect();
-        if !restricting.is_empty() {
-            egress_restricted.push((group.describe(), restricting.clone()));
-        }
-        if group.role == Role::Head {
-            check_apiserver_egress(cluster, group, &restricting, out);
-        }
-        if !towards.is_empty() {
-            check_external_access(group, &towards, out);
-        }
+    }
+    check_dns_egress(cluster, &gathered.egress_restricted, out);
+    report_guess(&namespace_view, &cluster.path, out);
+}
+
+/// The label a NetworkPolicy selects the cluster's Pods by, when there is one.
+fn cluster_label<'a>(cluster: &ClusterSpec<'a>) -> Option<(&'static str, &'a str)> {
+    match (cluster.source, cr_name_label(cluster)) {
+        (ClusterSource::RayCluster, _) => Some((LABEL_CLUSTER, cluster.name)),
+        (_, Some(name)) => Some((LABEL_CR_NAME, name)),
+        (_, None) => None,
+    }
+}
+
+/// One group's pods: a policy selects them, and the ports they need are gathered where the
+/// policies cut them; its own egress, the API server and the named namespaces are checked.
+fn check_group<'p>(
+    scope: &ClusterScope<'_, 'p>,
+    group: &NodeGroup<'_>,
+    labels: &PodLabels<'_>,
+    gathered: &mut Gathered<'p>,
+    out: &mut Findings<'_>,
+) {
+    let declared = declared_tcp_ports(group.spec.pointer("/template/spec"));
+    let needed = needed_for(group.role, &declared, out);
+    let Coverage {
+        towards,
+        from,
+        blocked,
+    } = coverage(
+        scope.in_namespace,
+        scope.namespace,
+        labels,
+        scope.pods,
+        &needed,
+        group.role == Role::Head,
+    );
+    // Unselected pods take any ingress, but the other groups' egress may still cut them.
+    if towards.is_empty() {
+        out.report(RuleId::NetworkPolicyMissing, &group.path, || {
+            format!(
+                "no NetworkPolicy selects the {}'s pods; create one selecting {} in namespace {:?}",
+                group.describe(),
+                scope.selector_hint,
+                scope.namespace.name
+            )
+        });
+    }
+    let restricting: Vec<&NetworkPolicy> = towards
+        .iter()
+        .copied()
+        .filter(|p| restricts(p, Direction::Egress))
+        .collect();
+    if !restricting.is_empty() {
+        gathered
+            .egress_restricted
+            .push((group.describe(), restricting.clone()));
+    }
+    if group.role == Role::Head {
+        check_apiserver_egress(scope.cluster, group, &restricting, out);
+    }
+    if !towards.is_empty() {
+        check_external_access(group, &towards, out);
+    }
+    gathered.add_cuts(group, needed, blocked, &towards, &from);
+}
+
+impl<'p> Gathered<'p> {
+    /// Adds the needed ports cut towards `group` to their cuts across the cluster, with the
+    /// policies that cut them: `towards` its ingress, `from` the peers' egress.
+    fn add_cuts(
+        &mut self,
+        group: &NodeGroup<'_>,
+        needed: Vec<Needed>,
+        blocked: Vec<Blocked>,
+        towards: &[&'p NetworkPolicy],
+        from: &[&'p NetworkPolicy],
+    ) {
         let mut needed: Vec<Option<Needed>> = needed.into_iter().map(Some).collect();
         for b in blocked {
             let Some(need) = needed[b.need].take() else {
                 continue;
             };
-            let cut = match cuts.iter_mut().find(|c| c.need.label == need.label) {
+            let cut = match self.cuts.iter_mut().find(|c| c.need.label == need.label) {
                 Some(cut) => cut,
                 None => {
-                    cuts.push(Cut {
+                    self.cuts.push(Cut {
                         need,
                         groups: Vec::new(),
                         path: group.path.clone(),
                         ingress: Vec::new(),
                         egress: Vec::new(),
                     });
-                    cuts.last_mut().expect("just pushed")
+                    self.cuts.last_mut().expect("just pushed")
                 }
             };
             cut.groups.push(group.describe());
             if b.ingress {
-                add_unique(&mut cut.ingress, &towards);
+                add_unique(&mut cut.ingress, towards);
             }
             if b.egress {
-                add_unique(&mut cut.egress, &from);
+                add_unique(&mut cut.egress, from);
             }
         }
     }
+}
+
+/// One finding per needed port cut somewhere in the cluster, with its fix.
+fn report_cuts(scope: &ClusterScope<'_, '_>, cuts: Vec<Cut<'_>>, out: &mut Findings<'_>) {
     for cut in cuts {
         let mut policies = cut.ingress.clone();
         add_unique(&mut policies, &cut.egress);
@@ -749,22 +533,10 @@ pub fn check_cluster(
                 policies_do(&policies, "blocks", "block"),
                 cut.need.label,
                 super::and_list(&cut.groups),
-                hint(&cut, cluster_label, &namespace_view, &peers),
+                hint(&cut, scope.cluster_label, scope.namespace, scope.pods),
             )
         });
     }
-    if let Some((head, _)) = groups.iter().find(|(g, _)| g.role == Role::Head) {
-        operator::check(
-            cluster,
-            head,
-            namespace,
-            namespace_labels,
-            &in_namespace,
-            out,
-        );
-    }
-    check_dns_egress(cluster, &egress_restricted, out);
-    report_guess(&namespace_view, &cluster.path, out);
 }
 
 /// The fix for a needed port the cluster's policies cut, for each policy that restricts the
@@ -859,57 +631,6 @@ fn report_guess(
             ),
         );
     }
-}
-
-/// Whether a rule's port list admits `protocol` `port`, or one of the port names `names`.
-fn ports_admit(
-    ports: Option<&Vec<NetworkPolicyPort>>,
-    protocol: &str,
-    port: u32,
-    names: &[&str],
-) -> bool {
-    let Some(ports) = ports.filter(|p| !p.is_empty()) else {
-        return true;
-    };
-    ports.iter().any(|p| {
-        p.protocol.as_deref().unwrap_or("TCP") == protocol
-            && match &p.port {
-                None => true,
-                Some(IntOrString::Int(n)) => {
-                    let (from, to) = numbered_range(*n, p);
-                    (from..=to).contains(&port)
-                }
-                Some(IntOrString::String(name)) => names.contains(&name.as_str()),
-            }
-    })
-}
-
-/// Whether some egress rule of `policies` admits `protocol` `port` to a destination the
-/// peer filter accepts (every destination when a rule names no peers).
-fn egress_admits(
-    policies: &[&NetworkPolicy],
-    protocol: &str,
-    port: u32,
-    names: &[&str],
-    beyond: impl Fn(&NetworkPolicyPeer) -> bool,
-) -> bool {
-    policies.iter().any(|policy| {
-        semantics::spec(policy)
-            .egress
-            .as_ref()
-            .into_iter()
-            .flatten()
-            .any(|rule| {
-                // Ports first: a peer is only looked at (and maybe found unknowable) for a
-                // rule that admits the port.
-                ports_admit(rule.ports.as_ref(), protocol, port, names)
-                    && rule
-                        .to
-                        .as_ref()
-                        .filter(|peers| !peers.is_empty())
-                        .is_none_or(|peers| peers.iter().any(&beyond))
-            })
-    })
 }
 
 /// Whether a peer of an egress rule can reach the cluster's DNS Pods: `kube-system` by its
@@ -1069,57 +790,8 @@ fn check_external_access(
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        // Any pod of such a namespace: its own labels are unknown.
-        let admits_peer = |peer: &NetworkPolicyPeer| {
-            peer.ip_block.is_some()
-                || (peer
-                    .namespace_selector
-                    .as_ref()
-                    .is_some_and(|s| selector_matches(s, &namespace_labels))
-                    && peer.pod_selector.as_ref().is_none_or(|s| {
-                        s.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-                            && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
-                    }))
-        };
-        let ports = &policy.spec().ports;
-        let wanted: Vec<(&str, u16)> = access
-            .ports
-            .iter()
-            .filter_map(|name| {
-                let planned = ports
-                    .planned
-                    .iter()
-                    .find(|p| &p.name == name)
-                    .filter(|p| group.role == Role::Head || p.every_node)
-                    .map(|p| (p.name.as_str(), p.port));
-                let head = ports
-                    .head_ports
-                    .iter()
-                    .find(|p| &p.name == name && group.role == Role::Head)
-                    .map(|p| (p.name.as_str(), p.port));
-                planned.or(head)
-            })
-            .collect();
-        let blocked: Vec<String> = wanted
-            .into_iter()
-            .filter(|(name, port)| {
-                !restricting.iter().any(|p| {
-                    p.spec
-                        .as_ref()
-                        .and_then(|s| s.ingress.as_ref())
-                        .into_iter()
-                        .flatten()
-                        .any(|rule| {
-                            rule.from
-                                .as_ref()
-                                .filter(|peers| !peers.is_empty())
-                                .is_none_or(|peers| peers.iter().any(admits_peer))
-                                && ports_admit(rule.ports.as_ref(), "TCP", (*port).into(), &[name])
-                        })
-                })
-            })
-            .map(|(name, port)| format!("{port} ({name})"))
-            .collect();
+        let wanted = wanted_from_outside(group, access, &policy.spec().ports);
+        let blocked = blocked_from_outside(&restricting, wanted, &namespace_labels);
         if blocked.is_empty() {
             continue;
         }
@@ -1145,6 +817,74 @@ fn check_external_access(
             ),
         );
     }
+}
+
+/// The ports of `group` that `access` names: planned ports the group's pods listen on, and
+/// the head's own ports on the head.
+fn wanted_from_outside<'a>(
+    group: &NodeGroup<'_>,
+    access: &'a ExternalAccess,
+    ports: &'a PortPolicy,
+) -> Vec<(&'a str, u16)> {
+    access
+        .ports
+        .iter()
+        .filter_map(|name| {
+            let planned = ports
+                .planned
+                .iter()
+                .find(|p| &p.name == name)
+                .filter(|p| group.role == Role::Head || p.every_node)
+                .map(|p| (p.name.as_str(), p.port));
+            let head = ports
+                .head_ports
+                .iter()
+                .find(|p| &p.name == name && group.role == Role::Head)
+                .map(|p| (p.name.as_str(), p.port));
+            planned.or(head)
+        })
+        .collect()
+}
+
+/// The `wanted` ports no ingress rule of `restricting` admits from any pod of a namespace
+/// labelled `namespace_labels`, as messages name them.
+fn blocked_from_outside(
+    restricting: &[&&NetworkPolicy],
+    wanted: Vec<(&str, u16)>,
+    namespace_labels: &PodLabels<'_>,
+) -> Vec<String> {
+    // Any pod of such a namespace: its own labels are unknown.
+    let admits_peer = |peer: &NetworkPolicyPeer| {
+        peer.ip_block.is_some()
+            || (peer
+                .namespace_selector
+                .as_ref()
+                .is_some_and(|s| labels_match(s, namespace_labels))
+                && peer.pod_selector.as_ref().is_none_or(|s| {
+                    s.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+                        && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
+                }))
+    };
+    wanted
+        .into_iter()
+        .filter(|(name, port)| {
+            !restricting.iter().any(|p| {
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.ingress.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .any(|rule| {
+                        rule.from
+                            .as_ref()
+                            .filter(|peers| !peers.is_empty())
+                            .is_none_or(|peers| peers.iter().any(admits_peer))
+                            && ports_admit(rule.ports.as_ref(), "TCP", (*port).into(), &[name])
+                    })
+            })
+        })
+        .map(|(name, port)| format!("{port} ({name})"))
+        .collect()
 }
 
 /// A Ray Pod at creation: some NetworkPolicy must select it and admit the plan's ports from
@@ -1178,10 +918,6 @@ pub fn check_pod(
         Role::Head => "head",
         Role::Worker => "worker",
     };
-    let hint = match own.get(LABEL_CR_NAME) {
-        Some(name) => format!("{LABEL_CR_NAME}={name}"),
-        None => format!("{LABEL_CLUSTER}={}", pod.cluster),
-    };
     let namespace_view = NamespaceView::new(namespace, namespace_labels);
     // A head Pod is its group's only Pod, and its traffic to itself is never blocked: it is
     // judged against a worker of its cluster (the live cluster, when known, adds every group).
@@ -1201,23 +937,40 @@ pub fn check_pod(
         pod.role == Role::Head,
     );
     report_guess(&namespace_view, &root, out);
-    let Coverage {
-        towards,
-        from,
-        blocked,
-    } = judged;
-    if towards.is_empty() {
+    if judged.towards.is_empty() {
         out.report(
             RuleId::NetworkPolicyMissing,
             &root,
             || format!(
-                "no NetworkPolicy selects this {role} Pod of cluster {:?}; create one selecting {hint} in namespace {namespace:?}; the operator retries denied Pods",
-                pod.cluster
+                "no NetworkPolicy selects this {role} Pod of cluster {:?}; create one selecting {} in namespace {namespace:?}; the operator retries denied Pods",
+                pod.cluster,
+                pod_selector_hint(pod, &own)
             ),
         );
     }
+    report_pod_cuts(pod, role, &needed, &judged, &root, out);
+}
+
+/// The label a NetworkPolicy selects a Ray Pod's cluster by.
+fn pod_selector_hint(pod: &RayPod<'_>, own: &PodLabels<'_>) -> String {
+    match own.get(LABEL_CR_NAME) {
+        Some(name) => format!("{LABEL_CR_NAME}={name}"),
+        None => format!("{LABEL_CLUSTER}={}", pod.cluster),
+    }
+}
+
+/// One finding per rule for the needed ports the policies cut towards a Ray Pod.
+fn report_pod_cuts(
+    pod: &RayPod<'_>,
+    role: &str,
+    needed: &[Needed],
+    judged: &Coverage<'_>,
+    root: &json_patch::jsonptr::PointerBuf,
+    out: &mut Findings<'_>,
+) {
     for rule in [RuleId::BlockedPorts, RuleId::WorkerPorts] {
-        let cut: Vec<&Needed> = blocked
+        let cut: Vec<&Needed> = judged
+            .blocked
             .iter()
             .map(|b| &needed[b.need])
             .filter(|n| n.rule == rule)
@@ -1225,11 +978,11 @@ pub fn check_pod(
         if cut.is_empty() {
             continue;
         }
-        let mut policies = towards.clone();
-        add_unique(&mut policies, &from);
+        let mut policies = judged.towards.clone();
+        add_unique(&mut policies, &judged.from);
         out.report(
             rule,
-            &root,
+            root,
             || format!(
                 "{} TCP {} to this {role} Pod of cluster {:?} from the cluster's own pods; admit {}",
                 policies_do(&policies, "blocks", "block"),

@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 use super::Findings;
 use crate::policy::PlacementPolicy;
 use crate::ray::{PodSpecRef, child};
+use json_patch::jsonptr::PointerBuf;
 
 const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 const REQUIRED_TERMS: &str =
@@ -19,6 +20,20 @@ const REQUIRED_TERMS: &str =
 pub enum GpuException {
     Applies,
     Never,
+}
+
+/// What a pod spec's node constraints say about where it may run, each step adding what its
+/// constraint says; [`report_pinning`] then reports (or fills) from it.
+struct Pinning<'a> {
+    /// The GPU exception applies: the masters join the workers as allowed nodes.
+    may_use_masters: bool,
+    node_name: &'a str,
+    /// Some node constraint is set: nodeName, a non-empty nodeSelector or required affinity.
+    constrained: bool,
+    /// A master finding was reported: the pin finding would only repeat it.
+    targets_master: bool,
+    /// Kept on the allowed nodes by one of its constraints (they are ANDed).
+    kept_on: bool,
 }
 
 /// Checks one pod spec; `subject` names it in messages ("head group", "Pod", ...).
@@ -34,218 +49,232 @@ pub fn check_pod_spec(
     out: &mut Findings<'_>,
 ) {
     let placement = &out.policy().spec().placement;
-    let may_use_masters = gpu == GpuException::Applies
-        && placement.gpu_groups_may_use_masters
-        && requests_gpu(pod, placement);
-    let spec = pod.spec;
-    // A master finding was reported: the pin finding would only repeat it.
-    let mut targets_master = false;
-    // Kept on the allowed nodes by one of its constraints (they are ANDed).
-    let mut kept_on = false;
+    let mut pin = Pinning {
+        may_use_masters: gpu == GpuException::Applies
+            && placement.gpu_groups_may_use_masters
+            && requests_gpu(pod, placement),
+        node_name: pod
+            .spec
+            .get("nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        constrained: false,
+        targets_master: false,
+        kept_on: false,
+    };
+    check_node_name(pod, subject, placement, &mut pin, out);
+    check_node_selector(pod, subject, placement, &mut pin, out);
+    check_required_affinity(pod, subject, placement, &mut pin, out);
+    if !pin.may_use_masters {
+        check_tolerations(pod, subject, placement, out);
+    }
+    report_pinning(pod, subject, placement, &pin, out);
+}
 
-    let node_name = spec.get("nodeName").and_then(Value::as_str).unwrap_or("");
-    if is_master(placement, node_name) {
-        if may_use_masters {
-            // Bound to a master: the kubelet runs it there or nowhere.
-            kept_on = true;
-        } else {
-            targets_master = true;
+fn check_node_name(
+    pod: &PodSpecRef<'_>,
+    subject: &str,
+    placement: &PlacementPolicy,
+    pin: &mut Pinning<'_>,
+    out: &mut Findings<'_>,
+) {
+    let node_name = pin.node_name;
+    pin.constrained |= !node_name.is_empty();
+    if !is_master(placement, node_name) {
+        return;
+    }
+    if pin.may_use_masters {
+        // Bound to a master: the kubelet runs it there or nowhere.
+        pin.kept_on = true;
+    } else {
+        pin.targets_master = true;
+        out.report(
+            RuleId::NodeName,
+            &child(&pod.path, "nodeName"),
+            || format!(
+                "{subject} sets nodeName: {node_name}, a master kept for the control plane and GPU work; remove nodeName"
+            ),
+        );
+    }
+}
+
+fn check_node_selector(
+    pod: &PodSpecRef<'_>,
+    subject: &str,
+    placement: &PlacementPolicy,
+    pin: &mut Pinning<'_>,
+    out: &mut Findings<'_>,
+) {
+    let Some(selector) = pod.spec.get("nodeSelector").and_then(Value::as_object) else {
+        return;
+    };
+    pin.constrained |= !selector.is_empty();
+    for (key, raw) in selector {
+        let value = raw.as_str().unwrap_or("");
+        let values = std::slice::from_ref(&value);
+        if pin.may_use_masters {
+            pin.kept_on |= raw.is_string() && keeps_on_masters(placement, key, "In", values);
+        } else if selects_master(placement, key, "In", values) {
+            pin.targets_master = true;
             out.report(
-                RuleId::NodeName,
-                &child(&pod.path, "nodeName"),
+                RuleId::TargetsMaster,
+                &child(&child(&pod.path, "nodeSelector"), key),
                 || format!(
-                    "{subject} sets nodeName: {node_name}, a master kept for the control plane and GPU work; remove nodeName"
+                    "{subject} nodeSelector {key}: {value:?} targets a master; select {}: {} instead",
+                    placement.worker_label.key, placement.worker_label.value
                 ),
             );
         }
     }
-
-    let node_selector = spec.get("nodeSelector").and_then(Value::as_object);
-    if let Some(selector) = node_selector {
-        for (key, raw) in selector {
-            let value = raw.as_str().unwrap_or("");
-            let values = std::slice::from_ref(&value);
-            if may_use_masters {
-                kept_on |= raw.is_string() && keeps_on_masters(placement, key, "In", values);
-            } else if selects_master(placement, key, "In", values) {
-                targets_master = true;
-                out.report(
-                    RuleId::TargetsMaster,
-                    &child(&child(&pod.path, "nodeSelector"), key),
-                    || format!(
-                        "{subject} nodeSelector {key}: {value:?} targets a master; select {}: {} instead",
-                        placement.worker_label.key, placement.worker_label.value
-                    ),
-                );
-            }
-        }
-        // Only the worker label keeps a pod on the workers: a hostname or a missing
-        // control-plane label says nothing of nodes added later.
-        if selector
-            .get(&placement.worker_label.key)
-            .and_then(Value::as_str)
-            == Some(placement.worker_label.value.as_str())
-        {
-            kept_on = true;
-        }
+    // Only the worker label keeps a pod on the workers: a hostname or a missing
+    // control-plane label says nothing of nodes added later.
+    if selector
+        .get(&placement.worker_label.key)
+        .and_then(Value::as_str)
+        == Some(placement.worker_label.value.as_str())
+    {
+        pin.kept_on = true;
     }
+}
 
-    let required = spec.pointer(REQUIRED_TERMS);
+/// Required node affinity keeps the pod on the allowed nodes when every term (they are
+/// ORed) does.
+fn check_required_affinity(
+    pod: &PodSpecRef<'_>,
+    subject: &str,
+    placement: &PlacementPolicy,
+    pin: &mut Pinning<'_>,
+    out: &mut Findings<'_>,
+) {
+    let required = pod.spec.pointer(REQUIRED_TERMS);
+    pin.constrained |= required.is_some();
     let terms = required
         .and_then(|r| r.get("nodeSelectorTerms"))
         .and_then(Value::as_array)
         .filter(|terms| !terms.is_empty());
-    if let Some(terms) = terms {
-        let terms_path = [
-            "affinity",
-            "nodeAffinity",
-            "requiredDuringSchedulingIgnoredDuringExecution",
-            "nodeSelectorTerms",
-        ]
-        .iter()
-        .fold(pod.path.clone(), |path, token| child(&path, token));
-        let mut every_term_keeps_on = true;
-        for (i, term) in terms.iter().enumerate() {
-            let term_path = child(&terms_path, &i.to_string());
-            let mut term_keeps_on = false;
-            for (field, names_label) in [("matchExpressions", true), ("matchFields", false)] {
-                let Some(requirements) = term.get(field).and_then(Value::as_array) else {
-                    continue;
-                };
-                for (j, requirement) in requirements.iter().enumerate() {
-                    let key = requirement.get("key").and_then(Value::as_str).unwrap_or("");
-                    let operator = requirement
-                        .get("operator")
-                        .and_then(Value::as_str)
-                        .unwrap_or("");
-                    let values: Vec<&str> = requirement
-                        .get("values")
-                        .and_then(Value::as_array)
-                        .map(|v| v.iter().filter_map(Value::as_str).collect())
-                        .unwrap_or_default();
-                    // matchFields can only name the node (metadata.name), which is its hostname.
-                    let key = if !names_label && key == "metadata.name" {
-                        HOSTNAME_LABEL
-                    } else if names_label {
-                        key
-                    } else {
-                        continue;
-                    };
-                    if may_use_masters {
-                        term_keeps_on |= keeps_on_masters(placement, key, operator, &values);
-                    } else if selects_master(placement, key, operator, &values) {
-                        targets_master = true;
-                        out.report(
-                            RuleId::TargetsMaster,
-                            &child(&child(&term_path, field), &j.to_string()),
-                            || format!(
-                                "{subject} node affinity {key} {operator} {values:?} targets a master; require {}={} instead",
-                                placement.worker_label.key, placement.worker_label.value
-                            ),
-                        );
-                    }
-                    term_keeps_on |= keeps_on_workers(placement, key, operator, &values);
-                }
-            }
-            every_term_keeps_on &= term_keeps_on;
-        }
-        kept_on |= every_term_keeps_on;
+    let Some(terms) = terms else {
+        return;
+    };
+    let terms_path = [
+        "affinity",
+        "nodeAffinity",
+        "requiredDuringSchedulingIgnoredDuringExecution",
+        "nodeSelectorTerms",
+    ]
+    .iter()
+    .fold(pod.path.clone(), |path, token| child(&path, token));
+    let mut every_term_keeps_on = true;
+    for (i, term) in terms.iter().enumerate() {
+        let term_path = child(&terms_path, &i.to_string());
+        every_term_keeps_on &= check_term(term, &term_path, subject, placement, pin, out);
     }
+    pin.kept_on |= every_term_keeps_on;
+}
 
-    if !may_use_masters && let Some(tolerations) = spec.get("tolerations").and_then(Value::as_array)
-    {
-        for (i, toleration) in tolerations.iter().enumerate() {
-            let key = toleration.get("key").and_then(Value::as_str).unwrap_or("");
-            let operator = toleration
+/// Checks one node selector term; whether it keeps the pod on the allowed nodes.
+fn check_term(
+    term: &Value,
+    term_path: &PointerBuf,
+    subject: &str,
+    placement: &PlacementPolicy,
+    pin: &mut Pinning<'_>,
+    out: &mut Findings<'_>,
+) -> bool {
+    let mut term_keeps_on = false;
+    for (field, names_label) in [("matchExpressions", true), ("matchFields", false)] {
+        let Some(requirements) = term.get(field).and_then(Value::as_array) else {
+            continue;
+        };
+        for (j, requirement) in requirements.iter().enumerate() {
+            let key = requirement.get("key").and_then(Value::as_str).unwrap_or("");
+            let operator = requirement
                 .get("operator")
                 .and_then(Value::as_str)
-                .unwrap_or("Equal");
-            let path = child(&child(&pod.path, "tolerations"), &i.to_string());
-            if key.is_empty() && operator == "Exists" {
+                .unwrap_or("");
+            let values: Vec<&str> = requirement
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|v| v.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            // matchFields can only name the node (metadata.name), which is its hostname.
+            let key = if !names_label && key == "metadata.name" {
+                HOSTNAME_LABEL
+            } else if names_label {
+                key
+            } else {
+                continue;
+            };
+            if pin.may_use_masters {
+                term_keeps_on |= keeps_on_masters(placement, key, operator, &values);
+            } else if selects_master(placement, key, operator, &values) {
+                pin.targets_master = true;
                 out.report(
-                    RuleId::ToleratesControlPlane,
-                    &path,
+                    RuleId::TargetsMaster,
+                    &child(&child(term_path, field), &j.to_string()),
                     || format!(
-                        "{subject} tolerates every taint (operator Exists, no key), the masters' included; list only the taints it needs"
+                        "{subject} node affinity {key} {operator} {values:?} targets a master; require {}={} instead",
+                        placement.worker_label.key, placement.worker_label.value
                     ),
                 );
-            } else if placement.control_plane_taint_keys.iter().any(|k| k == key) {
-                out.report(RuleId::ToleratesControlPlane, &path, || {
-                    format!("{subject} tolerates the master taint {key:?}; remove this toleration")
-                });
             }
+            term_keeps_on |= keeps_on_workers(placement, key, operator, &values);
         }
     }
+    term_keeps_on
+}
 
-    if kept_on || targets_master {
+fn check_tolerations(
+    pod: &PodSpecRef<'_>,
+    subject: &str,
+    placement: &PlacementPolicy,
+    out: &mut Findings<'_>,
+) {
+    let Some(tolerations) = pod.spec.get("tolerations").and_then(Value::as_array) else {
         return;
-    }
-    let unconstrained =
-        node_name.is_empty() && node_selector.is_none_or(Map::is_empty) && required.is_none();
-    let worker = &placement.worker_label;
-    if may_use_masters {
-        // Filled in as required node affinity, ORed terms: the workers, or the masters.
-        // A value of the wrong type is the user's to fix: a fill-in never overwrites it.
-        let affinity = spec.get("affinity");
-        let node_affinity = affinity.and_then(|a| a.get("nodeAffinity"));
-        let can_fill = spec.is_object()
-            && affinity.is_none_or(Value::is_object)
-            && node_affinity.is_none_or(Value::is_object);
-        let masters = master_selection(placement);
-        if unconstrained && can_fill && out.enabled(RuleId::NotPinned) {
-            out.report_fillable(RuleId::NotPinned, &pod.path, || {
-                format!(
-                    "{subject} asks for a GPU and may be scheduled on a node that is neither a worker nor a master (GPU groups may use either); add the required node affinity terms {} In [{}] or {}",
-                    worker.key, worker.value, masters.requirement
-                )
-            });
-            let terms = json!([
-                {"matchExpressions": [
-                    {"key": worker.key, "operator": "In", "values": [worker.value]}]},
-                {"matchExpressions": [masters.expression]},
-            ]);
-            let required = json!({"nodeSelectorTerms": terms});
-            let affinity_path = child(&pod.path, "affinity");
-            let node_affinity_path = child(&affinity_path, "nodeAffinity");
-            let (path, value) = match (affinity, node_affinity) {
-                (None, _) => (
-                    affinity_path,
-                    json!({"nodeAffinity": {
-                        "requiredDuringSchedulingIgnoredDuringExecution": required}}),
+    };
+    for (i, toleration) in tolerations.iter().enumerate() {
+        let key = toleration.get("key").and_then(Value::as_str).unwrap_or("");
+        let operator = toleration
+            .get("operator")
+            .and_then(Value::as_str)
+            .unwrap_or("Equal");
+        let path = child(&child(&pod.path, "tolerations"), &i.to_string());
+        if key.is_empty() && operator == "Exists" {
+            out.report(
+                RuleId::ToleratesControlPlane,
+                &path,
+                || format!(
+                    "{subject} tolerates every taint (operator Exists, no key), the masters' included; list only the taints it needs"
                 ),
-                (Some(_), None) => (
-                    node_affinity_path,
-                    json!({"requiredDuringSchedulingIgnoredDuringExecution": required}),
-                ),
-                (Some(_), Some(_)) => (
-                    child(
-                        &node_affinity_path,
-                        "requiredDuringSchedulingIgnoredDuringExecution",
-                    ),
-                    required,
-                ),
-            };
-            out.fill(path, value);
-        } else if node_name.is_empty() {
-            out.report(RuleId::NotPinned, &pod.path, || {
-                format!(
-                    "{subject}'s nodeSelector and node affinity keep it neither on workers nor on masters (a GPU group may use either); add {}: {} to its nodeSelector, or select a master with {}",
-                    worker.key, worker.value, masters.selector
-                )
-            });
-        } else {
-            out.report(RuleId::NotPinned, &pod.path, || {
-                format!(
-                    "{subject} sets nodeName: {node_name}, not a master, and its nodeSelector and node affinity do not keep it on workers (a GPU group may use workers or masters); remove nodeName, set it to a master ({}), or add {}: {} to its nodeSelector if {node_name} is a worker",
-                    masters.names, worker.key, worker.value
-                )
+            );
+        } else if placement.control_plane_taint_keys.iter().any(|k| k == key) {
+            out.report(RuleId::ToleratesControlPlane, &path, || {
+                format!("{subject} tolerates the master taint {key:?}; remove this toleration")
             });
         }
+    }
+}
+
+/// A spec kept on no allowed nodes, with no master finding that already says so.
+fn report_pinning(
+    pod: &PodSpecRef<'_>,
+    subject: &str,
+    placement: &PlacementPolicy,
+    pin: &Pinning<'_>,
+    out: &mut Findings<'_>,
+) {
+    if pin.kept_on || pin.targets_master {
         return;
     }
+    if pin.may_use_masters {
+        report_gpu_not_pinned(pod, subject, placement, pin, out);
+        return;
+    }
+    let spec = pod.spec;
+    let worker = &placement.worker_label;
     // A value of the wrong type is the user's to fix: a fill-in never overwrites it.
     let can_fill = spec.is_object() && spec.get("nodeSelector").is_none_or(Value::is_object);
-    if unconstrained && can_fill && out.enabled(RuleId::NotPinned) {
+    if !pin.constrained && can_fill && out.enabled(RuleId::NotPinned) {
         out.report_fillable(RuleId::NotPinned, &pod.path, || {
             format!(
                 "{subject} may be scheduled on a master; add nodeSelector {}: {}",
@@ -253,7 +282,11 @@ pub fn check_pod_spec(
             )
         });
         let selector_path = child(&pod.path, "nodeSelector");
-        if node_selector.is_some() {
+        if spec
+            .get("nodeSelector")
+            .and_then(Value::as_object)
+            .is_some()
+        {
             out.fill(
                 child(&selector_path, &worker.key),
                 Value::String(worker.value.clone()),
@@ -272,6 +305,76 @@ pub fn check_pod_spec(
                 worker.key, worker.value
             ),
         );
+    }
+}
+
+/// A GPU group under the exception kept neither on workers nor on masters.
+fn report_gpu_not_pinned(
+    pod: &PodSpecRef<'_>,
+    subject: &str,
+    placement: &PlacementPolicy,
+    pin: &Pinning<'_>,
+    out: &mut Findings<'_>,
+) {
+    let spec = pod.spec;
+    let worker = &placement.worker_label;
+    let node_name = pin.node_name;
+    // Filled in as required node affinity, ORed terms: the workers, or the masters.
+    // A value of the wrong type is the user's to fix: a fill-in never overwrites it.
+    let affinity = spec.get("affinity");
+    let node_affinity = affinity.and_then(|a| a.get("nodeAffinity"));
+    let can_fill = spec.is_object()
+        && affinity.is_none_or(Value::is_object)
+        && node_affinity.is_none_or(Value::is_object);
+    let masters = master_selection(placement);
+    if !pin.constrained && can_fill && out.enabled(RuleId::NotPinned) {
+        out.report_fillable(RuleId::NotPinned, &pod.path, || {
+            format!(
+                "{subject} asks for a GPU and may be scheduled on a node that is neither a worker nor a master (GPU groups may use either); add the required node affinity terms {} In [{}] or {}",
+                worker.key, worker.value, masters.requirement
+            )
+        });
+        let terms = json!([
+            {"matchExpressions": [
+                {"key": worker.key, "operator": "In", "values": [worker.value]}]},
+            {"matchExpressions": [masters.expression]},
+        ]);
+        let required = json!({"nodeSelectorTerms": terms});
+        let affinity_path = child(&pod.path, "affinity");
+        let node_affinity_path = child(&affinity_path, "nodeAffinity");
+        let (path, value) = match (affinity, node_affinity) {
+            (None, _) => (
+                affinity_path,
+                json!({"nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": required}}),
+            ),
+            (Some(_), None) => (
+                node_affinity_path,
+                json!({"requiredDuringSchedulingIgnoredDuringExecution": required}),
+            ),
+            (Some(_), Some(_)) => (
+                child(
+                    &node_affinity_path,
+                    "requiredDuringSchedulingIgnoredDuringExecution",
+                ),
+                required,
+            ),
+        };
+        out.fill(path, value);
+    } else if node_name.is_empty() {
+        out.report(RuleId::NotPinned, &pod.path, || {
+            format!(
+                "{subject}'s nodeSelector and node affinity keep it neither on workers nor on masters (a GPU group may use either); add {}: {} to its nodeSelector, or select a master with {}",
+                worker.key, worker.value, masters.selector
+            )
+        });
+    } else {
+        out.report(RuleId::NotPinned, &pod.path, || {
+            format!(
+                "{subject} sets nodeName: {node_name}, not a master, and its nodeSelector and node affinity do not keep it on workers (a GPU group may use workers or masters); remove nodeName, set it to a master ({}), or add {}: {} to its nodeSelector if {node_name} is a worker",
+                masters.names, worker.key, worker.value
+            )
+        });
     }
 }
 

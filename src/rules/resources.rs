@@ -7,6 +7,7 @@ use super::Findings;
 use crate::policy::{Policy, Resource};
 use crate::quantity::Quantity;
 use crate::ray::{ContainerRef, PodSpecRef, child};
+use json_patch::jsonptr::PointerBuf;
 
 pub fn check_pod_spec(pod: &PodSpecRef<'_>, subject: &str, out: &mut Findings<'_>) {
     for container in pod.all_containers() {
@@ -27,6 +28,27 @@ fn parse(value: &Value) -> Option<Quantity> {
     Quantity::parse(quantity_text(value)?.as_ref())
 }
 
+/// A container's `resources`, as the checks read it.
+struct Resources<'a> {
+    path: PointerBuf,
+    section: Option<&'a Map<String, Value>>,
+    requests: Option<&'a Map<String, Value>>,
+    limits: Option<&'a Map<String, Value>>,
+    /// How messages name the container.
+    who: String,
+}
+
+/// A request or limit as written: `None` when absent, `Some(None)` when not a quantity.
+type Written = Option<Option<Quantity>>;
+
+/// The requests and limits a container lacks, and the values that fill them.
+#[derive(Default)]
+struct Missing {
+    names: Vec<String>,
+    requests: Map<String, Value>,
+    limits: Map<String, Value>,
+}
+
 fn check_container(
     pod: &PodSpecRef<'_>,
     container: &ContainerRef<'_>,
@@ -34,110 +56,159 @@ fn check_container(
     out: &mut Findings<'_>,
 ) {
     let policy = out.policy();
-    let resources_path = child(&pod.container_path(container), "resources");
-    let resources = container.value.get("resources").and_then(Value::as_object);
-    let requests = resources
-        .and_then(|r| r.get("requests"))
-        .and_then(Value::as_object);
-    let limits = resources
-        .and_then(|r| r.get("limits"))
-        .and_then(Value::as_object);
-    let who = format!("{} of the {subject}", container.describe());
+    let section = container.value.get("resources").and_then(Value::as_object);
+    let resources = Resources {
+        path: child(&pod.container_path(container), "resources"),
+        section,
+        requests: section
+            .and_then(|r| r.get("requests"))
+            .and_then(Value::as_object),
+        limits: section
+            .and_then(|r| r.get("limits"))
+            .and_then(Value::as_object),
+        who: format!("{} of the {subject}", container.describe()),
+    };
+    let [cpu, memory] = parse_quantities(&resources, out);
+    let mut missing = Missing::default();
+    for (resource, (request, limit)) in [(Resource::Cpu, cpu), (Resource::Memory, memory)] {
+        check_bounds(policy, &resources, resource, (&request, &limit), out);
+        missing.add(policy, &resources, resource, (&request, &limit));
+    }
+    if !missing.names.is_empty() && out.enabled(RuleId::ResourcesMissing) {
+        report_missing(pod, container, &resources, missing, out);
+    }
+    check_gpus(
+        policy,
+        &resources.path,
+        resources.requests,
+        resources.limits,
+        &resources.who,
+        out,
+    );
+}
 
-    // Parse what is there once; report what does not parse.
+/// The CPU and memory (request, limit) pairs, parsed once; what does not parse is reported.
+fn parse_quantities(resources: &Resources<'_>, out: &mut Findings<'_>) -> [(Written, Written); 2] {
+    let who = &resources.who;
     let mut parsed = |map: Option<&Map<String, Value>>, kind: &str, resource: &str| {
         let value = map?.get(resource)?;
         let quantity = parse(value);
         if quantity.is_none() {
             out.report(
                 RuleId::InvalidQuantity,
-                &child(&child(&resources_path, kind), resource),
+                &child(&child(&resources.path, kind), resource),
                 || format!("{who} {kind}.{resource} is {value}, not a Kubernetes quantity; write e.g. \"500m\" or \"2Gi\""),
             );
         }
         Some(quantity)
     };
     let cpu = (
-        parsed(requests, "requests", "cpu"),
-        parsed(limits, "limits", "cpu"),
+        parsed(resources.requests, "requests", "cpu"),
+        parsed(resources.limits, "limits", "cpu"),
     );
     let memory = (
-        parsed(requests, "requests", "memory"),
-        parsed(limits, "limits", "memory"),
+        parsed(resources.requests, "requests", "memory"),
+        parsed(resources.limits, "limits", "memory"),
     );
+    [cpu, memory]
+}
 
-    let mut missing = Vec::new();
-    let mut fill_requests = Map::new();
-    let mut fill_limits = Map::new();
-    for (resource, (request, limit)) in [(Resource::Cpu, cpu), (Resource::Memory, memory)] {
+/// A limit below its request, and values outside the platform's minimum and maximum.
+fn check_bounds(
+    policy: &Policy,
+    resources: &Resources<'_>,
+    resource: Resource,
+    (request, limit): (&Written, &Written),
+    out: &mut Findings<'_>,
+) {
+    let Resources {
+        path,
+        requests,
+        limits,
+        who,
+        ..
+    } = resources;
+    let (requests, limits) = (*requests, *limits);
+    let name = resource.as_str();
+    if let (Some(Some(request_q)), Some(Some(limit_q))) = (request, limit)
+        && limit_q < request_q
+    {
+        out.report(
+            RuleId::LimitBelowRequest,
+            &child(&child(path, "limits"), name),
+            || format!(
+                "{who} limits.{name} {} is below its request {}; raise the limit to at least the request",
+                text(limits, name),
+                text(requests, name)
+            ),
+        );
+    }
+    if let Some(min) = policy.minimum.get(resource) {
+        for (kind, map, value) in [("requests", requests, request), ("limits", limits, limit)] {
+            if let Some(Some(q)) = value
+                && *q < min.parsed
+            {
+                out.report(
+                    RuleId::BelowMinimum,
+                    &child(&child(path, kind), name),
+                    || {
+                        format!(
+                            "{who} {kind}.{name} {} is below the platform minimum {} (0 is no limit at all to Kubernetes); raise it to at least {}",
+                            text(map, name),
+                            min.text,
+                            min.text
+                        )
+                    },
+                );
+            }
+        }
+    }
+    if let Some(max) = policy.maximum.get(resource) {
+        for (kind, map, value) in [("requests", requests, request), ("limits", limits, limit)] {
+            if let Some(Some(q)) = value
+                && *q > max.parsed
+            {
+                out.report(
+                    RuleId::AboveMaximum,
+                    &child(&child(path, kind), name),
+                    || {
+                        format!(
+                            "{who} {kind}.{name} {} is above the platform maximum {}; lower it",
+                            text(map, name),
+                            max.text
+                        )
+                    },
+                );
+            }
+        }
+    }
+}
+
+impl Missing {
+    /// Adds what `resource` lacks. Fills so that the result is valid: a request defaults to
+    /// the limit (as Kubernetes does for Pods) and a filled limit is never below the request.
+    fn add(
+        &mut self,
+        policy: &Policy,
+        resources: &Resources<'_>,
+        resource: Resource,
+        (request, limit): (&Written, &Written),
+    ) {
         let name = resource.as_str();
-        if let (Some(Some(request_q)), Some(Some(limit_q))) = (&request, &limit)
-            && limit_q < request_q
-        {
-            out.report(
-                RuleId::LimitBelowRequest,
-                &child(&child(&resources_path, "limits"), name),
-                || format!(
-                    "{who} limits.{name} {} is below its request {}; raise the limit to at least the request",
-                    text(limits, name),
-                    text(requests, name)
-                ),
-            );
-        }
-        if let Some(min) = policy.minimum.get(resource) {
-            for (kind, map, value) in [("requests", requests, &request), ("limits", limits, &limit)]
-            {
-                if let Some(Some(q)) = value
-                    && *q < min.parsed
-                {
-                    out.report(
-                        RuleId::BelowMinimum,
-                        &child(&child(&resources_path, kind), name),
-                        || {
-                            format!(
-                                "{who} {kind}.{name} {} is below the platform minimum {} (0 is no limit at all to Kubernetes); raise it to at least {}",
-                                text(map, name),
-                                min.text,
-                                min.text
-                            )
-                        },
-                    );
-                }
-            }
-        }
-        if let Some(max) = policy.maximum.get(resource) {
-            for (kind, map, value) in [("requests", requests, &request), ("limits", limits, &limit)]
-            {
-                if let Some(Some(q)) = value
-                    && *q > max.parsed
-                {
-                    out.report(
-                        RuleId::AboveMaximum,
-                        &child(&child(&resources_path, kind), name),
-                        || {
-                            format!(
-                                "{who} {kind}.{name} {} is above the platform maximum {}; lower it",
-                                text(map, name),
-                                max.text
-                            )
-                        },
-                    );
-                }
-            }
-        }
-        // Fill so that the result is valid: a request defaults to the limit (as Kubernetes
-        // does for Pods) and a filled limit is never below the request.
-        match (&request, &limit) {
+        match (request, limit) {
             (None, None) => {
-                missing.push(format!("requests.{name}"));
-                missing.push(format!("limits.{name}"));
-                fill_requests.insert(name.into(), policy_default(policy, resource, true));
-                fill_limits.insert(name.into(), policy_default(policy, resource, false));
+                self.names.push(format!("requests.{name}"));
+                self.names.push(format!("limits.{name}"));
+                self.requests
+                    .insert(name.into(), policy_default(policy, resource, true));
+                self.limits
+                    .insert(name.into(), policy_default(policy, resource, false));
             }
             // An unparseable limit is reported above; copying it would report it twice.
             (None, Some(None)) => {
-                missing.push(format!("requests.{name}"));
-                fill_requests.insert(name.into(), policy_default(policy, resource, true));
+                self.names.push(format!("requests.{name}"));
+                self.requests
+                    .insert(name.into(), policy_default(policy, resource, true));
             }
             // A limit below the minimum is reported above; a request copied from it would be
             // a second finding for the same fix.
@@ -148,101 +219,113 @@ fn check_container(
                     .as_ref()
                     .is_some_and(|min| *limit_q < min.parsed) => {}
             (None, Some(Some(_))) => {
-                missing.push(format!("requests.{name}"));
-                fill_requests.insert(
+                self.names.push(format!("requests.{name}"));
+                self.requests.insert(
                     name.into(),
-                    limits
+                    resources
+                        .limits
                         .and_then(|l| l.get(name))
                         .cloned()
                         .unwrap_or_default(),
                 );
             }
             (Some(request_q), None) => {
-                missing.push(format!("limits.{name}"));
+                self.names.push(format!("limits.{name}"));
                 let default = &policy.default_limits.get(resource).parsed;
                 let value = match request_q {
-                    Some(q) if q > default => requests
+                    Some(q) if q > default => resources
+                        .requests
                         .and_then(|r| r.get(name))
                         .cloned()
                         .unwrap_or_default(),
                     _ => policy_default(policy, resource, false),
                 };
-                fill_limits.insert(name.into(), value);
+                self.limits.insert(name.into(), value);
             }
             (Some(_), Some(_)) => {}
         }
     }
+}
 
-    if !missing.is_empty() && out.enabled(RuleId::ResourcesMissing) {
-        let filled: Vec<String> = fill_requests
-            .iter()
-            .map(|(k, v)| format!("requests.{k}: {}", shown(v)))
-            .chain(
-                fill_limits
-                    .iter()
-                    .map(|(k, v)| format!("limits.{k}: {}", shown(v))),
-            )
-            .collect();
-        let message = format!(
-            "{who} has no {}; set {}",
-            super::and_list(&missing),
-            filled.join(", ")
-        );
-        // A value of the wrong type is the user's to fix: a fill-in never overwrites it.
-        let raw = container.value.get("resources");
-        // Pod-level limits (Kubernetes 1.34) bound every container together: a default
-        // filled into one container could exceed them, so nothing is filled there.
-        let pod_limited = pod
-            .field("resources")
-            .and_then(|r| r.get("limits"))
-            .and_then(Value::as_object)
-            .is_some_and(|l| l.contains_key("cpu") || l.contains_key("memory"));
-        let message = if pod_limited {
-            format!(
-                "{message} (not filled in: the pod's own spec.resources limits bound its containers, and a default could exceed them)"
-            )
-        } else {
-            message
-        };
-        let can_fill = !pod_limited
-            && container.value.is_object()
-            && raw.is_none_or(Value::is_object)
-            && ["requests", "limits"]
+/// Reports the missing requests and limits, and fills them in where that is safe.
+fn report_missing(
+    pod: &PodSpecRef<'_>,
+    container: &ContainerRef<'_>,
+    resources: &Resources<'_>,
+    missing: Missing,
+    out: &mut Findings<'_>,
+) {
+    let filled: Vec<String> = missing
+        .requests
+        .iter()
+        .map(|(k, v)| format!("requests.{k}: {}", shown(v)))
+        .chain(
+            missing
+                .limits
                 .iter()
-                .all(|kind| raw.and_then(|r| r.get(kind)).is_none_or(Value::is_object));
-        if !can_fill {
-            out.report(RuleId::ResourcesMissing, &resources_path, || message);
-            check_gpus(policy, &resources_path, requests, limits, &who, out);
-            return;
+                .map(|(k, v)| format!("limits.{k}: {}", shown(v))),
+        )
+        .collect();
+    let message = format!(
+        "{} has no {}; set {}",
+        resources.who,
+        super::and_list(&missing.names),
+        filled.join(", ")
+    );
+    // A value of the wrong type is the user's to fix: a fill-in never overwrites it.
+    let raw = container.value.get("resources");
+    // Pod-level limits (Kubernetes 1.34) bound every container together: a default
+    // filled into one container could exceed them, so nothing is filled there.
+    let pod_limited = pod
+        .field("resources")
+        .and_then(|r| r.get("limits"))
+        .and_then(Value::as_object)
+        .is_some_and(|l| l.contains_key("cpu") || l.contains_key("memory"));
+    let message = if pod_limited {
+        format!(
+            "{message} (not filled in: the pod's own spec.resources limits bound its containers, and a default could exceed them)"
+        )
+    } else {
+        message
+    };
+    let can_fill = !pod_limited
+        && container.value.is_object()
+        && raw.is_none_or(Value::is_object)
+        && ["requests", "limits"]
+            .iter()
+            .all(|kind| raw.and_then(|r| r.get(kind)).is_none_or(Value::is_object));
+    if !can_fill {
+        out.report(RuleId::ResourcesMissing, &resources.path, || message);
+        return;
+    }
+    out.report_fillable(RuleId::ResourcesMissing, &resources.path, || message);
+    fill_missing(resources, missing, out);
+}
+
+fn fill_missing(resources: &Resources<'_>, missing: Missing, out: &mut Findings<'_>) {
+    if resources.section.is_none() {
+        let mut all = Map::new();
+        all.insert("requests".into(), Value::Object(missing.requests));
+        all.insert("limits".into(), Value::Object(missing.limits));
+        out.fill(resources.path.clone(), Value::Object(all));
+        return;
+    }
+    for (kind, map, fills) in [
+        ("requests", resources.requests, missing.requests),
+        ("limits", resources.limits, missing.limits),
+    ] {
+        if fills.is_empty() {
+            continue;
         }
-        out.report_fillable(RuleId::ResourcesMissing, &resources_path, || message);
-        let section_present = |map: Option<&Map<String, Value>>| map.is_some();
-        if resources.is_none() {
-            let mut all = Map::new();
-            all.insert("requests".into(), Value::Object(fill_requests));
-            all.insert("limits".into(), Value::Object(fill_limits));
-            out.fill(resources_path.clone(), Value::Object(all));
-        } else {
-            for (kind, map, fills) in [
-                ("requests", requests, fill_requests),
-                ("limits", limits, fill_limits),
-            ] {
-                if fills.is_empty() {
-                    continue;
-                }
-                let kind_path = child(&resources_path, kind);
-                if section_present(map) {
-                    for (key, value) in fills {
-                        out.fill(child(&kind_path, &key), value);
-                    }
-                } else {
-                    out.fill(kind_path, Value::Object(fills));
-                }
+        let kind_path = child(&resources.path, kind);
+        if map.is_some() {
+            for (key, value) in fills {
+                out.fill(child(&kind_path, &key), value);
             }
+        } else {
+            out.fill(kind_path, Value::Object(fills));
         }
     }
-
-    check_gpus(policy, &resources_path, requests, limits, &who, out);
 }
 
 /// `autoscalerOptions.resources` replaces KubeRay's defaults for the autoscaler sidecar when

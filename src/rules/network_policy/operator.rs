@@ -289,6 +289,36 @@ fn why(workload: Workload, cut: &[&Wanted]) -> String {
     reasons.join("; ")
 }
 
+/// The connection judged: the KubeRay operator's Pod to the head of a cluster it drives.
+struct Connection<'a> {
+    cluster: &'a ClusterSpec<'a>,
+    head: &'a NodeGroup<'a>,
+    head_labels: &'a BTreeMap<String, String>,
+    /// The head's namespace.
+    namespace: &'a str,
+    operator: &'a OperatorPod,
+    workload: Workload,
+}
+
+/// The policies of the head's namespace at each end of the connection.
+struct Ends<'p> {
+    /// Those selecting the head: their ingress rules count.
+    towards_head: Vec<&'p NetworkPolicy>,
+    /// Those selecting the operator's Pod when it runs in the same namespace: their egress
+    /// rules count.
+    from_operator: Vec<&'p NetworkPolicy>,
+    ingress_restricted: Vec<&'p NetworkPolicy>,
+    egress_restricted: Vec<&'p NetworkPolicy>,
+}
+
+/// The wanted ports the policies cut (even with every unknown peer assumed to match), and
+/// those they admit only under that assumption.
+struct Verdicts<'w> {
+    cut_in: Vec<&'w Wanted>,
+    cut_out: Vec<&'w Wanted>,
+    unverified: Vec<&'w Wanted>,
+}
+
 /// The operator's Pod must reach the head on the dashboard port, and a RayService's head on
 /// the serve port too, through the NetworkPolicies of `in_namespace` (the head's own; the
 /// operator's egress counts when it runs in the same namespace). Only run once the policies
@@ -312,54 +342,21 @@ pub(super) fn check(
     }
     let head_labels = super::pod_labels(cluster, head);
     let same_namespace = operator.namespace == namespace;
-    let selects = |policy: &NetworkPolicy, labels: &BTreeMap<String, String>| {
-        semantics::selects(policy, |k| labels.get(k).map(String::as_str))
-    };
-    let towards_head: Vec<&NetworkPolicy> = in_namespace
-        .iter()
-        .copied()
-        .filter(|p| selects(p, &head_labels))
-        .collect();
-    let from_operator: Vec<&NetworkPolicy> = in_namespace
-        .iter()
-        .copied()
-        .filter(|p| same_namespace && selects(p, &operator.pod_labels))
-        .collect();
-    let ingress_restricted: Vec<&NetworkPolicy> = towards_head
-        .iter()
-        .copied()
-        .filter(|p| restricts(p, Direction::Ingress))
-        .collect();
-    let egress_restricted: Vec<&NetworkPolicy> = from_operator
-        .iter()
-        .copied()
-        .filter(|p| restricts(p, Direction::Egress))
-        .collect();
-    if ingress_restricted.is_empty() && egress_restricted.is_empty() {
+    let ends = ends(in_namespace, &head_labels, operator, same_namespace);
+    if ends.ingress_restricted.is_empty() && ends.egress_restricted.is_empty() {
         return;
     }
+    let connection = Connection {
+        cluster,
+        head,
+        head_labels: &head_labels,
+        namespace,
+        operator,
+        workload,
+    };
 
     let (ray_ports, all_ports) = head_ports(head, &out.fills);
-    let wanted: Vec<Wanted> = match workload {
-        Workload::Job => vec![DASHBOARD],
-        Workload::Service => vec![DASHBOARD, SERVE],
-    }
-    .into_iter()
-    .map(|(name, default)| {
-        let number = ray_ports
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .map_or(default, |(_, number, _)| *number);
-        let named = all_ports
-            .iter()
-            .any(|(n, p, protocol)| n == name && *p == number && protocol == "TCP");
-        Wanted {
-            name,
-            number,
-            named,
-        }
-    })
-    .collect();
+    let wanted = wanted(workload, &ray_ports, &all_ports);
 
     // The operator's namespace: its name, and its labels when the context knows them.
     let known_labels = namespace_labels.filter(|_| same_namespace);
@@ -368,16 +365,7 @@ pub(super) fn check(
     if let Some(labels) = known_labels {
         namespaces.insert(operator.namespace.clone(), labels.clone());
     }
-    let relevant: Judging<'_> = in_namespace
-        .iter()
-        .copied()
-        .map(|p| {
-            let head = towards_head.iter().any(|t| std::ptr::eq(*t, p));
-            let operator = from_operator.iter().any(|f| std::ptr::eq(*f, p));
-            (p, head, operator)
-        })
-        .filter(|&(_, head, operator)| head || operator)
-        .collect();
+    let relevant = judging(in_namespace, &ends);
     let mut unknowns = Unknowns::default();
     let strict = resolved(&relevant, &view, false, &mut unknowns);
     let assumed = (unknowns.namespace || unknowns.ip_block)
@@ -396,115 +384,225 @@ pub(super) fn check(
         ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
         ports: &all_ports,
     };
+    let verdicts = judge(&wanted, &strict, lenient, &namespaces, &from, &to);
 
-    let mut cut_in: Vec<&Wanted> = Vec::new();
-    let mut cut_out: Vec<&Wanted> = Vec::new();
-    let mut unverified: Vec<&Wanted> = Vec::new();
-    for want in &wanted {
+    let who = describe(operator);
+    if !verdicts.cut_in.is_empty() || !verdicts.cut_out.is_empty() {
+        report_cut(&connection, &ends, &wanted, &verdicts, &who, out);
+    }
+    if !verdicts.unverified.is_empty() {
+        report_unverified(&connection, &unknowns, &verdicts.unverified, &who, out);
+    }
+}
+
+fn ends<'p>(
+    in_namespace: &[&'p NetworkPolicy],
+    head_labels: &BTreeMap<String, String>,
+    operator: &OperatorPod,
+    same_namespace: bool,
+) -> Ends<'p> {
+    let selects = |policy: &NetworkPolicy, labels: &BTreeMap<String, String>| {
+        semantics::selects(policy, |k| labels.get(k).map(String::as_str))
+    };
+    let towards_head: Vec<&NetworkPolicy> = in_namespace
+        .iter()
+        .copied()
+        .filter(|p| selects(p, head_labels))
+        .collect();
+    let from_operator: Vec<&NetworkPolicy> = in_namespace
+        .iter()
+        .copied()
+        .filter(|p| same_namespace && selects(p, &operator.pod_labels))
+        .collect();
+    let ingress_restricted: Vec<&NetworkPolicy> = towards_head
+        .iter()
+        .copied()
+        .filter(|p| restricts(p, Direction::Ingress))
+        .collect();
+    let egress_restricted: Vec<&NetworkPolicy> = from_operator
+        .iter()
+        .copied()
+        .filter(|p| restricts(p, Direction::Egress))
+        .collect();
+    Ends {
+        towards_head,
+        from_operator,
+        ingress_restricted,
+        egress_restricted,
+    }
+}
+
+/// The ports of the head the operator must reach for `workload`, at the numbers the Ray
+/// container declares them (else KubeRay's defaults).
+fn wanted(workload: Workload, ray_ports: &[Declared], all_ports: &[Declared]) -> Vec<Wanted> {
+    match workload {
+        Workload::Job => vec![DASHBOARD],
+        Workload::Service => vec![DASHBOARD, SERVE],
+    }
+    .into_iter()
+    .map(|(name, default)| {
+        let number = ray_ports
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map_or(default, |(_, number, _)| *number);
+        let named = all_ports
+            .iter()
+            .any(|(n, p, protocol)| n == name && *p == number && protocol == "TCP");
+        Wanted {
+            name,
+            number,
+            named,
+        }
+    })
+    .collect()
+}
+
+/// The policies of `in_namespace` at either end, in their order.
+fn judging<'p>(in_namespace: &[&'p NetworkPolicy], ends: &Ends<'p>) -> Judging<'p> {
+    in_namespace
+        .iter()
+        .copied()
+        .map(|p| {
+            let head = ends.towards_head.iter().any(|t| std::ptr::eq(*t, p));
+            let operator = ends.from_operator.iter().any(|f| std::ptr::eq(*f, p));
+            (p, head, operator)
+        })
+        .filter(|&(_, head, operator)| head || operator)
+        .collect()
+}
+
+/// Each wanted port: admitted by the `strict` policies, only by the `lenient` ones
+/// (unverified), or cut, and then at which end.
+fn judge<'w>(
+    wanted: &'w [Wanted],
+    strict: &[NetworkPolicy],
+    lenient: &[NetworkPolicy],
+    namespaces: &BTreeMap<String, BTreeMap<String, String>>,
+    from: &PolicyPod<'_>,
+    to: &PolicyPod<'_>,
+) -> Verdicts<'w> {
+    let mut verdicts = Verdicts {
+        cut_in: Vec::new(),
+        cut_out: Vec::new(),
+        unverified: Vec::new(),
+    };
+    for want in wanted {
         let allowed = |policies: &[NetworkPolicy]| {
-            connection_allowed(policies, &namespaces, &from, &to, want.number, "TCP")
+            connection_allowed(policies, namespaces, from, to, want.number, "TCP")
         };
-        if allowed(&strict) {
+        if allowed(strict) {
             continue;
         }
         if allowed(lenient) {
-            unverified.push(want);
+            verdicts.unverified.push(want);
             continue;
         }
         // What is cut even when every unknown peer is assumed to match.
-        let end = |direction| {
-            end_allows(
-                lenient,
-                &namespaces,
-                direction,
-                &from,
-                &to,
-                want.number,
-                "TCP",
-            )
-        };
+        let end =
+            |direction| end_allows(lenient, namespaces, direction, from, to, want.number, "TCP");
         if !end(Direction::Ingress) {
-            cut_in.push(want);
+            verdicts.cut_in.push(want);
         }
         if !end(Direction::Egress) {
-            cut_out.push(want);
+            verdicts.cut_out.push(want);
         }
     }
+    verdicts
+}
 
-    let who = describe(operator);
-    if !cut_in.is_empty() || !cut_out.is_empty() {
-        let cut: Vec<&Wanted> = wanted
-            .iter()
-            .filter(|w| {
-                [&cut_in, &cut_out]
-                    .iter()
-                    .any(|l| l.iter().any(|c| c.name == w.name))
-            })
-            .collect();
-        let mut blocking: Vec<&NetworkPolicy> = Vec::new();
-        let mut fixes: Vec<String> = Vec::new();
-        let entries = |list: &[&Wanted]| {
-            list.iter()
-                .map(|w| w.entry())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        if !cut_in.is_empty() {
-            super::add_unique(&mut blocking, &ingress_restricted);
-            fixes.push(format!(
-                "add to NetworkPolicy {:?} an ingress rule `- {{from: [{}], ports: [{}]}}`",
-                first_name(&ingress_restricted),
-                operator_peer(operator, namespace),
-                entries(&cut_in)
-            ));
-        }
-        if !cut_out.is_empty() {
-            super::add_unique(&mut blocking, &egress_restricted);
-            fixes.push(format!(
-                "add to NetworkPolicy {:?} an egress rule `- {{to: [{{podSelector: {{matchLabels: {{{}}}}}}}], ports: [{}]}}`",
-                first_name(&egress_restricted),
-                head_selector(cluster, &head_labels),
-                entries(&cut_out)
-            ));
-        }
-        let direction = match (cut_in.is_empty(), cut_out.is_empty()) {
-            (false, true) => "ingress",
-            (true, false) => "egress",
-            _ => "ingress and egress",
-        };
-        out.report(RuleId::OperatorAccess, &head.path, || {
-            format!(
-                "{} {direction} from the KubeRay operator's Pod ({who}) to the head on TCP {}: {}; {}",
-                policies_do(&blocking, "blocks", "block"),
-                super::super::and_list(&cut.iter().map(|w| w.label()).collect::<Vec<_>>()),
-                why(workload, &cut),
-                fixes.join("; ")
-            )
-        });
+/// The ports cut, the policies that cut them and a rule for each end that does.
+fn report_cut(
+    connection: &Connection<'_>,
+    ends: &Ends<'_>,
+    wanted: &[Wanted],
+    verdicts: &Verdicts<'_>,
+    who: &str,
+    out: &mut Findings<'_>,
+) {
+    let Verdicts {
+        cut_in, cut_out, ..
+    } = verdicts;
+    let operator = connection.operator;
+    let cut: Vec<&Wanted> = wanted
+        .iter()
+        .filter(|w| {
+            [cut_in, cut_out]
+                .iter()
+                .any(|l| l.iter().any(|c| c.name == w.name))
+        })
+        .collect();
+    let mut blocking: Vec<&NetworkPolicy> = Vec::new();
+    let mut fixes: Vec<String> = Vec::new();
+    let entries = |list: &[&Wanted]| {
+        list.iter()
+            .map(|w| w.entry())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !cut_in.is_empty() {
+        super::add_unique(&mut blocking, &ends.ingress_restricted);
+        fixes.push(format!(
+            "add to NetworkPolicy {:?} an ingress rule `- {{from: [{}], ports: [{}]}}`",
+            first_name(&ends.ingress_restricted),
+            operator_peer(operator, connection.namespace),
+            entries(cut_in)
+        ));
     }
-    if !unverified.is_empty() {
-        let mut reasons = Vec::new();
-        if unknowns.namespace {
-            reasons.push(format!(
-                "a NetworkPolicy selects namespace {:?} by labels raygate cannot see here",
-                operator.namespace
-            ));
-        }
-        if unknowns.ip_block {
-            reasons.push(
-                "an ipBlock may or may not hold the Pods' addresses, which raygate does not know"
-                    .to_owned(),
-            );
-        }
-        out.report(RuleId::NotVerified, &head.path, || {
-            format!(
-                "could not verify that the KubeRay operator's Pod ({who}) reaches TCP {} of the head: {}; admit it by `{}`",
-                super::super::and_list(&unverified.iter().map(|w| w.label()).collect::<Vec<_>>()),
-                reasons.join(", and "),
-                operator_peer(operator, namespace)
-            )
-        });
+    if !cut_out.is_empty() {
+        super::add_unique(&mut blocking, &ends.egress_restricted);
+        fixes.push(format!(
+            "add to NetworkPolicy {:?} an egress rule `- {{to: [{{podSelector: {{matchLabels: {{{}}}}}}}], ports: [{}]}}`",
+            first_name(&ends.egress_restricted),
+            head_selector(connection.cluster, connection.head_labels),
+            entries(cut_out)
+        ));
     }
+    let direction = match (cut_in.is_empty(), cut_out.is_empty()) {
+        (false, true) => "ingress",
+        (true, false) => "egress",
+        _ => "ingress and egress",
+    };
+    out.report(RuleId::OperatorAccess, &connection.head.path, || {
+        format!(
+            "{} {direction} from the KubeRay operator's Pod ({who}) to the head on TCP {}: {}; {}",
+            policies_do(&blocking, "blocks", "block"),
+            super::super::and_list(&cut.iter().map(|w| w.label()).collect::<Vec<_>>()),
+            why(connection.workload, &cut),
+            fixes.join("; ")
+        )
+    });
+}
+
+/// The ports admitted only if what raygate cannot see here matches, and why it cannot.
+fn report_unverified(
+    connection: &Connection<'_>,
+    unknowns: &Unknowns,
+    unverified: &[&Wanted],
+    who: &str,
+    out: &mut Findings<'_>,
+) {
+    let operator = connection.operator;
+    let mut reasons = Vec::new();
+    if unknowns.namespace {
+        reasons.push(format!(
+            "a NetworkPolicy selects namespace {:?} by labels raygate cannot see here",
+            operator.namespace
+        ));
+    }
+    if unknowns.ip_block {
+        reasons.push(
+            "an ipBlock may or may not hold the Pods' addresses, which raygate does not know"
+                .to_owned(),
+        );
+    }
+    out.report(RuleId::NotVerified, &connection.head.path, || {
+        format!(
+            "could not verify that the KubeRay operator's Pod ({who}) reaches TCP {} of the head: {}; admit it by `{}`",
+            super::super::and_list(&unverified.iter().map(|w| w.label()).collect::<Vec<_>>()),
+            reasons.join(", and "),
+            operator_peer(operator, connection.namespace)
+        )
+    });
 }
 
 fn first_name<'p>(policies: &[&'p NetworkPolicy]) -> &'p str {

@@ -3,9 +3,14 @@
 //! named ports resolved on the destination Pod by name and protocol) and whether one
 //! connection gets through. `tests/netpol_oracle.rs` holds this against the SIG-Network
 //! reference implementation (kube-network-policies v0.8.0) in-process.
+//!
+//! Also which ports a set of policies admits between Pods known only by their labels
+//! ([`admitted_between`]), in a namespace whose labels raygate may not see offline
+//! ([`NamespaceView`]), as the Ray rules judge a cluster before its Pods exist.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
@@ -354,4 +359,260 @@ pub fn end_allows(
         port,
         protocol,
     )
+}
+
+/// A Pod's labels, as selectors read them.
+pub type PodLabels<'a> = BTreeMap<&'a str, &'a str>;
+
+/// [`selector_matches`] on a label map.
+pub fn labels_match(selector: &LabelSelector, labels: &PodLabels<'_>) -> bool {
+    selector_matches(selector, |k| labels.get(k).copied())
+}
+
+/// The ports a numbered NetworkPolicy port entry admits, `endPort` included.
+fn numbered_range(number: i32, port: &NetworkPolicyPort) -> (u32, u32) {
+    let from = u32::try_from(number).unwrap_or(0);
+    let to = port
+        .end_port
+        .and_then(|e| u32::try_from(e).ok())
+        .unwrap_or(from);
+    (from, to.max(from))
+}
+
+/// Port intervals admitted by a set of rules; `all` when some rule admits every port.
+#[derive(Default, Debug)]
+pub struct Admitted {
+    all: bool,
+    ranges: Vec<(u32, u32)>,
+    names: Vec<String>,
+}
+
+impl Admitted {
+    fn add_ports(&mut self, ports: Option<&Vec<NetworkPolicyPort>>) {
+        let Some(ports) = ports.filter(|p| !p.is_empty()) else {
+            self.all = true;
+            return;
+        };
+        for port in ports {
+            if port.protocol.as_deref().is_some_and(|p| p != "TCP") {
+                continue;
+            }
+            match &port.port {
+                None => self.all = true,
+                Some(IntOrString::Int(n)) => self.ranges.push(numbered_range(*n, port)),
+                Some(IntOrString::String(name)) => self.names.push(name.clone()),
+            }
+        }
+    }
+
+    pub fn covers(&self, from: u32, to: u32, name: Option<&str>) -> bool {
+        if self.all || name.is_some_and(|n| self.names.iter().any(|x| x == n)) {
+            return true;
+        }
+        let mut next = from;
+        for &(a, b) in &self.ranges {
+            if a <= next && next <= b {
+                next = b + 1;
+                if next > to {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+/// The namespace of a cluster as NetworkPolicy `namespaceSelector`s see it.
+pub struct NamespaceView<'a> {
+    pub name: &'a str,
+    /// Its labels, when the cluster state knows them.
+    labels: Option<&'a BTreeMap<String, String>>,
+    /// Whether selectors on labels raygate cannot see are assumed to match.
+    assume: std::cell::Cell<bool>,
+    /// Set when a selector needed labels raygate cannot see.
+    pub(super) unknown_seen: std::cell::Cell<bool>,
+    /// Set when coverage held only by assuming such a selector matches.
+    pub(super) guessed: std::cell::Cell<bool>,
+}
+
+impl<'a> NamespaceView<'a> {
+    pub fn new(name: &'a str, labels: Option<&'a BTreeMap<String, String>>) -> NamespaceView<'a> {
+        NamespaceView {
+            name,
+            labels,
+            assume: std::cell::Cell::new(false),
+            unknown_seen: std::cell::Cell::new(false),
+            guessed: std::cell::Cell::new(false),
+        }
+    }
+
+    pub fn selected_by(&self, selector: &LabelSelector) -> bool {
+        let mut ns = PodLabels::new();
+        if let Some(labels) = self.labels {
+            ns.extend(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            ns.insert(NAMESPACE_NAME_LABEL, self.name);
+            return labels_match(selector, &ns);
+        }
+        // Without the namespace's labels only its name is known: judge what names it; the
+        // rest does not match unless assumed (see `coverage`).
+        ns.insert(NAMESPACE_NAME_LABEL, self.name);
+        let on_name = LabelSelector {
+            match_labels: selector.match_labels.as_ref().map(|m| {
+                m.iter()
+                    .filter(|(k, _)| k.as_str() == NAMESPACE_NAME_LABEL)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }),
+            match_expressions: selector.match_expressions.as_ref().map(|e| {
+                e.iter()
+                    .filter(|r| r.key == NAMESPACE_NAME_LABEL)
+                    .cloned()
+                    .collect()
+            }),
+        };
+        let other_keys = selector
+            .match_labels
+            .iter()
+            .flatten()
+            .any(|(k, _)| k != NAMESPACE_NAME_LABEL)
+            || selector
+                .match_expressions
+                .iter()
+                .flatten()
+                .any(|r| r.key != NAMESPACE_NAME_LABEL);
+        let matched = labels_match(&on_name, &ns);
+        if matched && other_keys {
+            self.unknown_seen.set(true);
+            return self.assume.get();
+        }
+        matched
+    }
+
+    /// Ports admitted with selectors on unseen labels assumed to match.
+    pub fn assuming<T>(&self, judge: impl FnOnce() -> T) -> T {
+        self.assume.set(true);
+        let judged = judge();
+        self.assume.set(false);
+        judged
+    }
+}
+
+pub fn peer_admits(
+    peer: &NetworkPolicyPeer,
+    namespace: &NamespaceView<'_>,
+    labels: &PodLabels<'_>,
+) -> bool {
+    let namespace_ok = match &peer.namespace_selector {
+        None => true,
+        Some(selector) => namespace.selected_by(selector),
+    };
+    let pods_ok = match &peer.pod_selector {
+        None => peer.namespace_selector.is_some(),
+        Some(selector) => labels_match(selector, labels),
+    };
+    namespace_ok && pods_ok
+}
+
+/// Ports that `policies` (all selecting the pods at one end) admit to or from the pods
+/// labelled `peer` in the same namespace, in one direction.
+pub fn admitted_between(
+    policies: &[&NetworkPolicy],
+    direction: Direction,
+    namespace: &NamespaceView<'_>,
+    peer: &PodLabels<'_>,
+) -> Admitted {
+    let mut admitted = Admitted::default();
+    let restricting: Vec<&&NetworkPolicy> = policies
+        .iter()
+        .filter(|p| restricts(p, direction))
+        .collect();
+    if restricting.is_empty() {
+        admitted.all = true;
+        return admitted;
+    }
+    for policy in restricting {
+        let rules = rules(policy, direction);
+        for (peers, ports) in rules {
+            let from_peer = peers
+                .filter(|p| !p.is_empty())
+                .is_none_or(|peers| peers.iter().any(|p| peer_admits(p, namespace, peer)));
+            if from_peer {
+                admitted.add_ports(ports);
+            }
+        }
+    }
+    // Sorted once here, so that `covers` can sweep the ranges in order for every port.
+    admitted.ranges.sort_unstable();
+    admitted
+}
+
+pub fn in_namespace<'p>(all: &'p [Arc<NetworkPolicy>], namespace: &str) -> Vec<&'p NetworkPolicy> {
+    all.iter()
+        .map(Arc::as_ref)
+        .filter(|p| p.metadata.namespace.as_deref().unwrap_or("default") == namespace)
+        .collect()
+}
+
+/// The policies among `in_namespace` whose podSelector selects pods labelled `labels`.
+pub fn selecting<'p>(
+    in_namespace: &[&'p NetworkPolicy],
+    labels: &PodLabels<'_>,
+) -> Vec<&'p NetworkPolicy> {
+    in_namespace
+        .iter()
+        .copied()
+        // A policy written without a spec selects every Pod (the API server stores an empty one).
+        .filter(|p| selects(p, |k| labels.get(k).copied()))
+        .collect()
+}
+
+/// Whether a rule's port list admits `protocol` `port`, or one of the port names `names`.
+pub fn ports_admit(
+    ports: Option<&Vec<NetworkPolicyPort>>,
+    protocol: &str,
+    port: u32,
+    names: &[&str],
+) -> bool {
+    let Some(ports) = ports.filter(|p| !p.is_empty()) else {
+        return true;
+    };
+    ports.iter().any(|p| {
+        p.protocol.as_deref().unwrap_or("TCP") == protocol
+            && match &p.port {
+                None => true,
+                Some(IntOrString::Int(n)) => {
+                    let (from, to) = numbered_range(*n, p);
+                    (from..=to).contains(&port)
+                }
+                Some(IntOrString::String(name)) => names.contains(&name.as_str()),
+            }
+    })
+}
+
+/// Whether some egress rule of `policies` admits `protocol` `port` to a destination the
+/// peer filter accepts (every destination when a rule names no peers).
+pub fn egress_admits(
+    policies: &[&NetworkPolicy],
+    protocol: &str,
+    port: u32,
+    names: &[&str],
+    beyond: impl Fn(&NetworkPolicyPeer) -> bool,
+) -> bool {
+    policies.iter().any(|policy| {
+        spec(policy)
+            .egress
+            .as_ref()
+            .into_iter()
+            .flatten()
+            .any(|rule| {
+                // Ports first: a peer is only looked at (and maybe found unknowable) for a
+                // rule that admits the port.
+                ports_admit(rule.ports.as_ref(), protocol, port, names)
+                    && rule
+                        .to
+                        .as_ref()
+                        .filter(|peers| !peers.is_empty())
+                        .is_none_or(|peers| peers.iter().any(&beyond))
+            })
+    })
 }
