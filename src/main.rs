@@ -329,10 +329,7 @@ async fn serve(config: raygate::server::ServeConfig, delay: Duration) -> anyhow:
     let running = raygate::server::start(config).await?;
     signal.await;
     tracing::info!("shutting down: unready now, draining in-flight requests");
-    running
-        .state
-        .ready
-        .store(false, std::sync::atomic::Ordering::Relaxed);
+    running.set_unready();
     tokio::time::sleep(delay).await;
     running.shutdown(Duration::from_secs(20));
     running.wait().await?;
