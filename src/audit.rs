@@ -139,24 +139,7 @@ pub async fn scan(
     namespace: Option<&str>,
     progress: &mut (dyn FnMut(Progress<'_>) + Send),
 ) -> Result<Scan, Error> {
-    let list_error = |what: &str| {
-        let what = what.to_owned();
-        move |source| Error::List { what, source }
-    };
-    let policies: Vec<NetworkPolicy> = list_all(
-        &typed_api(client, namespace),
-        None,
-        "NetworkPolicies",
-        progress,
-    )
-    .await
-    .map_err(list_error("NetworkPolicies"))?;
-    let mut by_namespace: HashMap<String, Vec<Arc<NetworkPolicy>>> = HashMap::new();
-    for policy in policies {
-        let ns = policy.metadata.namespace.clone().unwrap_or_default();
-        by_namespace.entry(ns).or_default().push(Arc::new(policy));
-    }
-
+    let by_namespace = network_policies_by_namespace(client, namespace, progress).await?;
     // Each page is judged as it arrives and dropped: only the results are kept.
     let no_policies = Vec::new();
     let mut results = Vec::new();
@@ -189,6 +172,55 @@ pub async fn scan(
             decision,
         ));
     };
+    judge_ray_objects(client, namespace, progress, &mut judge).await?;
+    judge_ray_pods(client, namespace, progress, &mut judge).await?;
+    let mut namespaces: Vec<String> = results.iter().filter_map(|r| r.namespace.clone()).collect();
+    if let Some(ns) = namespace {
+        namespaces.push(ns.to_owned());
+    }
+    namespaces.sort();
+    namespaces.dedup();
+    Ok(Scan {
+        report: Report { results },
+        uids,
+        namespaces,
+    })
+}
+
+fn list_error(what: &str) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.to_owned();
+    move |source| Error::List { what, source }
+}
+
+/// The NetworkPolicies of `namespace` (or of every namespace), by namespace.
+async fn network_policies_by_namespace(
+    client: &Client,
+    namespace: Option<&str>,
+    progress: &mut (dyn FnMut(Progress<'_>) + Send),
+) -> Result<HashMap<String, Vec<Arc<NetworkPolicy>>>, Error> {
+    let policies: Vec<NetworkPolicy> = list_all(
+        &typed_api(client, namespace),
+        None,
+        "NetworkPolicies",
+        progress,
+    )
+    .await
+    .map_err(list_error("NetworkPolicies"))?;
+    let mut by_namespace: HashMap<String, Vec<Arc<NetworkPolicy>>> = HashMap::new();
+    for policy in policies {
+        let ns = policy.metadata.namespace.clone().unwrap_or_default();
+        by_namespace.entry(ns).or_default().push(Arc::new(policy));
+    }
+    Ok(by_namespace)
+}
+
+/// Lists each Ray kind page by page into `judge`; a kind not installed is skipped.
+async fn judge_ray_objects(
+    client: &Client,
+    namespace: Option<&str>,
+    progress: &mut (dyn FnMut(Progress<'_>) + Send),
+    judge: &mut impl FnMut(Value, &'static str),
+) -> Result<(), Error> {
     for (kind, plural) in RAY_KINDS {
         let resource = ray_resource(kind, plural);
         let what = format!("{kind}s");
@@ -214,6 +246,16 @@ pub async fn scan(
             Err(error) => return Err(list_error(&what)(error)),
         }
     }
+    Ok(())
+}
+
+/// Lists the Pods of Ray clusters page by page into `judge`.
+async fn judge_ray_pods(
+    client: &Client,
+    namespace: Option<&str>,
+    progress: &mut (dyn FnMut(Progress<'_>) + Send),
+    judge: &mut impl FnMut(Value, &'static str),
+) -> Result<(), Error> {
     list_pages(
         &typed_api::<Pod>(client, namespace),
         Some(LABEL_CLUSTER),
@@ -230,18 +272,7 @@ pub async fn scan(
         },
     )
     .await
-    .map_err(list_error("Ray Pods"))?;
-    let mut namespaces: Vec<String> = results.iter().filter_map(|r| r.namespace.clone()).collect();
-    if let Some(ns) = namespace {
-        namespaces.push(ns.to_owned());
-    }
-    namespaces.sort();
-    namespaces.dedup();
-    Ok(Scan {
-        report: Report { results },
-        uids,
-        namespaces,
-    })
+    .map_err(list_error("Ray Pods"))
 }
 
 /// Violations per namespace and rule, for the `raygate_audit_violations` gauge.
