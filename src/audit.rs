@@ -139,24 +139,7 @@ pub async fn scan(
     namespace: Option<&str>,
     progress: &mut (dyn FnMut(Progress<'_>) + Send),
 ) -> Result<Scan, Error> {
-    let list_error = |what: &str| {
-        let what = what.to_owned();
-        move |source| Error::List { what, source }
-    };
-    let policies: Vec<NetworkPolicy> = list_all(
-        &typed_api(client, namespace),
-        None,
-        "NetworkPolicies",
-        progress,
-    )
-    .await
-    .map_err(list_error("NetworkPolicies"))?;
-    let mut by_namespace: HashMap<String, Vec<Arc<NetworkPolicy>>> = HashMap::new();
-    for policy in policies {
-        let ns = policy.metadata.namespace.clone().unwrap_or_default();
-        by_namespace.entry(ns).or_default().push(Arc::new(policy));
-    }
-
+    let by_namespace = network_policies_by_namespace(client, namespace, progress).await?;
     // Each page is judged as it arrives and dropped: only the results are kept.
     let no_policies = Vec::new();
     let mut results = Vec::new();
@@ -189,6 +172,55 @@ pub async fn scan(
             decision,
         ));
     };
+    judge_ray_objects(client, namespace, progress, &mut judge).await?;
+    judge_ray_pods(client, namespace, progress, &mut judge).await?;
+    let mut namespaces: Vec<String> = results.iter().filter_map(|r| r.namespace.clone()).collect();
+    if let Some(ns) = namespace {
+        namespaces.push(ns.to_owned());
+    }
+    namespaces.sort();
+    namespaces.dedup();
+    Ok(Scan {
+        report: Report { results },
+        uids,
+        namespaces,
+    })
+}
+
+fn list_error(what: &str) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.to_owned();
+    move |source| Error::List { what, source }
+}
+
+/// The NetworkPolicies of `namespace` (or of every namespace), by namespace.
+async fn network_policies_by_namespace(
+    client: &Client,
+    namespace: Option<&str>,
+    progress: &mut (dyn FnMut(Progress<'_>) + Send),
+) -> Result<HashMap<String, Vec<Arc<NetworkPolicy>>>, Error> {
+    let policies: Vec<NetworkPolicy> = list_all(
+        &typed_api(client, namespace),
+        None,
+        "NetworkPolicies",
+        progress,
+    )
+    .await
+    .map_err(list_error("NetworkPolicies"))?;
+    let mut by_namespace: HashMap<String, Vec<Arc<NetworkPolicy>>> = HashMap::new();
+    for policy in policies {
+        let ns = policy.metadata.namespace.clone().unwrap_or_default();
+        by_namespace.entry(ns).or_default().push(Arc::new(policy));
+    }
+    Ok(by_namespace)
+}
+
+/// Lists each Ray kind page by page into `judge`; a kind not installed is skipped.
+async fn judge_ray_objects(
+    client: &Client,
+    namespace: Option<&str>,
+    progress: &mut (dyn FnMut(Progress<'_>) + Send),
+    judge: &mut impl FnMut(Value, &'static str),
+) -> Result<(), Error> {
     for (kind, plural) in RAY_KINDS {
         let resource = ray_resource(kind, plural);
         let what = format!("{kind}s");
@@ -214,6 +246,16 @@ pub async fn scan(
             Err(error) => return Err(list_error(&what)(error)),
         }
     }
+    Ok(())
+}
+
+/// Lists the Pods of Ray clusters page by page into `judge`.
+async fn judge_ray_pods(
+    client: &Client,
+    namespace: Option<&str>,
+    progress: &mut (dyn FnMut(Progress<'_>) + Send),
+    judge: &mut impl FnMut(Value, &'static str),
+) -> Result<(), Error> {
     list_pages(
         &typed_api::<Pod>(client, namespace),
         Some(LABEL_CLUSTER),
@@ -230,18 +272,7 @@ pub async fn scan(
         },
     )
     .await
-    .map_err(list_error("Ray Pods"))?;
-    let mut namespaces: Vec<String> = results.iter().filter_map(|r| r.namespace.clone()).collect();
-    if let Some(ns) = namespace {
-        namespaces.push(ns.to_owned());
-    }
-    namespaces.sort();
-    namespaces.dedup();
-    Ok(Scan {
-        report: Report { results },
-        uids,
-        namespaces,
-    })
+    .map_err(list_error("Ray Pods"))
 }
 
 /// Violations per namespace and rule, for the `raygate_audit_violations` gauge.
@@ -413,79 +444,6 @@ pub async fn prune_reports(client: &Client, reports: &[Value]) -> Result<usize, 
         }
     }
     Ok(pruned)
-}
-
-/// `raygate serve --audit-interval`: the same scan in the background, as metrics (and
-/// PolicyReports when asked). A failed scan is logged and counted, and retried next time.
-pub async fn run_periodically(
-    client: Client,
-    state: Arc<crate::server::AppState>,
-    interval: std::time::Duration,
-    write: bool,
-) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        // Only the leader scans, writes reports and exports audit gauges (a sum over the
-        // replicas is then right). A replica that takes over scans at once.
-        while !state.audit_leadership.is_leader() {
-            state.metrics.audit_violations.clear();
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
-        let started = std::time::Instant::now();
-        let mut progress = |p: Progress<'_>| {
-            if let Progress::NotInstalled { kind } = p {
-                tracing::debug!(kind, "not installed in this cluster; skipped");
-            }
-        };
-        let engine = state.engine.load_full();
-        let scanned = scan(&client, &engine, None, &mut progress).await;
-        let scan = match scanned {
-            Ok(scan) => scan,
-            Err(error) => {
-                state.metrics.audit_failures.inc();
-                tracing::warn!(%error, "background audit failed");
-                continue;
-            }
-        };
-        let gauge = &state.metrics.audit_violations;
-        gauge.clear();
-        for ((namespace, rule), count) in violation_counts(&scan) {
-            gauge
-                .get_or_create(&crate::metrics::AuditLabels {
-                    namespace,
-                    rule: rule.as_str(),
-                })
-                .set(count);
-        }
-        if write {
-            let reports = policy_reports(
-                &scan,
-                engine.policy().name(),
-                time::OffsetDateTime::now_utc(),
-            );
-            if let Err(error) = write_reports(&client, &reports).await {
-                state.metrics.audit_failures.inc();
-                tracing::warn!(%error, "background audit could not write every PolicyReport");
-            }
-            match prune_reports(&client, &reports).await {
-                Ok(0) => {}
-                Ok(pruned) => tracing::info!(
-                    pruned,
-                    "deleted PolicyReports of namespaces without Ray objects"
-                ),
-                Err(error) => tracing::warn!(%error, "stale PolicyReports not pruned"),
-            }
-        }
-        state.metrics.audit_scans.inc();
-        tracing::info!(
-            objects = scan.report.results.len(),
-            denied = scan.report.denied(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "background audit done"
-        );
-    }
 }
 
 #[cfg(test)]

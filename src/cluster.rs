@@ -17,7 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 
 use crate::admission::ClusterState;
-use crate::metrics::{Metrics, ResourceLabels, WatchMetrics};
+use crate::metrics::{ResourceLabels, WatchMetrics};
 
 /// The custom resources raygate reads, as `(kind, plural)` of `ray.io/v1`.
 pub const RAY_KINDS: [(&str, &str); 4] = [
@@ -101,13 +101,11 @@ impl ClusterCache {
     /// Starts the watches on the current tokio runtime.
     pub fn start(
         client: Client,
-        metrics: &Metrics,
+        metrics: &WatchMetrics,
         stale_after: Duration,
         sync_timeout: Duration,
     ) -> ClusterCache {
         let network_policy_health = Arc::new(WatchHealth::new("networkpolicies"));
-        let ray_cluster_health = Arc::new(WatchHealth::new("rayclusters"));
-
         let (network_policies, writer) = reflector::store();
         spawn_watch(
             Api::<NetworkPolicy>::all(client.clone()),
@@ -123,55 +121,32 @@ impl ClusterCache {
         spawn_watch(
             Api::<Namespace>::all(client.clone()),
             writer,
-            |n| {
-                n.managed_fields_mut().clear();
-                n.metadata.annotations = None;
-                n.spec = None;
-                n.status = None;
-            },
+            trim_namespace,
             &namespace_health,
             metrics,
         );
 
+        let ray_cluster_health = Arc::new(WatchHealth::new("rayclusters"));
         let resource = ray_resource("RayCluster", "rayclusters");
         let writer = reflector::store::Writer::new(resource.clone());
         let ray_clusters = writer.as_reader();
         spawn_watch(
             Api::<DynamicObject>::all_with(client, &resource),
             writer,
-            // Only the spec and metadata are read; status churns and costs memory.
-            |c| {
-                c.managed_fields_mut().clear();
-                if let Some(map) = c.data.as_object_mut() {
-                    map.remove("status");
-                }
-            },
+            trim_ray_cluster,
             &ray_cluster_health,
             metrics,
         );
 
-        // `raygate_cache_synced` falls back to 0 while a watch is stale, as its help says.
-        let healths = [
-            network_policy_health.clone(),
-            ray_cluster_health.clone(),
-            namespace_health.clone(),
-        ];
-        let synced_gauges = metrics.watch_metrics().cache_synced;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                for health in &healths {
-                    let labels = ResourceLabels {
-                        resource: health.resource.to_owned(),
-                    };
-                    synced_gauges
-                        .get_or_create(&labels)
-                        .set(i64::from(health.usable(stale_after)));
-                }
-            }
-        });
-
+        spawn_synced_gauges(
+            [
+                network_policy_health.clone(),
+                ray_cluster_health.clone(),
+                namespace_health.clone(),
+            ],
+            stale_after,
+            metrics,
+        );
         ClusterCache {
             network_policies,
             ray_clusters,
@@ -189,6 +164,45 @@ impl ClusterCache {
     }
 }
 
+/// Only a namespace's labels are read.
+fn trim_namespace(namespace: &mut Namespace) {
+    namespace.managed_fields_mut().clear();
+    namespace.metadata.annotations = None;
+    namespace.spec = None;
+    namespace.status = None;
+}
+
+/// Only the spec and metadata are read; status churns and costs memory.
+fn trim_ray_cluster(cluster: &mut DynamicObject) {
+    cluster.managed_fields_mut().clear();
+    if let Some(map) = cluster.data.as_object_mut() {
+        map.remove("status");
+    }
+}
+
+/// `raygate_cache_synced` falls back to 0 while a watch is stale, as its help says.
+fn spawn_synced_gauges(
+    healths: [Arc<WatchHealth>; 3],
+    stale_after: Duration,
+    metrics: &WatchMetrics,
+) {
+    let synced_gauges = metrics.cache_synced.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            for health in &healths {
+                let labels = ResourceLabels {
+                    resource: health.resource.to_owned(),
+                };
+                synced_gauges
+                    .get_or_create(&labels)
+                    .set(i64::from(health.usable(stale_after)));
+            }
+        }
+    });
+}
+
 /// Watches `api` into `writer`'s store, with each object trimmed to what is read, and keeps
 /// `health` and the watch metrics up to date.
 fn spawn_watch<K>(
@@ -196,7 +210,7 @@ fn spawn_watch<K>(
     writer: reflector::store::Writer<K>,
     trim: impl FnMut(&mut K) + Send + 'static,
     health: &Arc<WatchHealth>,
-    metrics: &Metrics,
+    metrics: &WatchMetrics,
 ) where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
@@ -205,7 +219,7 @@ fn spawn_watch<K>(
         .default_backoff()
         .modify(trim)
         .reflect(writer);
-    tokio::spawn(follow(stream, health.clone(), metrics.watch_metrics()));
+    tokio::spawn(follow(stream, health.clone(), metrics.clone()));
 }
 
 async fn follow<K, S>(stream: S, health: Arc<WatchHealth>, metrics: WatchMetrics)

@@ -80,63 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 discard_comments,
             },
         ),
-        Command::Serve {
-            listen,
-            tls_cert,
-            tls_key,
-            client_ca,
-            metrics_listen,
-            policy,
-            mode,
-            log_format,
-            shutdown_delay,
-            cluster,
-            cache_sync_timeout,
-            audit_interval,
-            write_reports,
-        } => {
-            init_tracing(log_format);
-            let policy_file = policy.policy.clone();
-            let policy = load_policy(&policy, mode)?;
-            let (tls_cert, tls_key) = match (tls_cert, tls_key) {
-                (Some(cert), Some(key)) => (cert, key),
-                _ => development_certs(Path::new("certs"))?,
-            };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let client = serve_client(cluster.kubeconfig.as_deref()).await?;
-                if client.is_none() {
-                    tracing::warn!(
-                        "no cluster access (no --kubeconfig, not in a cluster): NetworkPolicy coverage is reported as unverified"
-                    );
-                }
-                serve(
-                    raygate::server::ServeConfig {
-                        listen,
-                        metrics_listen: Some(metrics_listen),
-                        tls_cert,
-                        tls_key,
-                        client_ca,
-                        engine: Engine::new(policy),
-                        policy_file: policy_file.map(|path| raygate::server::PolicyFile { path, mode }),
-                        cluster: client.map(|client| {
-                            raygate::server::ClusterAccess::Api(raygate::server::ApiAccess {
-                                client,
-                                cache_sync_timeout,
-                                audit_interval,
-                                write_reports,
-                            })
-                        }),
-                        limits: Default::default(),
-                    },
-                    Duration::from_secs(shutdown_delay),
-                )
-                .await
-            })?;
-            exit::OK
-        }
+        command @ Command::Serve { .. } => serve_command(command)?,
         Command::Audit {
             cluster,
             namespace,
@@ -173,21 +117,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             hosts,
             days,
             publish: _,
-        } => {
-            let certs = raygate::tls::generate(&hosts, days)?;
-            raygate::tls::write(&out_dir, &certs)?;
-            use base64::Engine as _;
-            eprintln!(
-                "wrote {0}/ca.crt, {0}/tls.crt and {0}/tls.key for {1}; caBundle:",
-                out_dir.display(),
-                hosts.join(", ")
-            );
-            println!(
-                "{}",
-                base64::engine::general_purpose::STANDARD.encode(certs.ca_pem.as_bytes())
-            );
-            exit::OK
-        }
+        } => write_certs(&out_dir, &hosts, days)?,
         Command::RayStart => {
             let stdin = std::io::stdin().lock();
             let stdout = std::io::stdout().lock();
@@ -200,6 +130,89 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             exit::OK
         }
     })
+}
+
+/// `raygate serve`: the webhook until SIGTERM or SIGINT.
+fn serve_command(command: Command) -> anyhow::Result<u8> {
+    let Command::Serve {
+        listen,
+        tls_cert,
+        tls_key,
+        client_ca,
+        metrics_listen,
+        policy,
+        mode,
+        log_format,
+        shutdown_delay,
+        cluster,
+        cache_sync_timeout,
+        audit_interval,
+        write_reports,
+    } = command
+    else {
+        unreachable!("serve_command is called for `serve` only");
+    };
+    init_tracing(log_format);
+    let policy_file = policy.policy.clone();
+    let policy = load_policy(&policy, mode)?;
+    let (tls_cert, tls_key) = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => (cert, key),
+        _ => development_certs(Path::new("certs"))?,
+    };
+    let config = raygate::server::ServeConfig {
+        listen,
+        metrics_listen: Some(metrics_listen),
+        tls_cert,
+        tls_key,
+        client_ca,
+        engine: Engine::new(policy),
+        policy_file: policy_file.map(|path| raygate::server::PolicyFile { path, mode }),
+        // Filled in once the client is made, on the runtime.
+        cluster: None,
+        limits: Default::default(),
+    };
+    let api_access = move |client| {
+        raygate::server::ClusterAccess::Api(raygate::server::ApiAccess {
+            client,
+            cache_sync_timeout,
+            audit_interval,
+            write_reports,
+        })
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = serve_client(cluster.kubeconfig.as_deref()).await?;
+        if client.is_none() {
+            tracing::warn!(
+                "no cluster access (no --kubeconfig, not in a cluster): NetworkPolicy coverage is reported as unverified"
+            );
+        }
+        let config = raygate::server::ServeConfig {
+            cluster: client.map(api_access),
+            ..config
+        };
+        serve(config, Duration::from_secs(shutdown_delay)).await
+    })?;
+    Ok(exit::OK)
+}
+
+/// `raygate certs --out-dir`: a CA and serving certificate as files, and the caBundle.
+fn write_certs(out_dir: &Path, hosts: &[String], days: u32) -> anyhow::Result<u8> {
+    let certs = raygate::tls::generate(hosts, days)?;
+    raygate::tls::write(out_dir, &certs)?;
+    use base64::Engine as _;
+    eprintln!(
+        "wrote {0}/ca.crt, {0}/tls.crt and {0}/tls.key for {1}; caBundle:",
+        out_dir.display(),
+        hosts.join(", ")
+    );
+    println!(
+        "{}",
+        base64::engine::general_purpose::STANDARD.encode(certs.ca_pem.as_bytes())
+    );
+    Ok(exit::OK)
 }
 
 async fn publish_certs(hosts: &[String], days: u32, args: &cli::PublishArgs) -> anyhow::Result<u8> {
@@ -329,10 +342,7 @@ async fn serve(config: raygate::server::ServeConfig, delay: Duration) -> anyhow:
     let running = raygate::server::start(config).await?;
     signal.await;
     tracing::info!("shutting down: unready now, draining in-flight requests");
-    running
-        .state
-        .ready
-        .store(false, std::sync::atomic::Ordering::Relaxed);
+    running.set_unready();
     tokio::time::sleep(delay).await;
     running.shutdown(Duration::from_secs(20));
     running.wait().await?;

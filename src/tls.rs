@@ -150,38 +150,34 @@ pub fn load(cert_path: &Path, key_path: &Path, client_ca: Option<&Path>) -> Resu
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
     let mut config = match client_ca {
         None => builder.with_no_client_auth().with_single_cert(chain, key)?,
-        Some(ca_path) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca_path).map_err(|e| Error::Pem {
-                path: ca_path.to_path_buf(),
-                what: "client CA",
-                message: e.to_string(),
-            })? {
-                let cert = cert.map_err(|e| Error::Pem {
-                    path: ca_path.to_path_buf(),
-                    what: "client CA",
-                    message: e.to_string(),
-                })?;
-                roots.add(cert)?;
-            }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
-                    .build()
-                    .map_err(|e| Error::Pem {
-                        path: ca_path.to_path_buf(),
-                        what: "client CA",
-                        message: e.to_string(),
-                    })?;
-            builder
-                .with_client_cert_verifier(verifier)
-                .with_single_cert(chain, key)?
-        }
+        Some(ca_path) => builder
+            .with_client_cert_verifier(client_verifier(ca_path, provider)?)
+            .with_single_cert(chain, key)?,
     };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Loaded {
         config: Arc::new(config),
         not_after,
     })
+}
+
+/// Accepts client certificates that chain to a CA in `ca_path`, and requires one.
+fn client_verifier(
+    ca_path: &Path,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let pem_error = |e: &dyn std::fmt::Display| Error::Pem {
+        path: ca_path.to_path_buf(),
+        what: "client CA",
+        message: e.to_string(),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_path).map_err(|e| pem_error(&e))? {
+        roots.add(cert.map_err(|e| pem_error(&e))?)?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+        .build()
+        .map_err(|e| pem_error(&e))
 }
 
 /// Watches the certificate's directory (not the file: a Secret volume swaps its `..data`

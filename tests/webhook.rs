@@ -561,10 +561,7 @@ async fn shutdown_turns_readiness_off_first() {
             .status(),
         200
     );
-    h.running
-        .state
-        .ready
-        .store(false, std::sync::atomic::Ordering::Relaxed);
+    h.running.set_unready();
     assert_eq!(
         h.client
             .get(h.url("/readyz"))
@@ -1236,9 +1233,7 @@ async fn every_metric_the_docs_name_exists() {
     assert_eq!(live.status(), 200);
     let exported: std::collections::BTreeSet<&str> = h
         .running
-        .state
-        .metrics
-        .names()
+        .metric_names()
         .iter()
         .map(String::as_str)
         .collect();
