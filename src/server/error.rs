@@ -9,9 +9,10 @@ use crate::tls;
 pub enum Error {
     #[error(transparent)]
     Tls(#[from] tls::Error),
-    #[error("cannot watch {dir} for certificate changes: {source}")]
+    #[error("cannot watch {dir} for changes to {file}: {source}")]
     Watch {
         dir: PathBuf,
+        file: PathBuf,
         #[source]
         source: notify::Error,
     },

@@ -15,5 +15,9 @@ pub fn watch_directory_of(
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from("."), PathBuf::from);
-    tls::watch(dir.clone(), on_change).map_err(|source| Error::Watch { dir, source })
+    tls::watch(dir.clone(), on_change).map_err(|source| Error::Watch {
+        dir,
+        file: file.to_path_buf(),
+        source,
+    })
 }
