@@ -5,8 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use raygate::Mode;
-use raygate::commands::{FailOn, Output};
 
 const CHECK_EXIT_CODES: &str = "\
 Exit codes (for CI and Argo CD gates):
@@ -55,14 +53,14 @@ pub enum Command {
         namespace: Option<String>,
         /// Override the policy's mode.
         #[arg(long, value_enum)]
-        mode: Option<Mode>,
+        mode: Option<ModeArg>,
         #[arg(short, long, value_enum, default_value = "text")]
-        output: Output,
+        output: OutputArg,
         /// Also fail (exit 3) when: `fill` an object is allowed only once filled in (the file
         /// in git still lacks the fill-ins; run `raygate fix`), `warn` a finding is a warning,
         /// `empty` the inputs hold no Ray object. Repeat or separate with commas.
         #[arg(long, value_enum, value_delimiter = ',', value_name = "WHEN")]
-        fail_on: Vec<FailOn>,
+        fail_on: Vec<FailOnArg>,
     },
     /// Write the manifests with what the plan can supply filled in; every other line, comment
     /// and quote stays as written.
@@ -100,7 +98,7 @@ pub enum Command {
         #[command(flatten)]
         policy: PolicyArgs,
         #[arg(long, value_enum)]
-        mode: Option<Mode>,
+        mode: Option<ModeArg>,
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
         /// Seconds to stay up, unready, after SIGTERM before draining (lets endpoints update).
@@ -132,9 +130,9 @@ pub enum Command {
         #[command(flatten)]
         policy: PolicyArgs,
         #[arg(long, value_enum)]
-        mode: Option<Mode>,
+        mode: Option<ModeArg>,
         #[arg(short, long, value_enum, default_value = "text")]
-        output: Output,
+        output: OutputArg,
         /// Create or update one wgpolicyk8s.io/v1alpha2 PolicyReport per namespace.
         #[arg(long)]
         write_reports: bool,
@@ -199,4 +197,65 @@ pub struct ClusterArgs {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// `--mode`: the policy's [`raygate::Mode`] on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    Enforce,
+    Audit,
+}
+
+impl From<ModeArg> for raygate::Mode {
+    fn from(mode: ModeArg) -> raygate::Mode {
+        match mode {
+            ModeArg::Enforce => raygate::Mode::Enforce,
+            ModeArg::Audit => raygate::Mode::Audit,
+        }
+    }
+}
+
+/// `--output`: a [`raygate::report::Output`] on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputArg {
+    Text,
+    Json,
+    /// SARIF 2.1.0, for code scanning (GitHub and others).
+    Sarif,
+    /// JUnit XML, one test case per Ray object (GitLab, Jenkins).
+    Junit,
+}
+
+impl From<OutputArg> for raygate::report::Output {
+    fn from(output: OutputArg) -> raygate::report::Output {
+        use raygate::report::Output;
+        match output {
+            OutputArg::Text => Output::Text,
+            OutputArg::Json => Output::Json,
+            OutputArg::Sarif => Output::Sarif,
+            OutputArg::Junit => Output::Junit,
+        }
+    }
+}
+
+/// `check --fail-on`: a [`raygate::commands::FailOn`] on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOnArg {
+    /// An object is allowed only once filled in.
+    Fill,
+    /// A finding is a warning.
+    Warn,
+    /// No Ray object among the inputs.
+    Empty,
+}
+
+impl From<FailOnArg> for raygate::commands::FailOn {
+    fn from(fail_on: FailOnArg) -> raygate::commands::FailOn {
+        use raygate::commands::FailOn;
+        match fail_on {
+            FailOnArg::Fill => FailOn::Fill,
+            FailOnArg::Warn => FailOn::Warn,
+            FailOnArg::Empty => FailOn::Empty,
+        }
+    }
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::engine::{Context, Engine};
 use crate::manifest::{self, Format, ManifestFile};
 use crate::ray::ObjectRef;
-use crate::report::{CheckResult, Report, ReportWriter};
+use crate::report::{CheckResult, Output, Report, ReportWriter};
 use crate::rules::network_policy;
 use crate::yaml_edit;
 
@@ -24,7 +24,7 @@ pub mod exit {
 }
 
 /// Conditions `check --fail-on` fails on besides denials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailOn {
     /// An object is allowed only once filled in.
     Fill,
@@ -32,16 +32,6 @@ pub enum FailOn {
     Warn,
     /// No Ray object among the inputs.
     Empty,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
-    /// SARIF 2.1.0, for code scanning (GitHub and others).
-    Sarif,
-    /// JUnit XML, one test case per Ray object (GitLab, Jenkins).
-    Junit,
 }
 
 /// Manifests read from the command line, with the errors of those that could not be read.

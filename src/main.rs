@@ -64,8 +64,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             output,
             fail_on,
         } => {
-            let policy = load_policy(&policy, mode)?;
-            commands::check(&Engine::new(policy), &paths, namespace, output, &fail_on)
+            let policy = load_policy(&policy, mode.map(Mode::from))?;
+            let fail_on: Vec<commands::FailOn> = fail_on.into_iter().map(Into::into).collect();
+            commands::check(
+                &Engine::new(policy),
+                &paths,
+                namespace,
+                output.into(),
+                &fail_on,
+            )
         }
         Command::Fix {
             paths,
@@ -96,6 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             write_reports,
         } => {
             init_tracing(log_format);
+            let mode = mode.map(Mode::from);
             let policy_file = policy.policy.clone();
             let policy = load_policy(&policy, mode)?;
             let (tls_cert, tls_key) = match (tls_cert, tls_key) {
@@ -146,7 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             output,
             write_reports,
         } => {
-            let policy = load_policy(&policy, mode)?;
+            let policy = load_policy(&policy, mode.map(Mode::from))?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -155,7 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 cluster.kubeconfig.as_deref(),
                 namespace,
                 all_namespaces,
-                output,
+                output.into(),
                 write_reports,
             ))?
         }
@@ -250,7 +258,7 @@ async fn audit(
     kubeconfig: Option<&Path>,
     namespace: Option<String>,
     all_namespaces: bool,
-    output: commands::Output,
+    output: raygate::report::Output,
     write: bool,
 ) -> anyhow::Result<u8> {
     let config = match kubeconfig {

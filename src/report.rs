@@ -9,6 +9,17 @@ use crate::policy::{Action, Mode, Policy};
 use crate::rule_id::RuleId;
 use crate::rules::Violation;
 
+/// How `check` and `audit` write their results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+    /// SARIF 2.1.0, for code scanning (GitHub and others).
+    Sarif,
+    /// JUnit XML, one test case per Ray object (GitLab, Jenkins).
+    Junit,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub results: Vec<CheckResult>,
@@ -88,13 +99,7 @@ impl Report {
         self.results.iter().filter(|r| !r.allowed).count()
     }
 
-    pub fn write(
-        &self,
-        output: crate::commands::Output,
-        policy: &Policy,
-        out: &mut impl Write,
-    ) -> io::Result<()> {
-        use crate::commands::Output;
+    pub fn write(&self, output: Output, policy: &Policy, out: &mut impl Write) -> io::Result<()> {
         match output {
             Output::Text | Output::Json => {
                 let mut writer = ReportWriter::new(output, policy, &mut *out);
@@ -260,7 +265,7 @@ impl Tally {
 /// not every file's. SARIF and JUnit are single documents: their results are kept until
 /// [`ReportWriter::finish`].
 pub struct ReportWriter<'p, W: Write> {
-    output: crate::commands::Output,
+    output: Output,
     /// Whose rules SARIF describes.
     policy: &'p Policy,
     out: W,
@@ -269,7 +274,7 @@ pub struct ReportWriter<'p, W: Write> {
 }
 
 impl<'p, W: Write> ReportWriter<'p, W> {
-    pub fn new(output: crate::commands::Output, policy: &'p Policy, out: W) -> ReportWriter<'p, W> {
+    pub fn new(output: Output, policy: &'p Policy, out: W) -> ReportWriter<'p, W> {
         ReportWriter {
             output,
             policy,
@@ -280,7 +285,6 @@ impl<'p, W: Write> ReportWriter<'p, W> {
     }
 
     pub fn push(&mut self, result: CheckResult) -> io::Result<()> {
-        use crate::commands::Output;
         match self.output {
             Output::Text | Output::Json => self.write_result(&result),
             Output::Sarif | Output::Junit => {
@@ -292,7 +296,6 @@ impl<'p, W: Write> ReportWriter<'p, W> {
     }
 
     fn write_result(&mut self, result: &CheckResult) -> io::Result<()> {
-        use crate::commands::Output;
         let first = self.tally.checked + self.tally.out_of_scope == 0;
         self.tally.add(result);
         match self.output {
@@ -303,7 +306,6 @@ impl<'p, W: Write> ReportWriter<'p, W> {
 
     /// Writes what remains (the summary, the closing brackets, a whole SARIF or JUnit report).
     pub fn finish(mut self) -> io::Result<Tally> {
-        use crate::commands::Output;
         let tally = self.tally;
         match self.output {
             Output::Text => writeln!(
