@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::engine::{Context, Engine};
 use crate::manifest::{self, Format, ManifestFile};
 use crate::ray::ObjectRef;
-use crate::report::{CheckResult, Output, Report, ReportWriter};
+use crate::report::{CheckResult, Origin, Output, Report, ReportWriter};
 use crate::rules::network_policy;
 use crate::yaml_edit;
 
@@ -131,9 +131,9 @@ fn evaluate_file(
                 object.namespace = default_namespace;
             }
             let decision = engine.evaluate(&object, context);
-            let source = match item {
-                Some(i) => format!("{} items[{i}]", document.source),
-                None => document.source.to_string(),
+            let source = Origin::Manifest {
+                document: document.source.clone(),
+                item,
             };
             sink(CheckResult::new(
                 source,
