@@ -290,92 +290,111 @@ impl Engine {
             .iter()
             .any(|n| n == namespace);
         match &target {
-            Target::Cluster(cluster) => {
-                rules::ports::check_cluster(cluster, host_exposure_allowed, &mut findings);
-                for group in cluster.groups() {
-                    if let Some(pod) = group.pod_spec() {
-                        let subject = group.describe();
-                        let gpu = match group.role {
-                            Role::Head => GpuException::Never,
-                            Role::Worker => GpuException::Applies,
-                        };
-                        rules::placement::check_pod_spec(&pod, &subject, gpu, &mut findings);
-                        rules::resources::check_pod_spec(&pod, &subject, &mut findings);
-                    }
-                }
-                if let Some(options) = cluster.spec.get("autoscalerOptions") {
-                    let path = crate::ray::child(&cluster.path, "autoscalerOptions");
-                    rules::resources::check_autoscaler(options, &path, &mut findings);
-                }
-                if cluster.source == crate::ray::ClusterSource::RayService {
-                    rules::ports::check_serve_config(object.body, &mut findings);
-                }
-                if let Some(pod) = submitter_pod_spec(object.body, cluster.source) {
-                    let subject = "submitter pod template".to_owned();
-                    rules::ports::check_other_pod(
-                        &pod,
-                        &subject,
-                        host_exposure_allowed,
-                        &mut findings,
-                    );
-                    rules::placement::check_pod_spec(
-                        &pod,
-                        &subject,
-                        GpuException::Never,
-                        &mut findings,
-                    );
-                    rules::resources::check_pod_spec(&pod, &subject, &mut findings);
-                }
-                let first_network_finding = findings.violations.len();
-                rules::network_policy::check_cluster(
-                    cluster,
-                    object.namespace,
-                    context.namespace_labels,
-                    context.network_policies,
-                    &mut findings,
-                );
-                if context.at_admission && self.enforces_on_pods() {
-                    defer_to_pods(&mut findings.violations[first_network_finding..]);
-                }
-            }
+            Target::Cluster(cluster) => self.check_cluster(
+                object,
+                cluster,
+                context,
+                host_exposure_allowed,
+                &mut findings,
+            ),
             Target::Pod(pod) => {
-                let spec = pod.pod_spec();
-                let subject = match pod.role {
-                    Role::Head => format!("head Pod of cluster {:?}", pod.cluster),
-                    Role::Worker => format!("worker Pod of cluster {:?}", pod.cluster),
-                };
-                rules::ports::check_pod(
-                    &spec,
-                    pod.role,
-                    &subject,
-                    host_exposure_allowed,
-                    &mut findings,
-                );
-                let gpu = match pod.role {
-                    Role::Head => GpuException::Never,
-                    Role::Worker => GpuException::Applies,
-                };
-                rules::placement::check_pod_spec(&spec, &subject, gpu, &mut findings);
-                rules::resources::check_pod_spec(&spec, &subject, &mut findings);
-                if let NetworkPolicies::Known(policies) = context.network_policies
-                    && self.enforces_on_pods()
-                {
-                    rules::network_policy::check_pod(
-                        pod,
-                        object.labels,
-                        object.namespace,
-                        context.namespace_labels,
-                        policies,
-                        &mut findings,
-                    );
-                    if let Some(owner) = &context.pod_cluster {
-                        self.add_cluster_coverage(owner, policies, context, &mut findings);
-                    }
-                }
+                self.check_pod(object, pod, context, host_exposure_allowed, &mut findings)
             }
             Target::OutOfScope => {}
         }
+        self.conclude(findings, judged, mode)
+    }
 
+    /// The rules on a cluster spec: its groups' pods, its autoscaler, a RayService's Serve
+    /// config, a RayJob's submitter, and its NetworkPolicy coverage.
+    fn check_cluster(
+        &self,
+        object: &ObjectRef<'_>,
+        cluster: &crate::ray::ClusterSpec<'_>,
+        context: &Context<'_>,
+        host_exposure_allowed: bool,
+        findings: &mut Findings<'_>,
+    ) {
+        rules::ports::check_cluster(cluster, host_exposure_allowed, findings);
+        for group in cluster.groups() {
+            if let Some(pod) = group.pod_spec() {
+                let subject = group.describe();
+                let gpu = match group.role {
+                    Role::Head => GpuException::Never,
+                    Role::Worker => GpuException::Applies,
+                };
+                rules::placement::check_pod_spec(&pod, &subject, gpu, findings);
+                rules::resources::check_pod_spec(&pod, &subject, findings);
+            }
+        }
+        if let Some(options) = cluster.spec.get("autoscalerOptions") {
+            let path = crate::ray::child(&cluster.path, "autoscalerOptions");
+            rules::resources::check_autoscaler(options, &path, findings);
+        }
+        if cluster.source == crate::ray::ClusterSource::RayService {
+            rules::ports::check_serve_config(object.body, findings);
+        }
+        if let Some(pod) = submitter_pod_spec(object.body, cluster.source) {
+            let subject = "submitter pod template".to_owned();
+            rules::ports::check_other_pod(&pod, &subject, host_exposure_allowed, findings);
+            rules::placement::check_pod_spec(&pod, &subject, GpuException::Never, findings);
+            rules::resources::check_pod_spec(&pod, &subject, findings);
+        }
+        let first_network_finding = findings.violations.len();
+        rules::network_policy::check_cluster(
+            cluster,
+            object.namespace,
+            context.namespace_labels,
+            context.network_policies,
+            findings,
+        );
+        if context.at_admission && self.enforces_on_pods() {
+            defer_to_pods(&mut findings.violations[first_network_finding..]);
+        }
+    }
+
+    /// The rules on a Ray Pod, with its NetworkPolicy coverage when the policy enforces it
+    /// on Pods and the policies are known.
+    fn check_pod(
+        &self,
+        object: &ObjectRef<'_>,
+        pod: &crate::ray::RayPod<'_>,
+        context: &Context<'_>,
+        host_exposure_allowed: bool,
+        findings: &mut Findings<'_>,
+    ) {
+        let spec = pod.pod_spec();
+        let subject = match pod.role {
+            Role::Head => format!("head Pod of cluster {:?}", pod.cluster),
+            Role::Worker => format!("worker Pod of cluster {:?}", pod.cluster),
+        };
+        rules::ports::check_pod(&spec, pod.role, &subject, host_exposure_allowed, findings);
+        let gpu = match pod.role {
+            Role::Head => GpuException::Never,
+            Role::Worker => GpuException::Applies,
+        };
+        rules::placement::check_pod_spec(&spec, &subject, gpu, findings);
+        rules::resources::check_pod_spec(&spec, &subject, findings);
+        if let NetworkPolicies::Known(policies) = context.network_policies
+            && self.enforces_on_pods()
+        {
+            rules::network_policy::check_pod(
+                pod,
+                object.labels,
+                object.namespace,
+                context.namespace_labels,
+                policies,
+                findings,
+            );
+            if let Some(owner) = &context.pod_cluster {
+                self.add_cluster_coverage(owner, policies, context, findings);
+            }
+        }
+    }
+
+    /// The decision on what the rules found: denied unjudged when they ran out of time; in
+    /// audit mode nothing is filled in.
+    fn conclude(&self, findings: Findings<'_>, judged: Judged, mode: Mode) -> Decision {
         if findings.was_out_of_time() {
             return self.unjudged(
                 judged,
@@ -703,75 +722,78 @@ impl Engine {
         if scope.exempts_namespace(change.namespace) {
             return Decision::unchecked(Judged::Exempt, mode);
         }
-        let mut violations = Vec::new();
-        for cluster in clusters {
-            let Target::Cluster(spec) = Target::of(cluster) else {
-                continue;
-            };
-            let names: Vec<(&str, &str)> = [Some((cluster.kind, cluster.name)), cluster.owner]
-                .into_iter()
-                .flatten()
-                .collect();
-            let exempt_family = |family: Family| scope.exempts(change.namespace, &names, family);
-            let uncovered = |policies: &[Arc<NetworkPolicy>]| {
-                let mut findings = Findings::new(&self.policy, exempt_family);
-                rules::network_policy::check_cluster(
-                    &spec,
-                    Some(change.namespace),
-                    change.namespace_labels,
-                    NetworkPolicies::Known(policies),
-                    &mut findings,
-                );
-                findings.violations.retain(|v| {
-                    v.rule == RuleId::NetworkPolicyMissing
-                        || rules::network_policy::CUTS.contains(&v.rule)
-                });
-                findings.violations
-            };
-            let before = uncovered(change.before);
-            let newly: Vec<Violation> = uncovered(change.after)
-                .into_iter()
-                .filter(|v| {
-                    !before
-                        .iter()
-                        .any(|b| b.rule == v.rule && b.path == v.path && b.message == v.message)
-                })
-                .collect();
-            let Some(first) = newly.first() else {
-                continue;
-            };
-            let findings = Findings::new(&self.policy, exempt_family);
-            let mut action = findings.action(RuleId::UncoversCluster);
-            if action == Action::Deny && change.by_kubernetes {
-                action = Action::Warn;
-            }
-            if action == Action::Off {
-                continue;
-            }
-            let verb = if change.deleting {
-                "deleting"
-            } else if change.creating {
-                "creating"
-            } else {
-                "this change to"
-            };
-            violations.push(Violation {
-                rule: RuleId::UncoversCluster,
-                action,
-                path: String::new(),
-                message: format!(
-                    "{verb} NetworkPolicy {:?} leaves live {} {:?} uncovered ({}); keep a policy that covers it, or delete the cluster first",
-                    change.name, cluster.kind, cluster.name, first.message
-                ),
-                fillable: false,
-            });
-        }
+        let violations = clusters
+            .iter()
+            .filter_map(|cluster| self.uncovered_by(change, cluster))
+            .collect();
         Decision {
             judged: Judged::Cluster,
             mode,
             violations,
             patch: Patch(Vec::new()),
         }
+    }
+
+    /// The finding when `change` newly leaves the live `cluster` uncovered.
+    fn uncovered_by(
+        &self,
+        change: &NetworkPolicyChange<'_>,
+        cluster: &ObjectRef<'_>,
+    ) -> Option<Violation> {
+        let Target::Cluster(spec) = Target::of(cluster) else {
+            return None;
+        };
+        let scope = &self.policy.spec().scope;
+        let names: Vec<(&str, &str)> = [Some((cluster.kind, cluster.name)), cluster.owner]
+            .into_iter()
+            .flatten()
+            .collect();
+        let exempt_family = |family: Family| scope.exempts(change.namespace, &names, family);
+        let uncovered = |policies: &[Arc<NetworkPolicy>]| {
+            let mut findings = Findings::new(&self.policy, exempt_family);
+            rules::network_policy::check_cluster(
+                &spec,
+                Some(change.namespace),
+                change.namespace_labels,
+                NetworkPolicies::Known(policies),
+                &mut findings,
+            );
+            findings.violations.retain(|v| {
+                v.rule == RuleId::NetworkPolicyMissing
+                    || rules::network_policy::CUTS.contains(&v.rule)
+            });
+            findings.violations
+        };
+        let before = uncovered(change.before);
+        let first = uncovered(change.after).into_iter().find(|v| {
+            !before
+                .iter()
+                .any(|b| b.rule == v.rule && b.path == v.path && b.message == v.message)
+        })?;
+        let mut action = Findings::new(&self.policy, exempt_family).action(RuleId::UncoversCluster);
+        if action == Action::Deny && change.by_kubernetes {
+            action = Action::Warn;
+        }
+        if action == Action::Off {
+            return None;
+        }
+        let verb = if change.deleting {
+            "deleting"
+        } else if change.creating {
+            "creating"
+        } else {
+            "this change to"
+        };
+        Some(Violation {
+            rule: RuleId::UncoversCluster,
+            action,
+            path: String::new(),
+            message: format!(
+                "{verb} NetworkPolicy {:?} leaves live {} {:?} uncovered ({}); keep a policy that covers it, or delete the cluster first",
+                change.name, cluster.kind, cluster.name, first.message
+            ),
+            fillable: false,
+        })
     }
 }
 

@@ -340,9 +340,8 @@ fn sarif_places_a_list_item_at_its_documents_line() {
         serde_yaml_ng::from_str::<Value>(&std::fs::read_to_string(COMPLETE).unwrap()).unwrap()
     ]});
     // The List is the second document, starting on line 5.
-    let text = format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: unrelated}}\n---\n{list}\n"
-    );
+    let text =
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: unrelated}}\n---\n{list}\n");
     std::fs::write(&path, text).unwrap();
     let file = path.display().to_string();
     let json = raygate(&["check", "-o", "json", "-f", &file]);
