@@ -505,7 +505,7 @@ impl Evaluation<'_> {
                     pod_cluster: self.owner.map(|c| {
                         let mut owner = ObjectRef::from_dynamic(c);
                         owner.api_version = "ray.io/v1";
-                        owner.kind = "RayCluster";
+                        owner.kind = ClusterSource::RayCluster.kind();
                         owner.namespace = owner.namespace.or(view.namespace);
                         owner
                     }),
@@ -592,7 +592,7 @@ fn spare_pods_of_unmarked_cluster(engine: &Engine, owner: &DynamicObject, decisi
         .for_each(|v| v.fillable = false);
     let mut view = ObjectRef::from_dynamic(owner);
     view.api_version = "ray.io/v1";
-    view.kind = "RayCluster";
+    view.kind = ClusterSource::RayCluster.kind();
     // A move onto a master or onto the node's network is never grandfathered; a Pod that is
     // merely not pinned, like its template, is (else the cluster could not scale).
     let always_holds = |rule: RuleId| {
@@ -711,7 +711,7 @@ fn network_policy_change(
         .map(|c| {
             let mut view = ObjectRef::from_dynamic(c);
             view.api_version = "ray.io/v1";
-            view.kind = "RayCluster";
+            view.kind = ClusterSource::RayCluster.kind();
             view.namespace = Some(namespace);
             view
         })

@@ -218,7 +218,7 @@ impl Engine {
         };
         let names: Vec<(&str, &str)> = [
             Some((object.kind, object.name)),
-            cluster_name.map(|name| ("RayCluster", name)),
+            cluster_name.map(|name| (crate::ray::ClusterSource::RayCluster.kind(), name)),
             object.owner,
             context.cluster_origin,
         ]
@@ -812,10 +812,13 @@ impl Engine {
         };
         let scope = &self.policy.spec().scope;
         let namespace = owner.namespace.unwrap_or("default");
-        let names: Vec<(&str, &str)> = [Some(("RayCluster", owner.name)), owner.owner]
-            .into_iter()
-            .flatten()
-            .collect();
+        let names: Vec<(&str, &str)> = [
+            Some((crate::ray::ClusterSource::RayCluster.kind(), owner.name)),
+            owner.owner,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let mut of_cluster = Findings::new(&self.policy, |f| scope.exempts(namespace, &names, f));
         rules::network_policy::check_cluster(
             &spec,
