@@ -7,12 +7,12 @@ use std::sync::Arc;
 use base64::Engine as _;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionResponse, Operation};
+use kube::core::admission::Operation;
 use serde::Serialize;
 
-use crate::engine::{Context, Coverage, Decision, Engine, NetworkPolicyChange};
+use crate::engine::{self, Context, Decision, Effect, Engine, Judged, NetworkPolicyChange};
 use crate::policy::{Action, Mode};
-use crate::ray::ObjectRef;
+use crate::ray::{ClusterSource, ObjectRef};
 use crate::rules::Violation;
 use crate::rules::network_policy::NetworkPolicies;
 
@@ -60,9 +60,122 @@ pub struct Outcome {
     pub name: String,
     pub operation: &'static str,
     pub dry_run: bool,
-    /// `allowed`, `denied`, `patched` or `skipped`.
-    pub decision: &'static str,
+    pub verdict: Verdict,
     pub violations: Vec<Violation>,
+}
+
+/// What admission answered a review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Admitted unchanged.
+    Allowed,
+    Denied,
+    /// Admitted with the mutating webhook's patch.
+    Patched,
+    /// Not a Ray object (or exempt): nothing judged.
+    Skipped,
+    /// No decision in time (or evaluation failed): admitted with a warning.
+    Undecided,
+}
+
+impl Verdict {
+    /// As logs and the `decision` metric label write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allowed => "allowed",
+            Verdict::Denied => "denied",
+            Verdict::Patched => "patched",
+            Verdict::Skipped => "skipped",
+            Verdict::Undecided => "undecided",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The answer to one review, built from "allowed, unchanged" as kube-core's
+/// `AdmissionResponse::from(&request).deny(..).with_patch(..)` is.
+#[derive(Debug)]
+struct Response {
+    uid: String,
+    /// The denial's message; `None` admits.
+    denial: Option<String>,
+    /// A JSON Patch, serialised.
+    patch: Option<Vec<u8>>,
+    warnings: Vec<String>,
+    audit_annotations: HashMap<String, String>,
+}
+
+impl Response {
+    /// Admits `request` unchanged.
+    fn allowing(request: &IncomingRequest<'_>) -> Response {
+        Response {
+            uid: request.uid.clone(),
+            denial: None,
+            patch: None,
+            warnings: Vec::new(),
+            audit_annotations: HashMap::new(),
+        }
+    }
+
+    /// Denies (403 Forbidden) with `message`.
+    fn deny(mut self, message: String) -> Response {
+        self.denial = Some(message);
+        self
+    }
+
+    fn with_patch(mut self, patch: Vec<u8>) -> Response {
+        self.patch = Some(patch);
+        self
+    }
+
+    fn with_warnings(mut self, warnings: impl IntoIterator<Item = String>) -> Response {
+        self.warnings.extend(warnings);
+        self
+    }
+
+    /// The API server prefixes each key with the webhook's name
+    /// (e.g. rayclusters.validate.raygate.dev/violations).
+    fn with_audit_annotation(mut self, key: &str, value: String) -> Response {
+        self.audit_annotations.insert(key.to_owned(), value);
+        self
+    }
+
+    fn encode(&self, api_version: &str, kind: &str) -> Result<Vec<u8>, Error> {
+        let wire = WireReview {
+            api_version: if api_version.is_empty() {
+                "admission.k8s.io/v1"
+            } else {
+                api_version
+            },
+            kind: if kind.is_empty() {
+                "AdmissionReview"
+            } else {
+                kind
+            },
+            response: WireResponse {
+                uid: &self.uid,
+                allowed: self.denial.is_none(),
+                status: self.denial.as_deref().map(|message| WireStatus {
+                    code: 403,
+                    message,
+                    reason: "Forbidden",
+                }),
+                patch: self
+                    .patch
+                    .as_ref()
+                    .map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
+                patch_type: self.patch.as_ref().map(|_| "JSONPatch"),
+                audit_annotations: &self.audit_annotations,
+                warnings: (!self.warnings.is_empty()).then_some(&self.warnings),
+            },
+        };
+        serde_json::to_vec(&wire).map_err(Error::Encode)
+    }
 }
 
 /// The wire form of the response. kube-core's `AdmissionResponse` serialises `patch` as an
@@ -230,7 +343,7 @@ impl IncomingRequest<'_> {
 }
 
 impl Outcome {
-    fn of(request: &IncomingRequest<'_>, decision: &'static str) -> Outcome {
+    fn of(request: &IncomingRequest<'_>, verdict: Verdict) -> Outcome {
         Outcome {
             uid: request.uid.clone(),
             kind: request.kind.kind.clone(),
@@ -238,19 +351,10 @@ impl Outcome {
             name: request.name.clone(),
             operation: operation_name(&request.operation),
             dry_run: request.dry_run,
-            decision,
+            verdict,
             violations: Vec::new(),
         }
     }
-}
-
-/// A response that admits `request` unchanged, to build on.
-fn allowing(request: &IncomingRequest<'_>) -> AdmissionResponse {
-    let mut response = AdmissionResponse::invalid("");
-    response.uid = request.uid.clone();
-    response.allowed = true;
-    response.result = Default::default();
-    response
 }
 
 fn decide(
@@ -261,73 +365,24 @@ fn decide(
 ) -> Result<(Vec<u8>, Outcome), Error> {
     let review: IncomingReview<'_> = serde_json::from_slice(body).map_err(Error::Decode)?;
     let request = review.request.ok_or(Error::NoRequest)?;
-    let mut outcome = Outcome::of(&request, "skipped");
-    let mut response = allowing(&request);
-
-    let object: Option<serde_json::Value> = match (&request.operation, request.object) {
-        (Operation::Create | Operation::Update, Some(raw)) if request.may_be_in_scope() => {
-            Some(serde_json::from_str(raw.get()).map_err(Error::Decode)?)
-        }
-        _ => None,
-    };
-    // An UPDATE is judged against the object it replaces (see `Engine::evaluate_update`).
-    let old_object: Option<serde_json::Value> = match (&request.operation, request.old_object) {
-        (Operation::Update, Some(raw)) if object.is_some() => {
-            Some(serde_json::from_str(raw.get()).map_err(Error::Decode)?)
-        }
-        _ => None,
-    };
+    let objects = Objects::parse(&request)?;
     // A Ray Pod's live RayCluster: its coverage, origin and enforcement mark all matter.
-    let owner = match (&known, &object) {
+    let owner = match (&known, &objects.new) {
         (Known::Live(cluster, _), Some(object)) => {
             owning_cluster(*cluster, object, request.namespace.as_deref())
         }
         _ => None,
     };
-    let decision = match &object {
+    let decision = match &objects.new {
         Some(object) => {
-            let view = ObjectRef::from_value(object).map(|v| with_request(v, &request));
-            let old_view = old_object
-                .as_ref()
-                .and_then(ObjectRef::from_value)
-                .map(|v| with_request(v, &request));
-            let evaluate = |view: &ObjectRef<'_>, context: &Context<'_>| match (endpoint, &old_view)
-            {
-                // The mutating call answers with the patch alone.
-                (Endpoint::Mutate, old) => engine.evaluate_patch(view, old.as_ref(), context),
-                (Endpoint::Validate, Some(old)) => engine.evaluate_update(view, old, context),
-                (Endpoint::Validate, None) => engine.evaluate(view, context),
+            let evaluation = Evaluation {
+                engine,
+                known: &known,
+                endpoint,
+                request: &request,
+                owner: owner.as_deref(),
             };
-            view.map(|view| match &known {
-                Known::Fixed(context) => evaluate(&view, context),
-                Known::Live(cluster, deadline) => {
-                    let policies = view.namespace.and_then(|ns| cluster.network_policies(ns));
-                    let namespace_labels =
-                        view.namespace.and_then(|ns| cluster.namespace_labels(ns));
-                    let namespace = view.namespace;
-                    let context = Context {
-                        network_policies: match &policies {
-                            Some(p) => NetworkPolicies::Known(p),
-                            None => NetworkPolicies::Unknown,
-                        },
-                        namespace_labels: namespace_labels.as_ref(),
-                        pod_cluster: owner.as_deref().map(|c| {
-                            let mut view = ObjectRef::from_dynamic(c);
-                            view.api_version = "ray.io/v1";
-                            view.kind = "RayCluster";
-                            view.namespace = view.namespace.or(namespace);
-                            view
-                        }),
-                        cluster_origin: owner
-                            .as_deref()
-                            .map(ObjectRef::from_dynamic)
-                            .and_then(|c| c.owner),
-                        at_admission: true,
-                        deadline: *deadline,
-                    };
-                    evaluate(&view, &context)
-                }
-            })
+            evaluation.run(object, objects.old.as_ref())
         }
         None => match &known {
             Known::Live(cluster, _)
@@ -338,44 +393,147 @@ fn decide(
             _ => None,
         },
     };
-
-    if let Some(mut decision) =
-        decision.filter(|d| !matches!(d.coverage, Coverage::OutOfScope | Coverage::Exempt))
-    {
+    let mut outcome = Outcome::of(&request, Verdict::Skipped);
+    let mut response = Response::allowing(&request);
+    if let Some(mut decision) = decision.filter(|d| d.judged.rules_ran()) {
         if let Some(owner) = &owner
-            && decision.coverage == Coverage::Pod
+            && decision.judged == Judged::Pod
         {
             spare_pods_of_unmarked_cluster(engine, owner, &mut decision);
         }
-        // The mark goes on at CREATE and, like every fill-in on UPDATE, is put back when an
-        // update drops it (a server-side apply of the original manifest): it never flaps, and
-        // removing it cannot turn a cluster's Pods into ones that are never denied.
+        // What the plan's patch does, said without the mark (raygate's own bookkeeping).
+        let plan_ops = decision.patch.0.len();
+        if endpoint == Endpoint::Mutate
+            && let Some(mark) = objects.enforcement_mark(&request, &decision)
+        {
+            decision.patch.0.push(mark);
+        }
+        (response, outcome.verdict) = match endpoint {
+            Endpoint::Mutate => mutated(response, &decision, plan_ops),
+            Endpoint::Validate => validated(response, &decision),
+        };
+        outcome.violations = decision.violations;
+    }
+    let encoded = response.encode(&review.api_version, &review.kind)?;
+    Ok((encoded, outcome))
+}
+
+/// The objects of a CREATE or UPDATE of a kind that may be in scope, parsed.
+struct Objects {
+    new: Option<serde_json::Value>,
+    /// An UPDATE's old object: it is judged against it (see `Engine::evaluate_update`).
+    old: Option<serde_json::Value>,
+}
+
+impl Objects {
+    fn parse(request: &IncomingRequest<'_>) -> Result<Objects, Error> {
+        let parse = |raw: &serde_json::value::RawValue| {
+            serde_json::from_str(raw.get()).map_err(Error::Decode)
+        };
+        let new = match (&request.operation, request.object) {
+            (Operation::Create | Operation::Update, Some(raw)) if request.may_be_in_scope() => {
+                Some(parse(raw)?)
+            }
+            _ => None,
+        };
+        let old = match (&request.operation, request.old_object) {
+            (Operation::Update, Some(raw)) if new.is_some() => Some(parse(raw)?),
+            _ => None,
+        };
+        Ok(Objects { new, old })
+    }
+
+    /// The enforcement mark for a RayCluster the mutating call admits while enforcing. It
+    /// goes on at CREATE and, like every fill-in on UPDATE, is put back when an update drops
+    /// it (a server-side apply of the original manifest): it never flaps, and removing it
+    /// cannot turn a cluster's Pods into ones that are never denied.
+    fn enforcement_mark(
+        &self,
+        request: &IncomingRequest<'_>,
+        decision: &Decision,
+    ) -> Option<json_patch::PatchOperation> {
         let marks = match request.operation {
             Operation::Create => true,
-            Operation::Update => old_object
+            Operation::Update => self
+                .old
                 .as_ref()
                 .and_then(|old| old.pointer("/metadata/annotations"))
                 .is_some_and(|a| a.get(ENFORCED_ANNOTATION).is_some()),
             _ => false,
         };
-        // What the plan's patch does, said without the mark (raygate's own bookkeeping).
-        let plan_ops = decision.patch.0.len();
-        if endpoint == Endpoint::Mutate
-            && marks
+        let ray_cluster =
+            ClusterSource::from_kind(&request.kind.kind) == Some(ClusterSource::RayCluster);
+        if marks
+            && ray_cluster
             && decision.mode == Mode::Enforce
-            && decision.coverage == Coverage::Cluster
-            && request.kind.kind == "RayCluster"
-            && let Some(object) = &object
-            && let Some(mark) = mark_enforced(object)
+            && decision.judged == Judged::Cluster
         {
-            decision.patch.0.push(mark);
+            mark_enforced(self.new.as_ref()?)
+        } else {
+            None
         }
-        response = respond(response, endpoint, &decision, plan_ops, &mut outcome);
-        outcome.violations = decision.violations;
+    }
+}
+
+/// One object's evaluation: the engine call the endpoint needs, with what is known of the
+/// object's namespace and live cluster.
+struct Evaluation<'a> {
+    engine: &'a Engine,
+    known: &'a Known<'a>,
+    endpoint: Endpoint,
+    request: &'a IncomingRequest<'a>,
+    owner: Option<&'a DynamicObject>,
+}
+
+impl Evaluation<'_> {
+    fn run(&self, object: &serde_json::Value, old: Option<&serde_json::Value>) -> Option<Decision> {
+        let view = with_request(ObjectRef::from_value(object)?, self.request);
+        let old = old
+            .and_then(ObjectRef::from_value)
+            .map(|v| with_request(v, self.request));
+        Some(match self.known {
+            Known::Fixed(context) => self.evaluate(&view, old.as_ref(), context),
+            Known::Live(cluster, deadline) => {
+                let policies = view.namespace.and_then(|ns| cluster.network_policies(ns));
+                let namespace_labels = view.namespace.and_then(|ns| cluster.namespace_labels(ns));
+                let context = Context {
+                    network_policies: match &policies {
+                        Some(p) => NetworkPolicies::Known(p),
+                        None => NetworkPolicies::Unknown,
+                    },
+                    namespace_labels: namespace_labels.as_ref(),
+                    pod_cluster: self.owner.map(|c| {
+                        let mut owner = ObjectRef::from_dynamic(c);
+                        owner.api_version = "ray.io/v1";
+                        owner.kind = ClusterSource::RayCluster.kind();
+                        owner.namespace = owner.namespace.or(view.namespace);
+                        owner
+                    }),
+                    cluster_origin: self
+                        .owner
+                        .map(ObjectRef::from_dynamic)
+                        .and_then(|c| c.owner),
+                    at_admission: true,
+                    deadline: *deadline,
+                };
+                self.evaluate(&view, old.as_ref(), &context)
+            }
+        })
     }
 
-    let encoded = encode(&review.api_version, &review.kind, &response)?;
-    Ok((encoded, outcome))
+    fn evaluate(
+        &self,
+        view: &ObjectRef<'_>,
+        old: Option<&ObjectRef<'_>>,
+        context: &Context<'_>,
+    ) -> Decision {
+        match (self.endpoint, old) {
+            // The mutating call answers with the patch alone.
+            (Endpoint::Mutate, old) => self.engine.evaluate_patch(view, old, context),
+            (Endpoint::Validate, Some(old)) => self.engine.evaluate_update(view, old, context),
+            (Endpoint::Validate, None) => self.engine.evaluate(view, context),
+        }
+    }
 }
 
 /// The annotation raygate's mutating webhook puts on a RayCluster it admitted while enforcing
@@ -434,7 +592,7 @@ fn spare_pods_of_unmarked_cluster(engine: &Engine, owner: &DynamicObject, decisi
         .for_each(|v| v.fillable = false);
     let mut view = ObjectRef::from_dynamic(owner);
     view.api_version = "ray.io/v1";
-    view.kind = "RayCluster";
+    view.kind = ClusterSource::RayCluster.kind();
     // A move onto a master or onto the node's network is never grandfathered; a Pod that is
     // merely not pinned, like its template, is (else the cluster could not scale).
     let always_holds = |rule: RuleId| {
@@ -553,7 +711,7 @@ fn network_policy_change(
         .map(|c| {
             let mut view = ObjectRef::from_dynamic(c);
             view.api_version = "ray.io/v1";
-            view.kind = "RayCluster";
+            view.kind = ClusterSource::RayCluster.kind();
             view.namespace = Some(namespace);
             view
         })
@@ -589,110 +747,89 @@ pub fn undecided(
 ) -> Result<(Vec<u8>, Outcome), Error> {
     let review: IncomingReview<'_> = serde_json::from_slice(body).map_err(Error::Decode)?;
     let request = review.request.as_ref().ok_or(Error::NoRequest)?;
-    let mut outcome = Outcome::of(request, "undecided");
-    let mut response = allowing(request);
+    let mut outcome = Outcome::of(request, Verdict::Undecided);
+    let mut response = Response::allowing(request);
     if endpoint == Endpoint::Validate && request.may_be_in_scope() {
-        match deny_because {
+        response = match deny_because {
             Some(families) => {
-                response = response.deny(format!(
+                outcome.verdict = Verdict::Denied;
+                response.deny(format!(
                     "raygate: {reason}; the policy fails closed for {families}: retry shortly"
-                ));
-                response.result.code = 403;
-                outcome.decision = "denied";
+                ))
             }
-            None => {
-                response.warnings = Some(vec![short(&format!(
-                    "raygate: {reason}; admitted unchecked"
-                ))]);
-                response
-                    .audit_annotations
-                    .insert("undecided".into(), reason.to_owned());
-            }
-        }
+            None => response
+                .with_warnings([short(&format!("raygate: {reason}; admitted unchecked"))])
+                .with_audit_annotation("undecided", reason.to_owned()),
+        };
     }
-    let encoded = encode(&review.api_version, &review.kind, &response)?;
+    let encoded = response.encode(&review.api_version, &review.kind)?;
     Ok((encoded, outcome))
 }
 
-/// `plan_ops`: how many of the patch's operations come from the plan (the rest is the
-/// enforcement mark).
-fn respond(
-    mut response: AdmissionResponse,
-    endpoint: Endpoint,
-    decision: &Decision,
-    plan_ops: usize,
-    outcome: &mut Outcome,
-) -> AdmissionResponse {
-    match endpoint {
-        Endpoint::Mutate => {
-            outcome.decision = "allowed";
-            if !decision.patch.0.is_empty() {
-                // On an UPDATE nothing is fillable: the patch only puts back what it dropped.
-                let filled = decision.violations.iter().filter(|v| v.fillable).count();
-                let said = match (filled, plan_ops) {
-                    (0, 0) => None,
-                    (0, n) => Some(format!(
-                        "raygate put back {n} value(s) of the platform plan that this update dropped"
-                    )),
-                    (n, _) => Some(format!(
-                        "raygate filled in {n} missing value(s) from the platform plan"
-                    )),
-                };
-                response.warnings = said.map(|w| vec![short(&w)]);
-                match serde_json::to_vec(&decision.patch) {
-                    Ok(patch) => {
-                        response.patch = Some(patch);
-                        outcome.decision = "patched";
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot serialise the patch"),
-                }
-            }
-        }
-        Endpoint::Validate => {
-            let audit = decision.mode == Mode::Audit;
-            // What the user must fix by hand comes before what the mutating webhook fills.
-            let mut denials: Vec<&Violation> = decision
-                .violations
-                .iter()
-                .filter(|v| v.action == Action::Deny && !audit)
-                .collect();
-            denials.sort_by_key(|v| v.fillable);
-            let warnings: Vec<String> = decision
-                .violations
-                .iter()
-                .filter(|v| v.action == Action::Warn || (audit && v.action != Action::Audit))
-                .map(|v| short(&format!("{}: {}", v.rule, v.message)))
-                .collect();
-            if !warnings.is_empty() {
-                response.warnings = Some(warnings);
-            }
-            let audited: Vec<String> = decision
-                .violations
-                .iter()
-                .filter(|v| audit || v.action == Action::Audit)
-                .map(|v| format!("{} {}", v.rule, v.path))
-                .collect();
-            if !audited.is_empty() {
-                // The API server prefixes each key with the webhook's name
-                // (e.g. rayclusters.validate.raygate.dev/violations).
-                response
-                    .audit_annotations
-                    .insert("violations".into(), audited.join("; "));
-                response
-                    .audit_annotations
-                    .insert("mode".into(), decision.mode.as_str().into());
-            }
-            if denials.is_empty() {
-                outcome.decision = "allowed";
-            } else {
-                outcome.decision = "denied";
-                response = response.deny(denial_message(&denials));
-                response.result.code = 403;
-                response.result.reason = "Forbidden".into();
-            }
+/// The mutating call's answer: the patch, and what it does said as a warning. `plan_ops`: how
+/// many of the patch's operations come from the plan (the rest is the enforcement mark).
+fn mutated(response: Response, decision: &Decision, plan_ops: usize) -> (Response, Verdict) {
+    if decision.patch.0.is_empty() {
+        return (response, Verdict::Allowed);
+    }
+    // On an UPDATE nothing is fillable: the patch only puts back what it dropped.
+    let filled = decision
+        .violations
+        .iter()
+        .filter(|v| decision.effect(v) == Effect::Fill)
+        .count();
+    let said = match (filled, plan_ops) {
+        (0, 0) => None,
+        (0, n) => Some(format!(
+            "raygate put back {n} value(s) of the platform plan that this update dropped"
+        )),
+        (n, _) => Some(format!(
+            "raygate filled in {n} missing value(s) from the platform plan"
+        )),
+    };
+    let response = response.with_warnings(said.map(|w| short(&w)));
+    match serde_json::to_vec(&decision.patch) {
+        Ok(patch) => (response.with_patch(patch), Verdict::Patched),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialise the patch");
+            (response, Verdict::Allowed)
         }
     }
-    response
+}
+
+/// The validating call's answer on the object as it arrives: denied for what
+/// [`engine::effect_as_given`] denies, with warnings and audit annotations for the rest.
+fn validated(response: Response, decision: &Decision) -> (Response, Verdict) {
+    let effect = |v: &Violation| engine::effect_as_given(decision.mode, v);
+    // What the user must fix by hand comes before what the mutating webhook fills.
+    let mut denials: Vec<&Violation> = decision
+        .violations
+        .iter()
+        .filter(|v| effect(v) == Effect::Deny)
+        .collect();
+    denials.sort_by_key(|v| v.fillable);
+    let warnings = decision
+        .violations
+        .iter()
+        .filter(|v| effect(v).warns())
+        .map(|v| short(&format!("{}: {}", v.rule, v.message)));
+    let mut response = response.with_warnings(warnings);
+    let audited: Vec<String> = decision
+        .violations
+        .iter()
+        .filter(|v| engine::recorded(decision.mode, v))
+        .map(|v| format!("{} {}", v.rule, v.path))
+        .collect();
+    if !audited.is_empty() {
+        response = response
+            .with_audit_annotation("violations", audited.join("; "))
+            .with_audit_annotation("mode", decision.mode.as_str().to_owned());
+    }
+    if denials.is_empty() {
+        (response, Verdict::Allowed)
+    } else {
+        (response.deny(denial_message(&denials)), Verdict::Denied)
+    }
 }
 
 fn denial_message(denials: &[&Violation]) -> String {
@@ -722,39 +859,6 @@ fn short(text: &str) -> String {
         end -= 1;
     }
     format!("{}...", &text[..end])
-}
-
-fn encode(api_version: &str, kind: &str, response: &AdmissionResponse) -> Result<Vec<u8>, Error> {
-    let status = (!response.allowed).then(|| WireStatus {
-        code: response.result.code,
-        message: &response.result.message,
-        reason: "Forbidden",
-    });
-    let wire = WireReview {
-        api_version: if api_version.is_empty() {
-            "admission.k8s.io/v1"
-        } else {
-            api_version
-        },
-        kind: if kind.is_empty() {
-            "AdmissionReview"
-        } else {
-            kind
-        },
-        response: WireResponse {
-            uid: &response.uid,
-            allowed: response.allowed,
-            status,
-            patch: response
-                .patch
-                .as_ref()
-                .map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
-            patch_type: response.patch.as_ref().map(|_| "JSONPatch"),
-            audit_annotations: &response.audit_annotations,
-            warnings: response.warnings.as_ref(),
-        },
-    };
-    serde_json::to_vec(&wire).map_err(Error::Encode)
 }
 
 #[cfg(test)]

@@ -11,10 +11,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::cluster::{RAY_KINDS, ray_resource};
-use crate::engine::{Context, Coverage, Engine};
+use crate::engine::{Context, Engine, Judged};
 use crate::policy::Action;
 use crate::ray::{LABEL_CLUSTER, ObjectRef};
-use crate::report::{CheckResult, Report};
+use crate::report::{CheckResult, Origin, Report};
 use crate::rule_id::RuleId;
 
 /// Objects per list call: bounded memory per page, few round trips.
@@ -155,7 +155,7 @@ pub async fn scan(
         let ns = object.namespace.unwrap_or("default");
         let context = Context::complete(by_namespace.get(ns).unwrap_or(&no_policies));
         let decision = engine.evaluate(&object, &context);
-        if matches!(decision.coverage, Coverage::OutOfScope) {
+        if matches!(decision.judged, Judged::OutOfScope) {
             return;
         }
         uids.push(
@@ -165,7 +165,7 @@ pub async fn scan(
                 .map(str::to_owned),
         );
         results.push(CheckResult::new(
-            "cluster".to_owned(),
+            Origin::Cluster,
             kind,
             Some(ns),
             object.name,
@@ -303,7 +303,7 @@ pub fn policy_reports(scan: &Scan, policy_name: &str, now: time::OffsetDateTime)
             .zip(&scan.uids)
             .filter(|(r, _)| r.namespace.as_deref() == Some(namespace.as_str()));
         for (result, uid) in in_namespace {
-            if result.coverage == Coverage::Exempt.as_str() {
+            if result.judged == Judged::Exempt {
                 continue;
             }
             let resource = json!({
@@ -454,7 +454,7 @@ mod tests {
 
     fn result(ns: &str, name: &str, violations: usize) -> CheckResult {
         let decision = Decision {
-            coverage: Coverage::Cluster,
+            judged: Judged::Cluster,
             mode: crate::Mode::Enforce,
             violations: (0..violations)
                 .map(|i| Violation {
@@ -467,7 +467,7 @@ mod tests {
                 .collect(),
             patch: json_patch::Patch(Vec::new()),
         };
-        CheckResult::new("cluster".into(), "RayCluster", Some(ns), name, decision)
+        CheckResult::new(Origin::Cluster, "RayCluster", Some(ns), name, decision)
     }
 
     #[test]

@@ -5,8 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use raygate::Mode;
-use raygate::commands::{FailOn, Output};
 
 const CHECK_EXIT_CODES: &str = "\
 Exit codes (for CI and Argo CD gates):
@@ -55,14 +53,14 @@ pub enum Command {
         namespace: Option<String>,
         /// Override the policy's mode.
         #[arg(long, value_enum)]
-        mode: Option<Mode>,
+        mode: Option<ModeArg>,
         #[arg(short, long, value_enum, default_value = "text")]
-        output: Output,
+        output: OutputArg,
         /// Also fail (exit 3) when: `fill` an object is allowed only once filled in (the file
         /// in git still lacks the fill-ins; run `raygate fix`), `warn` a finding is a warning,
         /// `empty` the inputs hold no Ray object. Repeat or separate with commas.
         #[arg(long, value_enum, value_delimiter = ',', value_name = "WHEN")]
-        fail_on: Vec<FailOn>,
+        fail_on: Vec<FailOnArg>,
     },
     /// Write the manifests with what the plan can supply filled in; every other line, comment
     /// and quote stays as written.
@@ -82,44 +80,7 @@ pub enum Command {
         discard_comments: bool,
     },
     /// Run the admission webhook (HTTPS) for kubectl apply, Argo CD dry runs and audit mode.
-    Serve {
-        #[arg(long, default_value = "0.0.0.0:8443")]
-        listen: SocketAddr,
-        /// Serving certificate (PEM). Without it, a development CA and certificate are
-        /// created under certs/ on first start.
-        #[arg(long, value_name = "FILE", requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        #[arg(long, value_name = "FILE", requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        /// Require client certificates signed by this CA (the API server's).
-        #[arg(long, value_name = "FILE")]
-        client_ca: Option<PathBuf>,
-        /// Prometheus metrics over plain HTTP.
-        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9090")]
-        metrics_listen: SocketAddr,
-        #[command(flatten)]
-        policy: PolicyArgs,
-        #[arg(long, value_enum)]
-        mode: Option<Mode>,
-        #[arg(long, value_enum, default_value = "text")]
-        log_format: LogFormat,
-        /// Seconds to stay up, unready, after SIGTERM before draining (lets endpoints update).
-        #[arg(long, default_value_t = 2)]
-        shutdown_delay: u64,
-        #[command(flatten)]
-        cluster: ClusterArgs,
-        /// Readiness waits this long for the NetworkPolicy cache; after it, raygate serves
-        /// and reports coverage as unverified rather than block Ray admission.
-        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
-        cache_sync_timeout: Duration,
-        /// Audit the whole cluster this often in the background (e.g. 10m) and export
-        /// raygate_audit_violations. Needs cluster access.
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-        audit_interval: Option<Duration>,
-        /// With --audit-interval, also write one PolicyReport per namespace.
-        #[arg(long, requires = "audit_interval")]
-        write_reports: bool,
-    },
+    Serve(ServeArgs),
     /// Evaluate what a cluster already runs: Ray objects, Ray Pods and NetworkPolicies.
     Audit {
         #[command(flatten)]
@@ -132,9 +93,9 @@ pub enum Command {
         #[command(flatten)]
         policy: PolicyArgs,
         #[arg(long, value_enum)]
-        mode: Option<Mode>,
+        mode: Option<ModeArg>,
         #[arg(short, long, value_enum, default_value = "text")]
-        output: Output,
+        output: OutputArg,
         /// Create or update one wgpolicyk8s.io/v1alpha2 PolicyReport per namespace.
         #[arg(long)]
         write_reports: bool,
@@ -199,4 +160,106 @@ pub struct ClusterArgs {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// `--mode`: the policy's [`raygate::Mode`] on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    Enforce,
+    Audit,
+}
+
+impl From<ModeArg> for raygate::Mode {
+    fn from(mode: ModeArg) -> raygate::Mode {
+        match mode {
+            ModeArg::Enforce => raygate::Mode::Enforce,
+            ModeArg::Audit => raygate::Mode::Audit,
+        }
+    }
+}
+
+/// `--output`: a [`raygate::report::Output`] on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputArg {
+    Text,
+    Json,
+    /// SARIF 2.1.0, for code scanning (GitHub and others).
+    Sarif,
+    /// JUnit XML, one test case per Ray object (GitLab, Jenkins).
+    Junit,
+}
+
+impl From<OutputArg> for raygate::report::Output {
+    fn from(output: OutputArg) -> raygate::report::Output {
+        use raygate::report::Output;
+        match output {
+            OutputArg::Text => Output::Text,
+            OutputArg::Json => Output::Json,
+            OutputArg::Sarif => Output::Sarif,
+            OutputArg::Junit => Output::Junit,
+        }
+    }
+}
+
+/// `check --fail-on`: a [`raygate::commands::FailOn`] on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOnArg {
+    /// An object is allowed only once filled in.
+    Fill,
+    /// A finding is a warning.
+    Warn,
+    /// No Ray object among the inputs.
+    Empty,
+}
+
+impl From<FailOnArg> for raygate::commands::FailOn {
+    fn from(fail_on: FailOnArg) -> raygate::commands::FailOn {
+        use raygate::commands::FailOn;
+        match fail_on {
+            FailOnArg::Fill => FailOn::Fill,
+            FailOnArg::Warn => FailOn::Warn,
+            FailOnArg::Empty => FailOn::Empty,
+        }
+    }
+}
+
+/// `raygate serve`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Serving certificate (PEM). Without it, a development CA and certificate are
+    /// created under certs/ on first start.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (the API server's).
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// Prometheus metrics over plain HTTP.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Seconds to stay up, unready, after SIGTERM before draining (lets endpoints update).
+    #[arg(long, default_value_t = 2)]
+    pub shutdown_delay: u64,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Readiness waits this long for the NetworkPolicy cache; after it, raygate serves
+    /// and reports coverage as unverified rather than block Ray admission.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub cache_sync_timeout: Duration,
+    /// Audit the whole cluster this often in the background (e.g. 10m) and export
+    /// raygate_audit_violations. Needs cluster access.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub audit_interval: Option<Duration>,
+    /// With --audit-interval, also write one PolicyReport per namespace.
+    #[arg(long, requires = "audit_interval")]
+    pub write_reports: bool,
 }

@@ -19,13 +19,17 @@ use kube::{Client, Resource};
 use crate::admission::ClusterState;
 use crate::metrics::{ResourceLabels, WatchMetrics};
 
-/// The custom resources raygate reads, as `(kind, plural)` of `ray.io/v1`.
-pub const RAY_KINDS: [(&str, &str); 4] = [
-    ("RayCluster", "rayclusters"),
-    ("RayJob", "rayjobs"),
-    ("RayService", "rayservices"),
-    ("RayCronJob", "raycronjobs"),
-];
+/// The custom resources raygate reads, as `(kind, plural)` of `ray.io/v1`: one per
+/// [`ClusterSource`](crate::ray::ClusterSource).
+pub const RAY_KINDS: [(&str, &str); 4] = {
+    let [a, b, c, d] = crate::ray::ClusterSource::ALL;
+    [
+        (a.kind(), a.plural()),
+        (b.kind(), b.plural()),
+        (c.kind(), c.plural()),
+        (d.kind(), d.plural()),
+    ]
+};
 
 pub fn ray_resource(kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("ray.io", "v1", kind), plural)

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::engine::{Context, Engine};
 use crate::manifest::{self, Format, ManifestFile};
 use crate::ray::ObjectRef;
-use crate::report::{CheckResult, Report, ReportWriter};
+use crate::report::{CheckResult, Origin, Output, Report, ReportWriter};
 use crate::rules::network_policy;
 use crate::yaml_edit;
 
@@ -24,7 +24,7 @@ pub mod exit {
 }
 
 /// Conditions `check --fail-on` fails on besides denials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailOn {
     /// An object is allowed only once filled in.
     Fill,
@@ -32,16 +32,6 @@ pub enum FailOn {
     Warn,
     /// No Ray object among the inputs.
     Empty,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
-    /// SARIF 2.1.0, for code scanning (GitHub and others).
-    Sarif,
-    /// JUnit XML, one test case per Ray object (GitLab, Jenkins).
-    Junit,
 }
 
 /// Manifests read from the command line, with the errors of those that could not be read.
@@ -141,9 +131,9 @@ fn evaluate_file(
                 object.namespace = default_namespace;
             }
             let decision = engine.evaluate(&object, context);
-            let source = match item {
-                Some(i) => format!("{} items[{i}]", document.source),
-                None => document.source.to_string(),
+            let source = Origin::Manifest {
+                document: document.source.clone(),
+                item,
             };
             sink(CheckResult::new(
                 source,
@@ -213,57 +203,18 @@ pub fn check_paths(
         errors.push(e);
         Vec::new()
     });
-    // Standard input can be read once: it is kept parsed. File texts are kept for the second
-    // pass up to a budget; the rest are read again.
-    let mut stdin = None;
-    let mut policies = Vec::new();
-    let mut kept = vec![None; expanded.len()];
-    let mut budget = KEPT_TEXT_BUDGET;
-    for (path, kept) in expanded.iter().zip(&mut kept) {
-        if path.as_os_str() == "-" {
-            match manifest::read(path) {
-                Ok(file) => {
-                    policies.extend(file_network_policies(&file, default_namespace));
-                    stdin = Some(file);
-                }
-                Err(e) => errors.push(e),
-            }
-            continue;
-        }
-        // Unreadable and unparsable files are reported by the second pass.
-        let Ok(text) = std::fs::read_to_string(path) else {
-            continue;
-        };
-        if may_hold_network_policy(&text)
-            && let Ok(file) = manifest::parse(&path.display().to_string(), &text)
-        {
-            policies.extend(file_network_policies(&file, default_namespace));
-        }
-        if text.len() <= budget {
-            budget -= text.len();
-            *kept = Some(text);
-        }
-    }
-    let context = Context::complete(&policies);
+    let first = FirstPass::read(&expanded, default_namespace, &mut errors);
+    let context = Context::complete(&first.policies);
     let (mut files, mut documents) = (0, 0);
-    for (path, kept) in expanded.iter().zip(kept) {
+    for (path, kept) in expanded.iter().zip(first.kept) {
         let read;
         let file = if path.as_os_str() == "-" {
-            match &stdin {
+            match &first.stdin {
                 Some(file) => file,
                 None => continue,
             }
         } else {
-            let parsed = match kept {
-                Some(text) => {
-                    manifest::parse_owned(&path.display().to_string(), text).map(|mut file| {
-                        file.path = Some(path.clone());
-                        file
-                    })
-                }
-                None => manifest::read(path),
-            };
-            match parsed {
+            match reread(path, kept) {
                 Ok(file) => {
                     read = file;
                     &read
@@ -283,6 +234,71 @@ pub fn check_paths(
         files,
         documents,
     })
+}
+
+/// What `check`'s first pass keeps: every NetworkPolicy, standard input parsed (it can be
+/// read once) and file texts up to a budget (the rest are read again).
+struct FirstPass {
+    stdin: Option<ManifestFile>,
+    policies: Vec<Arc<NetworkPolicy>>,
+    /// Per path, its text when kept.
+    kept: Vec<Option<String>>,
+}
+
+impl FirstPass {
+    fn read(
+        expanded: &[PathBuf],
+        default_namespace: Option<&str>,
+        errors: &mut Vec<manifest::Error>,
+    ) -> FirstPass {
+        let mut first = FirstPass {
+            stdin: None,
+            policies: Vec::new(),
+            kept: vec![None; expanded.len()],
+        };
+        let mut budget = KEPT_TEXT_BUDGET;
+        for (path, kept) in expanded.iter().zip(&mut first.kept) {
+            if path.as_os_str() == "-" {
+                match manifest::read(path) {
+                    Ok(file) => {
+                        first
+                            .policies
+                            .extend(file_network_policies(&file, default_namespace));
+                        first.stdin = Some(file);
+                    }
+                    Err(e) => errors.push(e),
+                }
+                continue;
+            }
+            // Unreadable and unparsable files are reported by the second pass.
+            let Ok(text) = std::fs::read_to_string(path) else {
+                continue;
+            };
+            if may_hold_network_policy(&text)
+                && let Ok(file) = manifest::parse(&path.display().to_string(), &text)
+            {
+                first
+                    .policies
+                    .extend(file_network_policies(&file, default_namespace));
+            }
+            if text.len() <= budget {
+                budget -= text.len();
+                *kept = Some(text);
+            }
+        }
+        first
+    }
+}
+
+/// A file for the second pass: its kept text parsed, or the file read again.
+fn reread(path: &Path, kept: Option<String>) -> manifest::Result<ManifestFile> {
+    match kept {
+        Some(text) => manifest::parse_owned(&path.display().to_string(), text).map(|mut file| {
+            file.path = Some(path.to_owned());
+            file
+        }),
+        None => manifest::read(path),
+    }
 }
 
 pub fn check(
@@ -491,40 +507,9 @@ pub fn fix(engine: &Engine, paths: &[PathBuf], options: &FixOptions) -> u8 {
     let mut filled = 0;
     let mut stdout_texts: Vec<String> = Vec::new();
     for file in &inputs.files {
-        let mut fixed = Vec::new();
-        let mut file_failed = false;
-        for (index, document) in file.documents.iter().enumerate() {
-            match fix_document(engine, &context, document) {
-                Ok(None) => {}
-                Ok(Some(done)) => {
-                    if let Some(reason) = &done.rewritten {
-                        let lost = "its comments, anchors, key order and layout are not kept";
-                        if options.in_place
-                            && !options.discard_comments
-                            && manifest::has_comments(&document.text)
-                        {
-                            eprintln!(
-                                "error: {}: the fill-ins cannot be inserted into the text ({reason}) and rewriting the document would drop its comments; review `raygate fix` output on stdout, or pass --discard-comments",
-                                document.source
-                            );
-                            file_failed = true;
-                            continue;
-                        }
-                        eprintln!(
-                            "warning: {}: the fill-ins cannot be inserted into the text ({reason}); the document is rewritten and {lost}",
-                            document.source
-                        );
-                    }
-                    filled += 1;
-                    fixed.push((index, done.text));
-                }
-                Err(e) => {
-                    eprintln!("error: {}: {e}", document.source);
-                    file_failed = true;
-                }
-            }
-        }
+        let (fixed, file_failed) = fix_file(engine, &context, file, options);
         failed |= file_failed;
+        filled += fixed.len();
         let text = splice_file(file, &fixed);
         if options.in_place {
             if !fixed.is_empty()
@@ -539,31 +524,74 @@ pub fn fix(engine: &Engine, paths: &[PathBuf], options: &FixOptions) -> u8 {
             stdout_texts.push(text);
         }
     }
-    if !options.in_place {
-        let stdout = std::io::stdout();
-        let mut out = std::io::BufWriter::new(stdout.lock());
-        let mut previous_open = false;
-        for (i, text) in stdout_texts.iter().enumerate() {
-            // Files are joined into one stream; a file without a final newline gets one first.
-            let separator = match (i, previous_open) {
-                (0, _) => "",
-                (_, true) => "\n---\n",
-                (_, false) => "---\n",
-            };
-            if write!(out, "{separator}{text}").is_err() {
-                return exit::UNUSABLE;
-            }
-            previous_open = !text.is_empty() && !text.ends_with('\n');
-        }
-        if out.flush().is_err() {
-            return exit::UNUSABLE;
-        }
+    if !options.in_place && write_stream(&stdout_texts).is_err() {
+        return exit::UNUSABLE;
     }
     eprintln!(
         "raygate fix: {filled} document(s) filled in{}",
         if options.in_place { " and written" } else { "" }
     );
     if failed { exit::UNUSABLE } else { exit::OK }
+}
+
+/// The fixed documents of one file (index and new text), and whether one could not be fixed.
+fn fix_file(
+    engine: &Engine,
+    context: &Context<'_>,
+    file: &ManifestFile,
+    options: &FixOptions,
+) -> (Vec<(usize, String)>, bool) {
+    let mut fixed = Vec::new();
+    let mut failed = false;
+    for (index, document) in file.documents.iter().enumerate() {
+        match fix_document(engine, context, document) {
+            Ok(None) => {}
+            Ok(Some(done)) => {
+                if let Some(reason) = &done.rewritten {
+                    let lost = "its comments, anchors, key order and layout are not kept";
+                    if options.in_place
+                        && !options.discard_comments
+                        && manifest::has_comments(&document.text)
+                    {
+                        eprintln!(
+                            "error: {}: the fill-ins cannot be inserted into the text ({reason}) and rewriting the document would drop its comments; review `raygate fix` output on stdout, or pass --discard-comments",
+                            document.source
+                        );
+                        failed = true;
+                        continue;
+                    }
+                    eprintln!(
+                        "warning: {}: the fill-ins cannot be inserted into the text ({reason}); the document is rewritten and {lost}",
+                        document.source
+                    );
+                }
+                fixed.push((index, done.text));
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", document.source);
+                failed = true;
+            }
+        }
+    }
+    (fixed, failed)
+}
+
+/// The files' texts to stdout as one stream.
+fn write_stream(texts: &[String]) -> std::io::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut previous_open = false;
+    for (i, text) in texts.iter().enumerate() {
+        // Files are joined into one stream; a file without a final newline gets one first.
+        let separator = match (i, previous_open) {
+            (0, _) => "",
+            (_, true) => "\n---\n",
+            (_, false) => "---\n",
+        };
+        write!(out, "{separator}{text}")?;
+        previous_open = !text.is_empty() && !text.ends_with('\n');
+    }
+    out.flush()
 }
 
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
@@ -578,130 +606,150 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 /// `autoscaling`), the container command KubeRay builds and the one `ray start` raygate reads
 /// from it, or why it refuses.
 pub fn ray_start_cases(input: impl std::io::BufRead, mut out: impl Write) -> anyhow::Result<()> {
-    use crate::ray::{NodeGroup, Role};
-    use crate::ray_command;
     for (n, line) in input.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
             continue;
         }
-        let case: Value = serde_json::from_str(&line)
-            .map_err(|e| anyhow::anyhow!("stdin line {}: {e}", n + 1))?;
-        let role = match case.get("role").and_then(Value::as_str) {
-            Some("head") => Role::Head,
-            Some("worker") => Role::Worker,
-            other => anyhow::bail!(
-                "stdin line {}: role is {other:?}, not head or worker",
-                n + 1
-            ),
-        };
-        let empty = Value::Object(Default::default());
-        let group_spec = case.get("group").unwrap_or(&empty);
-        let group = NodeGroup {
-            role,
-            name: group_spec
-                .get("groupName")
-                .and_then(Value::as_str)
-                .unwrap_or("headgroup"),
-            spec: group_spec,
-            path: json_patch::jsonptr::PointerBuf::new(),
-        };
-        let overwrite = crate::ray::annotation_is_true(
-            case.get("annotations"),
-            crate::ray::OVERWRITE_CMD_ANNOTATION,
-        ) || crate::ray::annotation_is_true(
-            group_spec.pointer("/template/metadata/annotations"),
-            crate::ray::OVERWRITE_CMD_ANNOTATION,
-        );
-        let mut refused = None;
-        if let Some(params) = group.ray_start_params() {
-            for (key, value) in params {
-                let word = ray_command::param_value(value)
-                    .ok_or_else(|| {
-                        ray_command::Refusal(
-                            format!("{key} is not a string"),
-                            ray_command::Cause::Unfollowable,
-                        )
-                    })
-                    .and_then(|text| ray_command::param_word(key, &text))
-                    .and_then(|word| ray_command::option_value(key, word));
-                if let Err(why) = word {
-                    refused.get_or_insert(why.0);
-                }
-            }
-        }
-        // The cluster around the group: its name, namespace, head group (whose port and
-        // head Service a worker's --address names) and autoscaling.
-        let text = |field: &str, default: &'static str| -> anyhow::Result<String> {
-            match case.get(field) {
-                None | Some(Value::Null) => Ok(default.to_owned()),
-                Some(Value::String(s)) => Ok(s.clone()),
-                Some(other) => {
-                    anyhow::bail!("stdin line {}: {field} is {other}, not a string", n + 1)
-                }
-            }
-        };
-        let (cluster, namespace) = (
-            text("cluster", "raycluster")?,
-            text("namespace", "default")?,
-        );
-        let head = match role {
-            Role::Head => Some(group_spec),
-            Role::Worker => case.get("head").filter(|h| !h.is_null()),
-        };
-        let autoscaling = match case.get("autoscaling") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => anyhow::bail!(
-                "stdin line {}: autoscaling is {other}, not a boolean",
-                n + 1
-            ),
-        };
-        let context = ray_command::ClusterContext {
-            name: &cluster,
-            namespace: &namespace,
-            head,
-            autoscaling,
-        };
-        let params = ray_command::kuberay_params(&group, &context);
-        let spec_holder = Value::Object(Default::default());
-        let cluster_spec = crate::ray::ClusterSpec {
-            source: crate::ray::ClusterSource::RayCluster,
-            name: &cluster,
-            spec: &spec_holder,
-            path: json_patch::jsonptr::PointerBuf::new(),
-            root: &spec_holder,
-            overwrite_cmd: overwrite,
-        };
-        let labels = network_policy::pod_labels(&cluster_spec, &group);
-        let result = match params {
-            Ok(params) => {
-                let launch = ray_command::launch(&group, &params, overwrite);
-                let start = ray_command::effective_start(&launch);
-                let script = ray_command::shell_script(&launch.argv)
-                    .ok()
-                    .flatten()
-                    .map(str::to_owned);
-                let (start, refusal) = match start {
-                    Ok(start) => (Some(start), None),
-                    Err(why) => (None, Some(why.0)),
-                };
-                serde_json::json!({
-                    "id": case.get("id"),
-                    "argv": launch.argv,
-                    "script": script,
-                    "env": {ray_command::GENERATED_CMD_VAR: launch.generated},
-                    "start": start.as_ref().map(|s| &s.words),
-                    "options": start.as_ref().map(|s| s.options.iter().map(|(k, v)| (k.to_string(), v.shown())).collect::<std::collections::BTreeMap<_, _>>()),
-                    "refused": refused.or(refusal),
-                    "labels": labels,
-                })
-            }
-            Err(why) => {
-                serde_json::json!({"id": case.get("id"), "refused": why.0, "labels": labels})
-            }
-        };
+        let at_line = |e: &dyn std::fmt::Display| anyhow::anyhow!("stdin line {}: {e}", n + 1);
+        let case: Value = serde_json::from_str(&line).map_err(|e| at_line(&e))?;
+        let result = ray_start_case(&case).map_err(|e| at_line(&e))?;
         writeln!(out, "{result}")?;
     }
     Ok(())
+}
+
+/// One `ray-start` case: the command KubeRay builds, the `ray start` raygate reads from it (or
+/// why it refuses) and the group's Pod labels.
+fn ray_start_case(case: &Value) -> anyhow::Result<Value> {
+    use crate::ray::{NodeGroup, Role};
+    use crate::ray_command;
+    let role = match case.get("role").and_then(Value::as_str) {
+        Some("head") => Role::Head,
+        Some("worker") => Role::Worker,
+        other => anyhow::bail!("role is {other:?}, not head or worker"),
+    };
+    let empty = Value::Object(Default::default());
+    let group_spec = case.get("group").unwrap_or(&empty);
+    let group = NodeGroup {
+        role,
+        name: group_spec
+            .get("groupName")
+            .and_then(Value::as_str)
+            .unwrap_or("headgroup"),
+        spec: group_spec,
+        path: json_patch::jsonptr::PointerBuf::new(),
+    };
+    let overwrite = crate::ray::annotation_is_true(
+        case.get("annotations"),
+        crate::ray::OVERWRITE_CMD_ANNOTATION,
+    ) || crate::ray::annotation_is_true(
+        group_spec.pointer("/template/metadata/annotations"),
+        crate::ray::OVERWRITE_CMD_ANNOTATION,
+    );
+    // The cluster around the group: its name, namespace, head group (whose port and
+    // head Service a worker's --address names) and autoscaling.
+    let (cluster, namespace) = (
+        case_text(case, "cluster", "raycluster")?,
+        case_text(case, "namespace", "default")?,
+    );
+    let head = match role {
+        Role::Head => Some(group_spec),
+        Role::Worker => case.get("head").filter(|h| !h.is_null()),
+    };
+    let autoscaling = match case.get("autoscaling") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => anyhow::bail!("autoscaling is {other}, not a boolean"),
+    };
+    let context = ray_command::ClusterContext {
+        name: &cluster,
+        namespace: &namespace,
+        head,
+        autoscaling,
+    };
+    let labels = ray_start_labels(&cluster, &group, overwrite);
+    Ok(match ray_command::kuberay_params(&group, &context) {
+        Ok(params) => {
+            let launch = ray_command::launch(&group, &params, overwrite);
+            launched(case, &launch, refused_param(&group), labels)
+        }
+        Err(why) => serde_json::json!({"id": case.get("id"), "refused": why.0, "labels": labels}),
+    })
+}
+
+/// A case's text field, `default` when absent or null.
+fn case_text(case: &Value, field: &str, default: &str) -> anyhow::Result<String> {
+    match case.get(field) {
+        None | Some(Value::Null) => Ok(default.to_owned()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => anyhow::bail!("{field} is {other}, not a string"),
+    }
+}
+
+/// Why raygate refuses the group's first unreadable rayStartParams value, if it does.
+fn refused_param(group: &crate::ray::NodeGroup<'_>) -> Option<String> {
+    use crate::ray_command;
+    let mut refused = None;
+    for (key, value) in group.ray_start_params().into_iter().flatten() {
+        let word = ray_command::param_value(value)
+            .ok_or_else(|| {
+                ray_command::Refusal(
+                    format!("{key} is not a string"),
+                    ray_command::Cause::Unfollowable,
+                )
+            })
+            .and_then(|text| ray_command::param_word(key, &text))
+            .and_then(|word| ray_command::option_value(key, word));
+        if let Err(why) = word {
+            refused.get_or_insert(why.0);
+        }
+    }
+    refused
+}
+
+/// The Pod labels of a RayCluster `cluster`'s `group`.
+fn ray_start_labels(
+    cluster: &str,
+    group: &crate::ray::NodeGroup<'_>,
+    overwrite: bool,
+) -> std::collections::BTreeMap<String, String> {
+    let spec_holder = Value::Object(Default::default());
+    let cluster_spec = crate::ray::ClusterSpec {
+        source: crate::ray::ClusterSource::RayCluster,
+        name: cluster,
+        spec: &spec_holder,
+        path: json_patch::jsonptr::PointerBuf::new(),
+        root: &spec_holder,
+        overwrite_cmd: overwrite,
+    };
+    network_policy::pod_labels(&cluster_spec, group)
+}
+
+/// A case whose command KubeRay builds: the command, and the `ray start` read from it.
+fn launched(
+    case: &Value,
+    launch: &crate::ray_command::Launch,
+    refused: Option<String>,
+    labels: std::collections::BTreeMap<String, String>,
+) -> Value {
+    use crate::ray_command;
+    let script = ray_command::shell_script(&launch.argv)
+        .ok()
+        .flatten()
+        .map(str::to_owned);
+    let (start, refusal) = match ray_command::effective_start(launch) {
+        Ok(start) => (Some(start), None),
+        Err(why) => (None, Some(why.0)),
+    };
+    serde_json::json!({
+        "id": case.get("id"),
+        "argv": launch.argv,
+        "script": script,
+        "env": {ray_command::GENERATED_CMD_VAR: launch.generated},
+        "start": start.as_ref().map(|s| &s.words),
+        "options": start.as_ref().map(|s| s.options.iter().map(|(k, v)| (k.to_string(), v.shown())).collect::<std::collections::BTreeMap<_, _>>()),
+        "refused": refused.or(refusal),
+        "labels": labels,
+    })
 }

@@ -57,9 +57,11 @@ impl Context<'_> {
     }
 }
 
-/// How the engine treated an object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Coverage {
+/// What raygate judged of an object: a cluster spec, a Pod, or nothing (and why not).
+/// Serialised as reports have always named it (`out-of-scope`, `exempt`, `cluster`, `pod`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Judged {
     /// Not a Ray object: nothing applies.
     OutOfScope,
     /// A Ray object the policy's scope exempts.
@@ -70,20 +72,67 @@ pub enum Coverage {
     Pod,
 }
 
-impl Coverage {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Coverage::OutOfScope => "out-of-scope",
-            Coverage::Exempt => "exempt",
-            Coverage::Cluster => "cluster",
-            Coverage::Pod => "pod",
-        }
+impl Judged {
+    /// Whether the rules ran on the object (a cluster spec or a Pod).
+    pub fn rules_ran(self) -> bool {
+        matches!(self, Judged::Cluster | Judged::Pod)
     }
+}
+
+/// What admission does with one finding, given the mode of the object's namespace. Every
+/// report (text, JSON, SARIF, JUnit, the tally) and the validating webhook read it here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// The mutating webhook's patch cures it: the object is allowed once filled in.
+    Fill,
+    /// Denied.
+    Deny,
+    /// Audit mode: what enforcing would deny, admitted with a warning.
+    WouldDeny,
+    /// Admitted with a warning.
+    Warn,
+    /// Admitted; only the audit annotations record it.
+    Audit,
+}
+
+impl Effect {
+    /// Whether admission answers the finding with a warning.
+    pub fn warns(self) -> bool {
+        matches!(self, Effect::Warn | Effect::WouldDeny)
+    }
+}
+
+/// What admission does with `violation` once the mutating webhook's patch is applied
+/// (mutate, then validate): what `check` reports.
+pub fn effect(mode: Mode, violation: &Violation) -> Effect {
+    if violation.fillable {
+        Effect::Fill
+    } else {
+        effect_as_given(mode, violation)
+    }
+}
+
+/// What the validating webhook does with `violation` on the object as it arrives: a fill-in
+/// that was not applied counts as its rule's action. Never [`Effect::Fill`].
+pub fn effect_as_given(mode: Mode, violation: &Violation) -> Effect {
+    match (violation.action, mode) {
+        (Action::Deny, Mode::Enforce) => Effect::Deny,
+        (Action::Deny, Mode::Audit) => Effect::WouldDeny,
+        (Action::Warn, _) => Effect::Warn,
+        // A rule switched off never yields a finding (see `rules::Findings`).
+        (Action::Audit | Action::Off, _) => Effect::Audit,
+    }
+}
+
+/// Whether the validating webhook records `violation` in its audit annotations: in audit
+/// mode every finding, else those whose rule only audits.
+pub fn recorded(mode: Mode, violation: &Violation) -> bool {
+    mode == Mode::Audit || effect_as_given(mode, violation) == Effect::Audit
 }
 
 #[derive(Debug, Clone)]
 pub struct Decision {
-    pub coverage: Coverage,
+    pub judged: Judged,
     pub mode: Mode,
     /// Every violation of the object as given, in a stable order.
     pub violations: Vec<Violation>,
@@ -92,9 +141,9 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn unchecked(coverage: Coverage, mode: Mode) -> Decision {
+    fn unchecked(judged: Judged, mode: Mode) -> Decision {
         Decision {
-            coverage,
+            judged,
             mode,
             violations: Vec::new(),
             patch: Patch(Vec::new()),
@@ -103,16 +152,23 @@ impl Decision {
 
     /// Whether admission lets the object in once the patch is applied (mutate, then validate).
     pub fn allowed(&self) -> bool {
-        self.mode == Mode::Audit
-            || !self
-                .violations
-                .iter()
-                .any(|v| v.action == Action::Deny && !v.fillable)
+        !self
+            .violations
+            .iter()
+            .any(|v| self.effect(v) == Effect::Deny)
     }
 
     /// Whether the object as given passes validation (no patch applied).
     pub fn allowed_as_is(&self) -> bool {
-        self.mode == Mode::Audit || !self.violations.iter().any(|v| v.action == Action::Deny)
+        !self
+            .violations
+            .iter()
+            .any(|v| effect_as_given(self.mode, v) == Effect::Deny)
+    }
+
+    /// What admission does with one of this decision's findings once the patch is applied.
+    pub fn effect(&self, violation: &Violation) -> Effect {
+        effect(self.mode, violation)
     }
 
     /// Violations that remain once the patch is applied.
@@ -146,15 +202,15 @@ impl Engine {
         &self,
         object: &ObjectRef<'a>,
         context: &Context<'a>,
-    ) -> Result<Covered<'a>, Coverage> {
+    ) -> Result<Covered<'a>, Judged> {
         let target = Target::of(object);
         if matches!(target, Target::OutOfScope) {
-            return Err(Coverage::OutOfScope);
+            return Err(Judged::OutOfScope);
         }
         let scope = &self.policy.spec().scope;
         let namespace = object.namespace.unwrap_or("default");
         if scope.exempts_namespace(namespace) {
-            return Err(Coverage::Exempt);
+            return Err(Judged::Exempt);
         }
         let cluster_name = match &target {
             Target::Pod(pod) => Some(pod.cluster),
@@ -162,7 +218,7 @@ impl Engine {
         };
         let names: Vec<(&str, &str)> = [
             Some((object.kind, object.name)),
-            cluster_name.map(|name| ("RayCluster", name)),
+            cluster_name.map(|name| (crate::ray::ClusterSource::RayCluster.kind(), name)),
             object.owner,
             context.cluster_origin,
         ]
@@ -173,7 +229,7 @@ impl Engine {
             .into_iter()
             .all(|family| scope.exempts(namespace, &names, family))
         {
-            return Err(Coverage::Exempt);
+            return Err(Judged::Exempt);
         }
         Ok(Covered { target, names })
     }
@@ -181,7 +237,7 @@ impl Engine {
     pub fn evaluate(&self, object: &ObjectRef<'_>, context: &Context<'_>) -> Decision {
         match self.in_scope(object, context) {
             Ok(covered) => self.evaluate_covered(object, context, covered, true),
-            Err(coverage) => Decision::unchecked(coverage, self.mode_of(object)),
+            Err(judged) => Decision::unchecked(judged, self.mode_of(object)),
         }
     }
 
@@ -195,7 +251,7 @@ impl Engine {
         context: &Context<'_>,
     ) -> Decision {
         match (old, self.in_scope(object, context)) {
-            (_, Err(coverage)) => Decision::unchecked(coverage, self.mode_of(object)),
+            (_, Err(judged)) => Decision::unchecked(judged, self.mode_of(object)),
             (Some(old), Ok(covered)) => self.update(object, old, context, covered, false),
             (None, Ok(covered)) => self.evaluate_covered(object, context, covered, false),
         }
@@ -210,14 +266,14 @@ impl Engine {
         messages: bool,
     ) -> Decision {
         let mode = self.mode_of(object);
-        let coverage = covered.coverage();
+        let judged = covered.judged();
         let Covered { target, names } = covered;
         let scope = &self.policy.spec().scope;
         let namespace = object.namespace.unwrap_or("default");
         let exempt_family = |family: Family| scope.exempts(namespace, &names, family);
 
         if let Target::Cluster(cluster) = &target
-            && let Some(decision) = self.too_large(cluster, coverage, mode)
+            && let Some(decision) = self.too_large(cluster, judged, mode)
         {
             return decision;
         }
@@ -234,95 +290,114 @@ impl Engine {
             .iter()
             .any(|n| n == namespace);
         match &target {
-            Target::Cluster(cluster) => {
-                rules::ports::check_cluster(cluster, host_exposure_allowed, &mut findings);
-                for group in cluster.groups() {
-                    if let Some(pod) = group.pod_spec() {
-                        let subject = group.describe();
-                        let gpu = match group.role {
-                            Role::Head => GpuException::Never,
-                            Role::Worker => GpuException::Applies,
-                        };
-                        rules::placement::check_pod_spec(&pod, &subject, gpu, &mut findings);
-                        rules::resources::check_pod_spec(&pod, &subject, &mut findings);
-                    }
-                }
-                if let Some(options) = cluster.spec.get("autoscalerOptions") {
-                    let path = crate::ray::child(&cluster.path, "autoscalerOptions");
-                    rules::resources::check_autoscaler(options, &path, &mut findings);
-                }
-                if cluster.source == crate::ray::ClusterSource::RayService {
-                    rules::ports::check_serve_config(object.body, &mut findings);
-                }
-                if let Some(pod) = submitter_pod_spec(object.body, cluster.source) {
-                    let subject = "submitter pod template".to_owned();
-                    rules::ports::check_other_pod(
-                        &pod,
-                        &subject,
-                        host_exposure_allowed,
-                        &mut findings,
-                    );
-                    rules::placement::check_pod_spec(
-                        &pod,
-                        &subject,
-                        GpuException::Never,
-                        &mut findings,
-                    );
-                    rules::resources::check_pod_spec(&pod, &subject, &mut findings);
-                }
-                let first_network_finding = findings.violations.len();
-                rules::network_policy::check_cluster(
-                    cluster,
-                    object.namespace,
-                    context.namespace_labels,
-                    context.network_policies,
-                    &mut findings,
-                );
-                if context.at_admission && self.enforces_on_pods() {
-                    defer_to_pods(&mut findings.violations[first_network_finding..]);
-                }
-            }
+            Target::Cluster(cluster) => self.check_cluster(
+                object,
+                cluster,
+                context,
+                host_exposure_allowed,
+                &mut findings,
+            ),
             Target::Pod(pod) => {
-                let spec = pod.pod_spec();
-                let subject = match pod.role {
-                    Role::Head => format!("head Pod of cluster {:?}", pod.cluster),
-                    Role::Worker => format!("worker Pod of cluster {:?}", pod.cluster),
-                };
-                rules::ports::check_pod(
-                    &spec,
-                    pod.role,
-                    &subject,
-                    host_exposure_allowed,
-                    &mut findings,
-                );
-                let gpu = match pod.role {
-                    Role::Head => GpuException::Never,
-                    Role::Worker => GpuException::Applies,
-                };
-                rules::placement::check_pod_spec(&spec, &subject, gpu, &mut findings);
-                rules::resources::check_pod_spec(&spec, &subject, &mut findings);
-                if let NetworkPolicies::Known(policies) = context.network_policies
-                    && self.enforces_on_pods()
-                {
-                    rules::network_policy::check_pod(
-                        pod,
-                        object.labels,
-                        object.namespace,
-                        context.namespace_labels,
-                        policies,
-                        &mut findings,
-                    );
-                    if let Some(owner) = &context.pod_cluster {
-                        self.add_cluster_coverage(owner, policies, context, &mut findings);
-                    }
-                }
+                self.check_pod(object, pod, context, host_exposure_allowed, &mut findings)
             }
             Target::OutOfScope => {}
         }
+        self.conclude(findings, judged, mode)
+    }
 
+    /// The rules on a cluster spec: its groups' pods, its autoscaler, a RayService's Serve
+    /// config, a RayJob's submitter, and its NetworkPolicy coverage.
+    fn check_cluster(
+        &self,
+        object: &ObjectRef<'_>,
+        cluster: &crate::ray::ClusterSpec<'_>,
+        context: &Context<'_>,
+        host_exposure_allowed: bool,
+        findings: &mut Findings<'_>,
+    ) {
+        rules::ports::check_cluster(cluster, host_exposure_allowed, findings);
+        for group in cluster.groups() {
+            if let Some(pod) = group.pod_spec() {
+                let subject = group.describe();
+                let gpu = match group.role {
+                    Role::Head => GpuException::Never,
+                    Role::Worker => GpuException::Applies,
+                };
+                rules::placement::check_pod_spec(&pod, &subject, gpu, findings);
+                rules::resources::check_pod_spec(&pod, &subject, findings);
+            }
+        }
+        if let Some(options) = cluster.spec.get("autoscalerOptions") {
+            let path = crate::ray::child(&cluster.path, "autoscalerOptions");
+            rules::resources::check_autoscaler(options, &path, findings);
+        }
+        if cluster.source == crate::ray::ClusterSource::RayService {
+            rules::ports::check_serve_config(object.body, findings);
+        }
+        if let Some(pod) = submitter_pod_spec(object.body, cluster.source) {
+            let subject = "submitter pod template".to_owned();
+            rules::ports::check_other_pod(&pod, &subject, host_exposure_allowed, findings);
+            rules::placement::check_pod_spec(&pod, &subject, GpuException::Never, findings);
+            rules::resources::check_pod_spec(&pod, &subject, findings);
+        }
+        let first_network_finding = findings.violations.len();
+        rules::network_policy::check_cluster(
+            cluster,
+            object.namespace,
+            context.namespace_labels,
+            context.network_policies,
+            findings,
+        );
+        if context.at_admission && self.enforces_on_pods() {
+            defer_to_pods(&mut findings.violations[first_network_finding..]);
+        }
+    }
+
+    /// The rules on a Ray Pod, with its NetworkPolicy coverage when the policy enforces it
+    /// on Pods and the policies are known.
+    fn check_pod(
+        &self,
+        object: &ObjectRef<'_>,
+        pod: &crate::ray::RayPod<'_>,
+        context: &Context<'_>,
+        host_exposure_allowed: bool,
+        findings: &mut Findings<'_>,
+    ) {
+        let spec = pod.pod_spec();
+        let subject = match pod.role {
+            Role::Head => format!("head Pod of cluster {:?}", pod.cluster),
+            Role::Worker => format!("worker Pod of cluster {:?}", pod.cluster),
+        };
+        rules::ports::check_pod(&spec, pod.role, &subject, host_exposure_allowed, findings);
+        let gpu = match pod.role {
+            Role::Head => GpuException::Never,
+            Role::Worker => GpuException::Applies,
+        };
+        rules::placement::check_pod_spec(&spec, &subject, gpu, findings);
+        rules::resources::check_pod_spec(&spec, &subject, findings);
+        if let NetworkPolicies::Known(policies) = context.network_policies
+            && self.enforces_on_pods()
+        {
+            rules::network_policy::check_pod(
+                pod,
+                object.labels,
+                object.namespace,
+                context.namespace_labels,
+                policies,
+                findings,
+            );
+            if let Some(owner) = &context.pod_cluster {
+                self.add_cluster_coverage(owner, policies, context, findings);
+            }
+        }
+    }
+
+    /// The decision on what the rules found: denied unjudged when they ran out of time; in
+    /// audit mode nothing is filled in.
+    fn conclude(&self, findings: Findings<'_>, judged: Judged, mode: Mode) -> Decision {
         if findings.was_out_of_time() {
             return self.unjudged(
-                coverage,
+                judged,
                 mode,
                 RuleId::OutOfTime,
                 format!(
@@ -344,7 +419,7 @@ impl Engine {
             }
         };
         Decision {
-            coverage,
+            judged,
             mode,
             violations,
             patch,
@@ -370,7 +445,7 @@ impl Engine {
     ) -> Decision {
         match self.in_scope(object, context) {
             Ok(covered) => self.update(object, old, context, covered, true),
-            Err(coverage) => Decision::unchecked(coverage, self.mode_of(object)),
+            Err(judged) => Decision::unchecked(judged, self.mode_of(object)),
         }
     }
 
@@ -385,7 +460,7 @@ impl Engine {
         let mode = self.mode_of(object);
         // The autoscaler's updates come often: they are answered without running the rules.
         if is_being_deleted(object.body) || only_scaling_changed(object.body, old.body) {
-            return Decision::unchecked(covered.coverage(), mode);
+            return Decision::unchecked(covered.judged(), mode);
         }
         let decision = self.evaluate_covered(object, context, covered, messages);
         let kept: Vec<_> = decision
@@ -406,7 +481,7 @@ impl Engine {
             let mut violations = decision.violations;
             violations.iter_mut().for_each(|v| v.fillable = false);
             return Decision {
-                coverage: decision.coverage,
+                judged: decision.judged,
                 mode,
                 violations,
                 patch: into_patch(kept),
@@ -444,7 +519,7 @@ impl Engine {
             }
         }
         Decision {
-            coverage: decision.coverage,
+            judged: decision.judged,
             mode,
             violations,
             patch: into_patch(kept),
@@ -461,7 +536,7 @@ impl Engine {
     fn too_large(
         &self,
         cluster: &crate::ray::ClusterSpec<'_>,
-        coverage: Coverage,
+        judged: Judged,
         mode: Mode,
     ) -> Option<Decision> {
         let most = self.policy.spec().deadline.max_worker_groups;
@@ -472,7 +547,7 @@ impl Engine {
             .map_or(0, Vec::len);
         (groups > most).then(|| {
             self.unjudged(
-                coverage,
+                judged,
                 mode,
                 RuleId::TooManyGroups,
                 format!(
@@ -483,9 +558,9 @@ impl Engine {
     }
 
     /// A decision that denies (in enforce mode) without judging the object.
-    fn unjudged(&self, coverage: Coverage, mode: Mode, rule: RuleId, message: String) -> Decision {
+    fn unjudged(&self, judged: Judged, mode: Mode, rule: RuleId, message: String) -> Decision {
         Decision {
-            coverage,
+            judged,
             mode,
             violations: vec![Violation {
                 rule,
@@ -506,11 +581,11 @@ struct Covered<'a> {
 }
 
 impl Covered<'_> {
-    fn coverage(&self) -> Coverage {
+    fn judged(&self) -> Judged {
         match self.target {
-            Target::Cluster(_) => Coverage::Cluster,
-            Target::Pod(_) => Coverage::Pod,
-            Target::OutOfScope => Coverage::OutOfScope,
+            Target::Cluster(_) => Judged::Cluster,
+            Target::Pod(_) => Judged::Pod,
+            Target::OutOfScope => Judged::OutOfScope,
         }
     }
 }
@@ -645,77 +720,80 @@ impl Engine {
         let mode = self.policy.mode_in(change.namespace);
         let scope = &self.policy.spec().scope;
         if scope.exempts_namespace(change.namespace) {
-            return Decision::unchecked(Coverage::Exempt, mode);
+            return Decision::unchecked(Judged::Exempt, mode);
         }
-        let mut violations = Vec::new();
-        for cluster in clusters {
-            let Target::Cluster(spec) = Target::of(cluster) else {
-                continue;
-            };
-            let names: Vec<(&str, &str)> = [Some((cluster.kind, cluster.name)), cluster.owner]
-                .into_iter()
-                .flatten()
-                .collect();
-            let exempt_family = |family: Family| scope.exempts(change.namespace, &names, family);
-            let uncovered = |policies: &[Arc<NetworkPolicy>]| {
-                let mut findings = Findings::new(&self.policy, exempt_family);
-                rules::network_policy::check_cluster(
-                    &spec,
-                    Some(change.namespace),
-                    change.namespace_labels,
-                    NetworkPolicies::Known(policies),
-                    &mut findings,
-                );
-                findings.violations.retain(|v| {
-                    v.rule == RuleId::NetworkPolicyMissing
-                        || rules::network_policy::CUTS.contains(&v.rule)
-                });
-                findings.violations
-            };
-            let before = uncovered(change.before);
-            let newly: Vec<Violation> = uncovered(change.after)
-                .into_iter()
-                .filter(|v| {
-                    !before
-                        .iter()
-                        .any(|b| b.rule == v.rule && b.path == v.path && b.message == v.message)
-                })
-                .collect();
-            let Some(first) = newly.first() else {
-                continue;
-            };
-            let findings = Findings::new(&self.policy, exempt_family);
-            let mut action = findings.action(RuleId::UncoversCluster);
-            if action == Action::Deny && change.by_kubernetes {
-                action = Action::Warn;
-            }
-            if action == Action::Off {
-                continue;
-            }
-            let verb = if change.deleting {
-                "deleting"
-            } else if change.creating {
-                "creating"
-            } else {
-                "this change to"
-            };
-            violations.push(Violation {
-                rule: RuleId::UncoversCluster,
-                action,
-                path: String::new(),
-                message: format!(
-                    "{verb} NetworkPolicy {:?} leaves live {} {:?} uncovered ({}); keep a policy that covers it, or delete the cluster first",
-                    change.name, cluster.kind, cluster.name, first.message
-                ),
-                fillable: false,
-            });
-        }
+        let violations = clusters
+            .iter()
+            .filter_map(|cluster| self.uncovered_by(change, cluster))
+            .collect();
         Decision {
-            coverage: Coverage::Cluster,
+            judged: Judged::Cluster,
             mode,
             violations,
             patch: Patch(Vec::new()),
         }
+    }
+
+    /// The finding when `change` newly leaves the live `cluster` uncovered.
+    fn uncovered_by(
+        &self,
+        change: &NetworkPolicyChange<'_>,
+        cluster: &ObjectRef<'_>,
+    ) -> Option<Violation> {
+        let Target::Cluster(spec) = Target::of(cluster) else {
+            return None;
+        };
+        let scope = &self.policy.spec().scope;
+        let names: Vec<(&str, &str)> = [Some((cluster.kind, cluster.name)), cluster.owner]
+            .into_iter()
+            .flatten()
+            .collect();
+        let exempt_family = |family: Family| scope.exempts(change.namespace, &names, family);
+        let uncovered = |policies: &[Arc<NetworkPolicy>]| {
+            let mut findings = Findings::new(&self.policy, exempt_family);
+            rules::network_policy::check_cluster(
+                &spec,
+                Some(change.namespace),
+                change.namespace_labels,
+                NetworkPolicies::Known(policies),
+                &mut findings,
+            );
+            findings.violations.retain(|v| {
+                v.rule == RuleId::NetworkPolicyMissing
+                    || rules::network_policy::CUTS.contains(&v.rule)
+            });
+            findings.violations
+        };
+        let before = uncovered(change.before);
+        let first = uncovered(change.after).into_iter().find(|v| {
+            !before
+                .iter()
+                .any(|b| b.rule == v.rule && b.path == v.path && b.message == v.message)
+        })?;
+        let mut action = Findings::new(&self.policy, exempt_family).action(RuleId::UncoversCluster);
+        if action == Action::Deny && change.by_kubernetes {
+            action = Action::Warn;
+        }
+        if action == Action::Off {
+            return None;
+        }
+        let verb = if change.deleting {
+            "deleting"
+        } else if change.creating {
+            "creating"
+        } else {
+            "this change to"
+        };
+        Some(Violation {
+            rule: RuleId::UncoversCluster,
+            action,
+            path: String::new(),
+            message: format!(
+                "{verb} NetworkPolicy {:?} leaves live {} {:?} uncovered ({}); keep a policy that covers it, or delete the cluster first",
+                change.name, cluster.kind, cluster.name, first.message
+            ),
+            fillable: false,
+        })
     }
 }
 
@@ -734,10 +812,13 @@ impl Engine {
         };
         let scope = &self.policy.spec().scope;
         let namespace = owner.namespace.unwrap_or("default");
-        let names: Vec<(&str, &str)> = [Some(("RayCluster", owner.name)), owner.owner]
-            .into_iter()
-            .flatten()
-            .collect();
+        let names: Vec<(&str, &str)> = [
+            Some((crate::ray::ClusterSource::RayCluster.kind(), owner.name)),
+            owner.owner,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let mut of_cluster = Findings::new(&self.policy, |f| scope.exempts(namespace, &names, f));
         rules::network_policy::check_cluster(
             &spec,

@@ -22,5 +22,5 @@ pub mod tls;
 pub mod yaml;
 pub mod yaml_edit;
 
-pub use engine::{Context, Coverage, Decision, Engine};
+pub use engine::{Context, Decision, Engine, Judged};
 pub use policy::{Action, Mode, Policy};

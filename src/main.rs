@@ -10,7 +10,7 @@ use raygate::commands::{self, FixOptions, exit};
 use raygate::{Engine, Mode, Policy};
 
 mod cli;
-use cli::{Cli, Command, LogFormat, PolicyArgs};
+use cli::{Cli, Command, LogFormat, PolicyArgs, ServeArgs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -64,8 +64,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             output,
             fail_on,
         } => {
-            let policy = load_policy(&policy, mode)?;
-            commands::check(&Engine::new(policy), &paths, namespace, output, &fail_on)
+            let policy = load_policy(&policy, mode.map(Mode::from))?;
+            let fail_on: Vec<commands::FailOn> = fail_on.into_iter().map(Into::into).collect();
+            commands::check(
+                &Engine::new(policy),
+                &paths,
+                namespace,
+                output.into(),
+                &fail_on,
+            )
         }
         Command::Fix {
             paths,
@@ -80,7 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 discard_comments,
             },
         ),
-        command @ Command::Serve { .. } => serve_command(command)?,
+        Command::Serve(args) => serve_command(args)?,
         Command::Audit {
             cluster,
             namespace,
@@ -90,7 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             output,
             write_reports,
         } => {
-            let policy = load_policy(&policy, mode)?;
+            let policy = load_policy(&policy, mode.map(Mode::from))?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -99,7 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 cluster.kubeconfig.as_deref(),
                 namespace,
                 all_namespaces,
-                output,
+                output.into(),
                 write_reports,
             ))?
         }
@@ -133,8 +140,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 }
 
 /// `raygate serve`: the webhook until SIGTERM or SIGINT.
-fn serve_command(command: Command) -> anyhow::Result<u8> {
-    let Command::Serve {
+fn serve_command(args: ServeArgs) -> anyhow::Result<u8> {
+    let ServeArgs {
         listen,
         tls_cert,
         tls_key,
@@ -148,11 +155,9 @@ fn serve_command(command: Command) -> anyhow::Result<u8> {
         cache_sync_timeout,
         audit_interval,
         write_reports,
-    } = command
-    else {
-        unreachable!("serve_command is called for `serve` only");
-    };
+    } = args;
     init_tracing(log_format);
+    let mode = mode.map(Mode::from);
     let policy_file = policy.policy.clone();
     let policy = load_policy(&policy, mode)?;
     let (tls_cert, tls_key) = match (tls_cert, tls_key) {
@@ -263,7 +268,7 @@ async fn audit(
     kubeconfig: Option<&Path>,
     namespace: Option<String>,
     all_namespaces: bool,
-    output: commands::Output,
+    output: raygate::report::Output,
     write: bool,
 ) -> anyhow::Result<u8> {
     let config = match kubeconfig {

@@ -169,14 +169,35 @@ pub enum ClusterSource {
 }
 
 impl ClusterSource {
-    pub fn from_kind(kind: &str) -> Option<ClusterSource> {
-        match kind {
-            "RayCluster" => Some(ClusterSource::RayCluster),
-            "RayJob" => Some(ClusterSource::RayJob),
-            "RayService" => Some(ClusterSource::RayService),
-            "RayCronJob" => Some(ClusterSource::RayCronJob),
-            _ => None,
+    pub const ALL: [ClusterSource; 4] = [
+        ClusterSource::RayCluster,
+        ClusterSource::RayJob,
+        ClusterSource::RayService,
+        ClusterSource::RayCronJob,
+    ];
+
+    /// The `ray.io/v1` kind.
+    pub const fn kind(self) -> &'static str {
+        match self {
+            ClusterSource::RayCluster => "RayCluster",
+            ClusterSource::RayJob => "RayJob",
+            ClusterSource::RayService => "RayService",
+            ClusterSource::RayCronJob => "RayCronJob",
         }
+    }
+
+    /// The kind's resource name in the API.
+    pub const fn plural(self) -> &'static str {
+        match self {
+            ClusterSource::RayCluster => "rayclusters",
+            ClusterSource::RayJob => "rayjobs",
+            ClusterSource::RayService => "rayservices",
+            ClusterSource::RayCronJob => "raycronjobs",
+        }
+    }
+
+    pub fn from_kind(kind: &str) -> Option<ClusterSource> {
+        ClusterSource::ALL.into_iter().find(|s| s.kind() == kind)
     }
 
     /// Where a RayJob's submitter pod spec sits in the object (KubeRay runs `ray job submit`

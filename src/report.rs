@@ -1,35 +1,102 @@
 //! Results of `check` and `audit` for people (text) and for tools (JSON, SARIF, JUnit).
 
+use std::fmt;
 use std::io::{self, Write};
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-use crate::engine::{Coverage, Decision};
-use crate::policy::{Action, Mode, Policy};
+use crate::engine::{Decision, Effect, Judged};
+use crate::manifest;
+use crate::policy::{Mode, Policy};
 use crate::rule_id::RuleId;
 use crate::rules::Violation;
+
+/// How `check` and `audit` write their results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+    /// SARIF 2.1.0, for code scanning (GitHub and others).
+    Sarif,
+    /// JUnit XML, one test case per Ray object (GitLab, Jenkins).
+    Junit,
+}
 
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub results: Vec<CheckResult>,
 }
 
+/// Where a result's object came from. Written as `file:line`, `file:line items[i]` for an
+/// item of a `kind: List` document, or `cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A document of a manifest, or (`item`) an item of a `kind: List` document.
+    Manifest {
+        document: manifest::Source,
+        item: Option<usize>,
+    },
+    /// A live cluster (`audit`).
+    Cluster,
+}
+
+impl Origin {
+    /// The file, as SARIF's artifact location names it.
+    pub fn file(&self) -> &str {
+        match self {
+            Origin::Manifest { document, .. } => &document.file,
+            Origin::Cluster => "cluster",
+        }
+    }
+
+    /// The line the document starts on; a cluster's objects have none.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            Origin::Manifest { document, .. } => Some(document.line),
+            Origin::Cluster => None,
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Manifest {
+                document,
+                item: None,
+            } => write!(f, "{document}"),
+            Origin::Manifest {
+                document,
+                item: Some(i),
+            } => write!(f, "{document} items[{i}]"),
+            Origin::Cluster => f.write_str("cluster"),
+        }
+    }
+}
+
+impl Serialize for Origin {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct CheckResult {
-    pub source: String,
+    pub source: Origin,
     pub kind: String,
     pub namespace: Option<String>,
     pub name: String,
     pub allowed: bool,
     pub violations: Vec<Violation>,
     pub patch: json_patch::Patch,
-    pub coverage: &'static str,
-    pub mode: &'static str,
+    #[serde(rename = "coverage")]
+    pub judged: Judged,
+    pub mode: Mode,
 }
 
 impl CheckResult {
     pub fn new(
-        source: String,
+        source: Origin,
         kind: &str,
         namespace: Option<&str>,
         name: &str,
@@ -41,22 +108,24 @@ impl CheckResult {
             namespace: namespace.map(str::to_owned),
             name: name.to_owned(),
             allowed: decision.allowed(),
-            coverage: decision.coverage.as_str(),
-            mode: decision.mode.as_str(),
+            judged: decision.judged,
+            mode: decision.mode,
             violations: decision.violations,
             patch: decision.patch,
         }
     }
 
-    fn audit_mode(&self) -> bool {
-        self.mode == Mode::Audit.as_str()
+    /// What admission does with one of this result's findings (once filled in).
+    pub fn effect(&self, violation: &Violation) -> Effect {
+        crate::engine::effect(self.mode, violation)
     }
 
-    /// Whether admission answers this finding with a warning.
-    fn warns(&self, violation: &Violation) -> bool {
-        !violation.fillable
-            && (violation.action == Action::Warn
-                || self.audit_mode() && violation.action == Action::Deny)
+    /// How many findings have `effect`.
+    fn count(&self, effect: Effect) -> usize {
+        self.violations
+            .iter()
+            .filter(|v| self.effect(v) == effect)
+            .count()
     }
 
     /// The object as reports name it: `Kind namespace/name`.
@@ -68,18 +137,7 @@ impl CheckResult {
     }
 
     fn checked(&self) -> bool {
-        self.coverage == Coverage::Cluster.as_str() || self.coverage == Coverage::Pod.as_str()
-    }
-}
-
-/// `file:line` as checks name a document's source; a source without a line (a cluster) has none.
-fn split_source(source: &str) -> (&str, Option<u64>) {
-    match source.rsplit_once(':') {
-        Some((file, line)) if !file.is_empty() => match line.parse() {
-            Ok(line) => (file, Some(line)),
-            Err(_) => (source, None),
-        },
-        _ => (source, None),
+        self.judged.rules_ran()
     }
 }
 
@@ -88,13 +146,7 @@ impl Report {
         self.results.iter().filter(|r| !r.allowed).count()
     }
 
-    pub fn write(
-        &self,
-        output: crate::commands::Output,
-        policy: &Policy,
-        out: &mut impl Write,
-    ) -> io::Result<()> {
-        use crate::commands::Output;
+    pub fn write(&self, output: Output, policy: &Policy, out: &mut impl Write) -> io::Result<()> {
         match output {
             Output::Text | Output::Json => {
                 let mut writer = ReportWriter::new(output, policy, &mut *out);
@@ -111,59 +163,12 @@ impl Report {
     /// SARIF 2.1.0: every rule as a reportingDescriptor with its help, every finding as a
     /// result at its file and line, with the JSON pointer and the fix.
     pub fn write_sarif(&self, policy: &Policy, out: &mut impl Write) -> io::Result<()> {
-        let rules: Vec<serde_json::Value> = RuleId::ALL
+        let results: Vec<serde_json::Value> = self
+            .results
             .iter()
-            .map(|&rule| {
-                let help = crate::rules::help(rule, policy);
-                serde_json::json!({
-                    "id": rule,
-                    "shortDescription": {"text": help},
-                    "help": {"text": format!(
-                        "{help} Each finding's message names the exact fix; `raygate fix` applies the ones marked fill."
-                    )},
-                })
-            })
+            .filter(|r| r.checked())
+            .flat_map(|result| result.violations.iter().map(|v| sarif_result(result, v)))
             .collect();
-        let mut results = Vec::new();
-        for result in self.results.iter().filter(|r| r.checked()) {
-            let (file, line) = split_source(&result.source);
-            let who = result.who();
-            for violation in &result.violations {
-                let level = if violation.fillable {
-                    "note"
-                } else if result.warns(violation) || violation.action != Action::Deny {
-                    "warning"
-                } else {
-                    "error"
-                };
-                let rule_index = RuleId::ALL
-                    .iter()
-                    .position(|r| *r == violation.rule)
-                    .unwrap_or(0);
-                let mut location = serde_json::json!({
-                    "physicalLocation": {"artifactLocation": {"uri": file}},
-                    "logicalLocations": [{
-                        "fullyQualifiedName": format!("{who}{}", violation.path),
-                        "kind": "object",
-                    }],
-                });
-                if let Some(line) = line {
-                    location["physicalLocation"]["region"] = serde_json::json!({"startLine": line});
-                }
-                results.push(serde_json::json!({
-                    "ruleId": violation.rule,
-                    "ruleIndex": rule_index,
-                    "level": level,
-                    "message": {"text": format!("{who}: {}", violation.message)},
-                    "locations": [location],
-                    "properties": {
-                        "jsonPointer": violation.path,
-                        "fillable": violation.fillable,
-                        "action": violation.action.as_str(),
-                    },
-                }));
-            }
-        }
         let sarif = serde_json::json!({
             "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
             "version": "2.1.0",
@@ -171,7 +176,7 @@ impl Report {
                 "tool": {"driver": {
                     "name": "raygate",
                     "version": env!("CARGO_PKG_VERSION"),
-                    "rules": rules,
+                    "rules": sarif_rules(policy),
                 }},
                 "results": results,
             }],
@@ -191,10 +196,11 @@ impl Report {
                 .violations
                 .iter()
                 .map(|v| {
-                    let tag = if v.fillable {
-                        "fill"
-                    } else {
-                        v.action.as_str()
+                    let tag = match result.effect(v) {
+                        Effect::Fill => "fill",
+                        Effect::Deny | Effect::WouldDeny => "deny",
+                        Effect::Warn => "warn",
+                        Effect::Audit => "audit",
                     };
                     format!("{tag} {} at {}: {}", v.rule, v.path, v.message)
                 })
@@ -202,11 +208,7 @@ impl Report {
             let status = if result.allowed {
                 TestCaseStatus::success()
             } else {
-                let denied = result
-                    .violations
-                    .iter()
-                    .filter(|v| v.action == Action::Deny && !v.fillable)
-                    .count();
+                let denied = result.count(Effect::Deny);
                 let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
                 status.set_message(format!(
                     "denied: {denied} violation(s) of the Ray platform plan"
@@ -216,7 +218,7 @@ impl Report {
                 status
             };
             let mut case = TestCase::new(who, status);
-            case.set_classname(result.source.clone());
+            case.set_classname(result.source.to_string());
             if result.allowed && !findings.is_empty() {
                 case.set_system_out(findings.join("\n"));
             }
@@ -252,7 +254,8 @@ impl Tally {
         self.checked += 1;
         self.denied += usize::from(!result.allowed);
         self.with_fill_ins += usize::from(!result.patch.0.is_empty());
-        self.with_warnings += usize::from(result.violations.iter().any(|v| result.warns(v)));
+        self.with_warnings +=
+            usize::from(result.violations.iter().any(|v| result.effect(v).warns()));
     }
 }
 
@@ -260,7 +263,7 @@ impl Tally {
 /// not every file's. SARIF and JUnit are single documents: their results are kept until
 /// [`ReportWriter::finish`].
 pub struct ReportWriter<'p, W: Write> {
-    output: crate::commands::Output,
+    output: Output,
     /// Whose rules SARIF describes.
     policy: &'p Policy,
     out: W,
@@ -269,7 +272,7 @@ pub struct ReportWriter<'p, W: Write> {
 }
 
 impl<'p, W: Write> ReportWriter<'p, W> {
-    pub fn new(output: crate::commands::Output, policy: &'p Policy, out: W) -> ReportWriter<'p, W> {
+    pub fn new(output: Output, policy: &'p Policy, out: W) -> ReportWriter<'p, W> {
         ReportWriter {
             output,
             policy,
@@ -280,7 +283,6 @@ impl<'p, W: Write> ReportWriter<'p, W> {
     }
 
     pub fn push(&mut self, result: CheckResult) -> io::Result<()> {
-        use crate::commands::Output;
         match self.output {
             Output::Text | Output::Json => self.write_result(&result),
             Output::Sarif | Output::Junit => {
@@ -292,7 +294,6 @@ impl<'p, W: Write> ReportWriter<'p, W> {
     }
 
     fn write_result(&mut self, result: &CheckResult) -> io::Result<()> {
-        use crate::commands::Output;
         let first = self.tally.checked + self.tally.out_of_scope == 0;
         self.tally.add(result);
         match self.output {
@@ -303,7 +304,6 @@ impl<'p, W: Write> ReportWriter<'p, W> {
 
     /// Writes what remains (the summary, the closing brackets, a whole SARIF or JUnit report).
     pub fn finish(mut self) -> io::Result<Tally> {
-        use crate::commands::Output;
         let tally = self.tally;
         match self.output {
             Output::Text => writeln!(
@@ -350,37 +350,20 @@ fn write_text_result(out: &mut impl Write, result: &CheckResult) -> io::Result<(
     if !result.checked() {
         return Ok(());
     }
-    let who = result.who();
-    let to_fix = result.violations.iter().filter(|v| !v.fillable).count();
-    let fills = result.violations.len() - to_fix;
-    // In audit mode nothing is denied: what enforcement would deny is a warning.
-    let would_deny = result
-        .violations
-        .iter()
-        .filter(|v| !v.fillable && v.action == Action::Deny)
-        .count();
-    let verdict = match (result.allowed, to_fix, fills) {
-        (false, _, _) => "DENIED".to_owned(),
-        (true, 0, 0) => "ok".to_owned(),
-        (true, 0, _) => "allowed once filled in".to_owned(),
-        (true, _, _) if result.audit_mode() && would_deny > 0 => format!(
-            "allowed with warnings (audit mode; {would_deny} finding(s) would deny it when enforcing)"
-        ),
-        (true, _, _) => "allowed with warnings".to_owned(),
-    };
-    writeln!(out, "{}: {who}: {verdict}", result.source)?;
+    writeln!(
+        out,
+        "{}: {}: {}",
+        result.source,
+        result.who(),
+        verdict(result)
+    )?;
     for violation in &result.violations {
-        let tag = if violation.fillable {
-            "fill"
-        } else if result.warns(violation) {
-            "warn"
-        } else {
-            match violation.action {
-                Action::Deny => "DENY",
-                Action::Warn => "warn",
-                Action::Audit => "audit",
-                Action::Off => "off",
-            }
+        let effect = result.effect(violation);
+        let tag = match effect {
+            Effect::Fill => "fill",
+            Effect::Deny => "DENY",
+            Effect::WouldDeny | Effect::Warn => "warn",
+            Effect::Audit => "audit",
         };
         // A finding on the object as a whole has the empty JSON pointer.
         let path = if violation.path.is_empty() {
@@ -389,11 +372,81 @@ fn write_text_result(out: &mut impl Write, result: &CheckResult) -> io::Result<(
             violation.path.as_str()
         };
         writeln!(out, "  {tag:<5} {}  {path}", violation.rule)?;
-        if result.audit_mode() && violation.action == Action::Deny && !violation.fillable {
+        if effect == Effect::WouldDeny {
             writeln!(out, "        (denied when enforcing) {}", violation.message)?;
         } else {
             writeln!(out, "        {}", violation.message)?;
         }
     }
     Ok(())
+}
+
+/// What the text report says of an object as a whole.
+fn verdict(result: &CheckResult) -> String {
+    let fills = result.count(Effect::Fill);
+    let to_fix = result.violations.len() - fills;
+    // In audit mode nothing is denied: what enforcement would deny is a warning.
+    let would_deny = result.count(Effect::WouldDeny);
+    match (result.allowed, to_fix, fills) {
+        (false, _, _) => "DENIED".to_owned(),
+        (true, 0, 0) => "ok".to_owned(),
+        (true, 0, _) => "allowed once filled in".to_owned(),
+        (true, _, _) if would_deny > 0 => format!(
+            "allowed with warnings (audit mode; {would_deny} finding(s) would deny it when enforcing)"
+        ),
+        (true, _, _) => "allowed with warnings".to_owned(),
+    }
+}
+
+/// Every rule as a SARIF reportingDescriptor, with its help in `policy`'s numbers.
+fn sarif_rules(policy: &Policy) -> Vec<serde_json::Value> {
+    RuleId::ALL
+        .iter()
+        .map(|&rule| {
+            let help = crate::rules::help(rule, policy);
+            serde_json::json!({
+                "id": rule,
+                "shortDescription": {"text": help},
+                "help": {"text": format!(
+                    "{help} Each finding's message names the exact fix; `raygate fix` applies the ones marked fill."
+                )},
+            })
+        })
+        .collect()
+}
+
+/// One finding as a SARIF result, at its file and line.
+fn sarif_result(result: &CheckResult, violation: &Violation) -> serde_json::Value {
+    let who = result.who();
+    let level = match result.effect(violation) {
+        Effect::Fill => "note",
+        Effect::Deny => "error",
+        Effect::WouldDeny | Effect::Warn | Effect::Audit => "warning",
+    };
+    let rule_index = RuleId::ALL
+        .iter()
+        .position(|r| *r == violation.rule)
+        .unwrap_or(0);
+    let mut location = serde_json::json!({
+        "physicalLocation": {"artifactLocation": {"uri": result.source.file()}},
+        "logicalLocations": [{
+            "fullyQualifiedName": format!("{who}{}", violation.path),
+            "kind": "object",
+        }],
+    });
+    if let Some(line) = result.source.line() {
+        location["physicalLocation"]["region"] = serde_json::json!({"startLine": line});
+    }
+    serde_json::json!({
+        "ruleId": violation.rule,
+        "ruleIndex": rule_index,
+        "level": level,
+        "message": {"text": format!("{who}: {}", violation.message)},
+        "locations": [location],
+        "properties": {
+            "jsonPointer": violation.path,
+            "fillable": violation.fillable,
+            "action": violation.action.as_str(),
+        },
+    })
 }

@@ -330,6 +330,43 @@ fn stdin_folders_and_lists_are_read() {
     assert!(Path::new("tests/fixtures/manifests").is_dir());
 }
 
+/// An item of a `kind: List` document is found at the line its document starts on, in SARIF
+/// as in the other reports.
+#[test]
+fn sarif_places_a_list_item_at_its_documents_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("list.yaml");
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        serde_yaml_ng::from_str::<Value>(&std::fs::read_to_string(COMPLETE).unwrap()).unwrap()
+    ]});
+    // The List is the second document, starting on line 5.
+    let text =
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: unrelated}}\n---\n{list}\n");
+    std::fs::write(&path, text).unwrap();
+    let file = path.display().to_string();
+    let json = raygate(&["check", "-o", "json", "-f", &file]);
+    let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let ray: Vec<&Value> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "RayCluster")
+        .collect();
+    assert_eq!(ray.len(), 1);
+    assert_eq!(ray[0]["source"], format!("{file}:5 items[0]"));
+
+    let out = raygate(&["check", "-o", "sarif", "-f", &file]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let sarif: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    assert!(!results.is_empty());
+    for result in results {
+        let location = &result["locations"][0]["physicalLocation"];
+        assert_eq!(location["artifactLocation"]["uri"], file.as_str());
+        assert_eq!(location["region"]["startLine"], 5);
+    }
+}
+
 #[test]
 fn policy_prints_the_effective_policy_and_rejects_a_bad_one() {
     let out = raygate(&["policy"]);

@@ -62,7 +62,7 @@ fn decisions_on_the_kuberay_samples() {
         for result in report
             .results
             .iter()
-            .filter(|r| r.coverage != "out-of-scope")
+            .filter(|r| r.judged != raygate::Judged::OutOfScope)
         {
             let fills = result.violations.iter().filter(|v| v.fillable).count();
             golden.push_str(&format!(
@@ -173,7 +173,7 @@ fn the_mutating_call_patches_as_the_full_evaluation_does() {
                 .iter()
                 .map(|v| (v.rule.as_str(), v.action, v.path.clone()))
                 .collect();
-            (d.coverage, d.patch.0.clone(), findings)
+            (d.judged, d.patch.0.clone(), findings)
         };
         let full = engine.evaluate(&view, &context);
         let mutating = engine.evaluate_patch(&view, None, &context);
@@ -196,8 +196,8 @@ fn the_mutating_call_patches_as_the_full_evaluation_does() {
             let full = engine.evaluate_update(&new, &old, &context);
             let mutating = engine.evaluate_patch(&new, Some(&old), &context);
             assert_eq!(
-                (full.coverage, &full.patch.0),
-                (mutating.coverage, &mutating.patch.0),
+                (full.judged, &full.patch.0),
+                (mutating.judged, &mutating.patch.0),
                 "{at}: UPDATE, {what}"
             );
             updates += 1;

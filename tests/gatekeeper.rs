@@ -17,7 +17,7 @@ use raygate::policy::{Action, BUILT_IN_POLICY};
 use raygate::ray::{LABEL_CLUSTER, ObjectRef};
 const ABOVE_MAXIMUM: &str = "resources/above-maximum";
 const MISSING: &str = "resources/missing";
-use raygate::{Context, Coverage, Decision, Engine, Policy};
+use raygate::{Context, Decision, Engine, Judged, Policy};
 use serde_json::Value;
 
 const FIXTURES: &str = concat!(
@@ -307,8 +307,8 @@ fn gatekeeper_library_resource_suites() {
         let view = ObjectRef::from_value(&object).unwrap();
         let decision = resources_only(&engine.evaluate(&view, &Context::WITHOUT_CLUSTER));
         assert_eq!(
-            decision.coverage,
-            Coverage::Pod,
+            decision.judged,
+            Judged::Pod,
             "{id}: not evaluated as a Ray Pod"
         );
         let violations = &decision.violations;

@@ -2974,7 +2974,7 @@ mod network_policy {
     }
 }
 
-/// Coverage at admission, where objects arrive one at a time, and NetworkPolicy changes.
+/// Judged at admission, where objects arrive one at a time, and NetworkPolicy changes.
 mod network_policy_at_admission {
     use super::*;
     use raygate::engine::NetworkPolicyChange;
@@ -3284,7 +3284,7 @@ mod kinds_and_scope {
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
         for object in [plain_pod, job_with_selector, config_map] {
             let d = evaluate_with(&engine(), &object, &[]);
-            assert_eq!(d.coverage, raygate::Coverage::OutOfScope, "{object}");
+            assert_eq!(d.judged, raygate::Judged::OutOfScope, "{object}");
             assert!(d.violations.is_empty());
         }
     }
@@ -3294,8 +3294,8 @@ mod kinds_and_scope {
         let mut c = cluster("legacy");
         c["metadata"]["namespace"] = json!("kube-system");
         assert_eq!(
-            evaluate_with(&engine(), &c, &[]).coverage,
-            raygate::Coverage::Exempt
+            evaluate_with(&engine(), &c, &[]).judged,
+            raygate::Judged::Exempt
         );
 
         let text = raygate::policy::BUILT_IN_POLICY.replace(
@@ -3338,8 +3338,8 @@ mod kinds_and_scope {
         generated["metadata"]["ownerReferences"] = json!([{"apiVersion": "ray.io/v1",
             "kind": "RayJob", "name": "my-job", "uid": "u", "controller": true}]);
         assert_eq!(
-            evaluate_with(&engine, &generated, &[]).coverage,
-            raygate::Coverage::Exempt
+            evaluate_with(&engine, &generated, &[]).judged,
+            raygate::Judged::Exempt
         );
         // A reference that is not the controller, or not Ray's, exempts nothing.
         generated["metadata"]["ownerReferences"][0]["controller"] = json!(false);
@@ -3382,7 +3382,7 @@ mod kinds_and_scope {
                 ..Context::WITHOUT_CLUSTER
             },
         );
-        assert_eq!(with_origin.coverage, raygate::Coverage::Exempt);
+        assert_eq!(with_origin.judged, raygate::Judged::Exempt);
     }
 
     #[test]

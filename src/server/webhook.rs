@@ -194,7 +194,7 @@ fn count(metrics: &AdmissionMetrics, endpoint: Endpoint, outcome: &Outcome) {
         .get_or_create(&RequestLabels {
             kind: outcome.kind.clone(),
             operation: outcome.operation,
-            decision: outcome.decision,
+            decision: outcome.verdict.as_str(),
             dry_run: outcome.dry_run,
         })
         .inc();
@@ -221,7 +221,7 @@ fn log(endpoint: Endpoint, outcome: &Outcome) {
         namespace = %outcome.namespace,
         name = %outcome.name,
         operation = outcome.operation,
-        decision = outcome.decision,
+        decision = outcome.verdict.as_str(),
         endpoint = endpoint.as_str(),
         dry_run = outcome.dry_run,
     );

@@ -134,7 +134,7 @@ pub fn check_manifest(engine: &Engine, bytes: &[u8]) {
     let report = commands::evaluate(engine, &inputs);
     report
         .write(
-            commands::Output::Text,
+            raygate::report::Output::Text,
             engine.policy(),
             &mut std::io::sink(),
         )
@@ -142,7 +142,11 @@ pub fn check_manifest(engine: &Engine, bytes: &[u8]) {
     // The JSON report is written one result at a time, as serde_json writes it whole.
     let mut streamed = Vec::new();
     report
-        .write(commands::Output::Json, engine.policy(), &mut streamed)
+        .write(
+            raygate::report::Output::Json,
+            engine.policy(),
+            &mut streamed,
+        )
         .expect("the JSON report");
     let mut whole = serde_json::to_vec_pretty(&report).expect("the report renders as JSON");
     whole.push(b'\n');
