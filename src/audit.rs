@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::cluster::{RAY_KINDS, ray_resource};
-use crate::engine::{Context, Engine, Judged};
+use crate::engine::{Context, Effect, Engine, Judged, effect_as_given};
 use crate::policy::Action;
 use crate::ray::{LABEL_CLUSTER, ObjectRef};
 use crate::report::{CheckResult, Origin, Report};
@@ -293,9 +293,7 @@ pub fn policy_reports(scan: &Scan, policy_name: &str, now: time::OffsetDateTime)
     let timestamp = json!({"seconds": now.unix_timestamp(), "nanos": 0});
     let mut reports = Vec::new();
     for namespace in &scan.namespaces {
-        let mut summary = BTreeMap::from([("pass", 0), ("fail", 0), ("warn", 0)]);
-        let mut results: Vec<Value> = Vec::new();
-        let mut dropped = 0usize;
+        let mut report = NamespaceReport::default();
         let in_namespace = scan
             .report
             .results
@@ -313,54 +311,102 @@ pub fn policy_reports(scan: &Scan, policy_name: &str, now: time::OffsetDateTime)
                 "name": result.name,
                 "uid": uid,
             });
-            let mut entries: Vec<(&str, &str, &str, String, Option<&str>)> = result
-                .violations
-                .iter()
-                .filter(|v| v.action != Action::Off)
-                .map(|v| {
-                    let outcome = if v.action == Action::Deny {
-                        "fail"
-                    } else {
-                        "warn"
-                    };
-                    let category = v.rule.category();
-                    (
-                        v.rule.as_str(),
-                        outcome,
-                        category,
-                        v.message.clone(),
-                        Some(v.path.as_str()),
-                    )
-                })
-                .collect();
-            if entries.is_empty() {
-                entries.push(("all", "pass", "", "meets the platform plan".into(), None));
-            }
-            for (rule, outcome, category, message, path) in entries {
-                *summary.entry(outcome).or_insert(0) += 1;
-                if results.len() >= MAX_REPORT_RESULTS {
-                    dropped += 1;
-                    continue;
-                }
-                let mut entry = json!({
-                    "source": "raygate",
-                    "policy": policy_name,
-                    "rule": rule,
-                    "result": outcome,
-                    "message": message,
-                    "scored": true,
-                    "timestamp": timestamp,
-                    "resources": [resource],
+            for entry in report_entries(result) {
+                report.add(entry, || {
+                    json!({
+                        "source": "raygate",
+                        "policy": policy_name,
+                        "timestamp": timestamp,
+                        "scored": true,
+                        "resources": [resource],
+                    })
                 });
-                if !category.is_empty() {
-                    entry["category"] = category.into();
-                }
-                if let Some(path) = path {
-                    entry["properties"] = json!({"path": path});
-                }
-                results.push(entry);
             }
         }
+        reports.push(report.into_policy_report(namespace));
+    }
+    reports
+}
+
+/// One result of a PolicyReport before it is written.
+struct ReportEntry<'r> {
+    rule: &'r str,
+    outcome: &'static str,
+    category: &'static str,
+    message: String,
+    path: Option<&'r str>,
+}
+
+/// A result's entries: one per finding, or one `pass`.
+fn report_entries(result: &CheckResult) -> Vec<ReportEntry<'_>> {
+    let mut entries: Vec<ReportEntry<'_>> = result
+        .violations
+        .iter()
+        .filter(|v| v.action != Action::Off)
+        .map(|v| ReportEntry {
+            rule: v.rule.as_str(),
+            // What enforcing would do with it, whatever the mode it was judged in.
+            outcome: match effect_as_given(result.mode, v) {
+                Effect::Deny | Effect::WouldDeny => "fail",
+                Effect::Fill | Effect::Warn | Effect::Audit => "warn",
+            },
+            category: v.rule.category(),
+            message: v.message.clone(),
+            path: Some(v.path.as_str()),
+        })
+        .collect();
+    if entries.is_empty() {
+        entries.push(ReportEntry {
+            rule: "all",
+            outcome: "pass",
+            category: "",
+            message: "meets the platform plan".into(),
+            path: None,
+        });
+    }
+    entries
+}
+
+/// One namespace's results, capped, and the summary of all of them.
+struct NamespaceReport {
+    summary: BTreeMap<&'static str, usize>,
+    results: Vec<Value>,
+    dropped: usize,
+}
+
+impl Default for NamespaceReport {
+    fn default() -> Self {
+        NamespaceReport {
+            summary: BTreeMap::from([("pass", 0), ("fail", 0), ("warn", 0)]),
+            results: Vec::new(),
+            dropped: 0,
+        }
+    }
+}
+
+impl NamespaceReport {
+    /// Counts `entry` and keeps it unless the report is full; `common` gives the fields
+    /// every result of the object shares.
+    fn add(&mut self, entry: ReportEntry<'_>, common: impl FnOnce() -> Value) {
+        *self.summary.entry(entry.outcome).or_insert(0) += 1;
+        if self.results.len() >= MAX_REPORT_RESULTS {
+            self.dropped += 1;
+            return;
+        }
+        let mut value = common();
+        value["rule"] = entry.rule.into();
+        value["result"] = entry.outcome.into();
+        value["message"] = entry.message.into();
+        if !entry.category.is_empty() {
+            value["category"] = entry.category.into();
+        }
+        if let Some(path) = entry.path {
+            value["properties"] = json!({"path": path});
+        }
+        self.results.push(value);
+    }
+
+    fn into_policy_report(self, namespace: &str) -> Value {
         let mut report = json!({
             "apiVersion": "wgpolicyk8s.io/v1alpha2",
             "kind": "PolicyReport",
@@ -369,16 +415,15 @@ pub fn policy_reports(scan: &Scan, policy_name: &str, now: time::OffsetDateTime)
                 "namespace": namespace,
                 "labels": {"app.kubernetes.io/managed-by": "raygate"},
             },
-            "summary": summary,
-            "results": results,
+            "summary": self.summary,
+            "results": self.results,
         });
-        if dropped > 0 {
+        if self.dropped > 0 {
             report["metadata"]["annotations"] =
-                json!({"raygate.dev/results-omitted": dropped.to_string()});
+                json!({"raygate.dev/results-omitted": self.dropped.to_string()});
         }
-        reports.push(report);
+        report
     }
-    reports
 }
 
 /// Creates or replaces each report with one server-side apply. A namespace that cannot be
