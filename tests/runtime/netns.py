@@ -88,7 +88,10 @@ class Net:
         with open(f"{etc}/resolv.conf", "w") as f:
             f.write(RESOLV)
         n = pod.netns
-        veth = f"v{self.prefix[-4:]}{key}"[:15]
+        veth = self._veth(key)
+        # A namespace of the same key from an earlier scenario dies asynchronously (the
+        # kernel frees it once its last process is reaped); its veth may still be here.
+        sh("ip", "-n", self.bridge, "link", "del", veth, check=False)
         sh("ip", "-n", n, "link", "set", "lo", "up")
         sh("ip", "-n", self.bridge, "link", "add", veth, "type", "veth", "peer", "name", "eth0",
            "netns", n)
@@ -142,8 +145,13 @@ class Net:
     def stop_pod_processes(self, pod: Pod, keep_holder=True):
         kill_netns_processes(pod.netns, keep={pod.holder.pid} if keep_holder else set())
 
+    def _veth(self, key: str) -> str:
+        return f"v{self.prefix[-4:]}{key}"[:15]
+
     def remove_pod(self, key: str):
         pod = self.pods.pop(key)
+        # Deleting the bridge's end removes the pair now, whenever the namespace goes.
+        sh("ip", "-n", self.bridge, "link", "del", self._veth(key), check=False)
         remove_netns(pod.netns)
         self._save()
 
