@@ -1,17 +1,23 @@
 //! The port plan: planned container ports, pinned `rayStartParams`, and forbidden defaults.
 
+use std::fmt;
+
+use json_patch::jsonptr::PointerBuf;
 use serde_json::{Map, Value, json};
 
 mod autoscaler;
 mod host;
 mod probes;
+mod serve_config;
 mod start_command;
+mod worker_ports;
 
 pub use autoscaler::{RayVersion, image_version, parse_version};
+pub use serve_config::check_serve_config;
 
 use super::Findings;
 use crate::policy::{
-    MAX_WORKER_PORT, MIN_WORKER_PORT, PlannedPort, PortPolicy, PortRange, RAY_DEFAULT_WORKER_PORTS,
+    MAX_WORKER_PORT, MIN_WORKER_PORT, NodePortRange, PlannedPort, PortPolicy, PortRange,
 };
 use crate::ray::{
     ClusterSource, ClusterSpec, ContainerRef, NodeGroup, PodSpecRef, Role, as_port, child,
@@ -19,9 +25,6 @@ use crate::ray::{
 };
 use crate::ray_command::{self, EffectiveStart};
 use crate::rule_id::RuleId;
-
-/// Ray's list of worker ports; when set it replaces min/max-worker-port.
-const WORKER_PORT_LIST: &str = "worker-port-list";
 
 /// KubeRay's name for the Serve port; its Serve Service takes `serve` and `serve-*` only.
 const SERVE_PORT: &str = "serve";
@@ -193,11 +196,7 @@ impl NodePorts {
 }
 
 /// The text this admission's patch gives `rayStartParams.<key>`, if it fills the key in.
-fn patched_param(
-    params_path: &json_patch::jsonptr::PointerBuf,
-    key: &str,
-    out: &Findings<'_>,
-) -> Option<String> {
+fn patched_param(params_path: &PointerBuf, key: &str, out: &Findings<'_>) -> Option<String> {
     out.fills.iter().find_map(|op| {
         let json_patch::PatchOperation::Add(add) = op else {
             return None;
@@ -351,6 +350,29 @@ fn container_port(port: &Value) -> Option<u32> {
     port.get("containerPort").and_then(as_port)
 }
 
+/// The Ray container's `ports` list, as the planned-port checks read it.
+struct DeclaredPorts<'a> {
+    container: &'a ContainerRef<'a>,
+    list: &'a [Value],
+    path: PointerBuf,
+    /// A value of the wrong type is the user's to fix: a fill-in never overwrites it.
+    can_fill: bool,
+}
+
+impl DeclaredPorts<'_> {
+    /// Where `field` of the `i`th declared port is.
+    fn field_path(&self, i: usize, field: &str) -> PointerBuf {
+        child(&child(&self.path, &i.to_string()), field)
+    }
+
+    /// The `i`th declared port's number, as written.
+    fn shown(&self, i: usize) -> &Value {
+        self.list[i].get("containerPort").unwrap_or(&Value::Null)
+    }
+}
+
+/// The Ray container declares each planned port of its role under KubeRay's name; the missing
+/// ones are filled in.
 fn check_ray_container_ports(
     group: &NodeGroup<'_>,
     pod: &PodSpecRef<'_>,
@@ -358,162 +380,260 @@ fn check_ray_container_ports(
     plan: &PortPolicy,
     out: &mut Findings<'_>,
 ) {
-    let container_path = pod.container_path(ray);
-    let ports_path = child(&container_path, "ports");
-    let declared: &[Value] = ray.ports().map_or(&[], Vec::as_slice);
+    let declared = DeclaredPorts {
+        container: ray,
+        list: ray.ports().map_or(&[], Vec::as_slice),
+        path: child(&pod.container_path(ray), "ports"),
+        can_fill: ray.value.is_object() && ray.value.get("ports").is_none_or(Value::is_array),
+    };
     let mut missing = Vec::new();
-    // A value of the wrong type is the user's to fix: a fill-in never overwrites it.
-    let can_fill = ray.value.is_object() && ray.value.get("ports").is_none_or(Value::is_array);
-
     for planned in planned_for(group.role, plan) {
         let rule = rule_for(planned);
         if !out.enabled(rule) {
             continue;
         }
-        let wanted = u32::from(planned.port);
-        match declared.iter().position(|p| port_name(p) == planned.name) {
-            Some(i) => {
-                if container_port(&declared[i]) != Some(wanted) {
-                    let shown = declared[i].get("containerPort").unwrap_or(&Value::Null);
-                    out.report(
-                        rule,
-                        &child(&child(&ports_path, &i.to_string()), "containerPort"),
-                        || {
-                            format!(
-                                "port {:?} of {} is {shown}; set containerPort: {wanted}",
-                                planned.name,
-                                ray.describe()
-                            )
-                        },
-                    );
-                }
-            }
-            None => {
-                let same_number = declared
-                    .iter()
-                    .position(|p| container_port(p) == Some(wanted));
-                let by_alias = declared
-                    .iter()
-                    .position(|p| planned.aliases.iter().any(|a| a == port_name(p)));
-                // A port on KubeRay's default number is this planned port on the wrong
-                // number, unless another planned port claims its name.
-                let on_default = planned.kube_ray_default.and_then(|default| {
-                    declared.iter().position(|p| {
-                        container_port(p) == Some(u32::from(default))
-                            && !plan.planned.iter().any(|other| {
-                                other.name == port_name(p)
-                                    || other.aliases.iter().any(|a| a == port_name(p))
-                            })
-                    })
-                });
-                match (by_alias, same_number, on_default) {
-                    // The Serve case is the warn-level serve-port-name rule's to report.
-                    (None, Some(_), _) if planned.name == SERVE_PORT => {}
-                    (Some(i), _, _) if container_port(&declared[i]) != Some(wanted) => out
-                        .report(
-                            rule,
-                            &child(&child(&ports_path, &i.to_string()), "containerPort"),
-                            || format!(
-                                "port {:?} of {} is {}; set containerPort: {wanted} and rename it to {:?} (KubeRay's name)",
-                                port_name(&declared[i]),
-                                ray.describe(),
-                                declared[i].get("containerPort").unwrap_or(&Value::Null),
-                                planned.name
-                            ),
-                        ),
-                    (Some(i), _, _) | (None, Some(i), _) => out.report(
-                        rule,
-                        &child(&child(&ports_path, &i.to_string()), "name"),
-                        || format!(
-                            "port {wanted} of {} is named {:?}; rename it to {:?}",
-                            ray.describe(),
-                            port_name(&declared[i]),
-                            planned.name
-                        ),
-                    ),
-                    (None, None, Some(i)) if planned.name != SERVE_PORT => out.report(
-                        rule,
-                        &child(&child(&ports_path, &i.to_string()), "containerPort"),
-                        || format!(
-                            "port {:?} of {} is {}, KubeRay's default for {:?}; set containerPort: {wanted} and name: {}",
-                            port_name(&declared[i]),
-                            ray.describe(),
-                            declared[i].get("containerPort").unwrap_or(&Value::Null),
-                            planned.name,
-                            planned.name
-                        ),
-                    ),
-                    // Serve on KubeRay's 8000 under another name: the forbidden-port and
-                    // serve-port-name rules say what to change; a second Serve port would not.
-                    (None, None, Some(_)) => {}
-                    (None, None, None) => {
-                        let why = if planned.name == "metrics" {
-                            " (else KubeRay adds metrics:8080)"
-                        } else {
-                            ""
-                        };
-                        let message = format!(
-                            "{} of the {} has no port {:?}{why}; add {{name: {}, containerPort: {wanted}}}",
-                            ray.describe(),
-                            group.describe(),
-                            planned.name,
-                            planned.name
-                        );
-                        if !can_fill {
-                            out.report(rule, &ports_path, || message);
-                            continue;
-                        }
-                        out.report_fillable(rule, &ports_path, || message);
-                        missing.push(json!({
-                            "name": planned.name,
-                            "containerPort": planned.port,
-                            "protocol": "TCP",
-                        }));
-                    }
-                }
-            }
+        let found = declared
+            .list
+            .iter()
+            .position(|p| port_name(p) == planned.name);
+        match found {
+            Some(i) => check_planned_number(&declared, i, planned, rule, out),
+            None => missing.extend(check_unnamed_planned_port(
+                group, &declared, planned, rule, plan, out,
+            )),
         }
     }
-
     if group.role == Role::Head && out.enabled(RuleId::HeadPort) {
         check_env_ports(pod, ray, plan, out);
     }
-
     if group.role == Role::Head && out.enabled(RuleId::ServePortName) {
-        let serve_numbers: Vec<u32> = plan
-            .planned
-            .iter()
-            .filter(|p| p.name == SERVE_PORT)
-            .flat_map(|p| [Some(p.port), p.kube_ray_default].into_iter().flatten())
-            .map(u32::from)
-            .collect();
-        for (i, port) in declared.iter().enumerate() {
-            let name = port_name(port);
-            let is_serve_name = name == SERVE_PORT || name.starts_with("serve-");
-            let looks_like_serve = name
-                .split(|c: char| !c.is_ascii_alphanumeric())
-                .any(|token| token == SERVE_PORT || token == "rayserve")
-                || container_port(port).is_some_and(|n| serve_numbers.contains(&n));
-            if looks_like_serve && !is_serve_name {
-                out.report(
-                    RuleId::ServePortName,
-                    &child(&child(&ports_path, &i.to_string()), "name"),
-                    || format!(
-                        "KubeRay's Serve Service ignores port {name:?} of {}; rename it to \"serve\"",
-                        ray.describe()
-                    ),
-                );
-            }
+        check_serve_port_names(&declared, plan, out);
+    }
+    fill_missing_ports(ray, declared.path, missing, out);
+}
+
+/// A port under the planned name is on the planned number.
+fn check_planned_number(
+    declared: &DeclaredPorts<'_>,
+    i: usize,
+    planned: &PlannedPort,
+    rule: RuleId,
+    out: &mut Findings<'_>,
+) {
+    let wanted = u32::from(planned.port);
+    if container_port(&declared.list[i]) == Some(wanted) {
+        return;
+    }
+    out.report(rule, &declared.field_path(i, "containerPort"), || {
+        format!(
+            "port {:?} of {} is {}; set containerPort: {wanted}",
+            planned.name,
+            declared.container.describe(),
+            declared.shown(i)
+        )
+    });
+}
+
+/// A planned port no declared port is named for: a port under one of its aliases, on its
+/// number or on KubeRay's default for it is this port misnamed or misnumbered; else it is
+/// missing, and the port to add is returned when it can be filled in.
+fn check_unnamed_planned_port(
+    group: &NodeGroup<'_>,
+    declared: &DeclaredPorts<'_>,
+    planned: &PlannedPort,
+    rule: RuleId,
+    plan: &PortPolicy,
+    out: &mut Findings<'_>,
+) -> Option<Value> {
+    let wanted = u32::from(planned.port);
+    let ports = declared.list;
+    let same_number = ports.iter().position(|p| container_port(p) == Some(wanted));
+    let by_alias = ports
+        .iter()
+        .position(|p| planned.aliases.iter().any(|a| a == port_name(p)));
+    let on_default = on_kube_ray_default(ports, planned, plan);
+    let ray = declared.container;
+    match (by_alias, same_number, on_default) {
+        // The Serve case is the warn-level serve-port-name rule's to report.
+        (None, Some(_), _) if planned.name == SERVE_PORT => {}
+        (Some(i), _, _) if container_port(&ports[i]) != Some(wanted) => out.report(
+            rule,
+            &declared.field_path(i, "containerPort"),
+            || format!(
+                "port {:?} of {} is {}; set containerPort: {wanted} and rename it to {:?} (KubeRay's name)",
+                port_name(&ports[i]),
+                ray.describe(),
+                declared.shown(i),
+                planned.name
+            ),
+        ),
+        (Some(i), _, _) | (None, Some(i), _) => out.report(
+            rule,
+            &declared.field_path(i, "name"),
+            || format!(
+                "port {wanted} of {} is named {:?}; rename it to {:?}",
+                ray.describe(),
+                port_name(&ports[i]),
+                planned.name
+            ),
+        ),
+        (None, None, Some(i)) if planned.name != SERVE_PORT => out.report(
+            rule,
+            &declared.field_path(i, "containerPort"),
+            || format!(
+                "port {:?} of {} is {}, KubeRay's default for {:?}; set containerPort: {wanted} and name: {}",
+                port_name(&ports[i]),
+                ray.describe(),
+                declared.shown(i),
+                planned.name,
+                planned.name
+            ),
+        ),
+        // Serve on KubeRay's 8000 under another name: the forbidden-port and serve-port-name
+        // rules say what to change; a second Serve port would not.
+        (None, None, Some(_)) => {}
+        (None, None, None) => return report_missing_port(group, declared, planned, rule, out),
+    }
+    None
+}
+
+/// A port on KubeRay's default number is this planned port on the wrong number, unless
+/// another planned port claims its name.
+fn on_kube_ray_default(ports: &[Value], planned: &PlannedPort, plan: &PortPolicy) -> Option<usize> {
+    let default = planned.kube_ray_default?;
+    ports.iter().position(|p| {
+        container_port(p) == Some(u32::from(default))
+            && !plan.planned.iter().any(|other| {
+                other.name == port_name(p) || other.aliases.iter().any(|a| a == port_name(p))
+            })
+    })
+}
+
+/// The planned port is not declared at all; returns it to add when it can be filled in.
+fn report_missing_port(
+    group: &NodeGroup<'_>,
+    declared: &DeclaredPorts<'_>,
+    planned: &PlannedPort,
+    rule: RuleId,
+    out: &mut Findings<'_>,
+) -> Option<Value> {
+    let message = || {
+        let why = if planned.name == "metrics" {
+            " (else KubeRay adds metrics:8080)"
+        } else {
+            ""
+        };
+        format!(
+            "{} of the {} has no port {:?}{why}; add {{name: {}, containerPort: {}}}",
+            declared.container.describe(),
+            group.describe(),
+            planned.name,
+            planned.name,
+            planned.port
+        )
+    };
+    if !declared.can_fill {
+        out.report(rule, &declared.path, message);
+        return None;
+    }
+    out.report_fillable(rule, &declared.path, message);
+    Some(json!({
+        "name": planned.name,
+        "containerPort": planned.port,
+        "protocol": "TCP",
+    }))
+}
+
+/// KubeRay's Serve Service takes only ports named `serve` or `serve-*`: a port that looks like
+/// Serve's under another name gets no traffic.
+fn check_serve_port_names(declared: &DeclaredPorts<'_>, plan: &PortPolicy, out: &mut Findings<'_>) {
+    let serve_numbers: Vec<u32> = plan
+        .planned
+        .iter()
+        .filter(|p| p.name == SERVE_PORT)
+        .flat_map(|p| [Some(p.port), p.kube_ray_default].into_iter().flatten())
+        .map(u32::from)
+        .collect();
+    for (i, port) in declared.list.iter().enumerate() {
+        let name = port_name(port);
+        let is_serve_name = name == SERVE_PORT || name.starts_with("serve-");
+        let looks_like_serve = name
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|token| token == SERVE_PORT || token == "rayserve")
+            || container_port(port).is_some_and(|n| serve_numbers.contains(&n));
+        if looks_like_serve && !is_serve_name {
+            out.report(
+                RuleId::ServePortName,
+                &declared.field_path(i, "name"),
+                || format!(
+                    "KubeRay's Serve Service ignores port {name:?} of {}; rename it to \"serve\"",
+                    declared.container.describe()
+                ),
+            );
         }
     }
+}
 
-    if !missing.is_empty() {
-        if ray.value.get("ports").is_some_and(Value::is_array) {
-            for port in missing {
-                out.fill(child(&ports_path, "-"), port);
+/// Adds the missing planned ports to the Ray container's list, or as a new list.
+fn fill_missing_ports(
+    ray: &ContainerRef<'_>,
+    ports_path: PointerBuf,
+    missing: Vec<Value>,
+    out: &mut Findings<'_>,
+) {
+    if missing.is_empty() {
+        return;
+    }
+    if ray.value.get("ports").is_some_and(Value::is_array) {
+        for port in missing {
+            out.fill(child(&ports_path, "-"), port);
+        }
+    } else {
+        out.fill(ports_path, Value::Array(missing));
+    }
+}
+
+/// A group whose container runs its own `ray start`, as its flags are checked.
+struct CommandLine<'a> {
+    group: &'a NodeGroup<'a>,
+    start: &'a EffectiveStart,
+    path: &'a PointerBuf,
+}
+
+impl CommandLine<'_> {
+    /// How each message begins.
+    fn who(&self) -> String {
+        format!(
+            "the {}'s container runs its own `ray start` (rayStartParams do not apply)",
+            self.group.describe()
+        )
+    }
+
+    /// A flag pinned to `wanted`: set, and to exactly that.
+    fn check_pin(
+        &self,
+        key: &str,
+        wanted: String,
+        default: Option<String>,
+        out: &mut Findings<'_>,
+    ) {
+        match self.start.get(key) {
+            None => {
+                out.report(RuleId::RayStartParam, self.path, || {
+                    let why = default.map(|d| format!(" ({d})")).unwrap_or_default();
+                    format!(
+                        "{}; it has no --{key}{why}: add --{key}={wanted}",
+                        self.who()
+                    )
+                });
             }
-        } else {
-            out.fill(ports_path, Value::Array(missing));
+            Some(value) if value != wanted => out.report(RuleId::RayStartParam, self.path, || {
+                format!(
+                    "{}; it sets --{key}={value}: use --{key}={wanted}",
+                    self.who()
+                )
+            }),
+            Some(_) => {}
         }
     }
 }
@@ -523,84 +643,80 @@ fn check_ray_container_ports(
 fn check_command_line(
     group: &NodeGroup<'_>,
     start: &EffectiveStart,
-    path: &json_patch::jsonptr::PointerBuf,
+    path: &PointerBuf,
     plan: &PortPolicy,
     out: &mut Findings<'_>,
 ) {
-    let who = format!(
-        "the {}'s container runs its own `ray start` (rayStartParams do not apply)",
-        group.describe()
-    );
-    let mut pinned: Vec<(RuleId, &str, String, Option<String>)> = Vec::new();
-    for planned in planned_for(group.role, plan) {
-        if let Some(key) = &planned.ray_start_param {
-            let default = planned
-                .kube_ray_default
-                .map(|d| format!("Ray 2.60.0 then uses {d}"));
-            pinned.push((
-                RuleId::RayStartParam,
-                key,
-                planned.port.to_string(),
-                default,
-            ));
-        }
-    }
-    for node_port in &plan.node_ports {
-        pinned.push((
-            RuleId::RayStartParam,
-            &node_port.ray_start_param,
-            node_port.port.to_string(),
-            node_port.when_unset.clone(),
-        ));
-    }
-    for (rule, key, wanted, default) in pinned {
-        if !out.enabled(rule) {
-            continue;
-        }
-        match start.get(key) {
-            None => {
-                let why = default.map(|d| format!(" ({d})")).unwrap_or_default();
-                out.report(rule, path, || {
-                    format!("{who}; it has no --{key}{why}: add --{key}={wanted}")
-                });
-            }
-            Some(value) if value != wanted => out.report(rule, path, || {
-                format!("{who}; it sets --{key}={value}: use --{key}={wanted}")
-            }),
-            Some(_) => {}
-        }
+    let line = CommandLine { group, start, path };
+    if out.enabled(RuleId::RayStartParam) {
+        check_command_pins(&line, plan, out);
     }
     if out.enabled(RuleId::NodePortRange) {
-        for range in &plan.node_ranges {
-            let key = &range.ray_start_param;
-            let ok = start.port(key).is_some_and(|p| range.contains(p));
-            if !ok {
-                out.report(RuleId::NodePortRange, path, || {
-                    format!(
-                        "{who}; --{key} must be set inside {}-{}: add --{key}={}",
-                        range.from, range.to, range.from
-                    )
-                });
-            }
-        }
+        check_command_ranges(&line, plan, out);
     }
     if out.enabled(RuleId::WorkerPortRange)
         && let Some(range) = plan.worker_ports
     {
-        let bound = |key| start.port(key);
-        let ok = bound(MIN_WORKER_PORT)
-            .zip(bound(MAX_WORKER_PORT))
-            .is_some_and(|(min, max)| min <= max && range.contains(min) && range.contains(max));
-        if !ok {
-            out.report(
-                RuleId::WorkerPortRange,
-                path,
-                || format!(
-                    "{who}; its worker ports must lie inside {range} (unset, Ray 2.60.0 uses 10002-19999, which holds the client port): add --{MIN_WORKER_PORT}={} --{MAX_WORKER_PORT}={}",
-                    range.from, range.to
-                ),
-            );
+        check_command_worker_ports(&line, range, out);
+    }
+}
+
+/// The single ports the plan pins: the planned ports of the group's role, then the node ports.
+fn check_command_pins(line: &CommandLine<'_>, plan: &PortPolicy, out: &mut Findings<'_>) {
+    for planned in planned_for(line.group.role, plan) {
+        if let Some(key) = &planned.ray_start_param {
+            let default = planned
+                .kube_ray_default
+                .map(|d| format!("Ray 2.60.0 then uses {d}"));
+            line.check_pin(key, planned.port.to_string(), default, out);
         }
+    }
+    for node_port in &plan.node_ports {
+        line.check_pin(
+            &node_port.ray_start_param,
+            node_port.port.to_string(),
+            node_port.when_unset.clone(),
+            out,
+        );
+    }
+}
+
+/// Ports Ray picks from a range: set inside the plan's range.
+fn check_command_ranges(line: &CommandLine<'_>, plan: &PortPolicy, out: &mut Findings<'_>) {
+    for range in &plan.node_ranges {
+        let key = &range.ray_start_param;
+        let ok = line.start.port(key).is_some_and(|p| range.contains(p));
+        if !ok {
+            out.report(RuleId::NodePortRange, line.path, || {
+                format!(
+                    "{}; --{key} must be set inside {}-{}: add --{key}={}",
+                    line.who(),
+                    range.from,
+                    range.to,
+                    range.from
+                )
+            });
+        }
+    }
+}
+
+/// Both worker-port bounds set, in order, inside the plan's worker range.
+fn check_command_worker_ports(line: &CommandLine<'_>, range: PortRange, out: &mut Findings<'_>) {
+    let bound = |key| line.start.port(key);
+    let ok = bound(MIN_WORKER_PORT)
+        .zip(bound(MAX_WORKER_PORT))
+        .is_some_and(|(min, max)| min <= max && range.contains(min) && range.contains(max));
+    if !ok {
+        out.report(
+            RuleId::WorkerPortRange,
+            line.path,
+            || format!(
+                "{}; its worker ports must lie inside {range} (unset, Ray 2.60.0 uses 10002-19999, which holds the client port): add --{MIN_WORKER_PORT}={} --{MAX_WORKER_PORT}={}",
+                line.who(),
+                range.from,
+                range.to
+            ),
+        );
     }
 }
 
@@ -707,7 +823,7 @@ fn check_moving_env(
 /// The autoscaler sidecar KubeRay adds to the head: its metrics port is a head port.
 fn check_autoscaler_env(
     options: &Value,
-    path: &json_patch::jsonptr::PointerBuf,
+    path: &PointerBuf,
     plan: &PortPolicy,
     out: &mut Findings<'_>,
 ) {
@@ -740,7 +856,7 @@ fn check_autoscaler_env(
 /// `moving`: a variable, and the only value it may have (`None`: it may not be set).
 fn check_env_list(
     env: Option<&Value>,
-    path: &json_patch::jsonptr::PointerBuf,
+    path: &PointerBuf,
     who: &str,
     moving: &[(&str, Option<u16>)],
     out: &mut Findings<'_>,
@@ -783,7 +899,7 @@ fn check_env_list(
 fn check_env_from(
     plan: &PortPolicy,
     env_from: Option<&Value>,
-    path: &json_patch::jsonptr::PointerBuf,
+    path: &PointerBuf,
     who: &str,
     out: &mut Findings<'_>,
 ) {
@@ -848,322 +964,194 @@ fn check_env_ports(
     }
 }
 
-fn check_start_params(group: &NodeGroup<'_>, plan: &PortPolicy, out: &mut Findings<'_>) {
-    let params = group.ray_start_params();
-    let params_path = child(&group.path, "rayStartParams");
-    let mut missing = Map::new();
-    let get = |key: &str| params.and_then(|p| p.get(key));
-    // A value of the wrong type is the user's to fix: a fill-in never overwrites it.
-    let can_fill = group.spec.is_object()
-        && group
-            .spec
-            .get("rayStartParams")
-            .is_none_or(Value::is_object);
+/// A group's `rayStartParams`, as its checks read them and their fixes fill them in.
+struct StartParams<'a> {
+    group: &'a NodeGroup<'a>,
+    values: Option<&'a Map<String, Value>>,
+    path: PointerBuf,
+    /// A value of the wrong type is the user's to fix: a fill-in never overwrites it.
+    can_fill: bool,
+}
 
-    if out.enabled(RuleId::RayStartParam) {
-        // Single ports pinned by a key: the planned ports of this role, and the node ports.
-        let planned = planned_for(group.role, plan).filter_map(|p| {
-            let unset = p
-                .kube_ray_default
-                .map(|d| format!(" (unset, KubeRay v1.5.0 and Ray 2.60.0 use {d})"));
-            Some((p.ray_start_param.as_deref()?, p.port, unset, String::new()))
-        });
-        let node_ports = plan.node_ports.iter().map(|p| {
-            let unset = p
-                .when_unset
-                .as_deref()
-                .map(|d| format!(" (when unset, {d})"));
-            (
-                p.ray_start_param.as_str(),
-                p.port,
-                unset,
-                format!(" ({})", p.name),
-            )
-        });
-        for (key, port, unset, named) in planned.chain(node_ports) {
-            let wanted = port.to_string();
-            match get(key) {
-                None => {
-                    let message = format!(
-                        "{} rayStartParams has no {key:?}{}; set {key}: \"{wanted}\"{named}",
-                        group.describe(),
-                        unset.unwrap_or_default()
-                    );
-                    if can_fill {
-                        out.report_fillable(RuleId::RayStartParam, &params_path, || message);
-                        missing.insert(key.to_owned(), Value::String(wanted));
-                    } else {
-                        out.report(RuleId::RayStartParam, &params_path, || message);
-                    }
-                }
-                Some(value) if param_text(value).as_deref() != Some(wanted.as_str()) => {
-                    out.report(RuleId::RayStartParam, &child(&params_path, key), || {
-                        format!(
-                            "{} rayStartParams.{key} is {value}; set it to \"{wanted}\"{named}",
-                            group.describe()
-                        )
-                    });
-                }
-                Some(_) => {}
-            }
+impl<'a> StartParams<'a> {
+    fn of(group: &'a NodeGroup<'a>) -> StartParams<'a> {
+        StartParams {
+            group,
+            values: group.ray_start_params(),
+            path: child(&group.path, "rayStartParams"),
+            can_fill: group.spec.is_object()
+                && group
+                    .spec
+                    .get("rayStartParams")
+                    .is_none_or(Value::is_object),
         }
     }
 
-    if out.enabled(RuleId::NodePortRange) {
-        for range in &plan.node_ranges {
-            let key = &range.ray_start_param;
-            match get(key) {
-                None => {
-                    let message = format!(
-                        "{} leaves {key} unset (Ray 2.60.0 then picks a random port); set {key}: \"{}\" (range {}-{})",
-                        group.describe(),
-                        range.from,
-                        range.from,
-                        range.to
-                    );
-                    if can_fill {
-                        out.report_fillable(RuleId::NodePortRange, &params_path, || message);
-                        missing.insert(key.clone(), Value::String(range.from.to_string()));
-                    } else {
-                        out.report(RuleId::NodePortRange, &params_path, || message);
-                    }
-                }
-                Some(value) if !as_port(value).is_some_and(|p| range.contains(p)) => {
-                    out.report(
-                        RuleId::NodePortRange,
-                        &child(&params_path, key),
-                        || format!(
-                            "{} rayStartParams.{key} is {value}, outside the plan's {}-{}; pick a port in that range",
-                            group.describe(),
-                            range.from,
-                            range.to
-                        ),
-                    );
-                }
-                Some(_) => {}
-            }
-        }
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.values.and_then(|p| p.get(key))
     }
 
-    check_worker_ports(group, plan, &params_path, can_fill, &mut missing, out);
-
-    if !missing.is_empty() {
-        if params.is_some() {
+    /// Adds the keys the fixes set, into the existing map or as a new one.
+    fn fill(self, missing: Map<String, Value>, out: &mut Findings<'_>) {
+        if missing.is_empty() {
+            return;
+        }
+        if self.values.is_some() {
             for (key, value) in missing {
-                out.fill(child(&params_path, &key), value);
+                out.fill(child(&self.path, &key), value);
             }
         } else {
-            out.fill(params_path, Value::Object(missing));
+            out.fill(self.path, Value::Object(missing));
         }
     }
 }
 
-/// The worker-process range of one group: pinned inside the plan's range, and clear of every
-/// port the node listens on, or Ray refuses to start the node.
-fn check_worker_ports(
-    group: &NodeGroup<'_>,
-    plan: &PortPolicy,
-    params_path: &json_patch::jsonptr::PointerBuf,
-    can_fill: bool,
+/// A group whose KubeRay generates its `ray start`: the ports its `rayStartParams` pin, with
+/// the plan's values filled in where a key is missing.
+fn check_start_params(group: &NodeGroup<'_>, plan: &PortPolicy, out: &mut Findings<'_>) {
+    let params = StartParams::of(group);
+    let mut missing = Map::new();
+    if out.enabled(RuleId::RayStartParam) {
+        for pin in pinned_params(group.role, plan) {
+            check_pinned_param(&params, &pin, &mut missing, out);
+        }
+    }
+    if out.enabled(RuleId::NodePortRange) {
+        for range in &plan.node_ranges {
+            check_node_port_range(&params, range, &mut missing, out);
+        }
+    }
+    worker_ports::check(&params, plan, &mut missing, out);
+    params.fill(missing, out);
+}
+
+/// A single port a `rayStartParams` key pins.
+struct PinnedParam<'p> {
+    key: &'p str,
+    port: u16,
+    when_unset: WhenUnset<'p>,
+    /// How a fix names a node port; a planned port goes by its key.
+    name: Option<&'p str>,
+}
+
+/// What Ray does with a pinned key left unset, as a fix words it.
+enum WhenUnset<'p> {
+    /// A planned port: KubeRay's and Ray's default.
+    Default(Option<u16>),
+    /// A node port: the plan's own note.
+    Noted(Option<&'p str>),
+}
+
+impl fmt::Display for WhenUnset<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WhenUnset::Default(Some(d)) => {
+                write!(f, " (unset, KubeRay v1.5.0 and Ray 2.60.0 use {d})")
+            }
+            WhenUnset::Noted(Some(d)) => write!(f, " (when unset, {d})"),
+            WhenUnset::Default(None) | WhenUnset::Noted(None) => Ok(()),
+        }
+    }
+}
+
+/// Single ports pinned by a key: the planned ports of this role, and the node ports.
+fn pinned_params(role: Role, plan: &PortPolicy) -> impl Iterator<Item = PinnedParam<'_>> {
+    let planned = planned_for(role, plan).filter_map(|p| {
+        Some(PinnedParam {
+            key: p.ray_start_param.as_deref()?,
+            port: p.port,
+            when_unset: WhenUnset::Default(p.kube_ray_default),
+            name: None,
+        })
+    });
+    let node_ports = plan.node_ports.iter().map(|p| PinnedParam {
+        key: &p.ray_start_param,
+        port: p.port,
+        when_unset: WhenUnset::Noted(p.when_unset.as_deref()),
+        name: Some(&p.name),
+    });
+    planned.chain(node_ports)
+}
+
+fn check_pinned_param(
+    params: &StartParams<'_>,
+    pin: &PinnedParam<'_>,
     missing: &mut Map<String, Value>,
     out: &mut Findings<'_>,
 ) {
-    if !out.enabled(RuleId::WorkerPortRange) && !out.enabled(RuleId::WorkerPortOverlap) {
-        return;
-    }
-    let params = group.ray_start_params();
-    let get = |key: &str| params.and_then(|p| p.get(key));
-    if let Some(list) = get(WORKER_PORT_LIST) {
-        check_worker_port_list(group, plan, params_path, list, out);
-        return;
-    }
-    let (min_value, max_value) = (get(MIN_WORKER_PORT), get(MAX_WORKER_PORT));
-    // Ray reads each bound on its own; an unset one keeps Ray's default.
-    let min = min_value.map_or(Some(u32::from(RAY_DEFAULT_WORKER_PORTS.from)), as_port);
-    let max = max_value.map_or(Some(u32::from(RAY_DEFAULT_WORKER_PORTS.to)), as_port);
-    let wanted = plan.worker_ports;
-
-    // Bounds the user set outside the plan: reported, never overwritten.
-    let mut outside = Vec::new();
-    for (key, value, parsed) in [
-        (MIN_WORKER_PORT, min_value, min),
-        (MAX_WORKER_PORT, max_value, max),
-    ] {
-        let Some(value) = value else { continue };
-        let inside = match (parsed, wanted) {
-            (Some(port), Some(range)) => range.contains(port),
-            (Some(port), None) => port > 0,
-            (None, _) => false,
-        };
-        if !inside {
-            outside.push((key, value));
-        }
-    }
-    let clashes = match (min, max) {
-        (Some(min), Some(max)) if min > 0 && min <= max => clashes_with_plan(group, plan, min, max),
-        _ => Vec::new(),
-    };
-    let plan_text = wanted.map_or_else(
-        || "a range clear of the plan".to_owned(),
-        |range| format!("the plan's {range}"),
-    );
-
-    if !outside.is_empty() || min.zip(max).is_some_and(|(a, b)| a > b) {
-        let path = child(
-            params_path,
-            outside.first().map_or(MIN_WORKER_PORT, |o| o.0),
-        );
-        let shown: Vec<String> = outside.iter().map(|(k, v)| format!("{k} is {v}")).collect();
-        let what = if shown.is_empty() {
-            format!(
-                "min-worker-port {} is above max-worker-port {}",
-                min.unwrap_or(0),
-                max.unwrap_or(0)
-            )
-        } else {
-            super::and_list(&shown)
-        };
-        let (rule, why) = if clashes.is_empty() {
-            (RuleId::WorkerPortRange, String::new())
-        } else {
-            (
-                RuleId::WorkerPortOverlap,
+    let key = pin.key;
+    let wanted = pin.port.to_string();
+    let named = || pin.name.map(|n| format!(" ({n})")).unwrap_or_default();
+    match params.get(key) {
+        None => {
+            let message = || {
                 format!(
-                    ", which holds planned {} and makes Ray 2.60.0 refuse to start the node",
-                    super::and_list(&clashes)
-                ),
-            )
-        };
-        out.report(rule, &path, || {
-            format!(
-                "{} rayStartParams {what}{why}; keep worker ports inside {plan_text}",
-                group.describe()
-            )
-        });
-        return;
+                    "{} rayStartParams has no {key:?}{}; set {key}: \"{wanted}\"{}",
+                    params.group.describe(),
+                    pin.when_unset,
+                    named()
+                )
+            };
+            if !params.can_fill {
+                out.report(RuleId::RayStartParam, &params.path, message);
+                return;
+            }
+            out.report_fillable(RuleId::RayStartParam, &params.path, message);
+            missing.insert(key.to_owned(), Value::String(wanted));
+        }
+        Some(value) if param_text(value).as_deref() != Some(wanted.as_str()) => {
+            out.report(RuleId::RayStartParam, &child(&params.path, key), || {
+                format!(
+                    "{} rayStartParams.{key} is {value}; set it to \"{wanted}\"{}",
+                    params.group.describe(),
+                    named()
+                )
+            });
+        }
+        Some(_) => {}
     }
-    if min_value.is_some() && max_value.is_some() {
-        return;
-    }
-    // At least one bound is unset: Ray's default reaches it.
-    let Some(range) = wanted else {
-        if !clashes.is_empty() {
+}
+
+/// A port Ray picks from a range (`ray start` takes one): set, and inside the plan's range.
+fn check_node_port_range(
+    params: &StartParams<'_>,
+    range: &NodePortRange,
+    missing: &mut Map<String, Value>,
+    out: &mut Findings<'_>,
+) {
+    let key = &range.ray_start_param;
+    match params.get(key) {
+        None => {
+            let message = || {
+                format!(
+                    "{} leaves {key} unset (Ray 2.60.0 then picks a random port); set {key}: \"{}\" (range {}-{})",
+                    params.group.describe(),
+                    range.from,
+                    range.from,
+                    range.to
+                )
+            };
+            if !params.can_fill {
+                out.report(RuleId::NodePortRange, &params.path, message);
+                return;
+            }
+            out.report_fillable(RuleId::NodePortRange, &params.path, message);
+            missing.insert(key.clone(), Value::String(range.from.to_string()));
+        }
+        Some(value) if !as_port(value).is_some_and(|p| range.contains(p)) => {
             out.report(
-                RuleId::WorkerPortOverlap,
-                params_path,
+                RuleId::NodePortRange,
+                &child(&params.path, key),
                 || format!(
-                    "{} leaves min/max-worker-port unset, so Ray 2.60.0 gives worker processes {}-{}, which holds planned {} and makes Ray refuse to start the node; set min-worker-port and max-worker-port clear of the plan",
-                    group.describe(),
-                    min.unwrap_or(0),
-                    max.unwrap_or(0),
-                    super::and_list(&clashes)
+                    "{} rayStartParams.{key} is {value}, outside the plan's {}-{}; pick a port in that range",
+                    params.group.describe(),
+                    range.from,
+                    range.to
                 ),
             );
         }
-        return;
-    };
-    let unset: Vec<(&str, u16)> = [
-        (MIN_WORKER_PORT, min_value, range.from),
-        (MAX_WORKER_PORT, max_value, range.to),
-    ]
-    .into_iter()
-    .filter(|(_, value, _)| value.is_none())
-    .map(|(key, _, port)| (key, port))
-    .collect();
-    let settings: Vec<String> = unset.iter().map(|(k, p)| format!("{k}: \"{p}\"")).collect();
-    let (rule, why) = if clashes.is_empty() {
-        (
-            RuleId::WorkerPortRange,
-            "not inside the plan's worker range, which the cluster's NetworkPolicy admits"
-                .to_owned(),
-        )
-    } else {
-        (
-            RuleId::WorkerPortOverlap,
-            format!(
-                "which holds planned {}, so Ray refuses to start the node",
-                super::and_list(&clashes)
-            ),
-        )
-    };
-    let message = format!(
-        "{} leaves {} unset, so Ray 2.60.0 gives worker processes {}-{}, {why}; set {} (worker ports {range})",
-        group.describe(),
-        unset
-            .iter()
-            .map(|(k, _)| *k)
-            .collect::<Vec<_>>()
-            .join(" and "),
-        min.unwrap_or(0),
-        max.unwrap_or(0),
-        settings.join(", ")
-    );
-    if can_fill {
-        out.report_fillable(rule, params_path, || message);
-        for (key, port) in unset {
-            missing.insert(key.to_owned(), Value::String(port.to_string()));
-        }
-    } else {
-        out.report(rule, params_path, || message);
+        Some(_) => {}
     }
-}
-
-/// The planned ports and ranges of `group`'s nodes that the worker range `min..=max` holds.
-fn clashes_with_plan(group: &NodeGroup<'_>, plan: &PortPolicy, min: u32, max: u32) -> Vec<String> {
-    let workers = min..=max;
-    let mut clashes: Vec<String> = planned_for(group.role, plan)
-        .map(|p| (p.port, p.name.as_str()))
-        .chain(plan.node_ports.iter().map(|p| (p.port, p.name.as_str())))
-        .filter(|(port, _)| workers.contains(&u32::from(*port)))
-        .map(|(port, name)| format!("{port} ({name})"))
-        .collect();
-    clashes.extend(
-        plan.node_ranges
-            .iter()
-            .filter(|r| u32::from(r.from) <= max && min <= u32::from(r.to))
-            .map(|r| format!("{}-{} ({})", r.from, r.to, r.ray_start_param)),
-    );
-    clashes
-}
-
-fn check_worker_port_list(
-    group: &NodeGroup<'_>,
-    plan: &PortPolicy,
-    params_path: &json_patch::jsonptr::PointerBuf,
-    list: &Value,
-    out: &mut Findings<'_>,
-) {
-    let text = param_text(list).unwrap_or_default();
-    let ports: Vec<Option<u32>> = text.split(',').map(|p| p.trim().parse().ok()).collect();
-    let range: Option<PortRange> = plan.worker_ports;
-    let bad: Vec<String> = text
-        .split(',')
-        .zip(&ports)
-        .filter(|(_, port)| match (port, range) {
-            (Some(port), Some(range)) => !range.contains(*port),
-            (Some(port), None) => !clashes_with_plan(group, plan, *port, *port).is_empty(),
-            (None, _) => true,
-        })
-        .map(|(p, _)| p.trim().to_owned())
-        .collect();
-    if bad.is_empty() {
-        return;
-    }
-    let plan_text = range.map_or_else(
-        || "ports clear of the plan".to_owned(),
-        |r| format!("ports inside the plan's worker range {r}"),
-    );
-    out.report(
-        RuleId::WorkerPortRange,
-        &child(params_path, WORKER_PORT_LIST),
-        || {
-            format!(
-                "{} rayStartParams.worker-port-list has {}; list only {plan_text}",
-                group.describe(),
-                super::and_list(&bad)
-            )
-        },
-    );
 }
 
 fn check_forbidden_ports(pod: &PodSpecRef<'_>, plan: &PortPolicy, out: &mut Findings<'_>) {
@@ -1207,113 +1195,5 @@ fn check_forbidden_ports(pod: &PodSpecRef<'_>, plan: &PortPolicy, out: &mut Find
                 });
             }
         }
-    }
-}
-
-/// Ray Serve's HTTP port when `http_options.port` is unset (Ray 2.60.0).
-const SERVE_DEFAULT_HTTP_PORT: u32 = 8000;
-/// Ray Serve's gRPC port when `grpc_options.port` is unset (Ray 2.60.0).
-const SERVE_DEFAULT_GRPC_PORT: u32 = 9000;
-
-/// A RayService's `serveConfigV2`: Serve must listen where KubeRay's Serve Service sends
-/// traffic (the planned Serve port). The config is text the user wrote, so raygate never
-/// edits it: it says exactly what to add.
-pub fn check_serve_config(object: &Value, out: &mut Findings<'_>) {
-    if !out.enabled(RuleId::ServeConfig) {
-        return;
-    }
-    let plan = &out.policy().spec().ports;
-    let Some(serve) = plan.planned.iter().find(|p| p.name == SERVE_PORT) else {
-        return;
-    };
-    let Some(text) = object
-        .pointer("/spec/serveConfigV2")
-        .and_then(Value::as_str)
-    else {
-        return;
-    };
-    let path = json_patch::jsonptr::PointerBuf::from_tokens(["spec", "serveConfigV2"]);
-    let config: Value = match serde_yaml_ng::from_str(text) {
-        Ok(config) => config,
-        Err(e) => {
-            out.report(RuleId::ServeConfig, &path, || {
-                format!("serveConfigV2 is not valid YAML ({e}); KubeRay cannot deploy it")
-            });
-            return;
-        }
-    };
-    let wanted = u32::from(serve.port);
-    let http_port = config.pointer("/http_options/port");
-    match http_port.map(as_port) {
-        None => out.report(
-            RuleId::ServeConfig,
-            &path,
-            || format!(
-                "serveConfigV2 leaves http_options.port unset, so Serve listens on {SERVE_DEFAULT_HTTP_PORT} (Ray 2.60.0), not on {wanted} where KubeRay's Serve Service sends traffic; add to serveConfigV2 `http_options: {{host: 0.0.0.0, port: {wanted}}}`"
-            ),
-        ),
-        Some(port) if port != Some(wanted) => out.report(
-            RuleId::ServeConfig,
-            &path,
-            || format!(
-                "serveConfigV2 sets http_options.port: {}, but KubeRay's Serve Service sends traffic to {wanted}; set `port: {wanted}` under http_options",
-                http_port.unwrap_or(&Value::Null)
-            ),
-        ),
-        Some(_) => {}
-    }
-    let servicers = config
-        .pointer("/grpc_options/grpc_servicer_functions")
-        .and_then(Value::as_array)
-        .is_some_and(|s| !s.is_empty());
-    if !servicers {
-        return;
-    }
-    let grpc = config
-        .pointer("/grpc_options/port")
-        .map_or(Some(SERVE_DEFAULT_GRPC_PORT), as_port);
-    let clash = grpc.and_then(|port| {
-        let planned = plan
-            .planned
-            .iter()
-            .map(|p| (p.port, p.name.as_str()))
-            .chain(plan.node_ports.iter().map(|p| (p.port, p.name.as_str())))
-            .find(|(p, _)| u32::from(*p) == port)
-            .map(|(p, name)| format!("planned {p} ({name})"));
-        let forbidden = plan
-            .forbidden
-            .iter()
-            .find(|f| u32::from(**f) == port)
-            .map(|f| format!("the forbidden default {f}"));
-        let ranges = plan
-            .node_ranges
-            .iter()
-            .find(|r| r.contains(port))
-            .map(|r| format!("the plan's {}-{} ({})", r.from, r.to, r.ray_start_param))
-            .or_else(|| {
-                plan.worker_ports
-                    .filter(|w| w.contains(port))
-                    .map(|w| format!("the worker range {w}"))
-            });
-        let unplanned = (!plan.allows_extra(port)).then(|| {
-            "not on the port plan (add it to the policy's ports.extraAllowed to allow it)"
-                .to_owned()
-        });
-        planned.or(forbidden).or(ranges).or(unplanned)
-    });
-    match (grpc, clash) {
-        (None, _) => out.report(
-            RuleId::ServeConfig,
-            &path,
-            || "serveConfigV2 grpc_options.port is not a port number".to_owned(),
-        ),
-        (Some(port), Some(clash)) => out.report(
-            RuleId::ServeConfig,
-            &path,
-            || format!(
-                "serveConfigV2's gRPC proxy listens on {port}, which is {clash}; set grpc_options.port to a port of ports.extraAllowed that the plan leaves free (Serve's default is {SERVE_DEFAULT_GRPC_PORT})"
-            ),
-        ),
-        _ => {}
     }
 }

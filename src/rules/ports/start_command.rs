@@ -6,6 +6,7 @@
 use crate::rule_id::RuleId;
 use json_patch::jsonptr::PointerBuf;
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 use crate::policy::{MAX_WORKER_PORT, MIN_WORKER_PORT, PortPolicy};
 use crate::ray::{ClusterSpec, NodeGroup, child};
@@ -27,43 +28,111 @@ pub enum Judged {
 
 pub fn judge(cluster: &ClusterSpec<'_>, group: &NodeGroup<'_>, out: &mut Findings<'_>) -> Judged {
     let params_path = child(&group.path, "rayStartParams");
+    let params_ok = check_params(group, &params_path, out);
+    let Some(params) = rebuild_params(cluster, group, params_ok, out) else {
+        return Judged::Generated;
+    };
+    let launch = ray_command::launch(group, &params, group.overwrites_command(cluster));
+    if !params_ok {
+        return Judged::refused(launch.own_command);
+    }
+    judge_launch(group, &launch, params_path, out)
+}
+
+impl Judged {
+    /// A command raygate refused: only the container's own command is a refused one; KubeRay's
+    /// generated command still has its params judged as `rayStartParams`.
+    fn refused(own_command: bool) -> Judged {
+        if own_command {
+            Judged::OwnRefused
+        } else {
+            Judged::Generated
+        }
+    }
+}
+
+/// Every `rayStartParams` value must be one word `ray start` takes; `false` when one is not.
+fn check_params(group: &NodeGroup<'_>, params_path: &PointerBuf, out: &mut Findings<'_>) -> bool {
     let plan = &out.policy().spec().ports;
     let mut params_ok = true;
-    if let Some(params) = group.ray_start_params() {
-        for (key, value) in params {
-            let problem = match ray_command::param_value(value) {
-                None => Some(format!(
-                    "{} rayStartParams.{key} is {value}, not a string; write it as a string",
-                    group.describe()
-                )),
-                Some(text) => match ray_command::param_word(key, &text) {
-                    Err(Refusal(why, _)) => Some(format!("{} {why}", group.describe())),
-                    Ok(_) if ray_command::option(key).is_none() => Some(format!(
-                        "{} rayStartParams.{key}: `ray start` (Ray 2.60.0) has no option --{key}, so Ray exits at once; remove it",
-                        group.describe()
-                    )),
-                    Ok(word) => match ray_command::option_value(key, word) {
-                        // The plan's own keys are judged by their rules, with their fix.
-                        Err(_) if planned_keys(plan).any(|k| k == key) => {
-                            params_ok = false;
-                            None
-                        }
-                        Err(Refusal(why, _)) => {
-                            Some(format!("{} rayStartParams.{key}: {why}", group.describe()))
-                        }
-                        Ok(()) => None,
-                    },
-                },
-            };
-            if let Some(message) = problem {
+    for (key, value) in group.ray_start_params().into_iter().flatten() {
+        match ParamProblem::of(key, value, plan) {
+            None => {}
+            // The plan's own keys are judged by their rules, with their fix.
+            Some(ParamProblem::PlannedKey) => params_ok = false,
+            Some(problem) => {
                 params_ok = false;
-                out.report(RuleId::StartCommand, &child(&params_path, key), || message);
+                out.report(RuleId::StartCommand, &child(params_path, key), || {
+                    problem.message(group, key, value)
+                });
             }
         }
     }
+    params_ok
+}
+
+/// Why a `rayStartParams` value cannot go into KubeRay's `ray start` line.
+enum ParamProblem {
+    /// Not a string.
+    NotString,
+    /// Not one plain word in KubeRay's unquoted `bash -c` line.
+    NotAWord(String),
+    /// A key `ray start` has no option for.
+    NoSuchOption,
+    /// A value of a key the plan pins, which Ray refuses.
+    PlannedKey,
+    /// A value Ray's click parser refuses.
+    BadValue(String),
+}
+
+impl ParamProblem {
+    fn of(key: &str, value: &Value, plan: &PortPolicy) -> Option<ParamProblem> {
+        let Some(text) = ray_command::param_value(value) else {
+            return Some(ParamProblem::NotString);
+        };
+        let word = match ray_command::param_word(key, &text) {
+            Err(Refusal(why, _)) => return Some(ParamProblem::NotAWord(why)),
+            Ok(_) if ray_command::option(key).is_none() => return Some(ParamProblem::NoSuchOption),
+            Ok(word) => word,
+        };
+        match ray_command::option_value(key, word) {
+            Err(_) if planned_keys(plan).any(|k| k == key) => Some(ParamProblem::PlannedKey),
+            Err(Refusal(why, _)) => Some(ParamProblem::BadValue(why)),
+            Ok(()) => None,
+        }
+    }
+
+    fn message(&self, group: &NodeGroup<'_>, key: &str, value: &Value) -> String {
+        match self {
+            ParamProblem::NotString => format!(
+                "{} rayStartParams.{key} is {value}, not a string; write it as a string",
+                group.describe()
+            ),
+            ParamProblem::NotAWord(why) => format!("{} {why}", group.describe()),
+            ParamProblem::NoSuchOption => format!(
+                "{} rayStartParams.{key}: `ray start` (Ray 2.60.0) has no option --{key}, so Ray exits at once; remove it",
+                group.describe()
+            ),
+            ParamProblem::BadValue(why) => {
+                format!("{} rayStartParams.{key}: {why}", group.describe())
+            }
+            // Reported by the plan's rules.
+            ParamProblem::PlannedKey => String::new(),
+        }
+    }
+}
+
+/// The params KubeRay v1.5.0 would put on the group's `ray start` line; `None` when raygate
+/// cannot rebuild them.
+fn rebuild_params(
+    cluster: &ClusterSpec<'_>,
+    group: &NodeGroup<'_>,
+    params_ok: bool,
+    out: &mut Findings<'_>,
+) -> Option<BTreeMap<String, String>> {
     let context = ray_command::ClusterContext::of(cluster);
-    let params = match ray_command::kuberay_params(group, &context) {
-        Ok(params) => params,
+    match ray_command::kuberay_params(group, &context) {
+        Ok(params) => Some(params),
         Err(Refusal(why, cause)) => {
             // A param that is not a string is reported above, and a quantity that is none by
             // resources/invalid-quantity; anything else is said here.
@@ -75,12 +144,55 @@ pub fn judge(cluster: &ClusterSpec<'_>, group: &NodeGroup<'_>, out: &mut Finding
                     )
                 });
             }
-            return Judged::Generated;
+            None
         }
-    };
-    let launch = ray_command::launch(group, &params, group.overwrites_command(cluster));
-    // Where the user wrote the script: args when there are any, else command.
-    let command_path = group
+    }
+}
+
+/// The command the container runs must reduce to exactly one `ray start`, opening no port the
+/// plan does not pin.
+fn judge_launch(
+    group: &NodeGroup<'_>,
+    launch: &ray_command::Launch,
+    params_path: PointerBuf,
+    out: &mut Findings<'_>,
+) -> Judged {
+    match ray_command::effective_start(launch) {
+        Ok(start) => {
+            let own = launch.own_command && !launch.runs_generated(&start);
+            let path = if own {
+                command_path(group)
+            } else {
+                params_path
+            };
+            check_unplanned_options(group, &start, &path, own, out);
+            if own {
+                Judged::Own { start, path }
+            } else {
+                Judged::Generated
+            }
+        }
+        Err(Refusal(why, _)) => {
+            let (path, whose) = if launch.own_command {
+                (command_path(group), "runs its own command")
+            } else {
+                (params_path, "runs KubeRay's generated command")
+            };
+            out.report(RuleId::StartCommand, &path, || {
+                format!(
+                    "the {}'s Ray container {whose}, which raygate cannot reduce to exactly one `ray start`: {why}",
+                    group.describe()
+                )
+            });
+            Judged::refused(launch.own_command)
+        }
+    }
+}
+
+/// Where the user wrote the script: the Ray container's args when there are any, else its
+/// command.
+fn command_path(group: &NodeGroup<'_>) -> PointerBuf {
+    group
         .pod_spec()
         .and_then(|pod| {
             pod.ray_container().map(|c| {
@@ -94,52 +206,7 @@ pub fn judge(cluster: &ClusterSpec<'_>, group: &NodeGroup<'_>, out: &mut Finding
                 field.map_or(path.clone(), |f| child(&path, f))
             })
         })
-        .unwrap_or_else(|| group.path.clone());
-    let judged_path = if launch.own_command {
-        command_path
-    } else {
-        params_path.clone()
-    };
-    if !params_ok {
-        return if launch.own_command {
-            Judged::OwnRefused
-        } else {
-            Judged::Generated
-        };
-    }
-    match ray_command::effective_start(&launch) {
-        Ok(start) => {
-            let own = launch.own_command && !launch.runs_generated(&start);
-            let judged_path = if own { judged_path } else { params_path };
-            check_unplanned_options(group, &start, &judged_path, own, out);
-            if own {
-                Judged::Own {
-                    start,
-                    path: judged_path,
-                }
-            } else {
-                Judged::Generated
-            }
-        }
-        Err(Refusal(why, _)) => {
-            let whose = if launch.own_command {
-                "runs its own command"
-            } else {
-                "runs KubeRay's generated command"
-            };
-            out.report(RuleId::StartCommand, &judged_path, || {
-                format!(
-                    "the {}'s Ray container {whose}, which raygate cannot reduce to exactly one `ray start`: {why}",
-                    group.describe()
-                )
-            });
-            if launch.own_command {
-                Judged::OwnRefused
-            } else {
-                Judged::Generated
-            }
-        }
-    }
+        .unwrap_or_else(|| group.path.clone())
 }
 
 /// Every `rayStartParams` key, and `ray start` option, the plan pins.
