@@ -56,11 +56,11 @@ fn check_params(group: &NodeGroup<'_>, params_path: &PointerBuf, out: &mut Findi
     let plan = &out.policy().spec().ports;
     let mut params_ok = true;
     for (key, value) in group.ray_start_params().into_iter().flatten() {
-        match ParamProblem::of(key, value, plan) {
-            None => {}
+        match ParamVerdict::of(key, value, plan) {
+            ParamVerdict::Fine => {}
             // The plan's own keys are judged by their rules, with their fix.
-            Some(ParamProblem::PlannedKey) => params_ok = false,
-            Some(problem) => {
+            ParamVerdict::PlannedKeyRefused => params_ok = false,
+            ParamVerdict::Refused(problem) => {
                 params_ok = false;
                 out.report(RuleId::StartCommand, &child(params_path, key), || {
                     problem.message(group, key, value)
@@ -71,6 +71,14 @@ fn check_params(group: &NodeGroup<'_>, params_path: &PointerBuf, out: &mut Findi
     params_ok
 }
 
+/// What `ray start` makes of one `rayStartParams` value.
+enum ParamVerdict {
+    Fine,
+    /// A value of a key the plan pins, which Ray refuses: the plan's rule reports it.
+    PlannedKeyRefused,
+    Refused(ParamProblem),
+}
+
 /// Why a `rayStartParams` value cannot go into KubeRay's `ray start` line.
 enum ParamProblem {
     /// Not a string.
@@ -79,29 +87,32 @@ enum ParamProblem {
     NotAWord(String),
     /// A key `ray start` has no option for.
     NoSuchOption,
-    /// A value of a key the plan pins, which Ray refuses.
-    PlannedKey,
     /// A value Ray's click parser refuses.
     BadValue(String),
 }
 
-impl ParamProblem {
-    fn of(key: &str, value: &Value, plan: &PortPolicy) -> Option<ParamProblem> {
+impl ParamVerdict {
+    fn of(key: &str, value: &Value, plan: &PortPolicy) -> ParamVerdict {
+        use ParamVerdict::Refused;
         let Some(text) = ray_command::param_value(value) else {
-            return Some(ParamProblem::NotString);
+            return Refused(ParamProblem::NotString);
         };
         let word = match ray_command::param_word(key, &text) {
-            Err(Refusal(why, _)) => return Some(ParamProblem::NotAWord(why)),
-            Ok(_) if ray_command::option(key).is_none() => return Some(ParamProblem::NoSuchOption),
+            Err(Refusal(why, _)) => return Refused(ParamProblem::NotAWord(why)),
+            Ok(_) if ray_command::option(key).is_none() => {
+                return Refused(ParamProblem::NoSuchOption);
+            }
             Ok(word) => word,
         };
         match ray_command::option_value(key, word) {
-            Err(_) if planned_keys(plan).any(|k| k == key) => Some(ParamProblem::PlannedKey),
-            Err(Refusal(why, _)) => Some(ParamProblem::BadValue(why)),
-            Ok(()) => None,
+            Err(_) if planned_keys(plan).any(|k| k == key) => ParamVerdict::PlannedKeyRefused,
+            Err(Refusal(why, _)) => Refused(ParamProblem::BadValue(why)),
+            Ok(()) => ParamVerdict::Fine,
         }
     }
+}
 
+impl ParamProblem {
     fn message(&self, group: &NodeGroup<'_>, key: &str, value: &Value) -> String {
         match self {
             ParamProblem::NotString => format!(
@@ -116,8 +127,6 @@ impl ParamProblem {
             ParamProblem::BadValue(why) => {
                 format!("{} rayStartParams.{key}: {why}", group.describe())
             }
-            // Reported by the plan's rules.
-            ParamProblem::PlannedKey => String::new(),
         }
     }
 }
