@@ -78,6 +78,10 @@ pub enum Command {
         /// text (the rewrite drops its comments and anchors).
         #[arg(long, requires = "in_place")]
         discard_comments: bool,
+        /// Do not add a NetworkPolicy for a Ray cluster that no NetworkPolicy among the inputs
+        /// selects (by default one follows the cluster's document).
+        #[arg(long)]
+        no_network_policies: bool,
     },
     /// Run the admission webhook (HTTPS) for kubectl apply, Argo CD dry runs and audit mode.
     Serve(ServeArgs),

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::engine::{Context, Engine};
 use crate::manifest::{self, Format, ManifestFile};
-use crate::ray::ObjectRef;
+use crate::ray::{ObjectRef, Target};
 use crate::report::{CheckResult, Origin, Output, Report, ReportWriter};
 use crate::rules::network_policy;
 use crate::yaml_edit;
@@ -416,6 +416,8 @@ fn fill_ins(
 pub struct FixedDocument {
     pub text: String,
     pub rewritten: Option<String>,
+    /// The document's value with the fill-ins.
+    pub value: Value,
 }
 
 /// Fills in one document. Untouched documents are `None`.
@@ -442,11 +444,13 @@ pub fn fix_document(
         Ok(text) => Ok(Some(FixedDocument {
             text,
             rewritten: None,
+            value: expected,
         })),
         // The newline after the value lies outside the document's range and is kept.
         Err(reason) if syntax == yaml_edit::Syntax::Json => Ok(Some(FixedDocument {
             text: serde_json::to_string_pretty(&expected).map_err(|e| e.to_string())?,
             rewritten: Some(reason),
+            value: expected,
         })),
         Err(reason) => {
             let newline = if document.text.contains("\r\n") {
@@ -464,6 +468,7 @@ pub fn fix_document(
                 Ok(Some(reread)) if reread == expected => Ok(Some(FixedDocument {
                     text,
                     rewritten: Some(reason),
+                    value: expected,
                 })),
                 _ => Err(format!(
                     "cannot write the fill-ins without changing other values ({reason})"
@@ -476,6 +481,69 @@ pub fn fix_document(
 pub struct FixOptions {
     pub in_place: bool,
     pub discard_comments: bool,
+    /// Write the NetworkPolicy of each Ray cluster that none of the inputs selects.
+    pub network_policies: bool,
+}
+
+/// The NetworkPolicies `fix` writes: those the inputs hold, and the ones written so far.
+struct NewPolicies<'a> {
+    existing: &'a [Arc<NetworkPolicy>],
+    /// (namespace, name) of each policy written.
+    written: std::collections::BTreeSet<(String, String)>,
+}
+
+impl NewPolicies<'_> {
+    /// The NetworkPolicy of each Ray cluster in `value` that no policy selects, as text to
+    /// follow the document, with a note on stderr for each.
+    fn for_document(
+        &mut self,
+        engine: &Engine,
+        value: &Value,
+        format: Format,
+        source: &str,
+    ) -> Vec<(String, String)> {
+        let mut texts = Vec::new();
+        for (_, object_value) in objects(value) {
+            let Some(object) = ObjectRef::from_value(object_value) else {
+                continue;
+            };
+            let Target::Cluster(cluster) = Target::of(&object) else {
+                continue;
+            };
+            let namespace = object.namespace.unwrap_or("default");
+            if network_policy::selected_by_any(&cluster, namespace, self.existing) {
+                continue;
+            }
+            let plan = engine.policy();
+            let addresses = &plan.spec().network_policy.api_server_addresses;
+            let Some(generated) =
+                network_policy::generate(&cluster, object.namespace, plan, addresses)
+            else {
+                eprintln!(
+                    "warning: {source}: {} {:?} has no NetworkPolicy, and its Pods carry no label raygate can select them by",
+                    object.kind, object.name
+                );
+                continue;
+            };
+            if !self
+                .written
+                .insert((namespace.to_owned(), generated.name.clone()))
+            {
+                continue;
+            }
+            eprintln!(
+                "raygate fix: {source}: no NetworkPolicy selects the Pods of {} {:?}; added NetworkPolicy {:?}",
+                object.kind, object.name, generated.name
+            );
+            let text = match format {
+                Format::Yaml => generated.text.trim_end().to_owned(),
+                Format::Json => serde_json::to_string_pretty(&generated.object)
+                    .expect("a JSON value serialises"),
+            };
+            texts.push((generated.name, text));
+        }
+        texts
+    }
 }
 
 /// The file's text with the fixed documents in place of the old; everything between them
@@ -503,15 +571,26 @@ pub fn fix(engine: &Engine, paths: &[PathBuf], options: &FixOptions) -> u8 {
     }
     let policies = inputs.network_policies();
     let context = Context::complete(&policies);
+    let mut new_policies = options.network_policies.then(|| NewPolicies {
+        existing: &policies,
+        written: std::collections::BTreeSet::new(),
+    });
     let mut failed = false;
     let mut filled = 0;
     let mut stdout_texts: Vec<String> = Vec::new();
     for file in &inputs.files {
-        let (fixed, file_failed) = fix_file(engine, &context, file, options);
+        let FixedFile {
+            fixed,
+            failed: file_failed,
+            separate,
+        } = fix_file(engine, &context, file, options, new_policies.as_mut());
         failed |= file_failed;
         filled += fixed.len();
         let text = splice_file(file, &fixed);
         if options.in_place {
+            for (name, text) in &separate {
+                failed |= !write_beside(file, name, text);
+            }
             if !fixed.is_empty()
                 && !file_failed
                 && let Some(path) = &file.path
@@ -522,29 +601,75 @@ pub fn fix(engine: &Engine, paths: &[PathBuf], options: &FixOptions) -> u8 {
             }
         } else {
             stdout_texts.push(text);
+            stdout_texts.extend(separate.iter().map(|(_, text)| text.clone()));
         }
     }
     if !options.in_place && write_stream(&stdout_texts).is_err() {
         return exit::UNUSABLE;
     }
+    let written = new_policies.map_or(0, |n| n.written.len());
     eprintln!(
-        "raygate fix: {filled} document(s) filled in{}",
+        "raygate fix: {filled} document(s) filled in, {written} NetworkPolicy(ies) added{}",
         if options.in_place { " and written" } else { "" }
     );
     if failed { exit::UNUSABLE } else { exit::OK }
 }
 
 /// The fixed documents of one file (index and new text), and whether one could not be fixed.
+/// What `fix` makes of one file.
+struct FixedFile {
+    /// The fixed documents: index and new text.
+    fixed: Vec<(usize, String)>,
+    /// Whether a document could not be fixed.
+    failed: bool,
+    /// NetworkPolicies that cannot follow their cluster inside the file (JSON stays one
+    /// object per file): the policy's name and its text.
+    separate: Vec<(String, String)>,
+}
+
 fn fix_file(
     engine: &Engine,
     context: &Context<'_>,
     file: &ManifestFile,
     options: &FixOptions,
-) -> (Vec<(usize, String)>, bool) {
+    mut new_policies: Option<&mut NewPolicies<'_>>,
+) -> FixedFile {
     let mut fixed = Vec::new();
     let mut failed = false;
+    let mut separate = Vec::new();
     for (index, document) in file.documents.iter().enumerate() {
-        match fix_document(engine, context, document) {
+        let done = fix_document(engine, context, document);
+        let value = match &done {
+            Ok(Some(done)) => Some(&done.value),
+            Ok(None) => document.value.as_ref(),
+            Err(_) => None,
+        };
+        let mut added = match (value, new_policies.as_deref_mut()) {
+            (Some(value), Some(new)) => {
+                new.for_document(engine, value, document.format, &document.source.to_string())
+            }
+            _ => Vec::new(),
+        };
+        if document.format == Format::Json {
+            separate.append(&mut added);
+        }
+        // A document that needs no fill-in keeps its text; what follows it is added.
+        let done = match done {
+            Ok(None) if !added.is_empty() => Ok(Some(FixedDocument {
+                text: document.text.clone(),
+                rewritten: None,
+                value: Value::Null,
+            })),
+            other => other,
+        };
+        match done.map(|d| {
+            d.map(|mut d| {
+                for (_, text) in &added {
+                    d.text = follow(&d.text, text);
+                }
+                d
+            })
+        }) {
             Ok(None) => {}
             Ok(Some(done)) => {
                 if let Some(reason) = &done.rewritten {
@@ -573,7 +698,43 @@ fn fix_file(
             }
         }
     }
-    (fixed, failed)
+    FixedFile {
+        fixed,
+        failed,
+        separate,
+    }
+}
+
+/// Writes a NetworkPolicy for a JSON file beside it, as `<file stem>.<policy name>.json`.
+fn write_beside(file: &ManifestFile, name: &str, text: &str) -> bool {
+    let Some(path) = &file.path else {
+        return true;
+    };
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("manifest");
+    let beside = path.with_file_name(format!("{stem}.{name}.json"));
+    match write_atomically(&beside, &format!("{text}\n")) {
+        Ok(()) => {
+            eprintln!("raygate fix: wrote {}", beside.display());
+            true
+        }
+        Err(e) => {
+            eprintln!("error: {}: cannot write: {e}", beside.display());
+            false
+        }
+    }
+}
+
+/// `text` followed by `added` as the next document of the YAML stream.
+fn follow(text: &str, added: &str) -> String {
+    let newline = if text.contains("\r\n") { "\r\n" } else { "\n" };
+    let added = added.replace('\n', newline);
+    let body = text.trim_end_matches(['\r', '\n']);
+    // The document's own line ends stay at the end of the text.
+    let ending = &text[body.len()..];
+    format!("{body}{newline}---{newline}{added}{ending}")
 }
 
 /// The files' texts to stdout as one stream.

@@ -79,12 +79,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             policy,
             in_place,
             discard_comments,
+            no_network_policies,
         } => commands::fix(
             &Engine::new(load_policy(&policy, None)?),
             &paths,
             &FixOptions {
                 in_place,
                 discard_comments,
+                network_policies: !no_network_policies,
             },
         ),
         Command::Serve(args) => serve_command(args)?,

@@ -406,6 +406,11 @@ pub struct NetworkPolicyRule {
     /// cluster (`network-policy/operator-access`); absent or null, that rule does not run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator: Option<OperatorPod>,
+    /// The API server's addresses (CIDRs) for the NetworkPolicies raygate writes: the in-tree
+    /// autoscaler's egress goes there. Empty, `raygate fix` admits TCP 443 and 6443 to every
+    /// address and says so, and the controller reads them from the `kubernetes` Endpoints.
+    #[serde(default)]
+    pub api_server_addresses: Vec<String>,
 }
 
 /// Where the KubeRay operator runs and the labels its Pod carries, as NetworkPolicy peers
@@ -683,6 +688,7 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
     validate_placement(&spec.placement, &mut problems);
     validate_external_access(spec, &mut problems);
     validate_operator(spec, &mut problems);
+    validate_api_server_addresses(spec, &mut problems);
     validate_limits(spec, &mut problems);
     validate_rule_actions(spec, &mut problems);
     let resources = compile_resources(&spec.resources, &mut problems);
@@ -1117,6 +1123,29 @@ fn validate_operator(spec: &PolicySpec, problems: &mut Vec<String>) {
             ));
         }
     }
+}
+
+fn validate_api_server_addresses(spec: &PolicySpec, problems: &mut Vec<String>) {
+    for (i, cidr) in spec.network_policy.api_server_addresses.iter().enumerate() {
+        if !is_cidr(cidr) {
+            problems.push(format!(
+                "spec.networkPolicy.apiServerAddresses[{i}]: {cidr:?} is not a CIDR (e.g. 198.18.0.1/32)"
+            ));
+        }
+    }
+}
+
+/// `address/bits`, as an ipBlock's `cidr` takes it.
+fn is_cidr(text: &str) -> bool {
+    let Some((address, bits)) = text.split_once('/') else {
+        return false;
+    };
+    let width = match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => 32,
+        Ok(std::net::IpAddr::V6(_)) => 128,
+        Err(_) => return false,
+    };
+    bits.parse::<u8>().is_ok_and(|b| b <= width) && !bits.starts_with('+')
 }
 
 /// An RFC 1123 label: a namespace name.

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use serde_json::Value;
 
+mod generate;
 mod kuberay_labels;
 mod operator;
 mod semantics;
 
+pub use generate::{GeneratedPolicy, MANAGED_BY, generate, selected_by_any};
 use kuberay_labels::{cr_name_label, group_labels};
 pub use kuberay_labels::{identifiers, kuberay_label_value, pod_labels};
 use semantics::{
@@ -95,6 +97,8 @@ fn fill_cr_name_label(cluster: &ClusterSpec<'_>, out: &mut Findings<'_>) {
 struct Needed {
     /// How messages name it, e.g. `8301-8400 (object-manager-port)`.
     label: String,
+    /// What listens there, e.g. `object-manager-port`.
+    what: String,
     from: u32,
     to: u32,
     name: Option<String>,
@@ -118,12 +122,12 @@ impl Needed {
 
 /// Every port Ray 2.60.0 listens on between the pods of a cluster, for a node of `role`: the
 /// planned ports, the agent ports, the per-node ranges and the worker-process range.
-fn needed_for(role: Role, declared: &[(String, u32)], out: &Findings<'_>) -> Vec<Needed> {
-    let plan = &out.policy().spec().ports;
+fn needed_for(role: Role, declared: &[(String, u32)], plan: &PortPolicy) -> Vec<Needed> {
     // A named port in a policy admits a port only as the destination Pod declares it: that
     // name, that number, TCP.
     let single = |port: u16, name: &str, rule| Needed {
         label: format!("{port} ({name})"),
+        what: name.to_owned(),
         from: port.into(),
         to: port.into(),
         name: declared
@@ -143,6 +147,7 @@ fn needed_for(role: Role, declared: &[(String, u32)], out: &Findings<'_>) -> Vec
         .map(|p| single(p.port, &p.name, RuleId::BlockedPorts));
     let ranges = plan.node_ranges.iter().map(|r| Needed {
         label: format!("{}-{} ({})", r.from, r.to, r.ray_start_param),
+        what: r.ray_start_param.clone(),
         from: r.from.into(),
         to: r.to.into(),
         name: None,
@@ -151,6 +156,7 @@ fn needed_for(role: Role, declared: &[(String, u32)], out: &Findings<'_>) -> Vec
     let workers = plan.worker_ports.unwrap_or(RAY_DEFAULT_WORKER_PORTS);
     let workers = Needed {
         label: format!("{workers} (worker processes)"),
+        what: "worker processes".to_owned(),
         from: workers.from.into(),
         to: workers.to.into(),
         name: None,
@@ -434,7 +440,7 @@ fn check_group<'p>(
     out: &mut Findings<'_>,
 ) {
     let declared = declared_tcp_ports(group.spec.pointer("/template/spec"));
-    let needed = needed_for(group.role, &declared, out);
+    let needed = needed_for(group.role, &declared, &out.policy().spec().ports);
     let Coverage {
         towards,
         from,
@@ -912,7 +918,11 @@ pub fn check_pod(
     let mut head = own.clone();
     head.insert(LABEL_NODE_TYPE, "head");
     head.insert(LABEL_GROUP, HEAD_GROUP_LABEL_VALUE);
-    let needed = needed_for(pod.role, &declared_tcp_ports(Some(pod.spec)), out);
+    let needed = needed_for(
+        pod.role,
+        &declared_tcp_ports(Some(pod.spec)),
+        &out.policy().spec().ports,
+    );
     let root = json_patch::jsonptr::PointerBuf::new();
     let role = match pod.role {
         Role::Head => "head",

@@ -432,6 +432,22 @@ fn ends<'p>(
     }
 }
 
+/// The head's ports the operator must reach for the cluster it drives (name and number, as
+/// [`check`] judges them), none for a plain RayCluster.
+pub(super) fn operator_ports(
+    cluster: &ClusterSpec<'_>,
+    head: &NodeGroup<'_>,
+) -> Vec<(&'static str, u16)> {
+    let Some(workload) = workload(cluster) else {
+        return Vec::new();
+    };
+    let (ray_ports, all_ports) = head_ports(head, &[]);
+    wanted(workload, &ray_ports, &all_ports)
+        .into_iter()
+        .map(|w| (w.name, w.number))
+        .collect()
+}
+
 /// The ports of the head the operator must reach for `workload`, at the numbers the Ray
 /// container declares them (else KubeRay's defaults).
 fn wanted(workload: Workload, ray_ports: &[Declared], all_ports: &[Declared]) -> Vec<Wanted> {
