@@ -765,3 +765,104 @@ fn a_network_policy_in_another_file_counts_however_its_kind_is_spelled() {
     let out = raygate(&["check", "-f", dir.path().to_str().unwrap()]);
     assert_ne!(out.status.code(), Some(0), "{}", stdout(&out));
 }
+
+/// The RayCluster of `fillable-cluster.yaml` without its NetworkPolicy.
+fn uncovered_cluster() -> String {
+    let text = std::fs::read_to_string("tests/fixtures/manifests/fillable-cluster.yaml").unwrap();
+    let policy_at = text.find("kind: NetworkPolicy").unwrap();
+    let end = text[..policy_at].rfind("---").unwrap();
+    text[..end].to_owned()
+}
+
+#[test]
+fn fix_adds_the_network_policy_a_cluster_lacks_and_check_then_admits_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.yaml");
+    std::fs::write(&path, uncovered_cluster()).unwrap();
+    let p = path.to_str().unwrap();
+    let before = raygate(&["check", "-f", p]);
+    assert_eq!(before.status.code(), Some(1), "{}", stdout(&before));
+    assert!(stdout(&before).contains("network-policy/missing"));
+
+    let fixed = raygate(&["fix", "-f", p, "--in-place"]);
+    assert_eq!(fixed.status.code(), Some(0), "{}", stderr(&fixed));
+    assert!(
+        stderr(&fixed).contains("added NetworkPolicy \"raygate-raycluster-raycluster-autoscaler\""),
+        "{}",
+        stderr(&fixed)
+    );
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(written.starts_with(&uncovered_cluster()[..40]), "{written}");
+    assert!(
+        written.contains("# Between the cluster's Pods"),
+        "{written}"
+    );
+    let after = raygate(&["check", "-f", p]);
+    assert_eq!(after.status.code(), Some(0), "{}", stdout(&after));
+
+    // Run again: the cluster is covered now, and nothing is added twice.
+    let again = raygate(&["fix", "-f", p, "--in-place"]);
+    assert!(
+        stderr(&again).contains("0 NetworkPolicy(ies) added"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), written);
+}
+
+#[test]
+fn fix_never_edits_a_policy_that_exists_and_the_denial_keeps_the_lines_to_add() {
+    let source = "tests/fixtures/manifests/document-network-policy.yaml";
+    let fixed = raygate(&["fix", "-f", source]);
+    assert_eq!(fixed.status.code(), Some(0), "{}", stderr(&fixed));
+    assert!(
+        stderr(&fixed).contains("0 NetworkPolicy(ies) added"),
+        "{}",
+        stderr(&fixed)
+    );
+    let original = std::fs::read_to_string(source).unwrap();
+    let policy = &original[original.find("kind: NetworkPolicy").unwrap()..];
+    assert!(
+        stdout(&fixed).contains(policy.trim_end()),
+        "{}",
+        stdout(&fixed)
+    );
+    let check = raygate(&["check", "-f", source]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        stdout(&check).contains("add `- {protocol: TCP, port: "),
+        "{}",
+        stdout(&check)
+    );
+}
+
+#[test]
+fn fix_can_leave_network_policies_out_and_writes_a_json_files_policy_beside_it() {
+    let cluster = raygate::manifest::parse("c.yaml", &uncovered_cluster())
+        .unwrap()
+        .documents[0]
+        .value
+        .clone()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&cluster).unwrap()).unwrap();
+    let p = path.to_str().unwrap();
+    let skipped = raygate(&["fix", "-f", p, "--no-network-policies"]);
+    assert!(
+        !stdout(&skipped).contains("NetworkPolicy"),
+        "{}",
+        stdout(&skipped)
+    );
+    let done = raygate(&["fix", "-f", p, "--in-place"]);
+    assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
+    let beside = dir
+        .path()
+        .join("cluster.raygate-raycluster-raycluster-autoscaler.json");
+    let policy: Value = serde_json::from_str(&std::fs::read_to_string(&beside).unwrap()).unwrap();
+    assert_eq!(policy["kind"], "NetworkPolicy");
+    let _: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+        .expect("the cluster's file is still one JSON object");
+    let check = raygate(&["check", "-f", p, "-f", beside.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
+}

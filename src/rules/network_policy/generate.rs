@@ -80,34 +80,42 @@ struct Rule {
 }
 
 /// The NetworkPolicy the cluster needs, or `None` when its Pods carry no label raygate knows
-/// them by (an embedded cluster whose object's name is no label value).
+/// them by: the object has only a `generateName`, or its name is no label value.
 pub fn generate(
     cluster: &ClusterSpec<'_>,
     namespace: Option<&str>,
     policy: &Policy,
     api_server_addresses: &[String],
 ) -> Option<GeneratedPolicy> {
+    cluster.root.pointer("/metadata/name")?.as_str()?;
     let (key, value) = cluster_label(cluster)?;
     let selector = vec![(key.to_owned(), value.to_owned())];
     let kind = cluster.source.kind();
     let name = format!("raygate-{}-{}", kind.to_ascii_lowercase(), cluster.name);
-    let between = between_pods(policy);
-    let mut ingress = vec![Rule {
-        why: "Between the cluster's Pods: every port the plan pins, the per-node ranges and the worker processes (Ray 2.60.0 listens on all of them).".to_owned(),
-        peers: vec![Peer::Pods(selector.clone())],
-        ports: between.clone(),
-    }];
+    // A head alone never talks to another Pod of its cluster: its traffic to itself is no
+    // NetworkPolicy's business.
+    let has_workers = cluster.groups().any(|g| g.role == Role::Worker);
+    let between = has_workers.then(|| between_pods(policy));
+    let mut ingress: Vec<Rule> = between
+        .iter()
+        .map(|ports| Rule {
+            why: "Between the cluster's Pods: every port the plan pins, the per-node ranges and the worker processes (Ray 2.60.0 listens on all of them).".to_owned(),
+            peers: vec![Peer::Pods(selector.clone())],
+            ports: ports.clone(),
+        })
+        .collect();
     ingress.extend(operator_rule(cluster, policy));
     ingress.extend(submitter_rule(cluster, policy));
     ingress.extend(external_rules(policy));
-    let mut egress = vec![
-        Rule {
+    let mut egress: Vec<Rule> = between
+        .into_iter()
+        .map(|ports| Rule {
             why: "To the cluster's other Pods, on the same ports.".to_owned(),
             peers: vec![Peer::Pods(selector.clone())],
-            ports: between,
-        },
-        dns_rule(),
-    ];
+            ports,
+        })
+        .collect();
+    egress.push(dns_rule());
     egress.extend(api_server_rule(cluster, api_server_addresses));
 
     let header = format!(
@@ -389,11 +397,13 @@ fn render_peer(peer: &Peer) -> String {
 }
 
 fn render_rules(out: &mut String, field: &str, rules: &[Rule]) {
-    let _ = writeln!(
-        out,
-        "  {}:",
-        if field == "from" { "ingress" } else { "egress" }
-    );
+    let key = if field == "from" { "ingress" } else { "egress" };
+    if rules.is_empty() {
+        comment(out, "  ", &format!("No {key} at all: nothing needs it."));
+        let _ = writeln!(out, "  {key}: []");
+        return;
+    }
+    let _ = writeln!(out, "  {key}:");
     for rule in rules {
         comment(out, "  ", &rule.why);
         for (i, peer) in rule.peers.iter().enumerate() {
