@@ -82,6 +82,11 @@ pub enum Command {
         /// selects (by default one follows the cluster's document).
         #[arg(long)]
         no_network_policies: bool,
+        /// For a Ray cluster whose NetworkPolicies block what Ray needs, write the complete
+        /// NetworkPolicy it needs next to the first such policy's file, as
+        /// `<policy>.replacement.yaml`, for review. The policies themselves are never edited.
+        #[arg(long, conflicts_with = "no_network_policies")]
+        write_replacements: bool,
     },
     /// Run the admission webhook (HTTPS) for kubectl apply, Argo CD dry runs and audit mode.
     Serve(ServeArgs),

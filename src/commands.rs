@@ -11,6 +11,7 @@ use crate::engine::{Context, Engine};
 use crate::manifest::{self, Format, ManifestFile};
 use crate::ray::{ObjectRef, Target};
 use crate::report::{CheckResult, Origin, Output, Report, ReportWriter};
+use crate::rule_id::RuleId;
 use crate::rules::network_policy;
 use crate::yaml_edit;
 
@@ -165,6 +166,22 @@ fn file_network_policies(
         }
     }
     policies
+}
+
+/// Where each NetworkPolicy of the inputs was read, by (namespace, name).
+fn policy_files(inputs: &Inputs) -> std::collections::BTreeMap<(String, String), PathBuf> {
+    let mut files = std::collections::BTreeMap::new();
+    for file in &inputs.files {
+        let Some(path) = &file.path else {
+            continue;
+        };
+        for policy in file_network_policies(file, inputs.default_namespace.as_deref()) {
+            let namespace = policy.metadata.namespace.as_deref().unwrap_or("default");
+            let name = policy.metadata.name.clone().unwrap_or_default();
+            files.insert((namespace.to_owned(), name), path.clone());
+        }
+    }
+    files
 }
 
 /// Whether manifest text can hold a document of kind NetworkPolicy. The kind is spelled out
@@ -483,11 +500,17 @@ pub struct FixOptions {
     pub discard_comments: bool,
     /// Write the NetworkPolicy of each Ray cluster that none of the inputs selects.
     pub network_policies: bool,
+    /// For a cluster whose NetworkPolicies block what Ray needs, write the complete
+    /// replacement next to the policy's file for review; the policy itself is never edited.
+    pub write_replacements: bool,
 }
 
 /// The NetworkPolicies `fix` writes: those the inputs hold, and the ones written so far.
 struct NewPolicies<'a> {
     existing: &'a [Arc<NetworkPolicy>],
+    /// Where each NetworkPolicy of the inputs was read, by (namespace, name); set when
+    /// replacements are to be written.
+    replacing: Option<std::collections::BTreeMap<(String, String), PathBuf>>,
     /// (namespace, name) of each policy written.
     written: std::collections::BTreeSet<(String, String)>,
 }
@@ -511,7 +534,9 @@ impl NewPolicies<'_> {
                 continue;
             };
             let namespace = object.namespace.unwrap_or("default");
-            if network_policy::selected_by_any(&cluster, namespace, self.existing) {
+            let selecting = network_policy::selecting_cluster(&cluster, namespace, self.existing);
+            if !selecting.is_empty() {
+                self.write_replacement(engine, &object, &cluster, &selecting, source);
                 continue;
             }
             let plan = engine.policy();
@@ -544,6 +569,67 @@ impl NewPolicies<'_> {
         }
         texts
     }
+
+    /// When `selecting` (the cluster's policies) leave a network-policy finding, the
+    /// generated policy goes beside the first of them as `<name>.replacement.yaml`.
+    fn write_replacement(
+        &self,
+        engine: &Engine,
+        object: &ObjectRef<'_>,
+        cluster: &crate::ray::ClusterSpec<'_>,
+        selecting: &[String],
+        source: &str,
+    ) {
+        let Some(files) = &self.replacing else {
+            return;
+        };
+        let decision = engine.evaluate(object, &Context::complete(self.existing));
+        let blocked = decision.violations.iter().any(|v| {
+            v.rule.family() == Some(crate::rule_id::Family::NetworkPolicy)
+                && !matches!(v.rule, RuleId::NotVerified | RuleId::PodLabel)
+        });
+        if !blocked {
+            return;
+        }
+        let plan = engine.policy();
+        let addresses = &plan.spec().network_policy.api_server_addresses;
+        let Some(generated) = network_policy::generate(cluster, object.namespace, plan, addresses)
+        else {
+            return;
+        };
+        let namespace = object.namespace.unwrap_or("default").to_owned();
+        let Some(policy_file) = files.get(&(namespace, selecting[0].clone())) else {
+            eprintln!(
+                "warning: {source}: NetworkPolicy {:?} was read from standard input; no replacement written",
+                selecting[0]
+            );
+            return;
+        };
+        let path = policy_file.with_file_name(format!("{}.replacement.yaml", selecting[0]));
+        let listed: Vec<String> = selecting.iter().map(|n| format!("{n:?}")).collect();
+        let generated = generated.renamed(&selecting[0]);
+        let others = if selecting.len() > 1 {
+            format!(", then delete {}", listed[1..].join(", "))
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "# Replaces NetworkPolicy {} for {} {:?}: review it and apply it{others}.\n{}",
+            listed.join(", "),
+            object.kind,
+            object.name,
+            generated.text
+        );
+        match write_atomically(&path, &text) {
+            Ok(()) => eprintln!(
+                "raygate fix: {source}: the NetworkPolicies of {} {:?} block what Ray needs; wrote the replacement {}",
+                object.kind,
+                object.name,
+                path.display()
+            ),
+            Err(e) => eprintln!("error: {}: cannot write: {e}", path.display()),
+        }
+    }
 }
 
 /// The file's text with the fixed documents in place of the old; everything between them
@@ -573,6 +659,7 @@ pub fn fix(engine: &Engine, paths: &[PathBuf], options: &FixOptions) -> u8 {
     let context = Context::complete(&policies);
     let mut new_policies = options.network_policies.then(|| NewPolicies {
         existing: &policies,
+        replacing: options.write_replacements.then(|| policy_files(&inputs)),
         written: std::collections::BTreeSet::new(),
     });
     let mut failed = false;

@@ -80,6 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             in_place,
             discard_comments,
             no_network_policies,
+            write_replacements,
         } => commands::fix(
             &Engine::new(load_policy(&policy, None)?),
             &paths,
@@ -87,6 +88,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 in_place,
                 discard_comments,
                 network_policies: !no_network_policies,
+                write_replacements,
             },
         ),
         Command::Serve(args) => serve_command(args)?,

@@ -866,3 +866,59 @@ fn fix_can_leave_network_policies_out_and_writes_a_json_files_policy_beside_it()
     let check = raygate(&["check", "-f", p, "-f", beside.to_str().unwrap()]);
     assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
 }
+
+#[test]
+fn fix_writes_a_blocking_policys_replacement_beside_it_for_review() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = "tests/fixtures/manifests/document-network-policy.yaml";
+    let path = dir.path().join("ray.yaml");
+    std::fs::copy(source, &path).unwrap();
+    let p = path.to_str().unwrap();
+    let original = std::fs::read_to_string(&path).unwrap();
+    let out = raygate(&["fix", "-f", p, "--in-place", "--write-replacements"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let policy: Value = raygate::manifest::parse("p", &original)
+        .unwrap()
+        .documents
+        .iter()
+        .filter_map(|d| d.value.clone())
+        .find(|v| v["kind"] == "NetworkPolicy")
+        .unwrap();
+    let name = policy["metadata"]["name"].as_str().unwrap();
+    let replacement = dir.path().join(format!("{name}.replacement.yaml"));
+    let text = std::fs::read_to_string(&replacement).expect("the replacement is written");
+    assert!(
+        text.starts_with(&format!("# Replaces NetworkPolicy {name:?}")),
+        "{text}"
+    );
+    let written = std::fs::read_to_string(&path).unwrap();
+    let kept = &original[original.find("kind: NetworkPolicy").unwrap()..];
+    assert!(
+        written.contains(kept.trim_end()),
+        "the policy itself is never edited"
+    );
+    // The cluster, filled in, with the replacement instead of the policy: no network finding
+    // (this cluster's Ray is too old for its autoscaler, which is another rule's).
+    let cluster_only = &written[..written.find("kind: NetworkPolicy").unwrap()];
+    let cluster_only = &cluster_only[..cluster_only.rfind("---").unwrap()];
+    let fixed = dir.path().join("fixed.yaml");
+    std::fs::write(&fixed, cluster_only).unwrap();
+    let before = raygate(&["check", "-f", p]);
+    assert!(
+        stdout(&before).contains("network-policy/"),
+        "{}",
+        stdout(&before)
+    );
+    let check = raygate(&[
+        "check",
+        "-f",
+        fixed.to_str().unwrap(),
+        "-f",
+        replacement.to_str().unwrap(),
+    ]);
+    assert!(
+        !stdout(&check).contains("network-policy/"),
+        "{}",
+        stdout(&check)
+    );
+}

@@ -12,7 +12,7 @@ mod kuberay_labels;
 mod operator;
 mod semantics;
 
-pub use generate::{GeneratedPolicy, MANAGED_BY, generate, selected_by_any};
+pub use generate::{GeneratedPolicy, MANAGED_BY, generate, selected_by_any, selecting_cluster};
 use kuberay_labels::{cr_name_label, group_labels};
 pub use kuberay_labels::{identifiers, kuberay_label_value, pod_labels};
 use semantics::{

@@ -34,9 +34,41 @@ pub struct GeneratedPolicy {
 }
 
 impl GeneratedPolicy {
+    /// The same policy under another name: a replacement that `kubectl apply` puts in place
+    /// of the policy of that name.
+    pub fn renamed(mut self, name: &str) -> GeneratedPolicy {
+        let old_line = format!("\n  name: {}\n", scalar(&self.name));
+        let new_line = format!("\n  name: {}\n", scalar(name));
+        self.text = self.text.replacen(&old_line, &new_line, 1);
+        self.object["metadata"]["name"] = name.into();
+        self.name = name.to_owned();
+        self
+    }
+
     pub fn network_policy(&self) -> Result<NetworkPolicy, serde_json::Error> {
         serde_json::from_value(self.object.clone())
     }
+}
+
+/// The names of the NetworkPolicies of `namespace` among `policies` that select some Pod of
+/// the cluster.
+pub fn selecting_cluster(
+    cluster: &ClusterSpec<'_>,
+    namespace: &str,
+    policies: &[Arc<NetworkPolicy>],
+) -> Vec<String> {
+    let in_namespace = in_namespace(policies, namespace);
+    let ids = identifiers(cluster.name);
+    let mut names: Vec<String> = Vec::new();
+    for group in cluster.groups() {
+        for policy in selecting(&in_namespace, &group_labels(cluster, &group, &ids)) {
+            let name = policy.metadata.name.clone().unwrap_or_default();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
 }
 
 /// Whether some NetworkPolicy of `namespace` among `policies` selects a Pod of the cluster.
@@ -45,11 +77,7 @@ pub fn selected_by_any(
     namespace: &str,
     policies: &[Arc<NetworkPolicy>],
 ) -> bool {
-    let in_namespace = in_namespace(policies, namespace);
-    let ids = identifiers(cluster.name);
-    cluster
-        .groups()
-        .any(|group| !selecting(&in_namespace, &group_labels(cluster, &group, &ids)).is_empty())
+    !selecting_cluster(cluster, namespace, policies).is_empty()
 }
 
 /// Who a rule admits.
