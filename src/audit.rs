@@ -192,6 +192,18 @@ fn list_error(what: &str) -> impl FnOnce(kube::Error) -> Error {
     move |source| Error::List { what, source }
 }
 
+/// Every NetworkPolicy of the cluster (`raygate fix --kubeconfig` counts them as existing).
+pub async fn all_network_policies(
+    client: &Client,
+    progress: &mut (dyn FnMut(Progress<'_>) + Send),
+) -> Result<Vec<Arc<NetworkPolicy>>, Error> {
+    let policies: Vec<NetworkPolicy> =
+        list_all(&typed_api(client, None), None, "NetworkPolicies", progress)
+            .await
+            .map_err(list_error("NetworkPolicies"))?;
+    Ok(policies.into_iter().map(Arc::new).collect())
+}
+
 /// The NetworkPolicies of `namespace` (or of every namespace), by namespace.
 async fn network_policies_by_namespace(
     client: &Client,

@@ -87,6 +87,10 @@ pub enum Command {
         /// `<policy>.replacement.yaml`, for review. The policies themselves are never edited.
         #[arg(long, conflicts_with = "no_network_policies")]
         write_replacements: bool,
+        /// Also count the NetworkPolicies of this cluster as existing: a Ray cluster one of
+        /// them selects gets no new policy.
+        #[arg(long, value_name = "FILE", conflicts_with = "no_network_policies")]
+        kubeconfig: Option<PathBuf>,
     },
     /// Run the admission webhook (HTTPS) for kubectl apply, Argo CD dry runs and audit mode.
     Serve(ServeArgs),

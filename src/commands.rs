@@ -600,7 +600,7 @@ impl NewPolicies<'_> {
         let namespace = object.namespace.unwrap_or("default").to_owned();
         let Some(policy_file) = files.get(&(namespace, selecting[0].clone())) else {
             eprintln!(
-                "warning: {source}: NetworkPolicy {:?} was read from standard input; no replacement written",
+                "warning: {source}: NetworkPolicy {:?} is in no file among the inputs (standard input, or the cluster); no replacement written",
                 selecting[0]
             );
             return;
@@ -647,7 +647,13 @@ fn splice_file(file: &ManifestFile, fixed: &[(usize, String)]) -> String {
     out
 }
 
-pub fn fix(engine: &Engine, paths: &[PathBuf], options: &FixOptions) -> u8 {
+/// `live`: NetworkPolicies of a cluster that count as existing besides the inputs'.
+pub fn fix(
+    engine: &Engine,
+    paths: &[PathBuf],
+    live: &[Arc<NetworkPolicy>],
+    options: &FixOptions,
+) -> u8 {
     let inputs = Inputs::read(paths);
     for error in &inputs.errors {
         eprintln!("error: {error}");
@@ -657,8 +663,9 @@ pub fn fix(engine: &Engine, paths: &[PathBuf], options: &FixOptions) -> u8 {
     }
     let policies = inputs.network_policies();
     let context = Context::complete(&policies);
+    let existing: Vec<Arc<NetworkPolicy>> = policies.iter().chain(live).cloned().collect();
     let mut new_policies = options.network_policies.then(|| NewPolicies {
-        existing: &policies,
+        existing: &existing,
         replacing: options.write_replacements.then(|| policy_files(&inputs)),
         written: std::collections::BTreeSet::new(),
     });

@@ -81,9 +81,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             discard_comments,
             no_network_policies,
             write_replacements,
+            kubeconfig,
         } => commands::fix(
             &Engine::new(load_policy(&policy, None)?),
             &paths,
+            &live_network_policies(kubeconfig.as_deref())?,
             &FixOptions {
                 in_place,
                 discard_comments,
@@ -247,6 +249,27 @@ async fn publish_certs(hosts: &[String], days: u32, args: &cli::PublishArgs) -> 
     };
     raygate::publish::publish(&client, &target).await?;
     Ok(exit::OK)
+}
+
+/// The cluster's NetworkPolicies, for `fix --kubeconfig`; none without it.
+fn live_network_policies(
+    kubeconfig: Option<&Path>,
+) -> anyhow::Result<Vec<std::sync::Arc<k8s_openapi::api::networking::v1::NetworkPolicy>>> {
+    let Some(kubeconfig) = kubeconfig else {
+        return Ok(Vec::new());
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = kube::Client::try_from(config_from(kubeconfig).await?)?;
+        let policies = raygate::audit::all_network_policies(&client, &mut |_| {}).await?;
+        eprintln!(
+            "raygate fix: {} NetworkPolicies in the cluster count as existing",
+            policies.len()
+        );
+        Ok(policies)
+    })
 }
 
 async fn config_from(kubeconfig: &Path) -> anyhow::Result<kube::Config> {
