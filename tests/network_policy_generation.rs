@@ -202,3 +202,28 @@ fn every_rule_and_port_of_a_generated_policy_is_needed() {
     assert!(kinds.len() >= 3, "only {kinds:?}");
     assert!(removals > 1000, "only {removals} removals judged");
 }
+
+/// The policies written for the real-cluster tier's RayCluster, RayJob and RayService, as a
+/// reviewer reads them: reviewed by hand when they change.
+#[test]
+fn generated_policies_as_written() {
+    let engine = Engine::new(plan_with_external_access());
+    let mut texts = String::new();
+    for name in ["seed-cluster.yaml", "rayjob.yaml", "rayservice.yaml"] {
+        let file = manifest::read(&PathBuf::from("tests/cluster/manifests").join(name)).unwrap();
+        for value in file.documents.into_iter().filter_map(|d| d.value) {
+            let value = filled(&engine, &value);
+            let object = ObjectRef::from_value(&value).unwrap();
+            let Target::Cluster(cluster) = Target::of(&object) else {
+                continue;
+            };
+            let plan = engine.policy();
+            let addresses = &plan.spec().network_policy.api_server_addresses;
+            let generated =
+                network_policy::generate(&cluster, object.namespace, plan, addresses).unwrap();
+            texts.push_str("---\n");
+            texts.push_str(&generated.text);
+        }
+    }
+    insta::assert_snapshot!("generated_network_policies", texts);
+}
