@@ -120,6 +120,7 @@ rule_ids! {
     ExternalAccess = "network-policy/external-access" in NETWORK_POLICY;
     PodLabel = "network-policy/pod-label" in NETWORK_POLICY;
     OperatorAccess = "network-policy/operator-access" in NETWORK_POLICY;
+    SubmitterAccess = "network-policy/submitter-access" in NETWORK_POLICY;
     ResourcesMissing = "resources/missing" in RESOURCES;
     InvalidQuantity = "resources/invalid-quantity" in RESOURCES;
     LimitBelowRequest = "resources/limit-below-request" in RESOURCES;

@@ -2290,11 +2290,14 @@ mod network_policy {
         let selector = json!({"matchLabels": {key: value}});
         np["spec"]["podSelector"] = selector.clone();
         np["spec"]["ingress"][0]["from"][0]["podSelector"] = selector;
-        // The KubeRay operator follows the job on the head's dashboard.
-        np["spec"]["ingress"]
-            .as_array_mut()
-            .unwrap()
-            .push(operator_ingress(&["dashboard"]));
+        // The KubeRay operator follows the job on the head's dashboard, where its submitter
+        // sends it.
+        let ingress = np["spec"]["ingress"].as_array_mut().unwrap();
+        ingress.push(operator_ingress(&["dashboard"]));
+        ingress.push(json!({
+            "from": [{"podSelector": {"matchLabels": {"batch.kubernetes.io/job-name": "j"}}}],
+            "ports": [{"port": "dashboard"}]
+        }));
         np
     }
 
@@ -2913,10 +2916,10 @@ mod network_policy {
             assert!(!d.allowed());
         }
 
-        /// The cluster tier's manifests admit the operator by podSelector in kuberay; without
-        /// that peer they are denied.
+        /// The policies `raygate fix` writes for the cluster tier's RayJob and RayService admit
+        /// the operator (in kuberay, by its label); without that rule they are denied.
         #[test]
-        fn the_cluster_tiers_manifests_admit_the_operator() {
+        fn the_cluster_tiers_generated_policies_admit_the_operator() {
             for (file, ports) in [
                 ("tests/cluster/manifests/rayjob.yaml", "8266 (dashboard)"),
                 (
@@ -2925,21 +2928,29 @@ mod network_policy {
                 ),
             ] {
                 let text = std::fs::read_to_string(file).unwrap();
-                let values: Vec<Value> = raygate::manifest::parse(file, &text)
+                let value = raygate::manifest::parse(file, &text)
                     .unwrap()
                     .documents
                     .into_iter()
                     .filter_map(|d| d.value)
-                    .collect();
-                let ray = values
-                    .iter()
                     .find(|v| v["apiVersion"] == "ray.io/v1")
                     .unwrap();
-                let mut policies: Vec<Value> = values
-                    .iter()
-                    .filter(|v| v["kind"] == "NetworkPolicy")
-                    .cloned()
-                    .collect();
+                let d = evaluate_with(&engine(), &value, &[]);
+                let ray = &apply(&value, &d.patch);
+                let object = ObjectRef::from_value(ray).unwrap();
+                let raygate::ray::Target::Cluster(cluster) = raygate::ray::Target::of(&object)
+                else {
+                    panic!("{file}: no cluster spec");
+                };
+                let plan = raygate::policy::Policy::built_in();
+                let generated = raygate::rules::network_policy::generate(
+                    &cluster,
+                    object.namespace,
+                    &plan,
+                    &[],
+                )
+                .unwrap();
+                let mut policies = vec![generated.object];
                 let d = evaluate_with(&engine(), ray, &policies);
                 assert!(found(&d, RULE).is_empty(), "{file}: {:#?}", d.violations);
                 assert!(
@@ -2948,17 +2959,14 @@ mod network_policy {
                     d.violations
                 );
                 assert!(d.allowed(), "{file}: {:#?}", d.violations);
-                // Without the operator's peer.
-                for rule in policies[0]["spec"]["ingress"].as_array_mut().unwrap() {
-                    rule["from"]
-                        .as_array_mut()
-                        .unwrap()
-                        .retain(|peer| *peer != operator_peer());
-                }
+                // Without the operator's rule.
                 policies[0]["spec"]["ingress"]
                     .as_array_mut()
                     .unwrap()
-                    .retain(|rule| !rule["from"].as_array().unwrap().is_empty());
+                    .retain(|rule| {
+                        rule.pointer("/from/0/podSelector/matchLabels/app.kubernetes.io~1component")
+                            .is_none()
+                    });
                 let d = evaluate_with(&engine(), ray, &policies);
                 let cut = found(&d, RULE);
                 assert_eq!(cut.len(), 1, "{file}: {:#?}", d.violations);
@@ -2970,6 +2978,105 @@ mod network_policy {
                     cut[0].message
                 );
             }
+        }
+    }
+
+    /// KubeRay v1.5.0 runs a RayJob's `ray job submit` in a Job named after it, which talks
+    /// to the head's dashboard: the cluster's policies must let that Pod through.
+    mod submitter_access {
+        use super::*;
+
+        const RULE: &str = "network-policy/submitter-access";
+
+        fn without_submitter() -> Value {
+            let mut np = selecting("raygate.dev/ray-cr-name", "j");
+            np["spec"]["ingress"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|rule| {
+                    rule.pointer("/from/0/podSelector/matchLabels/batch.kubernetes.io~1job-name")
+                        .is_none()
+                });
+            np
+        }
+
+        fn filled_job(mode: Option<&str>) -> Value {
+            let mut job = ray_job("j");
+            if let Some(mode) = mode {
+                job["spec"]["submissionMode"] = json!(mode);
+            }
+            let d = evaluate_with(&engine(), &job, &[]);
+            apply(&job, &d.patch)
+        }
+
+        #[test]
+        fn a_rayjob_whose_policy_cuts_its_submitter_is_denied_and_the_hint_fixes_it() {
+            let job = filled_job(None);
+            let np = without_submitter();
+            let d = evaluate_with(&engine(), &job, std::slice::from_ref(&np));
+            let cut: Vec<_> = d
+                .violations
+                .iter()
+                .filter(|v| v.rule.as_str() == RULE)
+                .collect();
+            assert_eq!(cut.len(), 1, "{:#?}", d.violations);
+            assert_eq!(cut[0].action, Action::Deny);
+            assert_eq!(cut[0].path, "/spec/rayClusterSpec/headGroupSpec");
+            assert!(
+                cut[0].message.starts_with("NetworkPolicy \"j-ray\" keeps the RayJob's submitter Pod (batch.kubernetes.io/job-name=j) from reaching the head's dashboard on TCP 8266"),
+                "{}",
+                cut[0].message
+            );
+            let code = cut[0].message.rsplit('`').nth(1).unwrap();
+            let rule: Value = serde_yaml_ng::from_str(code).unwrap();
+            let mut fixed = np;
+            fixed["spec"]["ingress"]
+                .as_array_mut()
+                .unwrap()
+                .push(rule[0].clone());
+            let d = evaluate_with(&engine(), &job, &[fixed]);
+            assert!(d.violations.is_empty(), "{:#?}", d.violations);
+        }
+
+        #[test]
+        fn the_submitters_own_egress_counts() {
+            let job = filled_job(None);
+            let egress_only = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "submitters", "namespace": "kuberay"},
+                "spec": {"podSelector": {"matchLabels": {"batch.kubernetes.io/job-name": "j"}},
+                         "policyTypes": ["Egress"], "egress": []}});
+            let d = evaluate_with(
+                &engine(),
+                &job,
+                &[selecting("raygate.dev/ray-cr-name", "j"), egress_only],
+            );
+            let cut: Vec<_> = d
+                .violations
+                .iter()
+                .filter(|v| v.rule.as_str() == RULE)
+                .collect();
+            assert_eq!(cut.len(), 1, "{:#?}", d.violations);
+            assert!(
+                cut[0].message.contains("add to NetworkPolicy \"submitters\" an egress rule `- {to: [{podSelector: {matchLabels: {raygate.dev/ray-cr-name: j, ray.io/node-type: head}}}], ports: [{protocol: TCP, port: 8266}]}`"),
+                "{}",
+                cut[0].message
+            );
+        }
+
+        #[test]
+        fn without_a_submitter_job_there_is_nothing_to_reach() {
+            for mode in ["HTTPMode", "SidecarMode", "InteractiveMode"] {
+                let job = filled_job(Some(mode));
+                let d = evaluate_with(&engine(), &job, &[without_submitter()]);
+                assert!(
+                    d.violations.iter().all(|v| v.rule.as_str() != RULE),
+                    "{mode}: {:#?}",
+                    d.violations
+                );
+            }
+            let cluster_only = cluster("j");
+            let d = evaluate_with(&engine(), &cluster_only, &[network_policy("j")]);
+            assert!(d.violations.iter().all(|v| v.rule.as_str() != RULE));
         }
     }
 }

@@ -81,6 +81,7 @@ pub fn help(rule: RuleId, policy: &Policy) -> String {
         RuleId::ApiserverEgress => "With in-tree autoscaling, the head may reach the API server through its NetworkPolicies.".into(),
         RuleId::ExternalAccess => "Namespaces the policy names (Prometheus, notebooks) can reach the ports they need.".into(),
         RuleId::OperatorAccess => "The KubeRay operator's Pod may reach the head of a RayJob's or RayService's cluster on the dashboard port, and a RayService's on the serve port.".into(),
+        RuleId::SubmitterAccess => "A RayJob's submitter Pod may reach its head's dashboard port, where `ray job submit` sends the job.".into(),
         RuleId::PodLabel => "Pods of a RayJob's, RayService's or RayCronJob's cluster carry raygate.dev/ray-cr-name, so a NetworkPolicy can select them.".into(),
         RuleId::ResourcesMissing => "Every container sets CPU and memory requests and limits.".into(),
         RuleId::InvalidQuantity => "Resource quantities are valid Kubernetes quantities.".into(),

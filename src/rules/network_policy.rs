@@ -11,6 +11,7 @@ mod generate;
 mod kuberay_labels;
 mod operator;
 mod semantics;
+mod submitter;
 
 pub use generate::{GeneratedPolicy, MANAGED_BY, generate, selected_by_any, selecting_cluster};
 use kuberay_labels::{cr_name_label, group_labels};
@@ -30,12 +31,13 @@ use crate::ray::{
 
 /// The findings that a cluster's NetworkPolicies cut traffic Ray needs: what a NetworkPolicy
 /// change can newly cause, and what a Pod inherits from its cluster's view.
-pub const CUTS: [RuleId; 5] = [
+pub const CUTS: [RuleId; 6] = [
     RuleId::BlockedPorts,
     RuleId::WorkerPorts,
     RuleId::DnsEgress,
     RuleId::ApiserverEgress,
     RuleId::OperatorAccess,
+    RuleId::SubmitterAccess,
 ];
 
 /// The NetworkPolicies the engine may consult.
@@ -317,7 +319,7 @@ fn add_unique<'a>(list: &mut Vec<&'a NetworkPolicy>, more: &[&'a NetworkPolicy])
 }
 
 /// The rules a cluster's NetworkPolicies are judged by.
-const CLUSTER_RULES: [RuleId; 7] = [
+const CLUSTER_RULES: [RuleId; 8] = [
     RuleId::NetworkPolicyMissing,
     RuleId::BlockedPorts,
     RuleId::WorkerPorts,
@@ -325,6 +327,7 @@ const CLUSTER_RULES: [RuleId; 7] = [
     RuleId::ApiserverEgress,
     RuleId::ExternalAccess,
     RuleId::OperatorAccess,
+    RuleId::SubmitterAccess,
 ];
 
 /// What every group of a cluster is judged against.
@@ -409,6 +412,14 @@ pub fn check_cluster(
     report_cuts(&scope, gathered.cuts, out);
     if let Some((head, _)) = groups.iter().find(|(g, _)| g.role == Role::Head) {
         operator::check(
+            cluster,
+            head,
+            namespace,
+            namespace_labels,
+            &in_namespace,
+            out,
+        );
+        submitter::check(
             cluster,
             head,
             namespace,

@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 
 use super::kuberay_labels::group_labels;
 use super::semantics::{NAMESPACE_NAME_LABEL, in_namespace, selecting};
-use super::{DNS_NAMESPACE, DNS_POD_LABEL, cluster_label, identifiers, needed_for, operator};
+use super::{
+    DNS_NAMESPACE, DNS_POD_LABEL, cluster_label, identifiers, needed_for, operator, submitter,
+};
 use crate::policy::Policy;
 use crate::ray::{ClusterSource, ClusterSpec, Role};
 use crate::yaml_edit::scalar;
@@ -133,7 +135,7 @@ pub fn generate(
         })
         .collect();
     ingress.extend(operator_rule(cluster, policy));
-    ingress.extend(submitter_rule(cluster, policy));
+    ingress.extend(submitter_rule(cluster));
     ingress.extend(external_rules(policy));
     let mut egress: Vec<Rule> = between
         .into_iter()
@@ -202,24 +204,17 @@ fn operator_rule(cluster: &ClusterSpec<'_>, policy: &Policy) -> Option<Rule> {
 }
 
 /// A RayJob in K8sJobMode (the default) runs `ray job submit` in a Job named after it, which
-/// talks to the head's dashboard.
-fn submitter_rule(cluster: &ClusterSpec<'_>, policy: &Policy) -> Option<Rule> {
-    if cluster.source != ClusterSource::RayJob {
+/// talks to the head's dashboard (`network-policy/submitter-access`).
+fn submitter_rule(cluster: &ClusterSpec<'_>) -> Option<Rule> {
+    if !submitter::runs_submitter(cluster) {
         return None;
     }
-    let mode = cluster
-        .root
-        .pointer("/spec/submissionMode")
-        .and_then(Value::as_str)
-        .unwrap_or("K8sJobMode");
-    if mode != "K8sJobMode" {
-        return None;
-    }
-    let dashboard = planned_port(policy, "dashboard")?;
+    let head = cluster.groups().find(|g| g.role == Role::Head)?;
+    let &(_, dashboard) = operator::operator_ports(cluster, &head).first()?;
     Some(Rule {
         why: "From the RayJob's submitter Pod (the Job controller labels it with the Job's name, which KubeRay gives the RayJob's): `ray job submit` talks to the dashboard.".to_owned(),
         peers: vec![Peer::Pods(vec![(
-            "batch.kubernetes.io/job-name".to_owned(),
+            submitter::JOB_NAME_LABEL.to_owned(),
             cluster.name.to_owned(),
         )])],
         ports: vec![Port {

@@ -44,7 +44,7 @@ fn workload(cluster: &ClusterSpec<'_>) -> Option<Workload> {
 }
 
 /// A declared container port: (name, number, protocol).
-type Declared = (String, u16, String);
+pub(super) type Declared = (String, u16, String);
 
 fn declared(port: &Value) -> Option<Declared> {
     let name = port.get("name").and_then(Value::as_str)?;
@@ -62,7 +62,10 @@ fn declared(port: &Value) -> Option<Declared> {
 /// The named ports of the head's containers once the admission's patch is applied: the
 /// declared ones, and those the ports rules fill into the Ray container (container 0).
 /// The first list is the Ray container's, the second every container's.
-fn head_ports(head: &NodeGroup<'_>, fills: &[PatchOperation]) -> (Vec<Declared>, Vec<Declared>) {
+pub(super) fn head_ports(
+    head: &NodeGroup<'_>,
+    fills: &[PatchOperation],
+) -> (Vec<Declared>, Vec<Declared>) {
     let containers = head
         .spec
         .pointer("/template/spec/containers")
@@ -156,22 +159,22 @@ fn every_pod() -> NetworkPolicyPeer {
 
 /// What the policies hold that raygate cannot judge here.
 #[derive(Debug, Default)]
-struct Unknowns {
+pub(super) struct Unknowns {
     /// A namespaceSelector on labels of the operator's namespace that are not known.
-    namespace: bool,
+    pub(super) namespace: bool,
     /// An ipBlock other than every address or none: the Pods' addresses are not known.
-    ip_block: bool,
+    pub(super) ip_block: bool,
 }
 
 /// The policies that judge the connection: each with whether it selects the head (its
 /// ingress rules count) and whether it selects the operator's Pod (its egress rules count).
-type Judging<'p> = Vec<(&'p NetworkPolicy, bool, bool)>;
+pub(super) type Judging<'p> = Vec<(&'p NetworkPolicy, bool, bool)>;
 
 /// `policies` with each peer of a rule that counts whose match cannot be known here replaced
 /// by one that matches every Pod (`assume`) or none. Those peers are matched against the
 /// operator's Pod (ingress of the head) or, in the operator's own namespace, the head (its
 /// egress), so the namespace a selector is judged on is the operator's.
-fn resolved(
+pub(super) fn resolved(
     policies: &Judging<'_>,
     namespace: &NamespaceView<'_>,
     assume: bool,
@@ -630,7 +633,10 @@ fn first_name<'p>(policies: &[&'p NetworkPolicy]) -> &'p str {
 
 /// The label a policy selects the head by: the name raygate fills into an embedded cluster's
 /// templates, else a RayCluster's own name.
-fn head_selector(cluster: &ClusterSpec<'_>, head_labels: &BTreeMap<String, String>) -> String {
+pub(super) fn head_selector(
+    cluster: &ClusterSpec<'_>,
+    head_labels: &BTreeMap<String, String>,
+) -> String {
     let head = "ray.io/node-type: head";
     if let Some(name) = head_labels.get(LABEL_CR_NAME) {
         format!("{LABEL_CR_NAME}: {name}, {head}")
