@@ -24,7 +24,14 @@ import time
 from dataclasses import dataclass, field
 
 SUBNET = "198.18.0"  # /24 inside 198.18.0.0/15
+# For pods that need no names beyond their hosts file: nothing listens there.
 RESOLV = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
+
+
+def cluster_resolv(nameserver: str, namespace: str) -> str:
+    """/etc/resolv.conf as kubelet writes it for dnsPolicy ClusterFirst."""
+    return (f"nameserver {nameserver}\nsearch {namespace}.svc.cluster.local svc.cluster.local "
+            "cluster.local\noptions ndots:5 timeout:1 attempts:2\n")
 
 
 def sh(*argv, check=True, input=None):
@@ -68,9 +75,9 @@ class Net:
             json.dump({"prefix": self.prefix, "netns": names}, f)
 
     def add_pod(self, key: str, hostname: str, hosts: dict, tmpfs: list,
-                ip: str | None = None) -> Pod:
+                ip: str | None = None, resolv: str = RESOLV) -> Pod:
         """A pod namespace. `hosts` maps address -> names for its /etc/hosts; `tmpfs` lists
-        (mountPath, size) mounts besides /tmp/ray."""
+        (mountPath, size) mounts besides /tmp/ray; `resolv` is its /etc/resolv.conf."""
         if ip is None:
             ip = f"{SUBNET}.{self.next_host}"
             self.next_host += 1
@@ -86,7 +93,7 @@ class Net:
         with open(f"{etc}/hosts", "w") as f:
             f.write("\n".join(lines) + "\n")
         with open(f"{etc}/resolv.conf", "w") as f:
-            f.write(RESOLV)
+            f.write(resolv)
         n = pod.netns
         veth = self._veth(key)
         # A namespace of the same key from an earlier scenario dies asynchronously (the

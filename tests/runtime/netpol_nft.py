@@ -20,8 +20,8 @@ of the same objects. What it implements:
 * Replies of admitted connections pass (conntrack established,related) and a pod's traffic to
   itself is never filtered (it arrives on the loopback interface).
 
-No DNS server runs in the rig (names resolve through hosts files), so the DNS rules of a policy
-are rendered but never exercised.
+The rig's cluster DNS is a Pod like any other (kube-system, k8s-app=kube-dns), so a policy's
+DNS egress rule is enforced like the rest.
 """
 from __future__ import annotations
 
@@ -217,7 +217,8 @@ def _render(nets, ports, addr_key: str) -> list:
 
 def ruleset(pod: Endpoint, policies: list, endpoints: list, table: str = "netpol") -> str:
     """An `nft -f` script for the pod's own network namespace. The sets `seen` and `dropped`
-    record new TCP connections (source, destination, port) that arrived and that were refused."""
+    record new TCP connections (source, destination, port) that arrived, and TCP connections and
+    UDP datagrams that were refused."""
     chains = []
     for direction, hook, addr_key, iface in (
         ("Ingress", "input", "saddr", "iifname"),
@@ -232,7 +233,8 @@ def ruleset(pod: Endpoint, policies: list, endpoints: list, table: str = "netpol
         else:
             for nets, ports in rules:
                 body += _render(nets, ports, addr_key)
-            body.append("meta l4proto tcp add @dropped { ip saddr . ip daddr . tcp dport }")
+            # UDP too: a refused DNS query shows as refused, not as a name that does not resolve.
+            body.append("meta l4proto { tcp, udp } add @dropped { ip saddr . ip daddr . th dport }")
             body.append("drop")
         chains.append(
             f"  chain {direction.lower()} {{\n    type filter hook {hook} priority filter; policy accept;\n"

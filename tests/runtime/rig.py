@@ -35,9 +35,15 @@ T0 = time.time()
 
 NS = "kuberay"  # the infrastructure document's namespace
 CLIENT_NS = "ray-clients"
+CLIENT_NS_LABELS = {"kubernetes.io/metadata.name": CLIENT_NS}
 LEGACY_NS = "kuberay-legacy"
 CLUSTER = "raycluster-runtime"
 LEGACY = "raycluster-legacy"
+# Cluster DNS as in a real cluster (CoreDNS's Pods are kube-system's k8s-app=kube-dns), so that
+# a NetworkPolicy's DNS egress rule decides whether Pods find the head Service.
+DNS_NS = "kube-system"
+DNS_LABELS = {"k8s-app": "kube-dns"}
+DNS_IP = f"{netns.SUBNET}.53"
 
 # The platform plan, read from `raygate policy` (the effective policy): [(name, first, last)].
 PLAN = []
@@ -219,8 +225,12 @@ def group_of(pod):
     return pod["metadata"]["labels"]["ray.io/group"]
 
 
-def head_names(svc, ns):
-    return [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"]
+def head_fqdn(svc, ns):
+    return f"{svc}.{ns}.svc.cluster.local"
+
+
+def resolv(ns):
+    return netns.cluster_resolv(DNS_IP, ns)
 
 
 class Rig:
@@ -290,6 +300,25 @@ class Rig:
             eps.append(Endpoint("ray-client", CLIENT_NS, client.ip, {"app": "ray-client"}, labels))
         return eps
 
+    def start_dns(self, svc, ns, head_ip):
+        """The cluster DNS Pod, answering the head Service's name with the head Pod's address
+        (KubeRay's head Service is headless). Returns its pod and Endpoint."""
+        zone = os.path.join(self.out, f"dns-zone-{self.scenario}.json")
+        with open(zone, "w") as f:
+            json.dump({head_fqdn(svc, ns): head_ip}, f)
+        pod = self.net.add_pod("kube-dns", "coredns", {}, [], DNS_IP)
+        logpath = os.path.join(self.out, "logs", f"{self.scenario}-kube-dns.log")
+        with open(logpath, "w") as logf:
+            proc = subprocess.Popen(
+                pod.enter() + [os.path.join(self.venv_bin, "python"), os.path.join(HERE, "dns.py"),
+                               "--listen", DNS_IP, "--zone", zone],
+                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd="/")
+        self.wait_listen({"pod": pod, "proc": proc, "log": logpath}, 53, 20)
+        labels = self.kube.get("namespace", DNS_NS)["metadata"].get("labels", {})
+        ep = Endpoint("kube-dns", DNS_NS, DNS_IP, dict(DNS_LABELS), labels,
+                      [("dns", 53, "UDP"), ("dns-tcp", 53, "TCP")])
+        return pod, ep
+
     def start_pods(self, pods, policies, with_client=True):
         """Namespaces, nftables and the operator's commands for `pods`; the head first."""
         keys = self.pod_keys(pods)
@@ -297,9 +326,10 @@ class Rig:
         ns = head["metadata"]["namespace"]
         svc = f"{head['metadata']['labels']['ray.io/cluster']}-head-svc"
         specs = {}
-        # Addresses first: the head's address goes into every hosts file.
         ips = {p["metadata"]["name"]: f"{netns.SUBNET}.{10 + i}" for i, p in enumerate(pods)}
-        hosts = {ips[head["metadata"]["name"]]: head_names(svc, ns)}
+        dns_pod, dns_ep = self.start_dns(svc, ns, ips[head["metadata"]["name"]])
+        # As kubelet writes it: the pod's own name only; Services resolve through DNS.
+        hosts = {}
         for p in pods:
             name = p["metadata"]["name"]
             c = p["spec"]["containers"][0]
@@ -307,17 +337,19 @@ class Rig:
                                                self.kube.lookup)
             full_env = {**self.base_env(name), **env}
             argv = kubelet.command_line(c, full_env)
-            pod = self.net.add_pod(keys[name], name, hosts, kubelet.tmpfs_mounts(p, c), ips[name])
+            pod = self.net.add_pod(keys[name], name, hosts, kubelet.tmpfs_mounts(p, c), ips[name],
+                                   resolv(ns))
             specs[name] = {"pod": pod, "env": full_env, "argv": argv, "notes": notes,
                            "group": "head" if p is head else group_of(p), "namespace": ns,
                            "container": c["name"], "image": c.get("image", "")}
         client = None
         if with_client:
-            client = self.net.add_pod("client", "ray-client", hosts, [], f"{netns.SUBNET}.100")
-        eps = self.endpoints(pods, ips, client)
+            client = self.net.add_pod("client", "ray-client", hosts, [], f"{netns.SUBNET}.100",
+                                      resolv(CLIENT_NS))
+        eps = self.endpoints(pods, ips, client) + [dns_ep]
         self.cur = {"hosts": hosts, "policies": policies, "eps": eps,
-                    "netns": {ep.name: specs[ep.name]["pod"] if ep.name in specs else client
-                              for ep in eps}}
+                    "netns": {**{ep.name: specs[ep.name]["pod"] if ep.name in specs else client
+                                 for ep in eps[:-1]}, dns_ep.name: dns_pod}}
         self.render_rules()
         for i, p in enumerate(pods):
             name = p["metadata"]["name"]
@@ -343,7 +375,7 @@ class Rig:
     def add_standin(self, key, name, ns, labels, ip, ports=()):
         """A pod of another kind (the RayJob's submitter, the operator) in a namespace of its own;
         every pod's rules are rendered again so that policies can name it."""
-        pod = self.net.add_pod(key, name, self.cur["hosts"], [], ip)
+        pod = self.net.add_pod(key, name, self.cur["hosts"], [], ip, resolv(ns))
         ns_labels = self.kube.get("namespace", ns)["metadata"].get("labels", {})
         self.cur["eps"].append(Endpoint(name, ns, ip, labels, ns_labels, list(ports)))
         self.cur["netns"][name] = pod
@@ -454,7 +486,19 @@ class Rig:
         policy = self.raygate("policy")
         if policy.returncode != 0:
             raise Failure(f"raygate policy: {policy.stderr}")
-        load_plan(yaml.safe_load(policy.stdout))
+        effective = yaml.safe_load(policy.stdout)
+        load_plan(effective)
+        # The client namespace reaches the cluster as a platform would declare it, so that the
+        # NetworkPolicies `raygate fix` writes admit it.
+        netpol = effective["spec"]["networkPolicy"]
+        access = netpol.get("externalAccess") or []
+        if not any(a.get("namespaceLabels") == CLIENT_NS_LABELS for a in access):
+            access.append({"namespaceLabels": CLIENT_NS_LABELS,
+                           "ports": ["client", "dashboard", "serve", "metrics"]})
+        netpol["externalAccess"] = access
+        self.args.policy = os.path.join(self.out, "policy.yaml")
+        with open(self.args.policy, "w") as f:
+            yaml.safe_dump(effective, f, sort_keys=False)
         self.results["plan"] = [list(p) for p in PLAN]
         log("plan: " + ", ".join(f"{n} {lo}" + (f"-{hi}" if hi != lo else "") for n, lo, hi in PLAN))
         apply_raygate_rbac(self.kube)
@@ -487,10 +531,8 @@ class Rig:
             f":{audit.port}) in {time.time() - t0:.1f}s")
 
     def fixed_cluster(self, result):
-        fixed = self.raygate("fix", "-f", "-", input=self.manifest("cluster.yaml"))
-        if fixed.returncode != 0:
-            raise Failure(f"raygate fix: {fixed.stderr}")
-        doc = yaml.safe_load(fixed.stdout)
+        """The fixed RayCluster and the NetworkPolicy `raygate fix` added after it."""
+        doc, policy = self.fix_with_policy(result, "cluster.yaml", self.manifest("cluster.yaml"))
         groups = [doc["spec"]["headGroupSpec"]] + doc["spec"]["workerGroupSpecs"]
         missing = sorted({k for g in groups for k in NODE_PARAMS
                           if g.get("rayStartParams", {}).get(k) != NODE_PARAMS[k]})
@@ -498,18 +540,36 @@ class Rig:
             missing.append("the plan has no workerPorts")
         self.check("raygate fix pins the worker-process range and the agent ports in every group",
                    not missing, ", ".join(missing))
-        return doc
+        return doc, policy
+
+    def fix_with_policy(self, result, name, text):
+        """`raygate fix` of one Ray object: (the object, the one NetworkPolicy fix added after
+        it). `raygate check` of fix's output must find nothing about network policy."""
+        fixed = self.raygate("fix", "-f", "-", input=text)
+        if fixed.returncode != 0:
+            raise Failure(f"raygate fix {name}: {fixed.stderr}")
+        docs = [d for d in yaml.safe_load_all(fixed.stdout) if d]
+        added = [d for d in docs[1:] if d.get("kind") == "NetworkPolicy"]
+        self.check(f"raygate fix adds exactly one NetworkPolicy after the {docs[0]['kind']}",
+                   len(docs) == 2 and len(added) == 1,
+                   f"documents: {[d.get('kind') for d in docs]}; {fixed.stderr.strip()}")
+        if not added:
+            raise Failure(f"raygate fix {name} added no NetworkPolicy")
+        path = os.path.join(self.out, f"scenario-{self.scenario}-fixed-{name}")
+        with open(path, "w") as f:
+            f.write(fixed.stdout)
+        check = self.raygate("check", "-f", path)
+        result.setdefault("raygate_check", "")
+        result["raygate_check"] += check.stdout
+        self.check(f"raygate check admits the fixed {docs[0]['kind']} with the NetworkPolicy fix "
+                   "wrote, with no network-policy finding",
+                   check.returncode == 0 and "network-policy/" not in check.stdout,
+                   check.stdout[-2000:])
+        return docs[0], added[0]
 
     def scenario_1(self, result):
-        """raygate fix output plus the NetworkPolicy written from raygate's hints: everything runs"""
-        cluster = self.fixed_cluster(result)
-        policy = yaml.safe_load(self.manifest("networkpolicy.yaml"))
-        with open(os.path.join(self.out, "scenario-1-cluster.yaml"), "w") as f:
-            yaml.safe_dump_all([cluster, policy], f)
-        check = self.raygate("check", "-f", os.path.join(self.out, "scenario-1-cluster.yaml"))
-        result["raygate_check"] = check.stdout
-        self.check("raygate check admits the fixed cluster with its NetworkPolicy",
-                   check.returncode == 0, check.stdout[-2000:])
+        """raygate fix output, with the NetworkPolicy fix writes: everything runs"""
+        cluster, policy = self.fixed_cluster(result)
         out = self.kube.apply([policy], NS)
         out = self.kube.apply([cluster], NS)
         result["apply"] = (out.stdout + out.stderr).strip()
@@ -521,7 +581,7 @@ class Rig:
     def scenario_2(self, result):
         """Control: the infrastructure document's NetworkPolicy; cross-node work must fail"""
         policy = yaml.safe_load(self.manifest("infra-networkpolicy.yaml"))
-        cluster = self.fixed_cluster(result)
+        cluster, generated = self.fixed_cluster(result)
         path = os.path.join(self.out, "scenario-2-cluster.yaml")
         with open(path, "w") as f:
             yaml.safe_dump_all([cluster, policy], f)
@@ -532,11 +592,12 @@ class Rig:
         # The same admitted cluster (its Pods from scenario 1), now under the control policy.
         pods = getattr(self, "pods_1", None)
         if pods is None:  # run on its own: admit the cluster as scenario 1 does
-            self.kube.apply([yaml.safe_load(self.manifest("networkpolicy.yaml"))], NS)
+            self.kube.apply([generated], NS)
             self.kube.apply([cluster], NS)
             pods = self.wait_pods(NS, CLUSTER, 4)
         out = self.kube.apply([policy], NS)
-        out = self.kube.run("delete", "networkpolicy", "-n", NS, CLUSTER, "--ignore-not-found")
+        out = self.kube.run("delete", "networkpolicy", "-n", NS, generated["metadata"]["name"],
+                            "--ignore-not-found")
         result["apply"] = (out.stdout + out.stderr).strip()
         policies = self.kube.get("networkpolicy", "-n", NS)["items"]
         self.run_cluster(result, pods, policies, full=False)
@@ -548,7 +609,8 @@ class Rig:
         fix = self.raygate("fix", "-f", "-", input=text)
         result["raygate_check"] = check.stdout
         denied = check.returncode == 1 and re.search(r"^\s*DENY\s+ports/worker-port", check.stdout, re.M)
-        fixed = yaml.safe_load(fix.stdout) if fix.returncode == 0 else None
+        # fix also writes the cluster's NetworkPolicy after it; only the cluster matters here.
+        fixed = next(yaml.safe_load_all(fix.stdout), None) if fix.returncode == 0 else None
         groups = ([fixed["spec"]["headGroupSpec"]] + fixed["spec"]["workerGroupSpecs"]) if fixed else []
         fills = bool(groups) and all(
             (g.get("rayStartParams") or {}).get(k) == NODE_PARAMS.get(k)
@@ -577,24 +639,11 @@ class Rig:
         self.check("Ray names the clash with the worker-process range",
                    "worker_ports" in output and "10002" in output, result["ray_error"])
 
-    def fixed(self, name):
-        text = self.manifest(name).replace("RUNTIME_DIR", HERE)
-        out = self.raygate("fix", "-f", "-", input=text)
-        if out.returncode != 0:
-            raise Failure(f"raygate fix {name}: {out.stderr}")
-        return yaml.safe_load(out.stdout)
-
     def scenario_4(self, result):
         """A RayJob and a RayService through the same path (webhook, operator, nftables)"""
         for kind, fn in (("rayjob", self.rayjob), ("rayservice", self.rayservice)):
-            obj = self.fixed(f"{kind}.yaml")
-            policy = yaml.safe_load(self.manifest(f"{kind}-networkpolicy.yaml"))
-            path = os.path.join(self.out, f"scenario-4-{kind}.yaml")
-            with open(path, "w") as f:
-                yaml.safe_dump_all([obj, policy], f)
-            check = self.raygate("check", "-f", path)
-            self.check(f"raygate check admits the fixed {kind} with its NetworkPolicy",
-                       check.returncode == 0, check.stdout[-1500:])
+            text = self.manifest(f"{kind}.yaml").replace("RUNTIME_DIR", HERE)
+            obj, policy = self.fix_with_policy(result, f"{kind}.yaml", text)
             self.kube.apply([policy], NS)
             out = self.kube.apply([obj], NS)
             result.setdefault("apply", "")
@@ -674,7 +723,7 @@ class Rig:
                               {"app.kubernetes.io/component": "kuberay-operator"},
                               f"{netns.SUBNET}.102")
         head = next(s for s in specs.values() if s["group"] == "head")
-        svc = head_names(f"{head['pod'].hostname.rsplit('-head-', 1)[0]}-head-svc", NS)[-1]
+        svc = head_fqdn(f"{head['pod'].hostname.rsplit('-head-', 1)[0]}-head-svc", NS)
         config = yaml.safe_load(obj["spec"]["serveConfigV2"])
         operator = self.session(op, self.base_env("kuberay-operator"))
         by_ip = self.by_ip()
@@ -704,6 +753,7 @@ class Rig:
         head = pods[0]
         svc = f"{head['metadata']['labels']['ray.io/cluster']}-head-svc"
         ns = head["metadata"]["namespace"]
+        self.start_dns(svc, ns, f"{netns.SUBNET}.10")
         for i, p in enumerate(pods):
             name = p["metadata"]["name"]
             ip = f"{netns.SUBNET}.{10 + i}"
@@ -711,8 +761,7 @@ class Rig:
             env, notes = kubelet.container_env(p, c, ip, "worker-1", self.allocatable, self.kube.lookup)
             env = {**self.base_env(name), **env}
             argv = kubelet.command_line(c, env)
-            pod = self.net.add_pod(keys[name], name, {f"{netns.SUBNET}.10": head_names(svc, ns)},
-                                   kubelet.tmpfs_mounts(p, c), ip)
+            pod = self.net.add_pod(keys[name], name, {}, kubelet.tmpfs_mounts(p, c), ip, resolv(ns))
             logpath = os.path.join(self.out, "logs", f"{self.scenario}-{pod.key}.log")
             with open(logpath, "w") as logf:
                 logf.write("$ " + json.dumps(argv) + "\n")
@@ -728,12 +777,13 @@ class Rig:
         specs, client, eps = self.start_pods(pods, policies)
         by_ip = {s["pod"].ip: s["pod"].key for s in specs.values()}
         by_ip[client.ip] = "client"
+        by_ip[DNS_IP] = "kube-dns"
         result["commands"] = {s["pod"].key: {"argv": s["argv"], "env_notes": s["notes"]}
                               for s in specs.values()}
         result["policies"] = [p["metadata"]["name"] for p in policies]
         head = next(s for s in specs.values() if s["group"] == "head")
         ips = {s["pod"].key: s["pod"].ip for s in specs.values()}
-        svc_host = head_names(f"{pods[0]['metadata']['labels']['ray.io/cluster']}-head-svc", NS)[-1]
+        svc_host = head_fqdn(f"{pods[0]['metadata']['labels']['ray.io/cluster']}-head-svc", NS)
         self.connections(by_ip)
         driver = self.session(head["pod"], head["env"])
         try:
@@ -860,7 +910,13 @@ class Rig:
         for port in CLIENT_PORTS:
             if not netpol_nft.allowed(client, head_ep, port, "TCP", policies, eps):
                 missing.append(f"client->head:{port}")
-        self.check("the approved NetworkPolicy admits every planned port the workloads need",
+        dns = next(e for e in eps if e.namespace == DNS_NS)
+        for src in ray_eps:
+            for proto in ("UDP", "TCP"):
+                if not netpol_nft.allowed(src, dns, 53, proto, policies, eps):
+                    missing.append(f"{src.name}->kube-dns:53/{proto}")
+        self.check("the approved NetworkPolicy admits every planned port the workloads need, "
+                   "and DNS",
                    not missing, "; ".join(missing[:20]))
 
 

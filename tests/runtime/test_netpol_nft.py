@@ -82,6 +82,27 @@ def test_egress_isolation_and_named_egress_ports():
     assert not allowed(CLIENT, HEAD, 6380, "TCP", none, ALL)
 
 
+def test_egress_to_cluster_dns_pod():
+    # The DNS rule `raygate fix` writes: kube-system's k8s-app=kube-dns Pods, UDP and TCP 53.
+    dns = Endpoint("kube-dns", "kube-system", "198.18.0.53", {"k8s-app": "kube-dns"},
+                   {"kubernetes.io/metadata.name": "kube-system"})
+    other = Endpoint("x", "kube-system", "198.18.0.54", {"k8s-app": "other"},
+                     {"kubernetes.io/metadata.name": "kube-system"})
+    same_label = Endpoint("y", "clients", "198.18.0.55", {"k8s-app": "kube-dns"},
+                          {"kubernetes.io/metadata.name": "clients"})
+    eps = ALL + [dns, other, same_label]
+    p = [policy({"podSelector": CLUSTER, "policyTypes": ["Egress"], "egress": [{"to": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+         "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]})]
+    assert allowed(WORKER, dns, 53, "UDP", p, eps) and allowed(WORKER, dns, 53, "TCP", p, eps)
+    assert not allowed(WORKER, dns, 54, "UDP", p, eps)
+    assert not allowed(WORKER, other, 53, "UDP", p, eps)
+    assert not allowed(WORKER, same_label, 53, "UDP", p, eps)
+    script = ruleset(WORKER, p, eps)
+    assert "ip daddr { 198.18.0.53/32 } meta l4proto udp th dport { 53 } accept" in script
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="needs root and nft")
 def test_ruleset_is_valid_nft():
     p = [policy({"podSelector": CLUSTER, "ingress": [{"from": [{"ipBlock": {
