@@ -79,7 +79,7 @@ pub enum Command {
         #[arg(long, requires = "in_place")]
         discard_comments: bool,
         /// Do not add a NetworkPolicy for a Ray cluster that no NetworkPolicy among the inputs
-        /// selects (by default one follows the cluster's document).
+        /// selects (by default one precedes the cluster's document, so it is applied first).
         #[arg(long)]
         no_network_policies: bool,
         /// For a Ray cluster whose NetworkPolicies block what Ray needs, write the complete

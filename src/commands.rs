@@ -694,8 +694,8 @@ pub fn fix(
                 failed = true;
             }
         } else {
-            stdout_texts.push(text);
             stdout_texts.extend(separate.iter().map(|(_, text)| text.clone()));
+            stdout_texts.push(text);
         }
     }
     if !options.in_place && write_stream(&stdout_texts).is_err() {
@@ -747,7 +747,7 @@ fn fix_file(
         if document.format == Format::Json {
             separate.append(&mut added);
         }
-        // A document that needs no fill-in keeps its text; what follows it is added.
+        // A document that needs no fill-in keeps its text; its policy goes before it.
         let done = match done {
             Ok(None) if !added.is_empty() => Ok(Some(FixedDocument {
                 text: document.text.clone(),
@@ -759,7 +759,7 @@ fn fix_file(
         match done.map(|d| {
             d.map(|mut d| {
                 for (_, text) in &added {
-                    d.text = follow(&d.text, text);
+                    d.text = precede(&d.text, text);
                 }
                 d
             })
@@ -821,14 +821,16 @@ fn write_beside(file: &ManifestFile, name: &str, text: &str) -> bool {
     }
 }
 
-/// `text` followed by `added` as the next document of the YAML stream.
-fn follow(text: &str, added: &str) -> String {
+/// `added` as the document before `text` in the YAML stream: `kubectl apply -f` creates the
+/// NetworkPolicy first, so the cluster's Pods are admitted at their first try.
+fn precede(text: &str, added: &str) -> String {
     let newline = if text.contains("\r\n") { "\r\n" } else { "\n" };
     let added = added.replace('\n', newline);
-    let body = text.trim_end_matches(['\r', '\n']);
-    // The document's own line ends stay at the end of the text.
-    let ending = &text[body.len()..];
-    format!("{body}{newline}---{newline}{added}{ending}")
+    let (bom, rest) = match text.strip_prefix('\u{feff}') {
+        Some(rest) => ("\u{feff}", rest),
+        None => ("", text),
+    };
+    format!("{bom}{added}{newline}---{newline}{rest}")
 }
 
 /// The files' texts to stdout as one stream.

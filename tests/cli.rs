@@ -792,7 +792,21 @@ fn fix_adds_the_network_policy_a_cluster_lacks_and_check_then_admits_it() {
         stderr(&fixed)
     );
     let written = std::fs::read_to_string(&path).unwrap();
-    assert!(written.starts_with(&uncovered_cluster()[..40]), "{written}");
+    assert!(
+        written.starts_with("# Written by raygate for RayCluster"),
+        "{written}"
+    );
+    let kinds: Vec<Value> = raygate::manifest::parse("w", &written)
+        .unwrap()
+        .documents
+        .iter()
+        .filter_map(|d| d.value.as_ref().map(|v| v["kind"].clone()))
+        .collect();
+    assert_eq!(kinds, ["NetworkPolicy", "RayCluster"], "applied first");
+    assert!(
+        written.contains("\n---\n# A RayCluster that leaves to raygate"),
+        "{written}"
+    );
     assert!(
         written.contains("# Between the cluster's Pods"),
         "{written}"

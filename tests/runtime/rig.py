@@ -531,7 +531,7 @@ class Rig:
             f":{audit.port}) in {time.time() - t0:.1f}s")
 
     def fixed_cluster(self, result):
-        """The fixed RayCluster and the NetworkPolicy `raygate fix` added after it."""
+        """The fixed RayCluster and the NetworkPolicy `raygate fix` added before it."""
         doc, policy = self.fix_with_policy(result, "cluster.yaml", self.manifest("cluster.yaml"))
         groups = [doc["spec"]["headGroupSpec"]] + doc["spec"]["workerGroupSpecs"]
         missing = sorted({k for g in groups for k in NODE_PARAMS
@@ -543,14 +543,15 @@ class Rig:
         return doc, policy
 
     def fix_with_policy(self, result, name, text):
-        """`raygate fix` of one Ray object: (the object, the one NetworkPolicy fix added after
-        it). `raygate check` of fix's output must find nothing about network policy."""
+        """`raygate fix` of one Ray object: (the object, the one NetworkPolicy fix added before
+        it, so that kubectl applies it first). `raygate check` of fix's output must find nothing
+        about network policy."""
         fixed = self.raygate("fix", "-f", "-", input=text)
         if fixed.returncode != 0:
             raise Failure(f"raygate fix {name}: {fixed.stderr}")
         docs = [d for d in yaml.safe_load_all(fixed.stdout) if d]
-        added = [d for d in docs[1:] if d.get("kind") == "NetworkPolicy"]
-        self.check(f"raygate fix adds exactly one NetworkPolicy after the {docs[0]['kind']}",
+        added = [d for d in docs[:-1] if d.get("kind") == "NetworkPolicy"]
+        self.check(f"raygate fix adds exactly one NetworkPolicy before the {docs[-1]['kind']}",
                    len(docs) == 2 and len(added) == 1,
                    f"documents: {[d.get('kind') for d in docs]}; {fixed.stderr.strip()}")
         if not added:
@@ -561,11 +562,11 @@ class Rig:
         check = self.raygate("check", "-f", path)
         result.setdefault("raygate_check", "")
         result["raygate_check"] += check.stdout
-        self.check(f"raygate check admits the fixed {docs[0]['kind']} with the NetworkPolicy fix "
+        self.check(f"raygate check admits the fixed {docs[-1]['kind']} with the NetworkPolicy fix "
                    "wrote, with no network-policy finding",
                    check.returncode == 0 and "network-policy/" not in check.stdout,
                    check.stdout[-2000:])
-        return docs[0], added[0]
+        return docs[-1], added[0]
 
     def scenario_1(self, result):
         """raygate fix output, with the NetworkPolicy fix writes: everything runs"""
@@ -609,8 +610,9 @@ class Rig:
         fix = self.raygate("fix", "-f", "-", input=text)
         result["raygate_check"] = check.stdout
         denied = check.returncode == 1 and re.search(r"^\s*DENY\s+ports/worker-port", check.stdout, re.M)
-        # fix also writes the cluster's NetworkPolicy after it; only the cluster matters here.
-        fixed = next(yaml.safe_load_all(fix.stdout), None) if fix.returncode == 0 else None
+        # fix also writes the cluster's NetworkPolicy before it; only the cluster matters here.
+        fixed = ([d for d in yaml.safe_load_all(fix.stdout) if d and d.get("kind") == "RayCluster"]
+                 or [None])[0] if fix.returncode == 0 else None
         groups = ([fixed["spec"]["headGroupSpec"]] + fixed["spec"]["workerGroupSpecs"]) if fixed else []
         fills = bool(groups) and all(
             (g.get("rayStartParams") or {}).get(k) == NODE_PARAMS.get(k)
