@@ -1804,7 +1804,11 @@ fn apply_network_policy_controller_rbac() {
 /// matches: Ray objects other tests leave behind are none of its business.
 fn start_controller(test: &str) -> (Raygate, Registration, String) {
     apply_network_policy_controller_rbac();
-    let selector = format!("raygate-e2e/netpol={test}");
+    let ns = namespace(test);
+    // Named after the namespace: a namespace of an earlier run on the same control plane
+    // never matches.
+    let selector = format!("raygate-e2e/netpol={ns}");
+    kubectl_ok(&["label", "namespace", &ns, &selector], None);
     let raygate = Raygate::start_in_cluster(
         "enforce",
         &[
@@ -1816,8 +1820,6 @@ fn start_controller(test: &str) -> (Raygate, Registration, String) {
         ],
     );
     let registration = Registration::new(&raygate, test);
-    let ns = namespace(test);
-    kubectl_ok(&["label", "namespace", &ns, &selector], None);
     wait_for_webhook(&ns);
     (raygate, registration, ns)
 }
@@ -2122,7 +2124,7 @@ fn the_controller_keeps_to_the_namespaces_its_selector_matches() {
             "label",
             "namespace",
             &other,
-            "raygate-e2e/netpol=netpol-selected",
+            &format!("raygate-e2e/netpol={selected}"),
         ],
         None,
     );
