@@ -38,10 +38,7 @@ use policy_reload::PolicyReloader;
 pub use crate::connections::Limits;
 pub use error::Error;
 pub use live_engine::LiveEngine;
-pub use network_policy_controller::{
-    Error as NetworkPolicyControllerError, FIELD_MANAGER as NETWORK_POLICY_FIELD_MANAGER,
-    Settings as NetworkPolicyGeneration,
-};
+pub use network_policy_controller::Settings as NetworkPolicyGeneration;
 pub use policy_reload::PolicyFile;
 pub use webhook::{AdmissionState, MAX_BODY_BYTES, Readiness, app};
 
