@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Builds the binaries the e2e tier runs (kube-apiserver, kubectl, etcd and the
-# KubeRay operator) from the Go modules pinned in tests/e2e/tools/, and copies
+# Builds the binaries the e2e tier runs (kube-apiserver, kubectl, etcd,
+# kube-controller-manager for garbage collection, and the KubeRay operator) from
+# the Go modules pinned in tests/e2e/tools/, and copies
 # KubeRay's CRDs next to them. Only Go (>= 1.24) is needed: this machine and
 # CI reach the Go module proxy but cannot download release binaries.
 #
 # Output (git-ignored, safe to cache between CI runs as a whole):
-#   .cache/e2e/bin/{kube-apiserver,kubectl,etcd,kuberay-operator}
+#   .cache/e2e/bin/{kube-apiserver,kubectl,etcd,kube-controller-manager,kuberay-operator}
 #   .cache/e2e/crds/ray.io_*.yaml
 #   .cache/e2e/go/   GOPATH, module cache and build cache (pruned under CI)
 #
@@ -70,14 +71,25 @@ k8s_ldflags() {
 
 k8s_stamp="$(stamp "$TOOLS" go.mod go.sum)"
 kuberay_stamp="$(stamp "$TOOLS/kuberay" go.mod go.sum)"
+# The cluster tier (scripts/cluster-tools.sh) builds kube-controller-manager from the same
+# pins with the same flags: a copy it built from the same stamp is the same binary.
+cluster_kcm="${CLUSTER_CACHE:-$ROOT/.cache/cluster}/bin/kube-controller-manager"
+if stale "$BIN/kube-controller-manager" "$k8s_stamp" && ! stale "$cluster_kcm" "$k8s_stamp"; then
+	cp -f "$cluster_kcm" "$BIN/kube-controller-manager.tmp"
+	mv -f "$BIN/kube-controller-manager.tmp" "$BIN/kube-controller-manager"
+	echo "$k8s_stamp" >"$BIN/kube-controller-manager.stamp"
+	log "kube-controller-manager: copied from ${cluster_kcm#"$ROOT"/} (same pins)"
+fi
 K8S_LDFLAGS=""
-if stale "$BIN/kube-apiserver" "$k8s_stamp" || stale "$BIN/kubectl" "$k8s_stamp"; then
+if stale "$BIN/kube-apiserver" "$k8s_stamp" || stale "$BIN/kubectl" "$k8s_stamp" ||
+	stale "$BIN/kube-controller-manager" "$k8s_stamp"; then
 	prepare "$TOOLS"
 	K8S_LDFLAGS="$(k8s_ldflags)"
 fi
 
 build kube-apiserver "$TOOLS" k8s.io/kubernetes/cmd/kube-apiserver "$k8s_stamp" "$K8S_LDFLAGS"
 build kubectl "$TOOLS" k8s.io/kubernetes/cmd/kubectl "$k8s_stamp" "$K8S_LDFLAGS"
+build kube-controller-manager "$TOOLS" k8s.io/kubernetes/cmd/kube-controller-manager "$k8s_stamp" "$K8S_LDFLAGS"
 build etcd "$TOOLS" ./etcd "$(stamp "$TOOLS" go.mod go.sum etcd/main.go)"
 build kuberay-operator "$TOOLS/kuberay" github.com/ray-project/kuberay/ray-operator "$kuberay_stamp"
 

@@ -275,4 +275,29 @@ pub struct ServeArgs {
     /// With --audit-interval, also write one PolicyReport per namespace.
     #[arg(long, requires = "audit_interval")]
     pub write_reports: bool,
+    /// Write, for each Ray object whose Pods no NetworkPolicy selects, the NetworkPolicy
+    /// `raygate fix` would (owned by the object, labelled app.kubernetes.io/managed-by:
+    /// raygate). Runs on the Lease holder; never changes a policy it did not create. Needs
+    /// cluster access and RBAC to create and patch NetworkPolicies.
+    #[arg(long)]
+    pub generate_network_policies: bool,
+    /// Only in namespaces whose labels match this selector (e.g. `raygate.dev/netpol=generate`).
+    #[arg(
+        long,
+        value_name = "SELECTOR",
+        requires = "generate_network_policies",
+        value_parser = non_empty
+    )]
+    pub generate_network_policies_namespaces: Option<String>,
+    /// Look at every Ray object this often besides reacting to changes.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration, requires = "generate_network_policies")]
+    pub generate_network_policies_resync: Duration,
+}
+
+fn non_empty(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err("an empty selector: leave the flag out to cover every namespace".to_owned());
+    }
+    Ok(value.to_owned())
 }

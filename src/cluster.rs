@@ -137,7 +137,7 @@ impl ClusterCache {
         spawn_watch(
             Api::<DynamicObject>::all_with(client, &resource),
             writer,
-            trim_ray_cluster,
+            trim_ray_object,
             &ray_cluster_health,
             metrics,
         );
@@ -169,7 +169,7 @@ impl ClusterCache {
 }
 
 /// Only a namespace's labels are read.
-fn trim_namespace(namespace: &mut Namespace) {
+pub fn trim_namespace(namespace: &mut Namespace) {
     namespace.managed_fields_mut().clear();
     namespace.metadata.annotations = None;
     namespace.spec = None;
@@ -177,7 +177,7 @@ fn trim_namespace(namespace: &mut Namespace) {
 }
 
 /// Only the spec and metadata are read; status churns and costs memory.
-fn trim_ray_cluster(cluster: &mut DynamicObject) {
+pub fn trim_ray_object(cluster: &mut DynamicObject) {
     cluster.managed_fields_mut().clear();
     if let Some(map) = cluster.data.as_object_mut() {
         map.remove("status");
@@ -219,15 +219,62 @@ fn spawn_watch<K>(
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    let stream = watcher(api, watcher::Config::default())
+    spawn_watch_with(
+        api,
+        watcher::Config::default(),
+        writer,
+        trim,
+        health,
+        metrics,
+        None,
+    );
+}
+
+/// A watch cache for a controller: `config` narrows what is watched, and `changed` is woken
+/// on every event once the first list is in.
+pub fn spawn_reacting_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    trim: impl FnMut(&mut K) + Send + 'static,
+    resource: &'static str,
+    metrics: &WatchMetrics,
+    changed: Arc<tokio::sync::Notify>,
+) -> Arc<WatchHealth>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let health = Arc::new(WatchHealth::new(resource));
+    spawn_watch_with(api, config, writer, trim, &health, metrics, Some(changed));
+    health
+}
+
+fn spawn_watch_with<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    trim: impl FnMut(&mut K) + Send + 'static,
+    health: &Arc<WatchHealth>,
+    metrics: &WatchMetrics,
+    changed: Option<Arc<tokio::sync::Notify>>,
+) where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let stream = watcher(api, config)
         .default_backoff()
         .modify(trim)
         .reflect(writer);
-    tokio::spawn(follow(stream, health.clone(), metrics.clone()));
+    tokio::spawn(follow(stream, health.clone(), metrics.clone(), changed));
 }
 
-async fn follow<K, S>(stream: S, health: Arc<WatchHealth>, metrics: WatchMetrics)
-where
+async fn follow<K, S>(
+    stream: S,
+    health: Arc<WatchHealth>,
+    metrics: WatchMetrics,
+    changed: Option<Arc<tokio::sync::Notify>>,
+) where
     K: Resource,
     S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
 {
@@ -243,8 +290,19 @@ where
                     tracing::info!(resource = health.resource, "watch cache synced");
                 }
                 metrics.cache_synced.get_or_create(&labels).set(1);
+                if let Some(changed) = &changed {
+                    changed.notify_one();
+                }
             }
-            Ok(_) => health.healthy(),
+            Ok(event) => {
+                health.healthy();
+                // Events of the first list come before InitDone; one wake-up after it does.
+                if let Some(changed) = &changed
+                    && matches!(event, watcher::Event::Apply(_) | watcher::Event::Delete(_))
+                {
+                    changed.notify_one();
+                }
+            }
             Err(error) => {
                 health.failing();
                 metrics.watch_errors.get_or_create(&labels).inc();

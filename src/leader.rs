@@ -1,6 +1,7 @@
-//! One audit writer among replicas: a `coordination.k8s.io/v1` Lease, with client-go's
+//! One leader among replicas: a `coordination.k8s.io/v1` Lease, with client-go's
 //! leader-election semantics (lease duration, renew deadline, retry period, release on
-//! shutdown). Admission never looks at it; only the background audit does.
+//! shutdown). Admission never looks at it; the background audit and the NetworkPolicy
+//! controller run only on the leader.
 //!
 //! As in client-go, expiry is judged on this process's own clock: a record counts as expired
 //! once it has not changed for a lease duration since this process last saw it change, so a
@@ -14,7 +15,8 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 
-/// The Lease the background audit's replicas share.
+/// The Lease the replicas share. Named for the audit, its first user; the NetworkPolicy
+/// controller shares it, and deployed RBAC names it.
 pub const LEASE_NAME: &str = "raygate-audit";
 
 #[derive(Debug, Clone)]
@@ -155,7 +157,7 @@ pub async fn run(
             tracing::info!(
                 identity = %elector.config.identity,
                 leading,
-                "background audit leadership changed"
+                "leadership changed"
             );
         }
     }
@@ -217,8 +219,8 @@ async fn release(api: &Api<Lease>, config: &LeaseConfig) {
         .replace(&config.name, &PostParams::default(), &lease)
         .await
     {
-        Ok(_) => tracing::info!(identity = %config.identity, "released the audit lease"),
-        Err(error) => tracing::warn!(%error, "could not release the audit lease"),
+        Ok(_) => tracing::info!(identity = %config.identity, "released the lease"),
+        Err(error) => tracing::warn!(%error, "could not release the lease"),
     }
 }
 

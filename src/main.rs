@@ -161,6 +161,9 @@ fn serve_command(args: ServeArgs) -> anyhow::Result<u8> {
         cache_sync_timeout,
         audit_interval,
         write_reports,
+        generate_network_policies,
+        generate_network_policies_namespaces,
+        generate_network_policies_resync,
     } = args;
     init_tracing(log_format);
     let mode = mode.map(Mode::from);
@@ -188,6 +191,12 @@ fn serve_command(args: ServeArgs) -> anyhow::Result<u8> {
             cache_sync_timeout,
             audit_interval,
             write_reports,
+            network_policies: generate_network_policies.then(|| {
+                raygate::server::NetworkPolicyGeneration {
+                    namespace_selector: generate_network_policies_namespaces.clone(),
+                    resync: generate_network_policies_resync,
+                }
+            }),
         })
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

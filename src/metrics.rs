@@ -49,6 +49,12 @@ pub struct ReloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GeneratedLabels {
+    /// `created`, `updated`, `foreign` or `failed`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
     pub name: String,
     pub version: String,
@@ -252,6 +258,33 @@ impl PolicyMetrics {
             "policy_info",
             "1 for the policy in force, by name and version (a hash of its effective content)",
             metrics.info.clone(),
+        );
+        metrics
+    }
+}
+
+/// What the NetworkPolicy controller exports.
+#[derive(Clone)]
+pub struct NetworkPolicyControllerMetrics {
+    pub generated: Family<GeneratedLabels, Counter>,
+    pub passes: Counter,
+}
+
+impl NetworkPolicyControllerMetrics {
+    pub fn register(registry: &mut MetricsRegistry) -> NetworkPolicyControllerMetrics {
+        let metrics = NetworkPolicyControllerMetrics {
+            generated: Family::default(),
+            passes: Counter::default(),
+        };
+        registry.register(
+            "generated_network_policies",
+            "NetworkPolicies the controller wrote for Ray objects (created, updated), left alone because someone else owns the name (foreign), or failed to write",
+            metrics.generated.clone(),
+        );
+        registry.register(
+            "network_policy_controller_passes",
+            "Passes of the NetworkPolicy controller over every Ray object",
+            metrics.passes.clone(),
         );
         metrics
     }

@@ -1,6 +1,6 @@
 //! The webhook server, as components that each return a handle: the certificate reloader,
-//! the policy reloader, the background audit loop, the metrics endpoint and the admission
-//! listener.
+//! the policy reloader, the Lease election, the background audit loop, the NetworkPolicy
+//! controller, the metrics endpoint and the admission listener.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,29 +11,34 @@ use crate::admission::ClusterState;
 use crate::cluster::ClusterCache;
 use crate::engine::Engine;
 use crate::metrics::{
-    AdmissionMetrics, AuditMetrics, CertificateMetrics, MetricsRegistry, PolicyMetrics,
-    WatchMetrics,
+    AdmissionMetrics, AuditMetrics, CertificateMetrics, MetricsRegistry,
+    NetworkPolicyControllerMetrics, PolicyMetrics, WatchMetrics,
 };
 
 mod audit_loop;
 mod certificates;
+mod election;
 mod error;
 mod file_watch;
 mod listener;
 mod live_engine;
 mod metrics_endpoint;
+mod network_policy_controller;
 mod policy_reload;
 mod webhook;
 
 use audit_loop::AuditLoop;
 use certificates::{CertificateReloader, TlsFiles};
+use election::Election;
 use listener::AdmissionListener;
 use metrics_endpoint::MetricsEndpoint;
+use network_policy_controller::NetworkPolicyController;
 use policy_reload::PolicyReloader;
 
 pub use crate::connections::Limits;
 pub use error::Error;
 pub use live_engine::LiveEngine;
+pub use network_policy_controller::Settings as NetworkPolicyGeneration;
 pub use policy_reload::PolicyFile;
 pub use webhook::{AdmissionState, MAX_BODY_BYTES, Readiness, app};
 
@@ -67,6 +72,8 @@ pub struct ApiAccess {
     /// Audit the whole cluster this often, and export `raygate_audit_violations`.
     pub audit_interval: Option<Duration>,
     pub write_reports: bool,
+    /// Write the NetworkPolicy each uncovered Ray object lacks (`--generate-network-policies`).
+    pub network_policies: Option<NetworkPolicyGeneration>,
 }
 
 /// Every component's metrics. All are registered whether or not their component runs, so
@@ -77,6 +84,7 @@ struct ComponentMetrics {
     audit: AuditMetrics,
     watch: WatchMetrics,
     policy: PolicyMetrics,
+    network_policies: NetworkPolicyControllerMetrics,
 }
 
 impl ComponentMetrics {
@@ -87,6 +95,7 @@ impl ComponentMetrics {
             audit: AuditMetrics::register(registry),
             watch: WatchMetrics::register(registry),
             policy: PolicyMetrics::register(registry),
+            network_policies: NetworkPolicyControllerMetrics::register(registry),
         }
     }
 }
@@ -98,7 +107,9 @@ pub struct Running {
     readiness: Readiness,
     registry: Arc<MetricsRegistry>,
     listener: AdmissionListener,
+    election: Option<Election>,
     audit: Option<AuditLoop>,
+    network_policy_controller: Option<NetworkPolicyController>,
     _certificates: CertificateReloader,
     _policy: PolicyReloader,
     _metrics_endpoint: Option<MetricsEndpoint>,
@@ -118,6 +129,12 @@ impl Running {
         if let Some(audit) = &self.audit {
             audit.stop();
         }
+        if let Some(controller) = &self.network_policy_controller {
+            controller.stop();
+        }
+        if let Some(election) = &self.election {
+            election.stop();
+        }
         self.listener.shutdown(grace);
     }
 
@@ -133,9 +150,9 @@ impl Running {
 
     pub async fn wait(self) -> std::io::Result<()> {
         let served = self.listener.wait().await;
-        // Let the audit Lease be released so that another replica takes over at once.
-        if let Some(audit) = self.audit {
-            audit.released().await;
+        // Let the Lease be released so that another replica takes over at once.
+        if let Some(election) = self.election {
+            election.released().await;
         }
         served
     }
@@ -160,22 +177,54 @@ fn cluster_view(
     }
 }
 
-/// The background audit, when there is an API server to audit and an interval to do it at.
-fn audit_loop(
+/// The leader-only components, and the one election they share: each runs only when there
+/// is an API server and it was asked for.
+#[derive(Default)]
+struct LeaderComponents {
+    election: Option<Election>,
+    audit: Option<AuditLoop>,
+    network_policy_controller: Option<NetworkPolicyController>,
+}
+
+fn leader_components(
     access: Option<&ClusterAccess>,
     engine: &LiveEngine,
-    metrics: AuditMetrics,
-) -> Option<AuditLoop> {
+    audit_metrics: AuditMetrics,
+    controller_metrics: NetworkPolicyControllerMetrics,
+    watch_metrics: &WatchMetrics,
+) -> LeaderComponents {
     let Some(ClusterAccess::Api(access)) = access else {
-        return None;
+        return LeaderComponents::default();
     };
-    Some(AuditLoop::start(
-        access.client.clone(),
-        access.audit_interval?,
-        access.write_reports,
-        engine.clone(),
-        metrics,
-    ))
+    if access.audit_interval.is_none() && access.network_policies.is_none() {
+        return LeaderComponents::default();
+    }
+    let election = Election::start(access.client.clone());
+    let audit = access.audit_interval.map(|interval| {
+        AuditLoop::start(
+            access.client.clone(),
+            interval,
+            access.write_reports,
+            engine.clone(),
+            audit_metrics,
+            election.leadership(),
+        )
+    });
+    let network_policy_controller = access.network_policies.clone().map(|settings| {
+        NetworkPolicyController::start(
+            access.client.clone(),
+            settings,
+            engine.clone(),
+            election.leadership(),
+            controller_metrics,
+            watch_metrics,
+        )
+    });
+    LeaderComponents {
+        election: Some(election),
+        audit,
+        network_policy_controller,
+    }
 }
 
 pub async fn start(config: ServeConfig) -> Result<Running, Error> {
@@ -189,7 +238,13 @@ pub async fn start(config: ServeConfig) -> Result<Running, Error> {
     let certificates = CertificateReloader::start(tls_files, metrics.certificate)?;
     let cluster = cluster_view(config.cluster.as_ref(), &config.engine, &metrics.watch);
     let engine = LiveEngine::new(config.engine);
-    let audit = audit_loop(config.cluster.as_ref(), &engine, metrics.audit);
+    let leaders = leader_components(
+        config.cluster.as_ref(),
+        &engine,
+        metrics.audit,
+        metrics.network_policies,
+        &metrics.watch,
+    );
     let policy = PolicyReloader::start(config.policy_file, &engine, metrics.policy)?;
     let registry = Arc::new(registry);
     let metrics_endpoint = match config.metrics_listen {
@@ -223,7 +278,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, Error> {
         readiness,
         registry,
         listener,
-        audit,
+        election: leaders.election,
+        audit: leaders.audit,
+        network_policy_controller: leaders.network_policy_controller,
         _certificates: certificates,
         _policy: policy,
         _metrics_endpoint: metrics_endpoint,

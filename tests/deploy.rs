@@ -114,3 +114,71 @@ fn the_prometheus_rule_and_the_rules_file_agree() {
         );
     }
 }
+
+fn component(file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(format!(
+        "deploy/components/generate-network-policies/{file}"
+    ))
+    .unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+/// The NetworkPolicy controller's component turns on a flag `raygate serve` takes, and
+/// grants what the controller does beyond base's reads: write NetworkPolicies, read the
+/// `kubernetes` Endpoints. No finalizers: its owner references never block deletion.
+#[test]
+fn the_network_policy_component_adds_its_flag_and_only_the_rbac_it_needs() {
+    let kustomization = &component("kustomization.yaml")[0];
+    assert_eq!(kustomization["kind"], "Component");
+    let patch = kustomization["patches"][0]["patch"].as_str().unwrap();
+    let ops: Value = serde_yaml_ng::from_str(patch).unwrap();
+    let flag = ops[0]["value"].as_str().unwrap();
+    assert_eq!(flag, "--generate-network-policies");
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_raygate"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains(flag));
+
+    let rbac = component("rbac.yaml");
+    let rules = |kind: &str| -> Vec<Value> {
+        rbac.iter()
+            .filter(|d| d["kind"] == kind)
+            .flat_map(|d| d["rules"].as_array().unwrap().clone())
+            .collect()
+    };
+    assert_eq!(
+        rules("ClusterRole"),
+        [
+            serde_json::json!({"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+            "verbs": ["get", "list", "watch", "create", "patch"]})
+        ]
+    );
+    assert_eq!(
+        rules("Role"),
+        [
+            serde_json::json!({"apiGroups": [""], "resources": ["endpoints"],
+            "resourceNames": ["kubernetes"], "verbs": ["get"]})
+        ]
+    );
+    for binding in rbac
+        .iter()
+        .filter(|d| d["kind"].as_str().unwrap().ends_with("Binding"))
+    {
+        assert_eq!(
+            binding["subjects"],
+            serde_json::json!([{"kind": "ServiceAccount", "name": "raygate", "namespace": "raygate-system"}])
+        );
+    }
+    // The Lease the controller waits for is the one base's Role lets raygate hold.
+    let lease_role = documents("rbac.yaml")
+        .into_iter()
+        .find(|d| d["kind"] == "Role")
+        .unwrap();
+    assert_eq!(
+        lease_role["rules"][1]["resourceNames"][0],
+        raygate::leader::LEASE_NAME
+    );
+}

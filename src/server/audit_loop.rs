@@ -1,5 +1,5 @@
 //! `raygate serve --audit-interval`: the audit scan in the background, as metrics (and
-//! PolicyReports when asked). Only the replica that holds the audit Lease runs it.
+//! PolicyReports when asked). Only the replica that holds the Lease runs it.
 
 use std::time::{Duration, Instant};
 
@@ -8,41 +8,25 @@ use tokio::task::JoinHandle;
 
 use super::live_engine::LiveEngine;
 use crate::audit::{self, Progress, Scan};
-use crate::leader::{self, Leadership, LeaseConfig};
+use crate::leader::Leadership;
 use crate::metrics::{AuditLabels, AuditMetrics};
 
-/// How long shutdown waits for the Lease to be released.
-const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A running audit loop and the elector behind it.
+/// A running audit loop.
 pub struct AuditLoop {
-    stopping: tokio::sync::watch::Sender<bool>,
-    elector: JoinHandle<()>,
+    task: JoinHandle<()>,
 }
 
 impl AuditLoop {
-    /// Starts the elector and the loop. One replica audits and writes reports; admission
-    /// never depends on the Lease.
+    /// Starts the loop; it scans only while `leadership` says this replica leads. One replica
+    /// audits and writes reports; admission never depends on the Lease.
     pub fn start(
         client: Client,
         interval: Duration,
         write_reports: bool,
         engine: LiveEngine,
         metrics: AuditMetrics,
+        leadership: Leadership,
     ) -> AuditLoop {
-        let namespace = std::env::var("POD_NAMESPACE")
-            .unwrap_or_else(|_| client.default_namespace().to_owned());
-        let lease = LeaseConfig::new(namespace, leader::identity());
-        let leadership = Leadership::default();
-        let (stopping, mut stopped) = tokio::sync::watch::channel(false);
-        let elector = tokio::spawn(leader::run(
-            client.clone(),
-            lease,
-            leadership.clone(),
-            async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            },
-        ));
         let periodic = PeriodicAudit {
             client,
             engine,
@@ -50,18 +34,13 @@ impl AuditLoop {
             leadership,
             write_reports,
         };
-        tokio::spawn(periodic.run(interval));
-        AuditLoop { stopping, elector }
+        AuditLoop {
+            task: tokio::spawn(periodic.run(interval)),
+        }
     }
 
-    /// Steps down: the elector releases the Lease.
     pub fn stop(&self) {
-        self.stopping.send_replace(true);
-    }
-
-    /// Waits a little for the Lease to be released, so that another replica takes over at once.
-    pub async fn released(self) {
-        let _ = tokio::time::timeout(RELEASE_TIMEOUT, self.elector).await;
+        self.task.abort();
     }
 }
 

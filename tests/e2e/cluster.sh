@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Loopback Kubernetes control plane for the e2e tier: etcd, kube-apiserver and
-# the KubeRay operator, all bound to 127.0.0.1 on free ports. There is no
-# kubelet, scheduler or controller-manager: Pods stay Pending, which is all
-# an admission-webhook test needs.
+# Loopback Kubernetes control plane for the e2e tier: etcd, kube-apiserver,
+# kube-controller-manager running only the garbage collector, and the KubeRay
+# operator, all bound to 127.0.0.1. There is no kubelet or scheduler: Pods stay
+# Pending, which is all an admission-webhook test needs.
 #
 #   cluster.sh up    [DIR]  start everything, wait until ready
 #   cluster.sh down  [DIR]  stop everything started by `up` in DIR
@@ -181,7 +181,7 @@ EOF
 }
 
 up() {
-	for b in etcd kube-apiserver kubectl kuberay-operator; do
+	for b in etcd kube-apiserver kubectl kube-controller-manager kuberay-operator; do
 		[[ -x "$BIN/$b" ]] || {
 			log "$BIN/$b missing; building tools"
 			"$ROOT/scripts/e2e-tools.sh"
@@ -190,7 +190,7 @@ up() {
 	done
 	compgen -G "$CRDS/ray.io_*.yaml" >/dev/null || die "no KubeRay CRDs in $CRDS (run scripts/e2e-tools.sh)"
 	command -v openssl >/dev/null || die "openssl is required"
-	for n in etcd kube-apiserver kuberay-operator; do
+	for n in etcd kube-apiserver kube-controller-manager kuberay-operator; do
 		is_running "$n" && die "$n already running from $DIR; run '$0 down $DIR' first"
 	done
 
@@ -257,6 +257,15 @@ EOF
 	}
 	wait_for kube-apiserver "the KubeRay CRDs to be Established" crds_established
 
+	# Only the garbage collector: objects owned by a deleted one are deleted, as in a real
+	# cluster (raygate's generated NetworkPolicies go with their Ray object). No serving
+	# port; it runs as admin, like the tests.
+	start kube-controller-manager "$BIN/kube-controller-manager" \
+		--kubeconfig="$KUBECONFIG_FILE" --controllers=garbagecollector \
+		--leader-elect=false --secure-port=0 --bind-address="$HOST"
+	wait_for kube-controller-manager "the garbage collector's informers" \
+		grep -q 'all resource monitors have synced' "$DIR/logs/kube-controller-manager.log"
+
 	# The operator defaults to :8080/:8082 on all interfaces and leader
 	# election; pin it to loopback and a single replica without a lease.
 	start kuberay-operator env KUBECONFIG="$KUBECONFIG_FILE" "$BIN/kuberay-operator" \
@@ -274,7 +283,7 @@ EOF
 down() {
 	local name pid
 	# Reverse start order so the operator and apiserver do not log storms about lost backends.
-	for name in kuberay-operator kube-apiserver etcd; do
+	for name in kuberay-operator kube-controller-manager kube-apiserver etcd; do
 		[[ -f "$DIR/pids/$name.pid" ]] || continue
 		pid="$(cat "$DIR/pids/$name.pid")"
 		# Guard against a recycled PID: only signal our own binary.

@@ -193,6 +193,10 @@ def case(name, path):
     check_common(docs, ns)
     args = container(docs)["args"]
     hooks = [d for d in docs if "helm.sh/hook" in d["metadata"].get("annotations", {})]
+    generating = [d for d in docs if d["metadata"]["name"] in ("raygate-network-policies", "raygate-kubernetes-endpoints")]
+    if not name.startswith("generate-network-policies"):
+        assert not any(a.startswith("--generate-network-policies") for a in args), args
+        assert not generating, [key(d) for d in generating]
     if name == "defaults":
         assert "--mode=audit" not in args and "--write-reports" not in args, args
         assert {w["name"]: w["failurePolicy"] for w in webhooks(docs)}["ray.validate.raygate.dev"] == "Fail"
@@ -256,6 +260,27 @@ def case(name, path):
         spec = one(docs, "Deployment")["spec"]["template"]["spec"]
         assert spec["priorityClassName"] == "system-cluster-critical"
         assert not [d for d in docs if d["kind"] == "PriorityClass"]
+    elif name in ("generate-network-policies", "generate-network-policies-namespaces"):
+        assert "--generate-network-policies" in args, args
+        selector = [a for a in args if a.startswith("--generate-network-policies-namespaces")]
+        if name == "generate-network-policies":
+            assert not selector, args
+        else:
+            assert selector == ["--generate-network-policies-namespaces=raygate.dev/netpol=generate"], args
+        writer = one(docs, "ClusterRole", "raygate-network-policies")
+        assert writer["rules"] == [{"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+                                    "verbs": ["get", "list", "watch", "create", "patch"]}], writer["rules"]
+        binding = one(docs, "ClusterRoleBinding", "raygate-network-policies")
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "raygate", "namespace": ns}], binding
+        endpoints = one(docs, "Role", "raygate-kubernetes-endpoints")
+        assert endpoints["metadata"]["namespace"] == "default"
+        assert endpoints["rules"] == [{"apiGroups": [""], "resources": ["endpoints"], "resourceNames": ["kubernetes"],
+                                       "verbs": ["get"]}], endpoints["rules"]
+        assert one(docs, "RoleBinding", "raygate-kubernetes-endpoints")["metadata"]["namespace"] == "default"
+        # No finalizer permission anywhere: the owner references never block deletion.
+        for d in docs:
+            for rule in d.get("rules", []):
+                assert not any(r.endswith("/finalizers") for r in rule.get("resources", [])), rule
     else:
         sys.exit(f"unknown case {name}")
     print(f"case {name}: ok ({len(docs)} objects)")

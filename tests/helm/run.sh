@@ -5,7 +5,8 @@
 #   3. `helm lint --strict` and `helm template` over the values matrix in tests/helm/values/,
 #      each with its assertions (checks.py case), and values the schema must refuse;
 #   4. kustomize and Helm render equivalent objects (checks.py equivalent): overlays/self-signed
-#      vs. the defaults, overlays/audit vs. mode=audit, overlays/cert-manager vs. certManager;
+#      vs. the defaults, overlays/audit vs. mode=audit, overlays/cert-manager vs. certManager,
+#      components/generate-network-policies on self-signed vs. generateNetworkPolicies.enabled;
 #   5. e2e: `helm install` into the loopback control plane of tests/e2e/cluster.sh (no kubelet:
 #      the chart's Deployment never runs). The chart's webhook configurations point at a
 #      `raygate serve` on 127.0.0.1 (webhook.url, existing-Secret TLS with its caBundle), which
@@ -94,7 +95,12 @@ cp -r deploy "$WORK/deploy"
 "$KUBECTL" kustomize "$WORK/deploy/overlays/self-signed" >"$WORK/kustomize-self-signed.yaml"
 "$KUBECTL" kustomize deploy/overlays/audit >"$WORK/kustomize-audit.yaml"
 "$KUBECTL" kustomize deploy/overlays/cert-manager >"$WORK/kustomize-cert-manager.yaml"
-for pair in self-signed:defaults audit:audit cert-manager:cert-manager; do
+# The NetworkPolicy controller's component, stacked on self-signed as its comment says.
+mkdir "$WORK/deploy/overlays/generate-network-policies"
+printf 'resources: [../self-signed]\ncomponents: [../../components/generate-network-policies]\n' \
+	>"$WORK/deploy/overlays/generate-network-policies/kustomization.yaml"
+"$KUBECTL" kustomize "$WORK/deploy/overlays/generate-network-policies" >"$WORK/kustomize-generate-network-policies.yaml"
+for pair in self-signed:defaults audit:audit cert-manager:cert-manager generate-network-policies:generate-network-policies; do
 	log "equivalence: deploy/overlays/${pair%%:*} vs. helm template -f tests/helm/values/${pair##*:}.yaml"
 	python3 tests/helm/checks.py equivalent "$WORK/kustomize-${pair%%:*}.yaml" "$WORK/${pair##*:}.yaml"
 done
