@@ -220,3 +220,56 @@ fn generated_policies_as_written() {
     }
     insta::assert_snapshot!("generated_network_policies", texts);
 }
+
+/// A RayJob whose templates carry a `raygate.dev/ray-cr-name` the user chose (or that a
+/// RayCronJob's RayJob inherits) is selected by that value, which its Pods carry; groups that
+/// disagree leave no one label to select, and nothing is written.
+#[test]
+fn a_chosen_cr_name_label_is_what_the_policy_selects() {
+    let engine = support::engine();
+    let text = std::fs::read_to_string("tests/cluster/manifests/rayjob.yaml").unwrap();
+    let job = manifest::parse("rayjob.yaml", &text).unwrap().documents[0]
+        .value
+        .clone()
+        .unwrap();
+    let label_groups = |job: &mut Value, head: &str, worker: &str| {
+        for (group, value) in [
+            ("/spec/rayClusterSpec/headGroupSpec/template", head),
+            ("/spec/rayClusterSpec/workerGroupSpecs/0/template", worker),
+        ] {
+            job.pointer_mut(group).unwrap()["metadata"] =
+                serde_json::json!({"labels": {"raygate.dev/ray-cr-name": value}});
+        }
+    };
+    let mut chosen = job.clone();
+    label_groups(&mut chosen, "nightly", "nightly");
+    let chosen = filled(&engine, &chosen);
+    let object = ObjectRef::from_value(&chosen).unwrap();
+    let Target::Cluster(cluster) = Target::of(&object) else {
+        panic!("no cluster spec");
+    };
+    let generated =
+        network_policy::generate(&cluster, object.namespace, engine.policy(), &[]).unwrap();
+    assert_eq!(
+        generated.object["spec"]["podSelector"]["matchLabels"]["raygate.dev/ray-cr-name"],
+        "nightly"
+    );
+    let policies = [Arc::new(generated.network_policy().unwrap())];
+    let decision = engine.evaluate(&object, &Context::complete(&policies));
+    assert!(
+        decision
+            .violations
+            .iter()
+            .all(|v| v.rule.family() != Some(Family::NetworkPolicy)),
+        "{:#?}",
+        decision.violations
+    );
+
+    let mut split = job;
+    label_groups(&mut split, "a", "b");
+    let object = ObjectRef::from_value(&split).unwrap();
+    let Target::Cluster(cluster) = Target::of(&object) else {
+        panic!("no cluster spec");
+    };
+    assert!(network_policy::generate(&cluster, object.namespace, engine.policy(), &[]).is_none());
+}

@@ -432,13 +432,30 @@ pub fn check_cluster(
     report_guess(&namespace_view, &cluster.path, out);
 }
 
-/// The label a NetworkPolicy selects the cluster's Pods by, when there is one.
+/// The label a NetworkPolicy selects the cluster's Pods by, when there is one: `ray.io/cluster`
+/// of a RayCluster (KubeRay always sets it), else the `raygate.dev/ray-cr-name` every group's
+/// Pods carry, a value the user chose (or a RayCronJob's RayJob inherited) or raygate's fill.
 fn cluster_label<'a>(cluster: &ClusterSpec<'a>) -> Option<(&'static str, &'a str)> {
-    match (cluster.source, cr_name_label(cluster)) {
-        (ClusterSource::RayCluster, _) => Some((LABEL_CLUSTER, cluster.name)),
-        (_, Some(name)) => Some((LABEL_CR_NAME, name)),
-        (_, None) => None,
+    if cluster.source == ClusterSource::RayCluster {
+        return Some((LABEL_CLUSTER, cluster.name));
     }
+    let filled = cr_name_label(cluster);
+    let mut value: Option<&'a str> = None;
+    for group in cluster.groups() {
+        let own = group
+            .spec
+            .get("labels")
+            .and_then(|l| l.get(LABEL_CR_NAME))
+            .and_then(Value::as_str);
+        let label = own
+            .or_else(|| group.template_labels().get(LABEL_CR_NAME))
+            .or(filled)?;
+        if value.is_some_and(|v| v != label) {
+            return None;
+        }
+        value = Some(label);
+    }
+    Some((LABEL_CR_NAME, value?))
 }
 
 /// One group's pods: a policy selects them, and the ports they need are gathered where the
