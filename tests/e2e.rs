@@ -2146,3 +2146,45 @@ fn the_controller_keeps_to_the_namespaces_its_selector_matches() {
     );
     raygate.terminate();
 }
+
+/// `raygate fix --kubeconfig`: a Ray cluster a NetworkPolicy of the live cluster already
+/// selects gets no new policy; one no policy selects gets its own.
+#[test]
+#[ignore = "needs the e2e control plane: run tests/e2e/run.sh"]
+fn fix_with_a_kubeconfig_counts_the_clusters_network_policies() {
+    let ns = namespace("fix-live");
+    let mut covered = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy"});
+    let policy: Value = serde_json::from_str(&covering_policy("covers-c1", "c1")).unwrap();
+    covered["metadata"] = json!({"name": "covers-c1", "namespace": ns});
+    covered["spec"] = policy["spec"].clone();
+    kubectl_ok(&["apply", "-f", "-"], Some(&covered.to_string()));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clusters.yaml");
+    let with_ns = |name: &str| {
+        fillable_cluster(name).replace(
+            &format!("  name: {name}\n"),
+            &format!("  name: {name}\n  namespace: {ns}\n"),
+        )
+    };
+    std::fs::write(&path, format!("{}---\n{}", with_ns("c1"), with_ns("c2"))).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_raygate"))
+        .args(["fix", "-f", path.to_str().unwrap(), "--kubeconfig"])
+        .arg(env("E2E_RAYGATE_KUBECONFIG"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("NetworkPolicies in the cluster count as existing"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 NetworkPolicy(ies) added"), "{stderr}");
+    assert!(stdout.contains("name: raygate-raycluster-c2"), "{stdout}");
+    assert!(!stdout.contains("raygate-raycluster-c1"), "{stdout}");
+    // Offline, neither is covered.
+    let offline = Command::new(env!("CARGO_BIN_EXE_raygate"))
+        .args(["fix", "-f", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(text(&offline.stderr).contains("2 NetworkPolicy(ies) added"));
+}
