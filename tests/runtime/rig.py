@@ -596,7 +596,17 @@ class Rig:
             self.kube.apply([generated], NS)
             self.kube.apply([cluster], NS)
             pods = self.wait_pods(NS, CLUSTER, 4)
-        out = self.kube.apply([policy], NS)
+        # DNS stays open, as a separate policy: what fails is Ray's traffic on the ports the
+        # document leaves out, not the workers' lookup of the head.
+        dns = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+               "metadata": {"name": "raycluster-runtime-dns"},
+               "spec": {"podSelector": policy["spec"]["podSelector"], "policyTypes": ["Egress"],
+                        "egress": [{"to": [{"namespaceSelector": {"matchLabels": {
+                            "kubernetes.io/metadata.name": "kube-system"}},
+                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                            "ports": [{"protocol": "UDP", "port": 53},
+                                      {"protocol": "TCP", "port": 53}]}]}}
+        out = self.kube.apply([policy, dns], NS)
         out = self.kube.run("delete", "networkpolicy", "-n", NS, generated["metadata"]["name"],
                             "--ignore-not-found")
         result["apply"] = (out.stdout + out.stderr).strip()
