@@ -53,6 +53,20 @@ fn filled(engine: &Engine, value: &Value) -> Value {
     filled
 }
 
+/// The policy `generate` writes for `object` under the engine's plan, if it has a cluster
+/// spec whose Pods can be selected.
+fn generated_for(
+    engine: &Engine,
+    object: &ObjectRef<'_>,
+) -> Option<network_policy::GeneratedPolicy> {
+    let Target::Cluster(cluster) = Target::of(object) else {
+        return None;
+    };
+    let plan = engine.policy();
+    let addresses = &plan.spec().network_policy.api_server_addresses;
+    network_policy::generate(&cluster, object.namespace, plan, addresses)
+}
+
 /// A plan with every optional part of the generated policy switched on.
 fn plan_with_external_access() -> Policy {
     let text = include_str!("../policies/ray-platform.yaml").replace(
@@ -142,13 +156,7 @@ fn every_rule_and_port_of_a_generated_policy_is_needed() {
     for (source, value) in ray_objects() {
         let value = filled(&engine, &value);
         let object = ObjectRef::from_value(&value).unwrap();
-        let Target::Cluster(cluster) = Target::of(&object) else {
-            continue;
-        };
-        let plan = engine.policy();
-        let addresses = &plan.spec().network_policy.api_server_addresses;
-        let Some(generated) = network_policy::generate(&cluster, object.namespace, plan, addresses)
-        else {
+        let Some(generated) = generated_for(&engine, &object) else {
             continue;
         };
         kinds.insert(object.kind.to_owned());
@@ -207,13 +215,10 @@ fn generated_policies_as_written() {
         for value in file.documents.into_iter().filter_map(|d| d.value) {
             let value = filled(&engine, &value);
             let object = ObjectRef::from_value(&value).unwrap();
-            let Target::Cluster(cluster) = Target::of(&object) else {
+            if !matches!(Target::of(&object), Target::Cluster(_)) {
                 continue;
-            };
-            let plan = engine.policy();
-            let addresses = &plan.spec().network_policy.api_server_addresses;
-            let generated =
-                network_policy::generate(&cluster, object.namespace, plan, addresses).unwrap();
+            }
+            let generated = generated_for(&engine, &object).unwrap();
             texts.push_str("---\n");
             texts.push_str(&generated.text);
         }

@@ -624,7 +624,7 @@ fn report_unverified(
     });
 }
 
-fn first_name<'p>(policies: &[&'p NetworkPolicy]) -> &'p str {
+pub(super) fn first_name<'p>(policies: &[&'p NetworkPolicy]) -> &'p str {
     policies
         .first()
         .and_then(|p| p.metadata.name.as_deref())

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::Value;
 
-use super::operator::{self, Unknowns, head_selector, resolved};
+use super::operator::{self, Unknowns, first_name, head_selector, resolved};
 use super::semantics::{self, Direction, PolicyPod, connection_allowed, end_allows, restricts};
 use super::{NamespaceView, policies_do};
 use crate::ray::{ClusterSource, ClusterSpec, NodeGroup};
@@ -160,11 +160,4 @@ pub(super) fn check(
             fixes.join("; ")
         )
     });
-}
-
-fn first_name<'p>(policies: &[&'p NetworkPolicy]) -> &'p str {
-    policies
-        .first()
-        .and_then(|p| p.metadata.name.as_deref())
-        .unwrap_or("")
 }
