@@ -411,6 +411,51 @@ pub struct NetworkPolicyRule {
     /// address and says so, and the controller reads them from the `kubernetes` Endpoints.
     #[serde(default)]
     pub api_server_addresses: Vec<String>,
+    /// Where the cluster's DNS answers Pods: a Ray cluster whose egress is restricted must
+    /// still reach it (`network-policy/dns-egress`), and the policies raygate writes admit it.
+    #[serde(default)]
+    pub dns: DnsServers,
+}
+
+/// The cluster's DNS as NetworkPolicy peers reach it: its Pods (CoreDNS or kube-dns), and
+/// addresses outside any Pod (NodeLocal DNSCache's link-local address).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsServers {
+    #[serde(default = "default_dns_namespace")]
+    pub namespace: String,
+    #[serde(default = "default_dns_pod_labels")]
+    pub pod_labels: BTreeMap<String, String>,
+    /// The port the DNS Pods listen on, as policies judge it after the Service's DNAT.
+    #[serde(default = "default_dns_port")]
+    pub port: u16,
+    /// CIDRs Pods send DNS queries to that are no Pod's, e.g. `169.254.20.10/32`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+impl Default for DnsServers {
+    fn default() -> Self {
+        DnsServers {
+            namespace: default_dns_namespace(),
+            pod_labels: default_dns_pod_labels(),
+            port: default_dns_port(),
+            addresses: Vec::new(),
+        }
+    }
+}
+
+/// kubeadm's CoreDNS, as most distributions run it.
+fn default_dns_namespace() -> String {
+    "kube-system".to_owned()
+}
+
+fn default_dns_pod_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned())])
+}
+
+fn default_dns_port() -> u16 {
+    53
 }
 
 /// Where the KubeRay operator runs and the labels its Pod carries, as NetworkPolicy peers
@@ -689,6 +734,7 @@ fn compile(document: PolicyDocument) -> std::result::Result<Policy, Vec<String>>
     validate_external_access(spec, &mut problems);
     validate_operator(spec, &mut problems);
     validate_api_server_addresses(spec, &mut problems);
+    validate_dns(spec, &mut problems);
     validate_limits(spec, &mut problems);
     validate_rule_actions(spec, &mut problems);
     let resources = compile_resources(&spec.resources, &mut problems);
@@ -1130,6 +1176,42 @@ fn validate_api_server_addresses(spec: &PolicySpec, problems: &mut Vec<String>) 
         if !is_cidr(cidr) {
             problems.push(format!(
                 "spec.networkPolicy.apiServerAddresses[{i}]: {cidr:?} is not a CIDR (e.g. 198.18.0.1/32)"
+            ));
+        }
+    }
+}
+
+fn validate_dns(spec: &PolicySpec, problems: &mut Vec<String>) {
+    let dns = &spec.network_policy.dns;
+    let at = "spec.networkPolicy.dns";
+    if !is_dns_label(&dns.namespace) {
+        problems.push(format!(
+            "{at}.namespace: {:?} is not a namespace name (lowercase letters, digits and '-', at most 63)",
+            dns.namespace
+        ));
+    }
+    if dns.pod_labels.is_empty() && dns.addresses.is_empty() {
+        problems.push(format!(
+            "{at}: name the DNS Pods' labels (podLabels) or the addresses Pods query (addresses)"
+        ));
+    }
+    for (key, value) in &dns.pod_labels {
+        if let Err(why) = label_key_problem(key) {
+            problems.push(format!("{at}.podLabels: key {key:?} {why}"));
+        }
+        if !is_label_value(value) {
+            problems.push(format!(
+                "{at}.podLabels.{key}: {value:?} is not a label value"
+            ));
+        }
+    }
+    if dns.port == 0 {
+        problems.push(format!("{at}.port: must be 1-65535"));
+    }
+    for (i, cidr) in dns.addresses.iter().enumerate() {
+        if !is_cidr(cidr) {
+            problems.push(format!(
+                "{at}.addresses[{i}]: {cidr:?} is not a CIDR (e.g. 169.254.20.10/32)"
             ));
         }
     }

@@ -67,12 +67,28 @@ fn generated_for(
     network_policy::generate(&cluster, object.namespace, plan, addresses)
 }
 
-/// A plan with every optional part of the generated policy switched on.
-fn plan_with_external_access() -> Policy {
-    let text = include_str!("../policies/ray-platform.yaml").replace(
+/// The built-in plan with external access and the API server's address.
+fn plan_text() -> String {
+    include_str!("../policies/ray-platform.yaml").replace(
         "    externalAccess: []",
         "    externalAccess:\n    - {namespaceLabels: {kubernetes.io/metadata.name: monitoring}, ports: [metrics, as-metrics]}\n    - {namespaceLabels: {team: notebooks}, ports: [client, dashboard, serve]}",
-    ).replace("    apiServerAddresses: []", "    apiServerAddresses: [198.18.0.1/32]");
+    )
+    .replace("    apiServerAddresses: []", "    apiServerAddresses: [198.18.0.1/32]")
+}
+
+fn plan_with_external_access() -> Policy {
+    Policy::from_yaml(&plan_text(), "plan.yaml").expect("the edited plan is valid")
+}
+
+/// Also DNS elsewhere: Pods of another namespace on another port, and a node-local address.
+fn plan_with_everything() -> Policy {
+    let dns = "    dns:\n      namespace: kube-system\n      podLabels: {k8s-app: kube-dns}\n      port: 53\n      addresses: []\n";
+    let text = plan_text();
+    assert!(text.contains(dns), "the built-in dns block moved");
+    let text = text.replace(
+        dns,
+        "    dns: {namespace: openshift-dns, podLabels: {dns.operator.openshift.io/daemonset-dns: default}, port: 5353, addresses: [169.254.20.10/32]}\n",
+    );
     Policy::from_yaml(&text, "plan.yaml").expect("the edited plan is valid")
 }
 
@@ -129,7 +145,7 @@ fn generated_policies_pass_the_network_policy_rules_on_every_sample() {
 
 #[test]
 fn generated_policies_admit_the_named_namespaces_and_the_api_server() {
-    let judged = assert_generated_policies_admit(&Engine::new(plan_with_external_access()));
+    let judged = assert_generated_policies_admit(&Engine::new(plan_with_everything()));
     assert!(judged >= 100, "only {judged} Ray objects judged");
 }
 
@@ -150,7 +166,7 @@ fn network_findings(engine: &Engine, object: &ObjectRef<'_>, policy: &Value) -> 
 /// one port of a rule, some network-policy rule reports the cluster.
 #[test]
 fn every_rule_and_port_of_a_generated_policy_is_needed() {
-    let engine = Engine::new(plan_with_external_access());
+    let engine = Engine::new(plan_with_everything());
     let mut kinds = std::collections::BTreeSet::new();
     let mut removals = 0;
     for (source, value) in ray_objects() {

@@ -1908,6 +1908,118 @@ mod network_policy {
         assert_eq!(cut.len(), 11, "{:#?}", d.violations);
     }
 
+    /// The built-in plan with its `dns` block replaced.
+    fn engine_with_dns(dns: &str) -> raygate::Engine {
+        let text = raygate::policy::BUILT_IN_POLICY.replace(
+            "    dns:\n      namespace: kube-system\n      podLabels: {k8s-app: kube-dns}\n      port: 53\n      addresses: []\n",
+            &format!("    dns: {dns}\n"),
+        );
+        assert_ne!(
+            text,
+            raygate::policy::BUILT_IN_POLICY,
+            "the built-in dns block moved"
+        );
+        raygate::Engine::new(Policy::from_yaml(&text, "p.yaml").unwrap())
+    }
+
+    /// NodeLocal DNSCache: Pods query a link-local address no Pod holds. A rule to it is
+    /// unverifiable by default and reaches DNS once the plan names the address.
+    #[test]
+    fn dns_at_an_address_the_plan_names_is_reached_by_an_ip_block() {
+        let node_local = json!({"to": [{"ipBlock": {"cidr": "169.254.20.10/32"}}],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]});
+        let policies = [egress_policy(json!([to_cluster(), node_local]))];
+        let d = evaluate_with(&engine(), &cluster("c"), &policies);
+        assert_eq!(
+            rules(&d),
+            ["network-policy/not-verified"],
+            "{:#?}",
+            d.violations
+        );
+        let engine = engine_with_dns(
+            "{namespace: kube-system, podLabels: {k8s-app: kube-dns}, addresses: [169.254.20.10/32]}",
+        );
+        let d = evaluate_with(&engine, &cluster("c"), &policies);
+        assert!(d.violations.is_empty(), "{:#?}", d.violations);
+        // Another address is still no DNS the plan knows.
+        let elsewhere = json!({"to": [{"ipBlock": {"cidr": "198.18.9.9/32"}}],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]});
+        let d = evaluate_with(
+            &engine,
+            &cluster("c"),
+            &[egress_policy(json!([to_cluster(), elsewhere]))],
+        );
+        assert_eq!(
+            rules(&d),
+            ["network-policy/not-verified"],
+            "{:#?}",
+            d.violations
+        );
+    }
+
+    /// OpenShift's DNS Pods run in openshift-dns and listen on 5353: a rule to kube-dns on 53
+    /// reaches nothing there, and the fix names the plan's DNS.
+    #[test]
+    fn dns_elsewhere_is_judged_where_the_plan_says_it_is() {
+        let engine = engine_with_dns(
+            "{namespace: openshift-dns, podLabels: {dns.operator.openshift.io/daemonset-dns: default}, port: 5353}",
+        );
+        let d = evaluate_with(
+            &engine,
+            &cluster("c"),
+            &[egress_policy(json!([to_cluster(), to_dns()]))],
+        );
+        assert_eq!(
+            rules(&d),
+            ["network-policy/dns-egress"],
+            "{:#?}",
+            d.violations
+        );
+        let message = &d.violations[0].message;
+        assert!(message.contains("(UDP 5353 and TCP 5353)"), "{message}");
+        let code = message.rsplit("egress rule `").next().unwrap();
+        let rule: Value = serde_yaml_ng::from_str(code.split('`').next().unwrap()).unwrap();
+        let mut hinted = rule[0].clone();
+        hinted["ports"] =
+            json!([{"protocol": "UDP", "port": 5353}, {"protocol": "TCP", "port": 5353}]);
+        assert_eq!(
+            hinted["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "openshift-dns"
+        );
+        let d = evaluate_with(
+            &engine,
+            &cluster("c"),
+            &[egress_policy(json!([to_cluster(), hinted]))],
+        );
+        assert!(d.violations.is_empty(), "{:#?}", d.violations);
+    }
+
+    #[test]
+    fn a_dns_block_that_names_nothing_or_no_cidr_is_refused() {
+        for (dns, want) in [
+            (
+                "{podLabels: {}}",
+                "spec.networkPolicy.dns: name the DNS Pods' labels",
+            ),
+            (
+                "{addresses: [169.254.20.10]}",
+                "spec.networkPolicy.dns.addresses[0]: \"169.254.20.10\" is not a CIDR",
+            ),
+            (
+                "{namespace: Kube_System}",
+                "spec.networkPolicy.dns.namespace: \"Kube_System\" is not a namespace name",
+            ),
+            ("{port: 0}", "spec.networkPolicy.dns.port: must be 1-65535"),
+        ] {
+            let text = raygate::policy::BUILT_IN_POLICY.replace(
+                "    dns:\n      namespace: kube-system\n      podLabels: {k8s-app: kube-dns}\n      port: 53\n      addresses: []\n",
+                &format!("    dns: {dns}\n"),
+            );
+            let err = Policy::from_yaml(&text, "p.yaml").unwrap_err().to_string();
+            assert!(err.contains(want), "{dns}: {err}");
+        }
+    }
+
     #[test]
     fn restricted_egress_must_reach_dns() {
         let d = evaluate_with(

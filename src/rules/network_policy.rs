@@ -23,7 +23,7 @@ use semantics::{
 pub use semantics::{NamespaceView, PolicyPod, connection_allowed};
 
 use super::Findings;
-use crate::policy::{ExternalAccess, PortPolicy, RAY_DEFAULT_WORKER_PORTS};
+use crate::policy::{DnsServers, ExternalAccess, PortPolicy, RAY_DEFAULT_WORKER_PORTS};
 use crate::ray::{
     ClusterSource, ClusterSpec, HEAD_GROUP_LABEL_VALUE, LABEL_CLUSTER, LABEL_CR_NAME, LABEL_GROUP,
     LABEL_NODE_TYPE, Labels, NodeGroup, RayPod, Role, child,
@@ -667,43 +667,90 @@ fn report_guess(
     }
 }
 
-/// Whether a peer of an egress rule can reach the cluster's DNS Pods: `kube-system` by its
-/// name and `k8s-app=kube-dns` (an empty podSelector too) or an ipBlock of every address;
-/// `None` when it selects the namespace by labels raygate cannot see, or is another ipBlock.
-fn peer_reaches_dns(peer: &NetworkPolicyPeer) -> Option<bool> {
+/// Whether a peer of an egress rule can reach the cluster's DNS: its Pods (their namespace by
+/// name, their labels; an empty podSelector too), or an ipBlock of every address or of one
+/// of the DNS addresses the policy names; `None` when it selects the namespace by labels
+/// raygate cannot see, or is another ipBlock.
+fn peer_reaches_dns(peer: &NetworkPolicyPeer, dns: &DnsServers) -> Option<bool> {
     if let Some(block) = &peer.ip_block {
         let except = block.except.as_deref().unwrap_or_default();
         if semantics::block_is_empty(&block.cidr, except) {
             return Some(false);
         }
-        // The DNS Pods' addresses are not known here: only a block of every address is sure.
         let everything = matches!(block.cidr.as_str(), "0.0.0.0/0" | "::/0");
-        return (everything && except.is_empty()).then_some(true);
+        let holds_address = dns.addresses.iter().any(|cidr| {
+            cidr.split_once('/')
+                .and_then(|(address, _)| address.parse().ok())
+                .is_some_and(|ip| semantics::ip_in_block(ip, &block.cidr, except))
+        });
+        // The DNS Pods' addresses are not known here: only those blocks are sure.
+        return ((everything && except.is_empty()) || holds_address).then_some(true);
     }
     let Some(namespaces) = &peer.namespace_selector else {
-        // Pods of the policy's own namespace: not kube-system's DNS.
+        // Pods of the policy's own namespace: not the cluster's DNS.
         return Some(false);
     };
     let pods_ok = peer.pod_selector.as_ref().is_none_or(|s| {
-        semantics::selector_matches(s, |k| (k == DNS_POD_LABEL.0).then_some(DNS_POD_LABEL.1))
+        semantics::selector_matches(s, |k| dns.pod_labels.get(k).map(String::as_str))
     });
-    if !pods_ok {
+    if !pods_ok || dns.pod_labels.is_empty() {
         return Some(false);
     }
-    // Only kube-system's name is known here: a selector on its other labels is unknown.
-    let kube_system = NamespaceView::new(DNS_NAMESPACE, None);
-    if kube_system.selected_by(namespaces) {
+    // Only the namespace's name is known here: a selector on its other labels is unknown.
+    let view = NamespaceView::new(&dns.namespace, None);
+    if view.selected_by(namespaces) {
         Some(true)
-    } else if kube_system.unknown_seen.get() {
+    } else if view.unknown_seen.get() {
         None
     } else {
         Some(false)
     }
 }
 
-/// The cluster's DNS Pods, as kubeadm and most distributions run CoreDNS.
-const DNS_NAMESPACE: &str = "kube-system";
-const DNS_POD_LABEL: (&str, &str) = ("k8s-app", "kube-dns");
+/// The egress rule that reaches the cluster's DNS, as fixes write it.
+fn dns_rule_hint(dns: &DnsServers) -> String {
+    let mut peers: Vec<String> = Vec::new();
+    if !dns.pod_labels.is_empty() {
+        let labels: Vec<String> = dns
+            .pod_labels
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        peers.push(format!(
+            "{{namespaceSelector: {{matchLabels: {{{}: {}}}}}, podSelector: {{matchLabels: {{{}}}}}}}",
+            semantics::NAMESPACE_NAME_LABEL,
+            dns.namespace,
+            labels.join(", ")
+        ));
+    }
+    peers.extend(
+        dns.addresses
+            .iter()
+            .map(|cidr| format!("{{ipBlock: {{cidr: {cidr}}}}}")),
+    );
+    format!(
+        "`- to: [{}]` with `ports: [{{protocol: UDP, port: {port}}}, {{protocol: TCP, port: {port}}}]`",
+        peers.join(", "),
+        port = dns.port
+    )
+}
+
+/// How messages name the cluster's DNS.
+fn describe_dns(dns: &DnsServers) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if !dns.pod_labels.is_empty() {
+        let labels: Vec<String> = dns
+            .pod_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        parts.push(format!("Pods ({}, {})", dns.namespace, labels.join(", ")));
+    }
+    if !dns.addresses.is_empty() {
+        parts.push(super::and_list(&dns.addresses));
+    }
+    parts.join(" or ")
+}
 
 /// Workers reach the head through its Service name, so every group whose egress is
 /// restricted must still reach the cluster's DNS Pods, by its own policies.
@@ -715,24 +762,26 @@ fn check_dns_egress(
     if restricted_groups.is_empty() || !out.enabled(RuleId::DnsEgress) {
         return;
     }
+    let dns = &out.policy().spec().network_policy.dns;
     let mut lacking: Vec<String> = Vec::new();
     let mut unverified: Vec<String> = Vec::new();
     let mut policies: Vec<&NetworkPolicy> = Vec::new();
     for (group, restricting) in restricted_groups {
         let unknown = std::cell::Cell::new(false);
+        // CoreDNS's container ports are named `dns` (UDP) and `dns-tcp`.
         let missing: Vec<String> = [("UDP", "dns"), ("TCP", "dns-tcp")]
             .into_iter()
             .filter(|(protocol, name)| {
-                let reaches = |peer: &NetworkPolicyPeer| match peer_reaches_dns(peer) {
+                let reaches = |peer: &NetworkPolicyPeer| match peer_reaches_dns(peer, dns) {
                     Some(known) => known,
                     None => {
                         unknown.set(true);
                         false
                     }
                 };
-                !egress_admits(restricting, protocol, 53, &[name], reaches)
+                !egress_admits(restricting, protocol, dns.port.into(), &[name], reaches)
             })
-            .map(|(protocol, _)| format!("{protocol} 53"))
+            .map(|(protocol, _)| format!("{protocol} {}", dns.port))
             .collect();
         if missing.is_empty() {
             continue;
@@ -749,9 +798,11 @@ fn check_dns_egress(
             RuleId::DnsEgress,
             &cluster.path,
             || format!(
-                "{} egress of the cluster's pods but not to the cluster's DNS Pods (kube-system, k8s-app=kube-dns) for the {}, so workers cannot resolve the head Service; add to each such policy an egress rule `- to: [{{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: kube-system}}}}, podSelector: {{matchLabels: {{k8s-app: kube-dns}}}}}}]` with `ports: [{{protocol: UDP, port: 53}}, {{protocol: TCP, port: 53}}]`",
+                "{} egress of the cluster's pods but not to the cluster's DNS {} for the {}, so workers cannot resolve the head Service; add to each such policy an egress rule {}",
                 policies_do(&policies, "restricts", "restrict"),
-                super::and_list(&lacking)
+                describe_dns(dns),
+                super::and_list(&lacking),
+                dns_rule_hint(dns)
             ),
         );
     }
@@ -760,8 +811,10 @@ fn check_dns_egress(
             RuleId::NotVerified,
             &cluster.path,
             || format!(
-                "could not verify that the {} reach DNS: their egress rules select kube-system by labels raygate cannot see offline; select it by kubernetes.io/metadata.name: kube-system",
-                super::and_list(&unverified)
+                "could not verify that the {} reach DNS: their egress rules select {} by labels raygate cannot see offline, or addresses it does not know; select it by kubernetes.io/metadata.name: {}",
+                super::and_list(&unverified),
+                dns.namespace,
+                dns.namespace
             ),
         );
     }

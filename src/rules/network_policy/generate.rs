@@ -15,9 +15,7 @@ use serde_json::{Value, json};
 
 use super::kuberay_labels::group_labels;
 use super::semantics::{NAMESPACE_NAME_LABEL, in_namespace, selecting};
-use super::{
-    DNS_NAMESPACE, DNS_POD_LABEL, cluster_label, identifiers, needed_for, operator, submitter,
-};
+use super::{cluster_label, identifiers, needed_for, operator, submitter};
 use crate::policy::Policy;
 use crate::ray::{ClusterSource, ClusterSpec, Role};
 use crate::yaml_edit::scalar;
@@ -145,7 +143,7 @@ pub fn generate(
             ports,
         })
         .collect();
-    egress.push(dns_rule());
+    egress.push(dns_rule(policy));
     egress.extend(api_server_rule(cluster, api_server_addresses));
 
     let header = format!(
@@ -271,19 +269,25 @@ fn external_rules(policy: &Policy) -> Vec<Rule> {
         .collect()
 }
 
-fn dns_rule() -> Rule {
+fn dns_rule(policy: &Policy) -> Rule {
+    let dns = &policy.spec().network_policy.dns;
+    let mut peers = Vec::new();
+    if !dns.pod_labels.is_empty() {
+        peers.push(Peer::Namespaced {
+            namespaces: vec![(NAMESPACE_NAME_LABEL.to_owned(), dns.namespace.clone())],
+            pods: dns.pod_labels.clone().into_iter().collect(),
+        });
+    }
+    peers.extend(dns.addresses.iter().cloned().map(Peer::Addresses));
     Rule {
         why: "To the cluster's DNS: workers find the head through its Service name.".to_owned(),
-        peers: vec![Peer::Namespaced {
-            namespaces: vec![(NAMESPACE_NAME_LABEL.to_owned(), DNS_NAMESPACE.to_owned())],
-            pods: vec![(DNS_POD_LABEL.0.to_owned(), DNS_POD_LABEL.1.to_owned())],
-        }],
+        peers,
         ports: ["UDP", "TCP"]
             .into_iter()
             .map(|protocol| Port {
                 protocol,
-                from: 53,
-                to: 53,
+                from: dns.port,
+                to: dns.port,
                 what: "dns".to_owned(),
             })
             .collect(),
