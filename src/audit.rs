@@ -192,15 +192,21 @@ fn list_error(what: &str) -> impl FnOnce(kube::Error) -> Error {
     move |source| Error::List { what, source }
 }
 
-/// Every NetworkPolicy of the cluster (`raygate fix --kubeconfig` counts them as existing).
-pub async fn all_network_policies(
+/// The NetworkPolicies of `namespace`, or of every namespace (`raygate fix --kubeconfig`
+/// counts all of them as existing).
+pub async fn network_policies(
     client: &Client,
+    namespace: Option<&str>,
     progress: &mut (dyn FnMut(Progress<'_>) + Send),
 ) -> Result<Vec<Arc<NetworkPolicy>>, Error> {
-    let policies: Vec<NetworkPolicy> =
-        list_all(&typed_api(client, None), None, "NetworkPolicies", progress)
-            .await
-            .map_err(list_error("NetworkPolicies"))?;
+    let policies: Vec<NetworkPolicy> = list_all(
+        &typed_api(client, namespace),
+        None,
+        "NetworkPolicies",
+        progress,
+    )
+    .await
+    .map_err(list_error("NetworkPolicies"))?;
     Ok(policies.into_iter().map(Arc::new).collect())
 }
 
@@ -210,18 +216,10 @@ async fn network_policies_by_namespace(
     namespace: Option<&str>,
     progress: &mut (dyn FnMut(Progress<'_>) + Send),
 ) -> Result<HashMap<String, Vec<Arc<NetworkPolicy>>>, Error> {
-    let policies: Vec<NetworkPolicy> = list_all(
-        &typed_api(client, namespace),
-        None,
-        "NetworkPolicies",
-        progress,
-    )
-    .await
-    .map_err(list_error("NetworkPolicies"))?;
     let mut by_namespace: HashMap<String, Vec<Arc<NetworkPolicy>>> = HashMap::new();
-    for policy in policies {
+    for policy in network_policies(client, namespace, progress).await? {
         let ns = policy.metadata.namespace.clone().unwrap_or_default();
-        by_namespace.entry(ns).or_default().push(Arc::new(policy));
+        by_namespace.entry(ns).or_default().push(policy);
     }
     Ok(by_namespace)
 }

@@ -272,7 +272,7 @@ fn live_network_policies(
         .build()?;
     runtime.block_on(async {
         let client = kube::Client::try_from(config_from(kubeconfig).await?)?;
-        let policies = raygate::audit::all_network_policies(&client, &mut |_| {}).await?;
+        let policies = raygate::audit::network_policies(&client, None, &mut |_| {}).await?;
         eprintln!(
             "raygate fix: {} NetworkPolicies in the cluster count as existing",
             policies.len()

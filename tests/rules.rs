@@ -1908,8 +1908,8 @@ mod network_policy {
         assert_eq!(cut.len(), 11, "{:#?}", d.violations);
     }
 
-    /// The built-in plan with its `dns` block replaced.
-    fn engine_with_dns(dns: &str) -> raygate::Engine {
+    /// The built-in plan's text with its `dns` block replaced.
+    fn policy_with_dns(dns: &str) -> String {
         let text = raygate::policy::BUILT_IN_POLICY.replace(
             "    dns:\n      namespace: kube-system\n      podLabels: {k8s-app: kube-dns}\n      port: 53\n      addresses: []\n",
             &format!("    dns: {dns}\n"),
@@ -1919,6 +1919,11 @@ mod network_policy {
             raygate::policy::BUILT_IN_POLICY,
             "the built-in dns block moved"
         );
+        text
+    }
+
+    fn engine_with_dns(dns: &str) -> raygate::Engine {
+        let text = policy_with_dns(dns);
         raygate::Engine::new(Policy::from_yaml(&text, "p.yaml").unwrap())
     }
 
@@ -2011,11 +2016,9 @@ mod network_policy {
             ),
             ("{port: 0}", "spec.networkPolicy.dns.port: must be 1-65535"),
         ] {
-            let text = raygate::policy::BUILT_IN_POLICY.replace(
-                "    dns:\n      namespace: kube-system\n      podLabels: {k8s-app: kube-dns}\n      port: 53\n      addresses: []\n",
-                &format!("    dns: {dns}\n"),
-            );
-            let err = Policy::from_yaml(&text, "p.yaml").unwrap_err().to_string();
+            let err = Policy::from_yaml(&policy_with_dns(dns), "p.yaml")
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{dns}: {err}");
         }
     }

@@ -711,16 +711,11 @@ fn peer_reaches_dns(peer: &NetworkPolicyPeer, dns: &DnsServers) -> Option<bool> 
 fn dns_rule_hint(dns: &DnsServers) -> String {
     let mut peers: Vec<String> = Vec::new();
     if !dns.pod_labels.is_empty() {
-        let labels: Vec<String> = dns
-            .pod_labels
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect();
         peers.push(format!(
-            "{{namespaceSelector: {{matchLabels: {{{}: {}}}}}, podSelector: {{matchLabels: {{{}}}}}}}",
+            "{{namespaceSelector: {{matchLabels: {{{}: {}}}}}, podSelector: {{matchLabels: {}}}}}",
             semantics::NAMESPACE_NAME_LABEL,
             dns.namespace,
-            labels.join(", ")
+            operator::match_labels(&dns.pod_labels)
         ));
     }
     peers.extend(

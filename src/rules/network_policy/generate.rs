@@ -150,8 +150,14 @@ pub fn generate(
         "Written by raygate for {kind} {:?}: the least its Ray needs under the plan. Review it and keep it in git; raygate never edits a NetworkPolicy it did not create.",
         cluster.name
     );
-    let object = object(&name, namespace, &selector, &ingress, &egress);
-    let text = render(&header, &name, namespace, &selector, &ingress, &egress);
+    let draft = Draft {
+        name: &name,
+        namespace,
+        selector: &selector,
+        ingress: &ingress,
+        egress: &egress,
+    };
+    let (object, text) = (draft.object(), draft.render(&header));
     Some(GeneratedPolicy { name, object, text })
 }
 
@@ -372,28 +378,58 @@ fn rules_value(rules: &[Rule], field: &str) -> Value {
         .collect()
 }
 
-fn object(
-    name: &str,
-    namespace: Option<&str>,
-    selector: &[(String, String)],
-    ingress: &[Rule],
-    egress: &[Rule],
-) -> Value {
-    let mut metadata = json!({"name": name});
-    if let Some(namespace) = namespace {
-        metadata["namespace"] = namespace.into();
-    }
-    json!({
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": metadata,
-        "spec": {
-            "podSelector": {"matchLabels": labels_value(selector)},
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": rules_value(ingress, "from"),
-            "egress": rules_value(egress, "to"),
+/// One generated policy before it is written: the same rules give its object and its text.
+struct Draft<'a> {
+    name: &'a str,
+    namespace: Option<&'a str>,
+    selector: &'a [(String, String)],
+    ingress: &'a [Rule],
+    egress: &'a [Rule],
+}
+
+impl Draft<'_> {
+    fn object(&self) -> Value {
+        let mut metadata = json!({"name": self.name});
+        if let Some(namespace) = self.namespace {
+            metadata["namespace"] = namespace.into();
         }
-    })
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": metadata,
+            "spec": {
+                "podSelector": {"matchLabels": labels_value(self.selector)},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": rules_value(self.ingress, "from"),
+                "egress": rules_value(self.egress, "to"),
+            }
+        })
+    }
+
+    fn render(&self, header: &str) -> String {
+        let mut out = String::new();
+        comment(&mut out, "", header);
+        out.push_str("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n");
+        let _ = writeln!(out, "  name: {}", scalar(self.name));
+        if let Some(namespace) = self.namespace {
+            let _ = writeln!(out, "  namespace: {}", scalar(namespace));
+        }
+        out.push_str("spec:\n");
+        comment(
+            &mut out,
+            "  ",
+            "Every Pod of the cluster, head and workers.",
+        );
+        let _ = writeln!(
+            out,
+            "  podSelector: {{matchLabels: {}}}",
+            flow_labels(self.selector)
+        );
+        out.push_str("  policyTypes: [Ingress, Egress]\n");
+        render_rules(&mut out, "from", self.ingress);
+        render_rules(&mut out, "to", self.egress);
+        out
+    }
 }
 
 /// `{k: v, ...}` with each key and value quoted where YAML needs it.
@@ -473,36 +509,4 @@ fn comment(out: &mut String, indent: &str, text: &str) {
     if !line.is_empty() {
         let _ = writeln!(out, "{indent}# {line}");
     }
-}
-
-fn render(
-    header: &str,
-    name: &str,
-    namespace: Option<&str>,
-    selector: &[(String, String)],
-    ingress: &[Rule],
-    egress: &[Rule],
-) -> String {
-    let mut out = String::new();
-    comment(&mut out, "", header);
-    out.push_str("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n");
-    let _ = writeln!(out, "  name: {}", scalar(name));
-    if let Some(namespace) = namespace {
-        let _ = writeln!(out, "  namespace: {}", scalar(namespace));
-    }
-    out.push_str("spec:\n");
-    comment(
-        &mut out,
-        "  ",
-        "Every Pod of the cluster, head and workers.",
-    );
-    let _ = writeln!(
-        out,
-        "  podSelector: {{matchLabels: {}}}",
-        flow_labels(selector)
-    );
-    out.push_str("  policyTypes: [Ingress, Egress]\n");
-    render_rules(&mut out, "from", ingress);
-    render_rules(&mut out, "to", egress);
-    out
 }

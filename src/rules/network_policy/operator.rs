@@ -28,7 +28,7 @@ const SERVE: (&str, u16) = ("serve", 8000);
 
 /// What the operator does with the cluster's head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Workload {
+pub(super) enum Workload {
     Job,
     Service,
 }
@@ -108,9 +108,9 @@ pub(super) fn head_ports(
 }
 
 /// A port of the head the operator must reach.
-struct Wanted {
-    name: &'static str,
-    number: u16,
+pub(super) struct Wanted {
+    pub(super) name: &'static str,
+    pub(super) number: u16,
     /// Whether the head declares it by name, so a policy may admit it by name.
     named: bool,
 }
@@ -229,7 +229,7 @@ pub(super) fn resolved(
 }
 
 /// `{k: v, ...}` of a label map.
-fn match_labels(labels: &BTreeMap<String, String>) -> String {
+pub(super) fn match_labels(labels: &BTreeMap<String, String>) -> String {
     let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     format!("{{{}}}", pairs.join(", "))
 }
@@ -303,23 +303,23 @@ struct Connection<'a> {
     workload: Workload,
 }
 
-/// The policies of the head's namespace at each end of the connection.
-struct Ends<'p> {
+/// The policies of the head's namespace at each end of a connection to the head.
+pub(super) struct Ends<'p> {
     /// Those selecting the head: their ingress rules count.
-    towards_head: Vec<&'p NetworkPolicy>,
-    /// Those selecting the operator's Pod when it runs in the same namespace: their egress
-    /// rules count.
-    from_operator: Vec<&'p NetworkPolicy>,
-    ingress_restricted: Vec<&'p NetworkPolicy>,
-    egress_restricted: Vec<&'p NetworkPolicy>,
+    pub(super) towards_head: Vec<&'p NetworkPolicy>,
+    /// Those selecting the peer's Pod (the operator's, a submitter's) when it runs in the same
+    /// namespace: their egress rules count.
+    pub(super) from_peer: Vec<&'p NetworkPolicy>,
+    pub(super) ingress_restricted: Vec<&'p NetworkPolicy>,
+    pub(super) egress_restricted: Vec<&'p NetworkPolicy>,
 }
 
 /// The wanted ports the policies cut (even with every unknown peer assumed to match), and
 /// those they admit only under that assumption.
-struct Verdicts<'w> {
-    cut_in: Vec<&'w Wanted>,
-    cut_out: Vec<&'w Wanted>,
-    unverified: Vec<&'w Wanted>,
+pub(super) struct Verdicts<'w> {
+    pub(super) cut_in: Vec<&'w Wanted>,
+    pub(super) cut_out: Vec<&'w Wanted>,
+    pub(super) unverified: Vec<&'w Wanted>,
 }
 
 /// The operator's Pod must reach the head on the dashboard port, and a RayService's head on
@@ -345,7 +345,12 @@ pub(super) fn check(
     }
     let head_labels = super::pod_labels(cluster, head);
     let same_namespace = operator.namespace == namespace;
-    let ends = ends(in_namespace, &head_labels, operator, same_namespace);
+    let ends = ends(
+        in_namespace,
+        &head_labels,
+        &operator.pod_labels,
+        same_namespace,
+    );
     if ends.ingress_restricted.is_empty() && ends.egress_restricted.is_empty() {
         return;
     }
@@ -398,10 +403,12 @@ pub(super) fn check(
     }
 }
 
-fn ends<'p>(
+/// The policies at each end of a connection from a Pod labelled `peer_labels` to the head;
+/// the peer's own policies count only in the head's namespace.
+pub(super) fn ends<'p>(
     in_namespace: &[&'p NetworkPolicy],
     head_labels: &BTreeMap<String, String>,
-    operator: &OperatorPod,
+    peer_labels: &BTreeMap<String, String>,
     same_namespace: bool,
 ) -> Ends<'p> {
     let selects = |policy: &NetworkPolicy, labels: &BTreeMap<String, String>| {
@@ -412,24 +419,24 @@ fn ends<'p>(
         .copied()
         .filter(|p| selects(p, head_labels))
         .collect();
-    let from_operator: Vec<&NetworkPolicy> = in_namespace
+    let from_peer: Vec<&NetworkPolicy> = in_namespace
         .iter()
         .copied()
-        .filter(|p| same_namespace && selects(p, &operator.pod_labels))
+        .filter(|p| same_namespace && selects(p, peer_labels))
         .collect();
     let ingress_restricted: Vec<&NetworkPolicy> = towards_head
         .iter()
         .copied()
         .filter(|p| restricts(p, Direction::Ingress))
         .collect();
-    let egress_restricted: Vec<&NetworkPolicy> = from_operator
+    let egress_restricted: Vec<&NetworkPolicy> = from_peer
         .iter()
         .copied()
         .filter(|p| restricts(p, Direction::Egress))
         .collect();
     Ends {
         towards_head,
-        from_operator,
+        from_peer,
         ingress_restricted,
         egress_restricted,
     }
@@ -453,7 +460,11 @@ pub(super) fn operator_ports(
 
 /// The ports of the head the operator must reach for `workload`, at the numbers the Ray
 /// container declares them (else KubeRay's defaults).
-fn wanted(workload: Workload, ray_ports: &[Declared], all_ports: &[Declared]) -> Vec<Wanted> {
+pub(super) fn wanted(
+    workload: Workload,
+    ray_ports: &[Declared],
+    all_ports: &[Declared],
+) -> Vec<Wanted> {
     match workload {
         Workload::Job => vec![DASHBOARD],
         Workload::Service => vec![DASHBOARD, SERVE],
@@ -477,22 +488,22 @@ fn wanted(workload: Workload, ray_ports: &[Declared], all_ports: &[Declared]) ->
 }
 
 /// The policies of `in_namespace` at either end, in their order.
-fn judging<'p>(in_namespace: &[&'p NetworkPolicy], ends: &Ends<'p>) -> Judging<'p> {
+pub(super) fn judging<'p>(in_namespace: &[&'p NetworkPolicy], ends: &Ends<'p>) -> Judging<'p> {
     in_namespace
         .iter()
         .copied()
         .map(|p| {
             let head = ends.towards_head.iter().any(|t| std::ptr::eq(*t, p));
-            let operator = ends.from_operator.iter().any(|f| std::ptr::eq(*f, p));
-            (p, head, operator)
+            let peer = ends.from_peer.iter().any(|f| std::ptr::eq(*f, p));
+            (p, head, peer)
         })
-        .filter(|&(_, head, operator)| head || operator)
+        .filter(|&(_, head, peer)| head || peer)
         .collect()
 }
 
 /// Each wanted port: admitted by the `strict` policies, only by the `lenient` ones
 /// (unverified), or cut, and then at which end.
-fn judge<'w>(
+pub(super) fn judge<'w>(
     wanted: &'w [Wanted],
     strict: &[NetworkPolicy],
     lenient: &[NetworkPolicy],

@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::Value;
 
-use super::operator::{self, Unknowns, first_name, head_selector, resolved};
-use super::semantics::{self, Direction, PolicyPod, connection_allowed, end_allows, restricts};
+use super::operator::{self, Unknowns, Workload, first_name, head_selector, resolved};
+use super::semantics::PolicyPod;
 use super::{NamespaceView, policies_do};
 use crate::ray::{ClusterSource, ClusterSpec, NodeGroup};
 use crate::rule_id::RuleId;
@@ -47,7 +47,8 @@ fn submitter_labels(cluster: &ClusterSpec<'_>) -> BTreeMap<String, String> {
 }
 
 /// The submitter's Pod must reach the head's dashboard through the NetworkPolicies of the
-/// namespace (both run there). Only run once the policies are known.
+/// namespace (both run there), judged as [`operator::check`] judges the operator's Pod. Only
+/// run once the policies are known.
 pub(super) fn check(
     cluster: &ClusterSpec<'_>,
     head: &NodeGroup<'_>,
@@ -59,44 +60,26 @@ pub(super) fn check(
     if !runs_submitter(cluster) || !out.enabled(RuleId::SubmitterAccess) {
         return;
     }
-    let Some(&(_, dashboard)) = operator::operator_ports(cluster, head).first() else {
-        return;
-    };
     let head_labels = super::pod_labels(cluster, head);
     let submitter = submitter_labels(cluster);
-    let selects = |policy: &NetworkPolicy, labels: &BTreeMap<String, String>| {
-        semantics::selects(policy, |k| labels.get(k).map(String::as_str))
-    };
-    let towards_head: Vec<&NetworkPolicy> = in_namespace
-        .iter()
-        .copied()
-        .filter(|p| selects(p, &head_labels) && restricts(p, Direction::Ingress))
-        .collect();
-    let from_submitter: Vec<&NetworkPolicy> = in_namespace
-        .iter()
-        .copied()
-        .filter(|p| selects(p, &submitter) && restricts(p, Direction::Egress))
-        .collect();
-    if towards_head.is_empty() && from_submitter.is_empty() {
+    let ends = operator::ends(in_namespace, &head_labels, &submitter, true);
+    if ends.ingress_restricted.is_empty() && ends.egress_restricted.is_empty() {
         return;
     }
-    let mut judging: operator::Judging<'_> = Vec::new();
-    for policy in in_namespace {
-        let ingress = selects(policy, &head_labels);
-        let egress = selects(policy, &submitter);
-        if ingress || egress {
-            judging.push((policy, ingress, egress));
-        }
-    }
+    // The dashboard at the number the head listens on once the admission's patch is applied.
+    let (ray_ports, head_declared) = operator::head_ports(head, &out.fills);
+    let wanted = operator::wanted(Workload::Job, &ray_ports, &head_declared);
+    let Some(dashboard) = wanted.first().map(|w| w.number) else {
+        return;
+    };
     let view = NamespaceView::new(namespace, namespace_labels);
-    let mut unknowns = Unknowns::default();
-    let strict = resolved(&judging, &view, false, &mut unknowns);
+    let judging = operator::judging(in_namespace, &ends);
+    let strict = resolved(&judging, &view, false, &mut Unknowns::default());
     let lenient = resolved(&judging, &view, true, &mut Unknowns::default());
     let mut namespaces: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     if let Some(labels) = namespace_labels {
         namespaces.insert(namespace.to_owned(), labels.clone());
     }
-    let (_, head_declared) = operator::head_ports(head, &out.fills);
     let from = PolicyPod {
         namespace,
         labels: &submitter,
@@ -109,14 +92,12 @@ pub(super) fn check(
         ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
         ports: &head_declared,
     };
-    if connection_allowed(&strict, &namespaces, &from, &to, dashboard, "TCP") {
-        return;
-    }
+    let verdicts = operator::judge(&wanted, &strict, &lenient, &namespaces, &from, &to);
     let peer = format!(
         "{{podSelector: {{matchLabels: {{{JOB_NAME_LABEL}: {}}}}}}}",
         cluster.name
     );
-    if connection_allowed(&lenient, &namespaces, &from, &to, dashboard, "TCP") {
+    if !verdicts.unverified.is_empty() {
         out.report(RuleId::NotVerified, &head.path, || {
             format!(
                 "could not verify that the RayJob's submitter Pod reaches the head's dashboard (TCP {dashboard}): a NetworkPolicy selects it by namespace labels or addresses raygate cannot see here; admit it by `{peer}`"
@@ -124,33 +105,25 @@ pub(super) fn check(
         });
         return;
     }
-    let end = |direction| {
-        end_allows(
-            &lenient,
-            &namespaces,
-            direction,
-            &from,
-            &to,
-            dashboard,
-            "TCP",
-        )
-    };
     let mut blocking: Vec<&NetworkPolicy> = Vec::new();
     let mut fixes: Vec<String> = Vec::new();
-    if !end(Direction::Ingress) {
-        super::add_unique(&mut blocking, &towards_head);
+    if !verdicts.cut_in.is_empty() {
+        super::add_unique(&mut blocking, &ends.ingress_restricted);
         fixes.push(format!(
             "add to NetworkPolicy {:?} an ingress rule `- {{from: [{peer}], ports: [{{protocol: TCP, port: {dashboard}}}]}}`",
-            first_name(&towards_head)
+            first_name(&ends.ingress_restricted)
         ));
     }
-    if !end(Direction::Egress) {
-        super::add_unique(&mut blocking, &from_submitter);
+    if !verdicts.cut_out.is_empty() {
+        super::add_unique(&mut blocking, &ends.egress_restricted);
         fixes.push(format!(
             "add to NetworkPolicy {:?} an egress rule `- {{to: [{{podSelector: {{matchLabels: {{{}}}}}}}], ports: [{{protocol: TCP, port: {dashboard}}}]}}`",
-            first_name(&from_submitter),
+            first_name(&ends.egress_restricted),
             head_selector(cluster, &head_labels)
         ));
+    }
+    if blocking.is_empty() {
+        return;
     }
     out.report(RuleId::SubmitterAccess, &head.path, || {
         format!(
