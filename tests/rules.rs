@@ -3178,6 +3178,38 @@ mod network_policy {
             );
         }
 
+        /// Judged as written (as `raygate check` judges a file), a head that declares no
+        /// ports gets the plan's dashboard filled in: the submitter must reach that number,
+        /// not KubeRay's default.
+        #[test]
+        fn the_dashboard_is_where_the_filled_head_listens() {
+            let mut job = ray_job("j");
+            job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+                .as_object_mut()
+                .unwrap()
+                .remove("ports");
+            let by_number = |port: u16| {
+                let mut np = without_submitter();
+                np["spec"]["ingress"].as_array_mut().unwrap().push(json!({
+                    "from": [{"podSelector": {"matchLabels": {"batch.kubernetes.io/job-name": "j"}}}],
+                    "ports": [{"protocol": "TCP", "port": port}]
+                }));
+                np
+            };
+            let found = |port: u16| -> Vec<String> {
+                evaluate_with(&engine(), &job, &[by_number(port)])
+                    .violations
+                    .iter()
+                    .filter(|v| v.rule.as_str() == RULE)
+                    .map(|v| v.message.clone())
+                    .collect()
+            };
+            assert!(found(8266).is_empty(), "{:#?}", found(8266));
+            let cut = found(8265);
+            assert_eq!(cut.len(), 1, "{cut:#?}");
+            assert!(cut[0].contains("dashboard on TCP 8266"), "{}", cut[0]);
+        }
+
         #[test]
         fn without_a_submitter_job_there_is_nothing_to_reach() {
             for mode in ["HTTPMode", "SidecarMode", "InteractiveMode"] {
