@@ -130,7 +130,11 @@ pub enum Command {
     /// Reads JSON lines on stdin, `{"id", "role": "head"|"worker", "group": {...},
     /// "annotations": {...}}`, and writes one JSON line each (the Ray CLI differential test's
     /// interface, tests/runtime/ray_cli_oracle.py).
-    RayStart,
+    RayStart {
+        /// The Ray whose `ray start` options raygate reads the commands by.
+        #[arg(long, value_name = "X.Y.Z", default_value = "2.60.0", value_parser = parse_ray_version)]
+        ray_version: raygate::ray_version::RayVersion,
+    },
     /// Validate a policy file and print the effective policy.
     Policy {
         #[command(flatten)]
@@ -300,4 +304,9 @@ fn non_empty(value: &str) -> Result<String, String> {
         return Err("an empty selector: leave the flag out to cover every namespace".to_owned());
     }
     Ok(value.to_owned())
+}
+
+fn parse_ray_version(text: &str) -> Result<raygate::ray_version::RayVersion, String> {
+    raygate::ray_version::parse_version(text)
+        .ok_or_else(|| format!("{text:?} is not a Ray version X.Y.Z"))
 }

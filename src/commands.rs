@@ -862,7 +862,11 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 /// `raycluster`), `namespace` (default `default`), `head` group spec (for a worker) and
 /// `autoscaling`), the container command KubeRay builds and the one `ray start` raygate reads
 /// from it, or why it refuses.
-pub fn ray_start_cases(input: impl std::io::BufRead, mut out: impl Write) -> anyhow::Result<()> {
+pub fn ray_start_cases(
+    input: impl std::io::BufRead,
+    mut out: impl Write,
+    ray: &'static crate::ray_version::VersionFacts,
+) -> anyhow::Result<()> {
     for (n, line) in input.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
@@ -870,7 +874,7 @@ pub fn ray_start_cases(input: impl std::io::BufRead, mut out: impl Write) -> any
         }
         let at_line = |e: &dyn std::fmt::Display| anyhow::anyhow!("stdin line {}: {e}", n + 1);
         let case: Value = serde_json::from_str(&line).map_err(|e| at_line(&e))?;
-        let result = ray_start_case(&case).map_err(|e| at_line(&e))?;
+        let result = ray_start_case(&case, ray).map_err(|e| at_line(&e))?;
         writeln!(out, "{result}")?;
     }
     Ok(())
@@ -878,7 +882,10 @@ pub fn ray_start_cases(input: impl std::io::BufRead, mut out: impl Write) -> any
 
 /// One `ray-start` case: the command KubeRay builds, the `ray start` raygate reads from it (or
 /// why it refuses) and the group's Pod labels.
-fn ray_start_case(case: &Value) -> anyhow::Result<Value> {
+fn ray_start_case(
+    case: &Value,
+    ray: &'static crate::ray_version::VersionFacts,
+) -> anyhow::Result<Value> {
     use crate::ray::{NodeGroup, Role};
     use crate::ray_command;
     let role = match case.get("role").and_then(Value::as_str) {
@@ -929,7 +936,7 @@ fn ray_start_case(case: &Value) -> anyhow::Result<Value> {
     Ok(match ray_command::kuberay_params(&group, &context) {
         Ok(params) => {
             let launch = ray_command::launch(&group, &params, overwrite);
-            launched(case, &launch, refused_param(&group), labels)
+            launched(case, &launch, refused_param(&group, ray), labels, ray)
         }
         Err(why) => serde_json::json!({"id": case.get("id"), "refused": why.0, "labels": labels}),
     })
@@ -945,7 +952,10 @@ fn case_text(case: &Value, field: &str, default: &str) -> anyhow::Result<String>
 }
 
 /// Why raygate refuses the group's first unreadable rayStartParams value, if it does.
-fn refused_param(group: &crate::ray::NodeGroup<'_>) -> Option<String> {
+fn refused_param(
+    group: &crate::ray::NodeGroup<'_>,
+    ray: &'static crate::ray_version::VersionFacts,
+) -> Option<String> {
     use crate::ray_command;
     let mut refused = None;
     for (key, value) in group.ray_start_params().into_iter().flatten() {
@@ -957,7 +967,7 @@ fn refused_param(group: &crate::ray::NodeGroup<'_>) -> Option<String> {
                 )
             })
             .and_then(|text| ray_command::param_word(key, &text))
-            .and_then(|word| ray_command::option_value(key, word));
+            .and_then(|word| ray_command::option_value(key, word, ray));
         if let Err(why) = word {
             refused.get_or_insert(why.0);
         }
@@ -989,13 +999,14 @@ fn launched(
     launch: &crate::ray_command::Launch,
     refused: Option<String>,
     labels: std::collections::BTreeMap<String, String>,
+    ray: &'static crate::ray_version::VersionFacts,
 ) -> Value {
     use crate::ray_command;
     let script = ray_command::shell_script(&launch.argv)
         .ok()
         .flatten()
         .map(str::to_owned);
-    let (start, refusal) = match ray_command::effective_start(launch) {
+    let (start, refusal) = match ray_command::effective_start(launch, ray) {
         Ok(start) => (Some(start), None),
         Err(why) => (None, Some(why.0)),
     };

@@ -14,6 +14,7 @@ pub mod publish;
 pub mod quantity;
 pub mod ray;
 pub mod ray_command;
+pub mod ray_version;
 pub mod report;
 pub mod rule_id;
 pub mod rules;

@@ -131,10 +131,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             days,
             publish: _,
         } => write_certs(&out_dir, &hosts, days)?,
-        Command::RayStart => {
+        Command::RayStart { ray_version } => {
             let stdin = std::io::stdin().lock();
             let stdout = std::io::stdout().lock();
-            raygate::commands::ray_start_cases(stdin, stdout)?;
+            let (facts, _) = raygate::ray_version::RayFacts::get().for_version(ray_version);
+            raygate::commands::ray_start_cases(stdin, stdout, facts)?;
             exit::OK
         }
         Command::Policy { policy } => {

@@ -1,5 +1,6 @@
 //! The platform policy as data: loading, validation and defaults. No evaluation here.
 
+use crate::ray_version::RayVersion;
 use crate::rule_id::{Family, RuleId};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -115,6 +116,13 @@ pub struct PolicySpec {
     pub rule_actions: BTreeMap<RuleId, Action>,
     #[serde(default)]
     pub deadline: Deadline,
+    /// The Ray a group runs when neither its image tag nor `rayVersion` says.
+    #[serde(default = "default_ray_version")]
+    pub default_ray_version: RayVersion,
+}
+
+fn default_ray_version() -> RayVersion {
+    RayVersion(2, 60, 0)
 }
 
 /// raygate answers within `milliseconds` even when something inside stalls, well before the
@@ -688,6 +696,9 @@ impl Policy {
             Some(Family::NetworkPolicy) if rule == RuleId::UncoversCluster => {
                 spec.network_policy.protect_live_clusters
             }
+            // Judging a Ray by the facts of the nearest measured one is a caveat, never a
+            // reason to deny on its own.
+            Some(Family::Ports) if rule == RuleId::UnmeasuredRay => Action::Warn,
             Some(family) => self.family_action(family),
             None => Action::Off,
         }
@@ -1338,9 +1349,11 @@ mod tests {
             node_ports,
             [
                 ("dashboard-agent-grpc-port", 8601),
-                ("dashboard-agent-listen-port", 52365)
+                ("dashboard-agent-listen-port", 52365),
+                ("dashboard-grpc-port", 8602)
             ]
         );
+        assert_eq!(spec.default_ray_version, RayVersion(2, 60, 0));
         assert_eq!(spec.placement.master_hostnames, ["gpu-node"]);
         assert_eq!(policy.mode(), Mode::Enforce);
         assert_eq!(policy.action_for(RuleId::ServePortName), Action::Warn);

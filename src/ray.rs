@@ -327,6 +327,20 @@ impl<'a> ClusterSpec<'a> {
         }
     }
 
+    /// The cluster's `rayVersion`, as written.
+    pub fn ray_version(&self) -> Option<&'a str> {
+        self.spec.get("rayVersion").and_then(Value::as_str)
+    }
+
+    /// The Ray a group of this cluster runs (see [`crate::ray_version::RayOf::resolve`]).
+    pub fn ray_of(
+        &self,
+        group: &NodeGroup<'a>,
+        default: crate::ray_version::RayVersion,
+    ) -> crate::ray_version::RayOf<'a> {
+        crate::ray_version::RayOf::of_group(group.spec, self.ray_version(), default)
+    }
+
     /// `enableInTreeAutoscaling: true`: KubeRay adds the autoscaler sidecar to the head.
     pub fn autoscaling(&self) -> bool {
         self.spec

@@ -21,85 +21,7 @@ pub const GENERATED_CMD_VAR: &str = "KUBERAY_GEN_RAY_START_CMD";
 /// KubeRay's own `ulimit` argument in the generated line.
 const ULIMIT_VAR: &str = "RAY_START_ULIMIT_OPEN_FILES";
 
-/// How click reads an option of `ray start`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arity {
-    /// `--head`: no value; `--head=x` is an error.
-    Flag,
-    /// `-v`, `-vv`: counted.
-    Count,
-    /// Takes one value, `--key=value` or `--key value`.
-    Value(ValueType),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ValueType {
-    Int,
-    Float,
-    Bool,
-    Text,
-    Json,
-    Choice(&'static [&'static str]),
-}
-
-/// The options of Ray 2.60.0's `ray start` (click 8.5.1), as `start.params` lists them.
-pub const RAY_START_OPTIONS: &[(&str, Arity)] = &[
-    ("node-ip-address", Arity::Value(ValueType::Text)),
-    ("address", Arity::Value(ValueType::Text)),
-    ("port", Arity::Value(ValueType::Int)),
-    ("node-name", Arity::Value(ValueType::Text)),
-    ("redis-username", Arity::Value(ValueType::Text)),
-    ("redis-password", Arity::Value(ValueType::Text)),
-    ("redis-shard-ports", Arity::Value(ValueType::Text)),
-    ("object-manager-port", Arity::Value(ValueType::Int)),
-    ("node-manager-port", Arity::Value(ValueType::Int)),
-    ("min-worker-port", Arity::Value(ValueType::Int)),
-    ("max-worker-port", Arity::Value(ValueType::Int)),
-    ("worker-port-list", Arity::Value(ValueType::Text)),
-    ("ray-client-server-port", Arity::Value(ValueType::Int)),
-    ("memory", Arity::Value(ValueType::Int)),
-    ("object-store-memory", Arity::Value(ValueType::Int)),
-    ("num-cpus", Arity::Value(ValueType::Int)),
-    ("num-gpus", Arity::Value(ValueType::Int)),
-    ("resources", Arity::Value(ValueType::Text)),
-    ("head", Arity::Flag),
-    ("include-dashboard", Arity::Value(ValueType::Bool)),
-    ("dashboard-host", Arity::Value(ValueType::Text)),
-    ("dashboard-port", Arity::Value(ValueType::Int)),
-    ("dashboard-agent-listen-port", Arity::Value(ValueType::Int)),
-    ("dashboard-agent-grpc-port", Arity::Value(ValueType::Int)),
-    ("runtime-env-agent-port", Arity::Value(ValueType::Int)),
-    ("block", Arity::Flag),
-    ("plasma-directory", Arity::Value(ValueType::Text)),
-    ("object-spilling-directory", Arity::Value(ValueType::Text)),
-    ("autoscaling-config", Arity::Value(ValueType::Text)),
-    ("no-redirect-output", Arity::Flag),
-    ("temp-dir", Arity::Value(ValueType::Text)),
-    ("system-config", Arity::Value(ValueType::Json)),
-    ("enable-object-reconstruction", Arity::Flag),
-    ("metrics-export-port", Arity::Value(ValueType::Int)),
-    ("no-monitor", Arity::Flag),
-    ("tracing-startup-hook", Arity::Value(ValueType::Text)),
-    ("ray-debugger-external", Arity::Flag),
-    ("disable-usage-stats", Arity::Flag),
-    ("labels", Arity::Value(ValueType::Text)),
-    ("labels-file", Arity::Value(ValueType::Text)),
-    ("include-log-monitor", Arity::Value(ValueType::Bool)),
-    ("enable-resource-isolation", Arity::Flag),
-    ("system-reserved-cpu", Arity::Value(ValueType::Float)),
-    ("system-reserved-memory", Arity::Value(ValueType::Int)),
-    ("cgroup-path", Arity::Value(ValueType::Text)),
-    ("proxy-server-url", Arity::Value(ValueType::Text)),
-    (
-        "log-style",
-        Arity::Value(ValueType::Choice(&["auto", "record", "pretty"])),
-    ),
-    (
-        "log-color",
-        Arity::Value(ValueType::Choice(&["auto", "false", "true"])),
-    ),
-    ("verbose", Arity::Count),
-];
+pub use crate::ray_version::{Arity, ValueType, VersionFacts};
 
 /// `ray start` options that keep `"true"`/`"false"` as a value (KubeRay v1.5.0's
 /// `specialParameterOptions` in `convertParamMap`); for every other key KubeRay turns `"true"`
@@ -111,11 +33,9 @@ const KEEPS_BOOLEAN_TEXT: &[&str] = &["log-color", "include-dashboard"];
 /// start a listener nor change what the shell runs next.
 pub const HARMLESS_COMMANDS: &[&str] = &["ulimit", "echo", "printf", "true", ":", "sleep"];
 
-pub fn option(name: &str) -> Option<Arity> {
-    RAY_START_OPTIONS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, a)| *a)
+/// How `ray start` of `ray` reads `--name`; `None` when it has no such option.
+pub fn option(name: &str, ray: &'static VersionFacts) -> Option<Arity> {
+    ray.option(name).map(|(_, arity)| arity)
 }
 
 /// Whether a `ray start` option sets a port a Ray process listens on.
@@ -1128,7 +1048,10 @@ pub fn shell_script(argv: &[String]) -> Result<Option<&str>, Refusal> {
 }
 
 /// The one `ray start` of a launch and its effective options.
-pub fn effective_start(launch: &Launch) -> Result<EffectiveStart, Refusal> {
+pub fn effective_start(
+    launch: &Launch,
+    ray: &'static VersionFacts,
+) -> Result<EffectiveStart, Refusal> {
     let words = match shell_script(&launch.argv)? {
         Some(script) => {
             let commands = split_script(script, &launch.generated)?;
@@ -1148,7 +1071,7 @@ pub fn effective_start(launch: &Launch) -> Result<EffectiveStart, Refusal> {
             argv
         }
     };
-    parse_start(words)
+    parse_start(words, ray)
 }
 
 /// Removes a leading `ray start` (or `/path/to/ray start`); `None` if it is not there.
@@ -1523,7 +1446,10 @@ fn split_expansion(value: &str) -> Result<Vec<String>, Refusal> {
 /// Parses the words after `ray start` as click 8 does: long options by their exact name (no
 /// abbreviations), `--key=value` or `--key value`, the last repeated value wins, `-v` counts,
 /// and any positional word or unknown option makes Ray exit.
-pub fn parse_start(words: Vec<String>) -> Result<EffectiveStart, Refusal> {
+pub fn parse_start(
+    words: Vec<String>,
+    ray: &'static VersionFacts,
+) -> Result<EffectiveStart, Refusal> {
     let mut options: BTreeMap<&'static str, OptionValue> = BTreeMap::new();
     let mut i = 0;
     while i < words.len() {
@@ -1543,10 +1469,8 @@ pub fn parse_start(words: Vec<String>) -> Result<EffectiveStart, Refusal> {
                 Some((name, value)) => (name, Some(value)),
                 None => (long, None),
             };
-            let Some((key, arity)) = RAY_START_OPTIONS.iter().find(|(n, _)| *n == name) else {
-                return refuse(format!(
-                    "`ray start` has no option --{name}; Ray exits (\"No such option\")"
-                ));
+            let Some((key, arity)) = ray.option(name) else {
+                return refuse(no_such_option(name, ray));
             };
             match (arity, inline) {
                 (Arity::Flag | Arity::Count, Some(_)) => {
@@ -1571,7 +1495,7 @@ pub fn parse_start(words: Vec<String>) -> Result<EffectiveStart, Refusal> {
                             next.clone()
                         }
                     };
-                    let value = convert(name, *kind, value)?;
+                    let value = convert(name, kind, value)?;
                     options.insert(key, OptionValue::Text(value));
                 }
             }
@@ -1597,8 +1521,8 @@ pub fn parse_start(words: Vec<String>) -> Result<EffectiveStart, Refusal> {
 
 /// Whether click accepts `value` for the option `name`, as raygate reads it (KubeRay's
 /// `"true"`/`"false"` for flags and boolean-valued options included).
-pub fn option_value(name: &str, value: String) -> Result<(), Refusal> {
-    match option(name) {
+pub fn option_value(name: &str, value: String, ray: &'static VersionFacts) -> Result<(), Refusal> {
+    match option(name, ray) {
         Some(Arity::Value(kind)) => {
             let lower = value.to_ascii_lowercase();
             if (lower == "true" || lower == "false") && !KEEPS_BOOLEAN_TEXT.contains(&name) {
@@ -1618,8 +1542,26 @@ pub fn option_value(name: &str, value: String) -> Result<(), Refusal> {
                 ))
             }
         }
-        None => refuse(format!("`ray start` has no option --{name}")),
+        None => refuse(no_such_option(name, ray)),
     }
+}
+
+/// Why Ray exits on `--name`, with the measured Ray versions that have it.
+pub fn no_such_option(name: &str, ray: &VersionFacts) -> String {
+    let facts = crate::ray_version::RayFacts::get();
+    let having = match facts.span_of(name) {
+        Some((first, _)) if first > ray.version => {
+            format!("; of the measured versions, Ray {first} is the first that has it")
+        }
+        Some((_, last)) if last < ray.version => {
+            format!("; of the measured versions, Ray {last} is the last that has it")
+        }
+        Some(_) | None => String::new(),
+    };
+    format!(
+        "`ray start` of Ray {} has no option --{name}; Ray exits (\"No such option\"){having}",
+        ray.version
+    )
 }
 
 fn count(options: &mut BTreeMap<&'static str, OptionValue>, key: &'static str, by: u32) {
@@ -1657,7 +1599,7 @@ fn convert(name: &str, kind: ValueType, value: String) -> Result<String, Refusal
             )),
         },
         ValueType::Choice(choices) => {
-            if choices.contains(&value.as_str()) {
+            if choices.contains(&value) {
                 Ok(value)
             } else {
                 refuse(format!(
@@ -1741,9 +1683,14 @@ mod tests {
         text.split_whitespace().map(str::to_owned).collect()
     }
 
+    fn ray(version: &str) -> &'static VersionFacts {
+        let version = crate::ray_version::parse_version(version).unwrap();
+        crate::ray_version::RayFacts::get().for_version(version).0
+    }
+
     #[test]
     fn the_last_repeated_option_wins_as_in_click() {
-        let start = parse_start(words("--head --port=6380 --port 6379")).unwrap();
+        let start = parse_start(words("--head --port=6380 --port 6379"), ray("2.60.0")).unwrap();
         assert_eq!(start.get("port"), Some("6379"));
         assert_eq!(start.options.get("head"), Some(&OptionValue::Flag));
     }
@@ -1792,19 +1739,42 @@ mod tests {
         assert!(param_word("port", "6380 #--port=6379").is_err());
         // Mid-word, `#` is a plain character: one word, which no port accepts.
         let word = param_word("port", "6380#x").unwrap();
-        assert!(option_value("port", word).is_err());
+        assert!(option_value("port", word, ray("2.60.0")).is_err());
         assert!(split_script("   && ulimit -n 65536; ray start --head", "").is_err());
         assert!(split_script("echo a;; ray start", "").is_err());
     }
 
     #[test]
     fn unknown_options_and_extra_words_make_ray_exit() {
-        assert!(parse_start(words("--dashboard-grpc-port=1")).is_err());
-        assert!(parse_start(words("--head=true")).is_err());
-        assert!(parse_start(words("--port=6380 extra")).is_err());
-        assert!(parse_start(words("--port=+6380")).is_err());
+        assert!(parse_start(words("--dashboard-grpc-port=1"), ray("2.60.0")).is_err());
+        // The same option is one Ray 2.9.3 to 2.46.0 take, and one Ray 2.9.3 lacks.
+        assert!(parse_start(words("--dashboard-grpc-port=1"), ray("2.9.3")).is_ok());
+        let why = parse_start(words("--enable-resource-isolation"), ray("2.9.3")).unwrap_err();
+        assert!(
+            why.0
+                .contains("Ray 2.9.3 has no option --enable-resource-isolation"),
+            "{}",
+            why.0
+        );
+        assert!(
+            why.0.contains("Ray 2.46.0 is the first that has it"),
+            "{}",
+            why.0
+        );
+        let why = parse_start(words("--dashboard-grpc-port=1"), ray("2.60.0")).unwrap_err();
+        assert!(
+            why.0.contains("Ray 2.46.0 is the last that has it"),
+            "{}",
+            why.0
+        );
+        assert!(parse_start(words("--head=true"), ray("2.60.0")).is_err());
+        assert!(parse_start(words("--port=6380 extra"), ray("2.60.0")).is_err());
+        assert!(parse_start(words("--port=+6380"), ray("2.60.0")).is_err());
         assert_eq!(
-            parse_start(words("-vv -v")).unwrap().options.get("verbose"),
+            parse_start(words("-vv -v"), ray("2.60.0"))
+                .unwrap()
+                .options
+                .get("verbose"),
             Some(&OptionValue::Count(3))
         );
     }
@@ -1942,11 +1912,11 @@ mod tests {
             " --disable-usage-stats  --include-dashboard=false  --log-color=true "
         );
         // "true" becomes a bare --include-log-monitor, which eats the next flag: refused.
-        assert!(option_value("include-log-monitor", "false".into()).is_err());
-        assert!(option_value("include-log-monitor", "true".into()).is_err());
-        assert!(option_value("include-log-monitor", "0".into()).is_ok());
-        assert!(option_value("include-dashboard", "false".into()).is_ok());
-        assert!(option_value("log-color", "true".into()).is_ok());
+        assert!(option_value("include-log-monitor", "false".into(), ray("2.60.0")).is_err());
+        assert!(option_value("include-log-monitor", "true".into(), ray("2.60.0")).is_err());
+        assert!(option_value("include-log-monitor", "0".into(), ray("2.60.0")).is_ok());
+        assert!(option_value("include-dashboard", "false".into(), ray("2.60.0")).is_ok());
+        assert!(option_value("log-color", "true".into(), ray("2.60.0")).is_ok());
     }
 
     #[test]

@@ -106,6 +106,7 @@ rule_ids! {
     NodePortService = "ports/node-port-service" in PORTS;
     ProbePort = "ports/probe-port" in PORTS;
     AutoscalerGcsPort = "ports/autoscaler-gcs-port" in PORTS;
+    UnmeasuredRay = "ports/unmeasured-ray" in PORTS;
     NodeName = "placement/node-name" in PLACEMENT;
     TargetsMaster = "placement/targets-master" in PLACEMENT;
     ToleratesControlPlane = "placement/tolerates-control-plane" in PLACEMENT;

@@ -207,7 +207,7 @@ mod ports {
         let message = &d.violations[0].message;
         assert!(
             message.contains(
-                "Ray 2.60.0 gives worker processes 10002-19999, which holds planned 10002 (client)"
+                "Ray 2.52.0 (image tag; by 2.52.1's measurement) gives worker processes 10002-19999, which holds planned 10002 (client)"
             ),
             "{message}"
         );
@@ -359,7 +359,7 @@ mod ports {
         assert!(
             d.violations[0]
                 .message
-                .contains("(when unset, Ray 2.60.0 picks a random port); set dashboard-agent-grpc-port: \"8601\""),
+                .contains("(when unset, Ray 2.52.0 (image tag; by 2.52.1's measurement) picks a random port for the dashboard agent's gRPC server); set dashboard-agent-grpc-port: \"8601\""),
             "{}",
             d.violations[0].message
         );
@@ -1138,7 +1138,7 @@ mod ports {
 
     #[test]
     fn ray_versions_are_read_from_rayproject_image_tags() {
-        use raygate::rules::ports::{RayVersion, image_version};
+        use raygate::ray_version::{RayVersion, image_version};
         for (image, version) in [
             ("rayproject/ray:2.52.0", Some(RayVersion(2, 52, 0))),
             (

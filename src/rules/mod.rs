@@ -68,6 +68,7 @@ pub fn help(rule: RuleId, policy: &Policy) -> String {
         RuleId::HostPort => "No container of a Ray pod maps a hostPort.".into(),
         RuleId::NodePortService => "Ray's head and Serve Services stay ClusterIP: no NodePort, LoadBalancer, nodePort or externalIPs.".into(),
         RuleId::ProbePort => "The Ray container's readiness and liveness probes call the dashboard and dashboard agent where Ray listens; without them KubeRay v1.5.0 adds probes on 8265 and 52365.".into(),
+        RuleId::UnmeasuredRay => "A group's Ray version (its rayproject/ray image tag, else rayVersion, else the policy's defaultRayVersion) is one raygate has measured; a newer, older or unnamed one is judged by the nearest measured Ray, with a warning.".into(),
         RuleId::AutoscalerGcsPort => "The in-tree autoscaler is told the head's GCS port (`--gcs-address`, Ray 2.60.0 or later); KubeRay v1.5.0 starts it looking for GCS at 6379.".into(),
         RuleId::NodeName => "Ray pods never name a master node in nodeName.".into(),
         RuleId::TargetsMaster => "Ray pods never select a master node by nodeSelector or node affinity.".into(),

@@ -23,11 +23,12 @@ use semantics::{
 pub use semantics::{NamespaceView, PolicyPod, connection_allowed};
 
 use super::Findings;
-use crate::policy::{DnsServers, ExternalAccess, PortPolicy, RAY_DEFAULT_WORKER_PORTS};
+use crate::policy::{DnsServers, ExternalAccess, PortPolicy, PortRange};
 use crate::ray::{
     ClusterSource, ClusterSpec, HEAD_GROUP_LABEL_VALUE, LABEL_CLUSTER, LABEL_CR_NAME, LABEL_GROUP,
     LABEL_NODE_TYPE, Labels, NodeGroup, RayPod, Role, child,
 };
+use crate::ray_version::{Pin, RayOf, VersionFacts};
 
 /// The findings that a cluster's NetworkPolicies cut traffic Ray needs: what a NetworkPolicy
 /// change can newly cause, and what a Pod inherits from its cluster's view.
@@ -122,9 +123,15 @@ impl Needed {
     }
 }
 
-/// Every port Ray 2.60.0 listens on between the pods of a cluster, for a node of `role`: the
-/// planned ports, the agent ports, the per-node ranges and the worker-process range.
-fn needed_for(role: Role, declared: &[(String, u32)], plan: &PortPolicy) -> Vec<Needed> {
+/// Every port a node of `role` running `ray` listens on between the pods of a cluster: the
+/// planned ports, the node ports that Ray opens, the per-node ranges and the worker-process
+/// range (Ray's own when the plan has none).
+fn needed_for(
+    role: Role,
+    declared: &[(String, u32)],
+    plan: &PortPolicy,
+    ray: &VersionFacts,
+) -> Vec<Needed> {
     // A named port in a policy admits a port only as the destination Pod declares it: that
     // name, that number, TCP.
     let single = |port: u16, name: &str, rule| Needed {
@@ -146,6 +153,7 @@ fn needed_for(role: Role, declared: &[(String, u32)], plan: &PortPolicy) -> Vec<
     let node_ports = plan
         .node_ports
         .iter()
+        .filter(|p| ray.pin(&p.ray_start_param, role == Role::Head) == Pin::Applies)
         .map(|p| single(p.port, &p.name, RuleId::BlockedPorts));
     let ranges = plan.node_ranges.iter().map(|r| Needed {
         label: format!("{}-{} ({})", r.from, r.to, r.ray_start_param),
@@ -155,7 +163,10 @@ fn needed_for(role: Role, declared: &[(String, u32)], plan: &PortPolicy) -> Vec<
         name: None,
         rule: RuleId::BlockedPorts,
     });
-    let workers = plan.worker_ports.unwrap_or(RAY_DEFAULT_WORKER_PORTS);
+    let workers = plan.worker_ports.unwrap_or(PortRange {
+        from: u16::try_from(ray.worker_ports.from).unwrap_or(u16::MAX),
+        to: u16::try_from(ray.worker_ports.to).unwrap_or(u16::MAX),
+    });
     let workers = Needed {
         label: format!("{workers} (worker processes)"),
         what: "worker processes".to_owned(),
@@ -468,7 +479,10 @@ fn check_group<'p>(
     out: &mut Findings<'_>,
 ) {
     let declared = declared_tcp_ports(group.spec.pointer("/template/spec"));
-    let needed = needed_for(group.role, &declared, &out.policy().spec().ports);
+    let ray = scope
+        .cluster
+        .ray_of(group, out.policy().spec().default_ray_version);
+    let needed = needed_for(group.role, &declared, &out.policy().spec().ports, ray.facts);
     let Coverage {
         towards,
         from,
@@ -994,10 +1008,16 @@ pub fn check_pod(
     let mut head = own.clone();
     head.insert(LABEL_NODE_TYPE, "head");
     head.insert(LABEL_GROUP, HEAD_GROUP_LABEL_VALUE);
+    let image = pod
+        .spec
+        .pointer("/containers/0/image")
+        .and_then(Value::as_str);
+    let ray = RayOf::resolve(image, None, out.policy().spec().default_ray_version);
     let needed = needed_for(
         pod.role,
         &declared_tcp_ports(Some(pod.spec)),
         &out.policy().spec().ports,
+        ray.facts,
     );
     let root = json_patch::jsonptr::PointerBuf::new();
     let role = match pod.role {

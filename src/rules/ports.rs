@@ -1,7 +1,5 @@
 //! The port plan: planned container ports, pinned `rayStartParams`, and forbidden defaults.
 
-use std::fmt;
-
 use json_patch::jsonptr::PointerBuf;
 use serde_json::{Map, Value, json};
 
@@ -12,7 +10,6 @@ mod serve_config;
 mod start_command;
 mod worker_ports;
 
-pub use autoscaler::{RayVersion, image_version, parse_version};
 pub use serve_config::check_serve_config;
 
 use super::Findings;
@@ -24,6 +21,7 @@ use crate::ray::{
     param_text,
 };
 use crate::ray_command::{self, EffectiveStart};
+use crate::ray_version::{Pin, RayOf, Source};
 use crate::rule_id::RuleId;
 
 /// KubeRay's name for the Serve port; its Serve Service takes `serve` and `serve-*` only.
@@ -35,22 +33,25 @@ pub fn check_cluster(
     out: &mut Findings<'_>,
 ) {
     let plan = &out.policy().spec().ports;
+    let default_ray = out.policy().spec().default_ray_version;
     let mut head_gcs = None;
     for group in cluster.groups() {
         let Some(pod) = group.pod_spec() else {
             continue;
         };
+        let ray = cluster.ray_of(&group, default_ray);
+        check_unmeasured(cluster, &group, &ray, out);
         if let Some(ray) = pod.ray_container() {
             check_ray_container_ports(&group, &pod, &ray, plan, out);
             check_moving_env(&pod, &ray, plan, out);
         }
-        let command = start_command::judge(cluster, &group, out);
+        let command = start_command::judge(cluster, &group, &ray, out);
         match &command {
             start_command::Judged::Own { start, path } => {
-                check_command_line(&group, start, path, plan, out);
+                check_command_line(&group, &ray, start, path, plan, out);
             }
             start_command::Judged::OwnRefused => {}
-            start_command::Judged::Generated => check_start_params(&group, plan, out),
+            start_command::Judged::Generated => check_start_params(&group, &ray, plan, out),
         }
         // Read after the fill-ins above: the ports the patched object will have.
         let ports = NodePorts::of_group(&group, &command, plan, out);
@@ -77,6 +78,82 @@ pub fn check_cluster(
     autoscaler::check_cluster(cluster, head_gcs, out);
     if !host_exposure_allowed {
         host::check_services(cluster, out);
+    }
+}
+
+/// A group whose Ray raygate has not measured is judged by the nearest measured Ray: a
+/// warning at the field the version was read from (once per field).
+fn check_unmeasured(
+    cluster: &ClusterSpec<'_>,
+    group: &NodeGroup<'_>,
+    ray: &RayOf<'_>,
+    out: &mut Findings<'_>,
+) {
+    if !ray.unmeasured() || !out.enabled(RuleId::UnmeasuredRay) {
+        return;
+    }
+    let path = match ray.source {
+        Source::Image(_) | Source::UnversionedImage(_) => {
+            ["template", "spec", "containers", "0", "image"]
+                .into_iter()
+                .fold(group.path.clone(), |path, token| child(&path, token))
+        }
+        Source::RayVersion(_) => child(&cluster.path, "rayVersion"),
+        Source::PolicyDefault => group.path.clone(),
+    };
+    if out.reported_at(&path) {
+        return;
+    }
+    report_unmeasured(&path, &group.describe(), ray, out);
+}
+
+/// The warning for a Ray judged by another's facts.
+fn report_unmeasured(path: &PointerBuf, subject: &str, ray: &RayOf<'_>, out: &mut Findings<'_>) {
+    let facts = crate::ray_version::RayFacts::get();
+    let span = format!("{} to {}", facts.oldest().version, facts.newest().version);
+    out.report(RuleId::UnmeasuredRay, path, || {
+        let what = match ray.fit {
+            crate::ray_version::Fit::Newer => format!("Ray {} ({}) is newer than every Ray raygate has measured ({span})", ray.version, ray.source_text()),
+            crate::ray_version::Fit::Older => format!("Ray {} ({}) is older than every Ray raygate has measured ({span})", ray.version, ray.source_text()),
+            _ => format!("raygate cannot tell the Ray version ({}, and no rayVersion)", ray.source_text()),
+        };
+        format!(
+            "the {subject}'s {what}: its `ray start` options and defaults are judged as Ray {}'s; use a measured Ray, or set rayVersion to the Ray the image holds",
+            ray.facts.version
+        )
+    });
+}
+
+/// Whether the plan's pin of `--key` applies to the group's Ray; a pin that Ray cannot set is
+/// reported (its `ray start` lacks the option), with the first measured Ray that can.
+fn pin_applies(
+    group: &NodeGroup<'_>,
+    ray: &RayOf<'_>,
+    key: &str,
+    wanted: &str,
+    (rule, path): (RuleId, &PointerBuf),
+    out: &mut Findings<'_>,
+) -> bool {
+    match ray.facts.pin(key, group.role == Role::Head) {
+        Pin::Applies => true,
+        Pin::NotOpened => false,
+        Pin::CannotSet(first) => {
+            out.report(rule, path, || {
+                let instead = match first {
+                    Some(first) => format!(
+                        "Ray {first} is the first measured Ray that can: run it or a later one (rayproject/ray:{first})"
+                    ),
+                    None => format!("no measured Ray can: remove {key} from the policy's plan"),
+                };
+                format!(
+                    "the plan pins {key} to {wanted}, but `ray start` of {} ({}) has no --{key}, so the {} cannot listen there; {instead}",
+                    ray.name(),
+                    ray.source_text(),
+                    group.describe()
+                )
+            });
+            false
+        }
     }
 }
 
@@ -260,7 +337,9 @@ pub fn check_pod(
     if !out.enabled(RuleId::ProbePort) && !out.enabled(RuleId::AutoscalerGcsPort) {
         return;
     }
-    let Some(start) = pod_start(&ray) else {
+    let image = ray.value.get("image").and_then(Value::as_str);
+    let ray_of = RayOf::resolve(image, None, out.policy().spec().default_ray_version);
+    let Some(start) = pod_start(&ray, &ray_of) else {
         return;
     };
     let ports = NodePorts::of_start(&start);
@@ -270,7 +349,7 @@ pub fn check_pod(
 
 /// The one `ray start` a Pod's Ray container runs (its command and args, with KubeRay's
 /// generated line in `KUBERAY_GEN_RAY_START_CMD`); `None` when raygate cannot read it.
-fn pod_start(ray: &ContainerRef<'_>) -> Option<EffectiveStart> {
+fn pod_start(ray: &ContainerRef<'_>, ray_of: &RayOf<'_>) -> Option<EffectiveStart> {
     let strings = |field: &str| {
         ray.value
             .get(field)
@@ -299,7 +378,7 @@ fn pod_start(ray: &ContainerRef<'_>) -> Option<EffectiveStart> {
         generated,
         own_command: true,
     };
-    ray_command::effective_start(&launch).ok()
+    ray_command::effective_start(&launch, ray_of.facts).ok()
 }
 
 /// A pod spec that is not a Ray node's (a RayJob's submitter): its ports and host exposure.
@@ -596,11 +675,17 @@ fn fill_missing_ports(
 /// A group whose container runs its own `ray start`, as its flags are checked.
 struct CommandLine<'a> {
     group: &'a NodeGroup<'a>,
+    ray: &'a RayOf<'a>,
     start: &'a EffectiveStart,
     path: &'a PointerBuf,
 }
 
 impl CommandLine<'_> {
+    /// Whether the plan's pin of `--key` applies to this command's Ray.
+    fn applies(&self, key: &str, wanted: &str, rule: RuleId, out: &mut Findings<'_>) -> bool {
+        pin_applies(self.group, self.ray, key, wanted, (rule, self.path), out)
+    }
+
     /// How each message begins.
     fn who(&self) -> String {
         format!(
@@ -617,6 +702,9 @@ impl CommandLine<'_> {
         default: Option<String>,
         out: &mut Findings<'_>,
     ) {
+        if !self.applies(key, &wanted, RuleId::RayStartParam, out) {
+            return;
+        }
         match self.start.get(key) {
             None => {
                 out.report(RuleId::RayStartParam, self.path, || {
@@ -642,12 +730,18 @@ impl CommandLine<'_> {
 /// `rayStartParams`, and nothing is filled (the command is the user's).
 fn check_command_line(
     group: &NodeGroup<'_>,
+    ray: &RayOf<'_>,
     start: &EffectiveStart,
     path: &PointerBuf,
     plan: &PortPolicy,
     out: &mut Findings<'_>,
 ) {
-    let line = CommandLine { group, start, path };
+    let line = CommandLine {
+        group,
+        ray,
+        start,
+        path,
+    };
     if out.enabled(RuleId::RayStartParam) {
         check_command_pins(&line, plan, out);
     }
@@ -667,17 +761,14 @@ fn check_command_pins(line: &CommandLine<'_>, plan: &PortPolicy, out: &mut Findi
         if let Some(key) = &planned.ray_start_param {
             let default = planned
                 .kube_ray_default
-                .map(|d| format!("Ray 2.60.0 then uses {d}"));
+                .map(|d| format!("{} then uses {d}", line.ray.name()));
             line.check_pin(key, planned.port.to_string(), default, out);
         }
     }
     for node_port in &plan.node_ports {
-        line.check_pin(
-            &node_port.ray_start_param,
-            node_port.port.to_string(),
-            node_port.when_unset.clone(),
-            out,
-        );
+        let key = &node_port.ray_start_param;
+        let when_unset = random_when_unset(line.ray, key).or_else(|| node_port.when_unset.clone());
+        line.check_pin(key, node_port.port.to_string(), when_unset, out);
     }
 }
 
@@ -685,6 +776,10 @@ fn check_command_pins(line: &CommandLine<'_>, plan: &PortPolicy, out: &mut Findi
 fn check_command_ranges(line: &CommandLine<'_>, plan: &PortPolicy, out: &mut Findings<'_>) {
     for range in &plan.node_ranges {
         let key = &range.ray_start_param;
+        let wanted = format!("{}-{}", range.from, range.to);
+        if !line.applies(key, &wanted, RuleId::NodePortRange, out) {
+            continue;
+        }
         let ok = line.start.port(key).is_some_and(|p| range.contains(p));
         if !ok {
             out.report(RuleId::NodePortRange, line.path, || {
@@ -711,8 +806,11 @@ fn check_command_worker_ports(line: &CommandLine<'_>, range: PortRange, out: &mu
             RuleId::WorkerPortRange,
             line.path,
             || format!(
-                "{}; its worker ports must lie inside {range} (unset, Ray 2.60.0 uses 10002-19999, which holds the client port): add --{MIN_WORKER_PORT}={} --{MAX_WORKER_PORT}={}",
+                "{}; its worker ports must lie inside {range} (unset, {} uses {}-{}): add --{MIN_WORKER_PORT}={} --{MAX_WORKER_PORT}={}",
                 line.who(),
+                line.ray.name(),
+                line.ray.facts.worker_ports.from,
+                line.ray.facts.worker_ports.to,
                 range.from,
                 range.to
             ),
@@ -967,6 +1065,7 @@ fn check_env_ports(
 /// A group's `rayStartParams`, as its checks read them and their fixes fill them in.
 struct StartParams<'a> {
     group: &'a NodeGroup<'a>,
+    ray: &'a RayOf<'a>,
     values: Option<&'a Map<String, Value>>,
     path: PointerBuf,
     /// A value of the wrong type is the user's to fix: a fill-in never overwrites it.
@@ -974,9 +1073,10 @@ struct StartParams<'a> {
 }
 
 impl<'a> StartParams<'a> {
-    fn of(group: &'a NodeGroup<'a>) -> StartParams<'a> {
+    fn of(group: &'a NodeGroup<'a>, ray: &'a RayOf<'a>) -> StartParams<'a> {
         StartParams {
             group,
+            ray,
             values: group.ray_start_params(),
             path: child(&group.path, "rayStartParams"),
             can_fill: group.spec.is_object()
@@ -1008,8 +1108,13 @@ impl<'a> StartParams<'a> {
 
 /// A group whose KubeRay generates its `ray start`: the ports its `rayStartParams` pin, with
 /// the plan's values filled in where a key is missing.
-fn check_start_params(group: &NodeGroup<'_>, plan: &PortPolicy, out: &mut Findings<'_>) {
-    let params = StartParams::of(group);
+fn check_start_params(
+    group: &NodeGroup<'_>,
+    ray: &RayOf<'_>,
+    plan: &PortPolicy,
+    out: &mut Findings<'_>,
+) {
+    let params = StartParams::of(group, ray);
     let mut missing = Map::new();
     if out.enabled(RuleId::RayStartParam) {
         for pin in pinned_params(group.role, plan) {
@@ -1042,16 +1147,27 @@ enum WhenUnset<'p> {
     Noted(Option<&'p str>),
 }
 
-impl fmt::Display for WhenUnset<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl WhenUnset<'_> {
+    /// What a fix says of the key left unset, for a node of `ray`.
+    fn text(&self, key: &str, ray: &RayOf<'_>) -> String {
         match self {
             WhenUnset::Default(Some(d)) => {
-                write!(f, " (unset, KubeRay v1.5.0 and Ray 2.60.0 use {d})")
+                format!(" (unset, KubeRay v1.5.0 and {} use {d})", ray.name())
             }
-            WhenUnset::Noted(Some(d)) => write!(f, " (when unset, {d})"),
-            WhenUnset::Default(None) | WhenUnset::Noted(None) => Ok(()),
+            WhenUnset::Noted(note) => match random_when_unset(ray, key).as_deref().or(*note) {
+                Some(d) => format!(" (when unset, {d})"),
+                None => String::new(),
+            },
+            WhenUnset::Default(None) => String::new(),
         }
     }
+}
+
+/// "Ray 2.9.3 picks a random port for ...", when the measured Ray does.
+fn random_when_unset(ray: &RayOf<'_>, key: &str) -> Option<String> {
+    ray.facts
+        .random_listener(key)
+        .map(|l| format!("{} picks a random port for {}", ray.name(), l.what))
 }
 
 /// Single ports pinned by a key: the planned ports of this role, and the node ports.
@@ -1081,6 +1197,16 @@ fn check_pinned_param(
 ) {
     let key = pin.key;
     let wanted = pin.port.to_string();
+    if !pin_applies(
+        params.group,
+        params.ray,
+        key,
+        &wanted,
+        (RuleId::RayStartParam, &params.path),
+        out,
+    ) {
+        return;
+    }
     let named = || pin.name.map(|n| format!(" ({n})")).unwrap_or_default();
     match params.get(key) {
         None => {
@@ -1088,7 +1214,7 @@ fn check_pinned_param(
                 format!(
                     "{} rayStartParams has no {key:?}{}; set {key}: \"{wanted}\"{}",
                     params.group.describe(),
-                    pin.when_unset,
+                    pin.when_unset.text(key, params.ray),
                     named()
                 )
             };
@@ -1120,12 +1246,24 @@ fn check_node_port_range(
     out: &mut Findings<'_>,
 ) {
     let key = &range.ray_start_param;
+    let wanted = format!("{}-{}", range.from, range.to);
+    if !pin_applies(
+        params.group,
+        params.ray,
+        key,
+        &wanted,
+        (RuleId::NodePortRange, &params.path),
+        out,
+    ) {
+        return;
+    }
     match params.get(key) {
         None => {
             let message = || {
                 format!(
-                    "{} leaves {key} unset (Ray 2.60.0 then picks a random port); set {key}: \"{}\" (range {}-{})",
+                    "{} leaves {key} unset ({} then picks a random port); set {key}: \"{}\" (range {}-{})",
                     params.group.describe(),
+                    params.ray.name(),
                     range.from,
                     range.from,
                     range.to

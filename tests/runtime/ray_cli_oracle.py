@@ -753,7 +753,10 @@ def check_case(c: dict, rg: dict, sandbox: Sandbox, start, defaults, ports) -> d
 
 def run_raygate(raygate: str, cases: list[dict]) -> dict[str, dict]:
     payload = "".join(json.dumps(ray_cli_cases.raygate_input(c), ensure_ascii=False) + "\n" for c in cases)
-    proc = subprocess.run([raygate, "ray-start"], input=payload.encode(), capture_output=True, timeout=600)
+    # raygate reads the commands by the `ray start` of the Ray under test, as it judges a group
+    # by the Ray its image runs.
+    proc = subprocess.run([raygate, "ray-start", "--ray-version", _ray_version()], input=payload.encode(),
+                          capture_output=True, timeout=600)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr.decode(errors="replace")[-4000:])
         raise SystemExit(f"raygate ray-start exited {proc.returncode}")

@@ -123,7 +123,7 @@ pub fn generate(
     // A head alone never talks to another Pod of its cluster: its traffic to itself is no
     // NetworkPolicy's business.
     let has_workers = cluster.groups().any(|g| g.role == Role::Worker);
-    let between = has_workers.then(|| between_pods(policy));
+    let between = has_workers.then(|| between_pods(cluster, policy));
     let mut ingress: Vec<Rule> = between
         .iter()
         .map(|ports| Rule {
@@ -161,9 +161,23 @@ pub fn generate(
     Some(GeneratedPolicy { name, object, text })
 }
 
-/// The ports between the cluster's Pods: the head's list holds every node's.
-fn between_pods(policy: &Policy) -> Vec<Port> {
-    needed_for(Role::Head, &[], &policy.spec().ports)
+/// The ports between the cluster's Pods: the head's list holds every node's, for the Ray each
+/// group runs (a port once, in the order first needed).
+fn between_pods(cluster: &ClusterSpec<'_>, policy: &Policy) -> Vec<Port> {
+    let default = policy.spec().default_ray_version;
+    let mut needed: Vec<super::Needed> = Vec::new();
+    for group in cluster.groups() {
+        let ray = cluster.ray_of(&group, default);
+        for need in needed_for(Role::Head, &[], &policy.spec().ports, ray.facts) {
+            if !needed
+                .iter()
+                .any(|n| (n.from, n.to) == (need.from, need.to))
+            {
+                needed.push(need);
+            }
+        }
+    }
+    needed
         .into_iter()
         .map(|need| Port {
             protocol: "TCP",

@@ -10,6 +10,7 @@ use crate::rule_id::RuleId;
 use serde_json::Value;
 
 use crate::ray::{ClusterSpec, PodSpecRef, Role, child};
+use crate::ray_version::{RayVersion, image_version, parse_version};
 use crate::rules::Findings;
 
 /// KubeRay's name for the autoscaler container (`common.AutoscalerContainerName`).
@@ -21,64 +22,6 @@ const GCS_ADDRESS: &str = "--gcs-address";
 const AUTOSCALER_GCS_DEFAULT: u32 = 6379;
 /// The first Ray whose `ray kuberay-autoscaler` takes `--gcs-address`.
 const FIRST_TELLABLE: RayVersion = RayVersion(2, 60, 0);
-
-/// A Ray release, `major.minor.patch`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct RayVersion(pub u32, pub u32, pub u32);
-
-impl std::fmt::Display for RayVersion {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}.{}", self.0, self.1, self.2)
-    }
-}
-
-/// `X.Y.Z` at the start of `text`, followed by nothing, `-` (`2.52.0-py311-gpu`) or `.`
-/// (a nightly's commit).
-pub fn parse_version(text: &str) -> Option<RayVersion> {
-    let mut numbers = [0u32; 3];
-    let mut rest = text.trim();
-    for (i, number) in numbers.iter_mut().enumerate() {
-        let end = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if end == 0 {
-            return None;
-        }
-        *number = rest[..end].parse().ok()?;
-        rest = &rest[end..];
-        if i < 2 {
-            rest = rest.strip_prefix('.')?;
-        }
-    }
-    match rest.chars().next() {
-        None | Some('-') | Some('.') => Some(RayVersion(numbers[0], numbers[1], numbers[2])),
-        _ => None,
-    }
-}
-
-/// The Ray version of a `rayproject/ray` or `rayproject/ray-ml` image (any registry) from its
-/// tag; `None` for any other image or tag (`latest`, `nightly`, a digest alone).
-pub fn image_version(image: &str) -> Option<RayVersion> {
-    let image = image.split('@').next().unwrap_or(image);
-    let (repository, tag) = image.rsplit_once(':')?;
-    // A colon before the last slash is a registry's port, not a tag.
-    if tag.contains('/') {
-        return None;
-    }
-    let repository = repository.strip_prefix("docker.io/").unwrap_or(repository);
-    let path = repository
-        .split_once('/')
-        .filter(|(first, _)| first.contains('.') || first.contains(':') || *first == "localhost")
-        .map_or(repository, |(_, rest)| rest);
-    // A mirror may keep the repository under a path of its own.
-    let known = ["rayproject/ray", "rayproject/ray-ml"]
-        .into_iter()
-        .any(|name| path == name || path.strip_suffix(name).is_some_and(|p| p.ends_with('/')));
-    if !known {
-        return None;
-    }
-    parse_version(tag)
-}
 
 fn explain(port: u32) -> String {
     format!(

@@ -10,13 +10,17 @@ use serde_json::Value;
 use super::SERVE_PORT;
 use crate::policy::{NodePortRange, PortPolicy, PortRange};
 use crate::ray::as_port;
+use crate::ray_version::RayOf;
 use crate::rule_id::RuleId;
 use crate::rules::Findings;
 
-/// Ray Serve's HTTP port when `http_options.port` is unset (Ray 2.60.0).
-const SERVE_DEFAULT_HTTP_PORT: u32 = 8000;
-/// Ray Serve's gRPC port when `grpc_options.port` is unset (Ray 2.60.0).
-const SERVE_DEFAULT_GRPC_PORT: u32 = 9000;
+/// The Ray a RayService's head runs, whose Serve the config configures.
+fn serving_ray<'a>(object: &'a Value, out: &Findings<'_>) -> RayOf<'a> {
+    let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str);
+    let image = text("/spec/rayClusterConfig/headGroupSpec/template/spec/containers/0/image");
+    let ray_version = text("/spec/rayClusterConfig/rayVersion");
+    RayOf::resolve(image, ray_version, out.policy().spec().default_ray_version)
+}
 
 pub fn check_serve_config(object: &Value, out: &mut Findings<'_>) {
     if !out.enabled(RuleId::ServeConfig) {
@@ -42,19 +46,28 @@ pub fn check_serve_config(object: &Value, out: &mut Findings<'_>) {
             return;
         }
     };
-    check_http_port(&config, u32::from(serve.port), &path, out);
-    check_grpc_port(&config, plan, &path, out);
+    let ray = serving_ray(object, out);
+    check_http_port(&config, u32::from(serve.port), &ray, &path, out);
+    check_grpc_port(&config, plan, &ray, &path, out);
 }
 
 /// Serve's HTTP proxy listens on the planned Serve port.
-fn check_http_port(config: &Value, wanted: u32, path: &PointerBuf, out: &mut Findings<'_>) {
+fn check_http_port(
+    config: &Value,
+    wanted: u32,
+    ray: &RayOf<'_>,
+    path: &PointerBuf,
+    out: &mut Findings<'_>,
+) {
     let http_port = config.pointer("/http_options/port");
     match http_port.map(as_port) {
         None => out.report(
             RuleId::ServeConfig,
             path,
             || format!(
-                "serveConfigV2 leaves http_options.port unset, so Serve listens on {SERVE_DEFAULT_HTTP_PORT} (Ray 2.60.0), not on {wanted} where KubeRay's Serve Service sends traffic; add to serveConfigV2 `http_options: {{host: 0.0.0.0, port: {wanted}}}`"
+                "serveConfigV2 leaves http_options.port unset, so Serve listens on {} ({}), not on {wanted} where KubeRay's Serve Service sends traffic; add to serveConfigV2 `http_options: {{host: 0.0.0.0, port: {wanted}}}`",
+                ray.facts.serve_http_port,
+                ray.name()
             ),
         ),
         Some(port) if port != Some(wanted) => out.report(
@@ -70,7 +83,13 @@ fn check_http_port(config: &Value, wanted: u32, path: &PointerBuf, out: &mut Fin
 }
 
 /// Serve's gRPC proxy, which runs only with servicers, keeps off every port the plan uses.
-fn check_grpc_port(config: &Value, plan: &PortPolicy, path: &PointerBuf, out: &mut Findings<'_>) {
+fn check_grpc_port(
+    config: &Value,
+    plan: &PortPolicy,
+    ray: &RayOf<'_>,
+    path: &PointerBuf,
+    out: &mut Findings<'_>,
+) {
     let servicers = config
         .pointer("/grpc_options/grpc_servicer_functions")
         .and_then(Value::as_array)
@@ -80,7 +99,7 @@ fn check_grpc_port(config: &Value, plan: &PortPolicy, path: &PointerBuf, out: &m
     }
     let grpc = config
         .pointer("/grpc_options/port")
-        .map_or(Some(SERVE_DEFAULT_GRPC_PORT), as_port);
+        .map_or(Some(ray.facts.serve_grpc_port), as_port);
     let Some(port) = grpc else {
         out.report(RuleId::ServeConfig, path, || {
             "serveConfigV2 grpc_options.port is not a port number".to_owned()
@@ -92,7 +111,9 @@ fn check_grpc_port(config: &Value, plan: &PortPolicy, path: &PointerBuf, out: &m
             RuleId::ServeConfig,
             path,
             || format!(
-                "serveConfigV2's gRPC proxy listens on {port}, which is {clash}; set grpc_options.port to a port of ports.extraAllowed that the plan leaves free (Serve's default is {SERVE_DEFAULT_GRPC_PORT})"
+                "serveConfigV2's gRPC proxy listens on {port}, which is {clash}; set grpc_options.port to a port of ports.extraAllowed that the plan leaves free ({}'s Serve default is {})",
+                ray.name(),
+                ray.facts.serve_grpc_port
             ),
         );
     }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use crate::policy::{MAX_WORKER_PORT, MIN_WORKER_PORT, PortPolicy};
 use crate::ray::{ClusterSpec, NodeGroup, child};
 use crate::ray_command::{self, Cause, EffectiveStart, Refusal};
+use crate::ray_version::{RayOf, VersionFacts};
 use crate::rules::Findings;
 
 /// What raygate could tell of a group's `ray start`.
@@ -26,9 +27,14 @@ pub enum Judged {
     OwnRefused,
 }
 
-pub fn judge(cluster: &ClusterSpec<'_>, group: &NodeGroup<'_>, out: &mut Findings<'_>) -> Judged {
+pub fn judge(
+    cluster: &ClusterSpec<'_>,
+    group: &NodeGroup<'_>,
+    ray: &RayOf<'_>,
+    out: &mut Findings<'_>,
+) -> Judged {
     let params_path = child(&group.path, "rayStartParams");
-    let params_ok = check_params(group, &params_path, out);
+    let params_ok = check_params(group, ray, &params_path, out);
     let Some(params) = rebuild_params(cluster, group, params_ok, out) else {
         return Judged::Generated;
     };
@@ -36,7 +42,7 @@ pub fn judge(cluster: &ClusterSpec<'_>, group: &NodeGroup<'_>, out: &mut Finding
     if !params_ok {
         return Judged::refused(launch.own_command);
     }
-    judge_launch(group, &launch, params_path, out)
+    judge_launch(group, ray, &launch, params_path, out)
 }
 
 impl Judged {
@@ -52,18 +58,23 @@ impl Judged {
 }
 
 /// Every `rayStartParams` value must be one word `ray start` takes; `false` when one is not.
-fn check_params(group: &NodeGroup<'_>, params_path: &PointerBuf, out: &mut Findings<'_>) -> bool {
+fn check_params(
+    group: &NodeGroup<'_>,
+    ray: &RayOf<'_>,
+    params_path: &PointerBuf,
+    out: &mut Findings<'_>,
+) -> bool {
     let plan = &out.policy().spec().ports;
     let mut params_ok = true;
     for (key, value) in group.ray_start_params().into_iter().flatten() {
-        match ParamVerdict::of(key, value, plan) {
+        match ParamVerdict::of(key, value, plan, ray.facts) {
             ParamVerdict::Fine => {}
             // The plan's own keys are judged by their rules, with their fix.
             ParamVerdict::PlannedKeyRefused => params_ok = false,
             ParamVerdict::Refused(problem) => {
                 params_ok = false;
                 out.report(RuleId::StartCommand, &child(params_path, key), || {
-                    problem.message(group, key, value)
+                    problem.message(group, ray, key, value)
                 });
             }
         }
@@ -92,19 +103,24 @@ enum ParamProblem {
 }
 
 impl ParamVerdict {
-    fn of(key: &str, value: &Value, plan: &PortPolicy) -> ParamVerdict {
+    fn of(
+        key: &str,
+        value: &Value,
+        plan: &PortPolicy,
+        facts: &'static VersionFacts,
+    ) -> ParamVerdict {
         use ParamVerdict::Refused;
         let Some(text) = ray_command::param_value(value) else {
             return Refused(ParamProblem::NotString);
         };
         let word = match ray_command::param_word(key, &text) {
             Err(Refusal(why, _)) => return Refused(ParamProblem::NotAWord(why)),
-            Ok(_) if ray_command::option(key).is_none() => {
+            Ok(_) if ray_command::option(key, facts).is_none() => {
                 return Refused(ParamProblem::NoSuchOption);
             }
             Ok(word) => word,
         };
-        match ray_command::option_value(key, word) {
+        match ray_command::option_value(key, word, facts) {
             Err(_) if planned_keys(plan).any(|k| k == key) => ParamVerdict::PlannedKeyRefused,
             Err(Refusal(why, _)) => Refused(ParamProblem::BadValue(why)),
             Ok(()) => ParamVerdict::Fine,
@@ -113,7 +129,7 @@ impl ParamVerdict {
 }
 
 impl ParamProblem {
-    fn message(&self, group: &NodeGroup<'_>, key: &str, value: &Value) -> String {
+    fn message(&self, group: &NodeGroup<'_>, ray: &RayOf<'_>, key: &str, value: &Value) -> String {
         match self {
             ParamProblem::NotString => format!(
                 "{} rayStartParams.{key} is {value}, not a string; write it as a string",
@@ -121,8 +137,10 @@ impl ParamProblem {
             ),
             ParamProblem::NotAWord(why) => format!("{} {why}", group.describe()),
             ParamProblem::NoSuchOption => format!(
-                "{} rayStartParams.{key}: `ray start` (Ray 2.60.0) has no option --{key}, so Ray exits at once; remove it",
-                group.describe()
+                "{} rayStartParams.{key}: {} ({}), so Ray exits at once; remove it",
+                group.describe(),
+                ray_command::no_such_option(key, ray.facts),
+                ray.source_text()
             ),
             ParamProblem::BadValue(why) => {
                 format!("{} rayStartParams.{key}: {why}", group.describe())
@@ -162,11 +180,12 @@ fn rebuild_params(
 /// plan does not pin.
 fn judge_launch(
     group: &NodeGroup<'_>,
+    ray: &RayOf<'_>,
     launch: &ray_command::Launch,
     params_path: PointerBuf,
     out: &mut Findings<'_>,
 ) -> Judged {
-    match ray_command::effective_start(launch) {
+    match ray_command::effective_start(launch, ray.facts) {
         Ok(start) => {
             let own = launch.own_command && !launch.runs_generated(&start);
             let path = if own {

@@ -4,9 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::{StartParams, planned_for};
-use crate::policy::{
-    MAX_WORKER_PORT, MIN_WORKER_PORT, PortPolicy, PortRange, RAY_DEFAULT_WORKER_PORTS,
-};
+use crate::policy::{MAX_WORKER_PORT, MIN_WORKER_PORT, PortPolicy, PortRange};
 use crate::ray::{NodeGroup, as_port, child, param_text};
 use crate::rule_id::RuleId;
 use crate::rules::{Findings, and_list};
@@ -67,8 +65,8 @@ impl<'a> Bounds<'a> {
         Bounds {
             min_value,
             max_value,
-            min: min_value.map_or(Some(u32::from(RAY_DEFAULT_WORKER_PORTS.from)), as_port),
-            max: max_value.map_or(Some(u32::from(RAY_DEFAULT_WORKER_PORTS.to)), as_port),
+            min: min_value.map_or(Some(params.ray.facts.worker_ports.from), as_port),
+            max: max_value.map_or(Some(params.ray.facts.worker_ports.to), as_port),
         }
     }
 
@@ -146,8 +144,9 @@ fn report_bad_bounds(
             String::new()
         } else {
             format!(
-                ", which holds planned {} and makes Ray 2.60.0 refuse to start the node",
-                and_list(clashes)
+                ", which holds planned {} and makes {} refuse to start the node",
+                and_list(clashes),
+                params.ray.name()
             )
         };
         let plan_text = wanted.map_or_else(
@@ -172,8 +171,9 @@ fn report_default_clash(
         RuleId::WorkerPortOverlap,
         &params.path,
         || format!(
-            "{} leaves min/max-worker-port unset, so Ray 2.60.0 gives worker processes {}-{}, which holds planned {} and makes Ray refuse to start the node; set min-worker-port and max-worker-port clear of the plan",
+            "{} leaves min/max-worker-port unset, so {} gives worker processes {}-{}, which holds planned {} and makes Ray refuse to start the node; set min-worker-port and max-worker-port clear of the plan",
             params.group.describe(),
+            params.ray.name(),
             bounds.min.unwrap_or(0),
             bounds.max.unwrap_or(0),
             and_list(clashes)
@@ -204,13 +204,14 @@ fn check_unset_bounds(
         };
         let settings: Vec<String> = unset.iter().map(|(k, p)| format!("{k}: \"{p}\"")).collect();
         format!(
-            "{} leaves {} unset, so Ray 2.60.0 gives worker processes {}-{}, {why}; set {} (worker ports {range})",
+            "{} leaves {} unset, so {} gives worker processes {}-{}, {why}; set {} (worker ports {range})",
             params.group.describe(),
             unset
                 .iter()
                 .map(|(k, _)| *k)
                 .collect::<Vec<_>>()
                 .join(" and "),
+            params.ray.name(),
             bounds.min.unwrap_or(0),
             bounds.max.unwrap_or(0),
             settings.join(", ")
