@@ -47,28 +47,64 @@ DNS_IP = f"{netns.SUBNET}.53"
 
 # The platform plan, read from `raygate policy` (the effective policy): [(name, first, last)].
 PLAN = []
-# What every group's rayStartParams must hold besides the head ports (from the same policy).
-NODE_PARAMS = {}
+# What every group's rayStartParams must hold besides the head ports (from the same policy),
+# for the Ray under test: {"head": {...}, "worker": {...}}.
+NODE_PARAMS = {"head": {}, "worker": {}}
+# Every nodePorts key of the policy, whichever Ray.
+ALL_NODE_PARAMS = set()
 # Planned ports that only Prometheus scrapes (the plan's headPorts): listened on, but not
 # needed between the cluster's pods.
 SCRAPE_ONLY = set()
 
 
-def load_plan(policy: dict):
+def _vkey(text):
+    return tuple(int(x) for x in text.split("."))
+
+
+def ray_facts(version: str) -> tuple[dict, list[dict]]:
+    """The facts raygate judges `version` by (policies/ray-versions.json), and every version's."""
+    with open(os.path.join(ROOT, "policies", "ray-versions.json")) as f:
+        versions = sorted(json.load(f)["versions"], key=lambda v: _vkey(v["version"]))
+    want = _vkey(version)
+    same = [v for v in versions if _vkey(v["version"])[:2] == want[:2]]
+    older = [v for v in versions if _vkey(v["version"]) < want]
+    facts = same[-1] if same else (older[-1] if older else versions[0])
+    return facts, versions
+
+
+def pin_applies(param: str, head: bool, version: str) -> bool:
+    """Whether raygate pins `--param` on a head (or worker) of `version` (as ray_version.rs's
+    VersionFacts::pin: the Ray takes the option and opens the listener on that node)."""
+    facts, versions = ray_facts(version)
+    if param not in facts["startOptions"]:
+        return False
+    mine = next((l for l in facts["randomListeners"] if l["rayStartParam"] == param), None)
+    if mine:
+        return mine["node"] != "head" or head
+    return not any(l["rayStartParam"] == param for v in versions for l in v["randomListeners"])
+
+
+def load_plan(policy: dict, version: str):
     ports = policy["spec"]["ports"]
     PLAN.clear()
     PLAN.extend((p["name"], p["port"], p["port"]) for p in ports["planned"])
-    PLAN.extend((p["name"], p["port"], p["port"]) for p in ports.get("nodePorts", []))
+    PLAN.extend((p["name"], p["port"], p["port"]) for p in ports.get("nodePorts", [])
+                if pin_applies(p["rayStartParam"], True, version))
     PLAN.extend((p["name"], p["port"], p["port"]) for p in ports.get("headPorts", []))
     SCRAPE_ONLY.clear()
     SCRAPE_ONLY.update(p["name"] for p in ports.get("headPorts", []))
     PLAN.extend((r["rayStartParam"], r["from"], r["to"]) for r in ports["nodeRanges"])
-    NODE_PARAMS.clear()
-    NODE_PARAMS.update({p["rayStartParam"]: str(p["port"]) for p in ports.get("nodePorts", [])})
+    ALL_NODE_PARAMS.clear()
+    ALL_NODE_PARAMS.update(p["rayStartParam"] for p in ports.get("nodePorts", []))
+    for role in ("head", "worker"):
+        NODE_PARAMS[role] = {p["rayStartParam"]: str(p["port"]) for p in ports.get("nodePorts", [])
+                             if pin_applies(p["rayStartParam"], role == "head", version)}
     if "workerPorts" in ports:
         w = ports["workerPorts"]
         PLAN.append(("worker-ports", w["from"], w["to"]))
-        NODE_PARAMS.update({"min-worker-port": str(w["from"]), "max-worker-port": str(w["to"])})
+        for role in ("head", "worker"):
+            NODE_PARAMS[role].update({"min-worker-port": str(w["from"]),
+                                      "max-worker-port": str(w["to"])})
 
 
 # The ports a client in another namespace uses (Ray client, job submission, Serve, metrics).
@@ -94,10 +130,6 @@ KNOWN_UNPLANNED = [
     # interfaces and talks to it over loopback (2.60 binds it to loopback).
     ("python3[ray.util.client.server specific-server]", 23000, 24000,
      "Ray Client per-session server, reached by the client proxy over loopback"),
-    # Ray 2.41: the dashboard head's own gRPC server on a random port (`ray start
-    # --dashboard-grpc-port` pins it in 2.41; 2.60 has neither the server nor the flag).
-    ("python3[dashboard.py]", 32768, 60999,
-     "dashboard head gRPC server (Ray 2.41; pinned only by --dashboard-grpc-port, gone in 2.60)"),
 ]
 # Ports Ray binds on every interface at fixed numbers that the plan may not name; never accepted.
 RAY_FIXED = {44217: "autoscaler metrics (monitor.py, AUTOSCALER_METRIC_PORT)",
@@ -487,7 +519,7 @@ class Rig:
         if policy.returncode != 0:
             raise Failure(f"raygate policy: {policy.stderr}")
         effective = yaml.safe_load(policy.stdout)
-        load_plan(effective)
+        load_plan(effective, self.args.ray_version)
         # The client namespace reaches the cluster as a platform would declare it, so that the
         # NetworkPolicies `raygate fix` writes admit it.
         netpol = effective["spec"]["networkPolicy"]
@@ -533,10 +565,15 @@ class Rig:
     def fixed_cluster(self, result):
         """The fixed RayCluster and the NetworkPolicy `raygate fix` added before it."""
         doc, policy = self.fix_with_policy(result, "cluster.yaml", self.manifest("cluster.yaml"))
-        groups = [doc["spec"]["headGroupSpec"]] + doc["spec"]["workerGroupSpecs"]
-        missing = sorted({k for g in groups for k in NODE_PARAMS
-                          if g.get("rayStartParams", {}).get(k) != NODE_PARAMS[k]})
-        if "min-worker-port" not in NODE_PARAMS:
+        groups = ([("head", doc["spec"]["headGroupSpec"])]
+                  + [("worker", g) for g in doc["spec"]["workerGroupSpecs"]])
+        missing = sorted({f"{role} {k}" for role, g in groups for k, v in NODE_PARAMS[role].items()
+                          if g.get("rayStartParams", {}).get(k) != v})
+        # Nothing beyond them: a key the Ray under test lacks or does not open would be pinned.
+        extra = sorted({f"{role} {k}" for role, g in groups for k in g.get("rayStartParams", {})
+                        if k in ALL_NODE_PARAMS and k not in NODE_PARAMS[role]})
+        missing += [f"{e} (not for Ray {self.args.ray_version})" for e in extra]
+        if "min-worker-port" not in NODE_PARAMS["head"]:
             missing.append("the plan has no workerPorts")
         self.check("raygate fix pins the worker-process range and the agent ports in every group",
                    not missing, ", ".join(missing))
@@ -625,7 +662,7 @@ class Rig:
                  or [None])[0] if fix.returncode == 0 else None
         groups = ([fixed["spec"]["headGroupSpec"]] + fixed["spec"]["workerGroupSpecs"]) if fixed else []
         fills = bool(groups) and all(
-            (g.get("rayStartParams") or {}).get(k) == NODE_PARAMS.get(k)
+            (g.get("rayStartParams") or {}).get(k) == NODE_PARAMS["head"].get(k)
             for g in groups for k in ("min-worker-port", "max-worker-port"))
         result["raygate_denies"], result["raygate_fills"] = bool(denied), fills
         self.check("raygate denies the cluster or fills the worker-process range", denied or fills,
