@@ -274,3 +274,35 @@ fn the_generated_network_policy_admits_the_ports_of_the_rays_the_groups_run() {
     assert!(ports("rayproject/ray:2.9.3").contains(&8602));
     assert!(!ports("rayproject/ray:2.60.0").contains(&8602));
 }
+
+#[test]
+fn every_measured_ray_takes_every_pin_of_the_built_in_plan_but_the_dashboards_own() {
+    let policy = raygate::Policy::built_in();
+    let ports = &policy.spec().ports;
+    let keys: Vec<&str> = ports
+        .planned
+        .iter()
+        .filter_map(|p| p.ray_start_param.as_deref())
+        .chain(ports.node_ports.iter().map(|p| p.ray_start_param.as_str()))
+        .chain(ports.node_ranges.iter().map(|r| r.ray_start_param.as_str()))
+        .chain(["min-worker-port", "max-worker-port"])
+        .filter(|k| *k != "dashboard-grpc-port")
+        .collect();
+    for version in RayFacts::get().versions() {
+        for key in &keys {
+            assert_eq!(
+                version.pin(key, true),
+                Pin::Applies,
+                "Ray {}: --{key}",
+                version.version
+            );
+        }
+        let dashboard = version.pin("dashboard-grpc-port", true);
+        assert_eq!(
+            dashboard == Pin::Applies,
+            version.random_listener("dashboard-grpc-port").is_some(),
+            "Ray {}",
+            version.version
+        );
+    }
+}

@@ -31,7 +31,8 @@ import yaml
 # Rules the Kyverno policy leaves out (benches/policies/kyverno/raygate.yaml), as the Rego
 # and CEL peers do.
 LEFT_OUT = ("network-policy/", "ports/serve-config", "ports/start-command", "ports/unplanned-port",
-            "ports/host-", "ports/node-port-service", "ports/probe-port", "ports/autoscaler-gcs-port")
+            "ports/host-", "ports/node-port-service", "ports/probe-port", "ports/autoscaler-gcs-port",
+            "ports/unmeasured-ray")
 # Rules raygate only warns about (Audit in the Kyverno policy).
 WARN_RULES = {"ports/serve-port-name"}
 
