@@ -1548,8 +1548,17 @@ pub fn option_value(name: &str, value: String, ray: &'static VersionFacts) -> Re
 
 /// Why Ray exits on `--name`, with the measured Ray versions that have it.
 pub fn no_such_option(name: &str, ray: &VersionFacts) -> String {
-    let facts = crate::ray_version::RayFacts::get();
-    let having = match facts.span_of(name) {
+    format!(
+        "`ray start` of Ray {} has no option --{name}; Ray exits (\"No such option\"){}",
+        ray.version,
+        measured_span(name, ray)
+    )
+}
+
+/// "; of the measured versions, Ray 2.46.0 is the first that has it", when another measured
+/// Ray has `--name`.
+pub fn measured_span(name: &str, ray: &VersionFacts) -> String {
+    match crate::ray_version::RayFacts::get().span_of(name) {
         Some((first, _)) if first > ray.version => {
             format!("; of the measured versions, Ray {first} is the first that has it")
         }
@@ -1557,11 +1566,7 @@ pub fn no_such_option(name: &str, ray: &VersionFacts) -> String {
             format!("; of the measured versions, Ray {last} is the last that has it")
         }
         Some(_) | None => String::new(),
-    };
-    format!(
-        "`ray start` of Ray {} has no option --{name}; Ray exits (\"No such option\"){having}",
-        ray.version
-    )
+    }
 }
 
 fn count(options: &mut BTreeMap<&'static str, OptionValue>, key: &'static str, by: u32) {

@@ -936,3 +936,39 @@ fn fix_writes_a_blocking_policys_replacement_beside_it_for_review() {
         stdout(&check)
     );
 }
+
+/// The README's Ray-version example: a Ray 2.9.3 cluster is judged by Ray 2.9.3's `ray start`:
+/// an option only later Rays have is denied with the first that has it, and the dashboard's
+/// gRPC port, random on 2.9.3, is filled in; without the option, the fixed cluster passes.
+#[test]
+fn a_ray_2_9_cluster_is_judged_by_ray_2_9() {
+    let source = "tests/fixtures/manifests/ray-2.9-cluster.yaml";
+    let out = raygate(&["check", "-f", source]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let report = stdout(&out);
+    assert!(
+        report.contains("`ray start` of Ray 2.9.3 (image tag) has no option --enable-resource-isolation, so Ray exits at once; of the measured versions, Ray 2.46.0 is the first that has it"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Ray 2.9.3 (image tag) picks a random port for the dashboard head's gRPC server); set dashboard-grpc-port: \"8602\""),
+        "{report}"
+    );
+    assert_eq!(report.matches("DENY  ").count(), 1, "{report}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(source)
+        .unwrap()
+        .replace("      enable-resource-isolation: \"true\"\n", "");
+    let path = dir.path().join("cluster.yaml");
+    std::fs::write(&path, text).unwrap();
+    let path = path.to_str().unwrap();
+    let fixed = raygate(&["fix", "-f", path, "--no-network-policies"]);
+    assert_eq!(fixed.status.code(), Some(0), "{}", stderr(&fixed));
+    let fixed_path = dir.path().join("fixed.yaml");
+    std::fs::write(&fixed_path, &fixed.stdout).unwrap();
+    let text = String::from_utf8(fixed.stdout).unwrap();
+    assert!(text.contains("dashboard-grpc-port: \"8602\""), "{text}");
+    let check = raygate(&["check", "-f", fixed_path.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
+}

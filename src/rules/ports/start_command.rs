@@ -137,10 +137,10 @@ impl ParamProblem {
             ),
             ParamProblem::NotAWord(why) => format!("{} {why}", group.describe()),
             ParamProblem::NoSuchOption => format!(
-                "{} rayStartParams.{key}: {} ({}), so Ray exits at once; remove it",
+                "{} rayStartParams.{key}: `ray start` of {} has no option --{key}, so Ray exits at once{}; remove it",
                 group.describe(),
-                ray_command::no_such_option(key, ray.facts),
-                ray.source_text()
+                ray.name(),
+                ray_command::measured_span(key, ray.facts)
             ),
             ParamProblem::BadValue(why) => {
                 format!("{} rayStartParams.{key}: {why}", group.describe())
