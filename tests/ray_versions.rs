@@ -307,3 +307,20 @@ fn every_measured_ray_takes_every_pin_of_the_built_in_plan_but_the_dashboards_ow
         );
     }
 }
+
+#[test]
+fn every_fixed_port_only_a_head_opens_is_on_the_plan() {
+    let policy = raygate::Policy::built_in();
+    let ports = &policy.spec().ports;
+    for version in RayFacts::get().versions() {
+        for listener in &version.head_only_listeners {
+            let planned = ports.head_ports.iter().any(|p| p.port == listener.port)
+                || ports.planned.iter().any(|p| p.port == listener.port);
+            assert!(
+                planned,
+                "Ray {} opens {} on the head at {}, which the plan does not list",
+                version.version, listener.what, listener.port
+            );
+        }
+    }
+}
