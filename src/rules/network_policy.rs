@@ -571,7 +571,7 @@ fn report_cuts(scope: &ClusterScope<'_, '_>, cuts: Vec<Cut<'_>>, out: &mut Findi
         let mut policies = cut.ingress.clone();
         add_unique(&mut policies, &cut.egress);
         let why = if cut.need.rule == RuleId::WorkerPorts {
-            "; tasks, actors and object transfers between nodes time out without it (Ray 2.60.0)"
+            "; tasks, actors and object transfers between nodes time out without it (every measured Ray)"
         } else {
             ""
         };

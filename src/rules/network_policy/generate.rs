@@ -127,7 +127,7 @@ pub fn generate(
     let mut ingress: Vec<Rule> = between
         .iter()
         .map(|ports| Rule {
-            why: "Between the cluster's Pods: every port the plan pins, the per-node ranges and the worker processes (Ray 2.60.0 listens on all of them).".to_owned(),
+            why: "Between the cluster's Pods: every port the plan pins, the per-node ranges and the worker processes (the Ray each group runs listens on all of them).".to_owned(),
             peers: vec![Peer::Pods(selector.clone())],
             ports: ports.clone(),
         })
