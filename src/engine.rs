@@ -185,6 +185,8 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(policy: Policy) -> Engine {
+        // Parse the compiled-in Ray facts now, not on the first request's path.
+        crate::ray_version::RayFacts::get();
         Engine { policy }
     }
 

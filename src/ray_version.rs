@@ -390,21 +390,16 @@ impl<'a> RayOf<'a> {
         default: RayVersion,
     ) -> RayOf<'a> {
         let facts = RayFacts::get();
-        let tagged = image.and_then(|i| ray_image_tag(i).map(|tag| (i, tag)));
-        let (version, source) = match tagged {
-            Some((image, tag)) => match parse_version(tag) {
-                Some(v) => (Some(v), Source::Image(image)),
-                None => (None, Source::UnversionedImage(image)),
-            },
-            None => (None, Source::PolicyDefault),
-        };
-        let (version, source) = match (version, ray_version.and_then(parse_version)) {
-            (Some(v), _) => (v, source),
-            (None, Some(v)) => (v, Source::RayVersion(ray_version.unwrap_or_default())),
-            (None, None) => match source {
-                Source::UnversionedImage(_) => (facts.newest().version, source),
-                _ => (default, Source::PolicyDefault),
-            },
+        // A Ray image: its tag's version, or none (`nightly`).
+        let tagged = image.and_then(|i| ray_image_tag(i).map(|tag| (i, parse_version(tag))));
+        let declared = ray_version.and_then(|t| parse_version(t).map(|v| (t, v)));
+        let (version, source) = match (tagged, declared) {
+            (Some((image, Some(version))), _) => (version, Source::Image(image)),
+            (_, Some((text, version))) => (version, Source::RayVersion(text)),
+            (Some((image, None)), None) => {
+                (facts.newest().version, Source::UnversionedImage(image))
+            }
+            (None, None) => (default, Source::PolicyDefault),
         };
         let (facts, fit) = facts.for_version(version);
         let fit = if matches!(source, Source::UnversionedImage(_)) {
