@@ -10,9 +10,9 @@
 #   SCENARIOS=1,3                             the runtime tier's scenarios (the default here)
 #   RAYGATE_BIN=path                          passed on to tests/runtime/run.sh
 #
-# Per version: its venv (.cache/ray/venv-<v>, made as tests/runtime/run.sh makes it, so the tier
-# reuses it), `ray start`'s options with types (ray_start_options.py), the listeners of a bare
-# head and worker, twice (ray_bare_listeners.py), then `tests/runtime/run.sh`. The results go to
+# Per version: its venv (.cache/ray/venv-<v>, tests/runtime/venv.sh, which the tier uses too),
+# `ray start`'s options with types (ray_start_options.py), the listeners of a bare head and
+# worker, twice (ray_bare_listeners.py), then `tests/runtime/run.sh`. The results go to
 # tests/runtime/ray-versions/<v>.json; a failing version does not stop the others. At the end
 # ray_versions_data.py writes policies/ray-versions.json and the table in docs/RAY-RUNTIME.md.
 # Exits non-zero if any step of any version failed. Needs root (network namespaces).
@@ -44,22 +44,13 @@ for v in "${VERSIONS[@]}"; do
 	log "=== Ray $v"
 	record --version "$v" --python "$pyver" --started
 
-	# --- venv, exactly as tests/runtime/run.sh makes it --------------------------------------
-	venv="$ROOT/.cache/ray/venv-$v"
-	want="ray[default,serve]==$v pytest python $pyver"
-	if [[ ! -f "$venv/.runtime-stamp" || "$(cat "$venv/.runtime-stamp")" != "$want" ]]; then
-		log "installing ray[default,serve]==$v into $venv"
-		mkdir -p "$ROOT/.cache/ray"
-		if python3 -m venv "$venv" &&
-			"$venv/bin/pip" install --quiet --disable-pip-version-check "ray[default,serve]==$v" pytest >"$logs/pip-$v.log" 2>&1; then
-			echo "$want" >"$venv/.runtime-stamp"
-		else
-			log "Ray $v does not install on Python $pyver (see $logs/pip-$v.log)"
-			record --version "$v" --step venv --failed "pip install failed on Python $pyver: $(tail -n 3 "$logs/pip-$v.log" | tr '\n' ' ')"
-			summary[$v]="venv FAILED"
-			failed=1
-			continue
-		fi
+	# --- venv, the one tests/runtime/run.sh uses -------------------------------------------------
+	if ! venv=$(tests/runtime/venv.sh "$v" 2>"$logs/pip-$v.log"); then
+		log "Ray $v does not install on Python $pyver (see $logs/pip-$v.log)"
+		record --version "$v" --step venv --failed "pip install failed on Python $pyver: $(tail -n 3 "$logs/pip-$v.log" | tr '\n' ' ')"
+		summary[$v]="venv FAILED"
+		failed=1
+		continue
 	fi
 
 	# --- ray start's options, Serve's ports ---------------------------------------------------

@@ -53,16 +53,7 @@ esac
 # --- tools, Ray venv, raygate -------------------------------------------------------------------
 scripts/e2e-tools.sh
 
-venv="$ROOT/.cache/ray/venv-$RAY_VERSION"
-want="ray[default,serve]==$RAY_VERSION pytest python $(python3 -c 'import sys; print(sys.version.split()[0])')"
-if [[ ! -f "$venv/.runtime-stamp" || "$(cat "$venv/.runtime-stamp")" != "$want" ]]; then
-	log "installing ray[default,serve]==$RAY_VERSION into $venv"
-	mkdir -p "$ROOT/.cache/ray"
-	python3 -m venv "$venv"
-	"$venv/bin/pip" install --quiet --disable-pip-version-check "ray[default,serve]==$RAY_VERSION" pytest >&2
-	echo "$want" >"$venv/.runtime-stamp"
-fi
-"$venv/bin/python" -c "import ray, sys; assert ray.__version__ == '$RAY_VERSION', ray.__version__"
+venv=$(tests/runtime/venv.sh "$RAY_VERSION")
 
 if [[ -n "${RAYGATE_BIN:-}" ]]; then
 	raygate="$RAYGATE_BIN"
