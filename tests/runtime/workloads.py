@@ -123,7 +123,18 @@ def step_object_to(args, timeout):
 def step_list_logs(args, timeout):
     from ray.util.state import list_logs
 
-    logs = list_logs(node_id=_node_id(args["ip"]), timeout=timeout)
+    # The dashboard learns a new node's agent from GCS a few seconds after the node is alive
+    # (Ray 2.20 answers "not available ... a transient issue. Try again." meanwhile); a refused
+    # connection would not clear up, and the tier's packet log would show it.
+    deadline = time.time() + timeout
+    while True:
+        try:
+            logs = list_logs(node_id=_node_id(args["ip"]), timeout=timeout)
+            break
+        except Exception as e:
+            if "is not available" not in str(e) or time.time() > deadline - 2:
+                raise
+            time.sleep(1)
     files = sum(len(v) for v in logs.values())
     return f"{files} log files on {args['ip']} ({', '.join(sorted(logs)[:4])}, ...)"
 
