@@ -146,6 +146,7 @@ struct VersionRecord {
     serve_grpc_port: u32,
     random_listeners: Vec<RandomListener>,
     head_only_listeners: Vec<HeadOnlyListener>,
+    kuberay_autoscaler_options: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,6 +172,8 @@ pub struct VersionFacts {
     pub serve_grpc_port: u32,
     pub random_listeners: Vec<RandomListener>,
     pub head_only_listeners: Vec<HeadOnlyListener>,
+    /// The long options of `ray kuberay-autoscaler`, which KubeRay's autoscaler container runs.
+    pub kuberay_autoscaler_options: Vec<String>,
 }
 
 impl VersionFacts {
@@ -291,6 +294,7 @@ impl RayFacts {
                     serve_grpc_port: r.serve_grpc_port,
                     random_listeners: r.random_listeners,
                     head_only_listeners: r.head_only_listeners,
+                    kuberay_autoscaler_options: r.kuberay_autoscaler_options,
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -331,6 +335,14 @@ impl RayFacts {
             Some(facts) => (facts, Fit::Between),
             None => (self.oldest(), Fit::Older),
         }
+    }
+
+    /// The first measured version whose `ray kuberay-autoscaler` takes `--option`.
+    pub fn first_autoscaler_with(&self, option: &str) -> Option<RayVersion> {
+        self.versions
+            .iter()
+            .find(|v| v.kuberay_autoscaler_options.iter().any(|o| o == option))
+            .map(|v| v.version)
     }
 
     /// The first measured version whose `ray start` has `--option`, and the last one.

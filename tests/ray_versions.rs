@@ -324,3 +324,33 @@ fn every_fixed_port_only_a_head_opens_is_on_the_plan() {
         }
     }
 }
+
+#[test]
+fn an_autoscaler_is_told_the_gcs_port_only_on_a_ray_whose_autoscaler_takes_it() {
+    for version in RayFacts::get().versions() {
+        let image = format!("rayproject/ray:{}", version.version);
+        let mut c = cluster_on(&image, None);
+        c["spec"]["enableInTreeAutoscaling"] = true.into();
+        let d = evaluate(&c);
+        let denied = messages(&d, "ports/autoscaler-gcs-port");
+        let takes = version
+            .kuberay_autoscaler_options
+            .iter()
+            .any(|o| o == "--gcs-address");
+        assert_eq!(
+            denied.is_empty(),
+            takes,
+            "Ray {}: {denied:#?}",
+            version.version
+        );
+        let first = RayFacts::get()
+            .first_autoscaler_with("--gcs-address")
+            .unwrap();
+        assert!(
+            denied
+                .iter()
+                .all(|m| m.contains(&format!("needs Ray {first} or later"))),
+            "{denied:#?}"
+        );
+    }
+}

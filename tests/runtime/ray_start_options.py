@@ -4,7 +4,8 @@ its own click command (`ray.scripts.scripts.start`); Ray is not started.
     .cache/ray/venv-<v>/bin/python tests/runtime/ray_start_options.py [--out FILE]
 
 Prints (or writes) JSON: {"version", "python", "options": {name: {"type", "default"}},
-"workerPorts": {"from", "to"}, "serveHttpPort", "serveGrpcPort"}. A type is one of "int",
+"workerPorts": {"from", "to"}, "serveHttpPort", "serveGrpcPort", "kuberayAutoscalerOptions"}
+(the long options of `ray kuberay-autoscaler`, which KubeRay's autoscaler container runs). A type is one of "int",
 "float", "bool" (a value click reads as a boolean), "text", "json", "flag", "count", or
 {"choice": [values]}; raygate's table `RAY_START_OPTIONS` uses the same words.
 """
@@ -15,7 +16,7 @@ import sys
 
 import click
 import ray
-from ray.scripts.scripts import start
+from ray.scripts.scripts import cli, start
 
 # Options whose text value Ray itself parses as JSON (click sees a string).
 JSON_OPTIONS = {"system-config"}
@@ -87,6 +88,9 @@ def main():
                 key = name[2:]
                 opts[key] = {"type": value_type(p, key), "default": default(p)}
     http, grpc = serve_ports()
+    autoscaler = cli.commands.get("kuberay-autoscaler")
+    autoscaler_options = sorted(o for p in (autoscaler.params if autoscaler else [])
+                                for o in p.opts if o.startswith("--"))
     out = {
         "version": ray.__version__,
         "python": sys.version.split()[0],
@@ -96,6 +100,7 @@ def main():
                         "to": opts["max-worker-port"]["default"]},
         "serveHttpPort": http,
         "serveGrpcPort": grpc,
+        "kuberayAutoscalerOptions": autoscaler_options,
     }
     text = json.dumps(out, indent=2) + "\n"
     if args.out:

@@ -131,6 +131,7 @@ def record(args):
         data["workerPorts"] = o["workerPorts"]
         data["serveHttpPort"] = o["serveHttpPort"]
         data["serveGrpcPort"] = o["serveGrpcPort"]
+        data["kuberayAutoscalerOptions"] = o["kuberayAutoscalerOptions"]
         data.setdefault("measured", {})["python"] = o.get("python")
         data["failures"].pop("options", None)
     if args.bare:
@@ -199,7 +200,7 @@ def head_only(v):
 def policy(versions):
     out = []
     for v in versions:
-        missing = [k for k in ("options", "bareListeners") if k not in v]
+        missing = [k for k in ("options", "bareListeners", "kuberayAutoscalerOptions") if k not in v]
         if missing:
             sys.exit(f"Ray {v['version']}: no {', '.join(missing)} measured; rerun matrix.sh")
         m = v["measured"]
@@ -212,11 +213,13 @@ def policy(versions):
             "serveGrpcPort": v["serveGrpcPort"],
             "randomListeners": random_listeners(v),
             "headOnlyListeners": head_only(v),
+            "kuberayAutoscalerOptions": v["kuberayAutoscalerOptions"],
         })
     return {
         "about": "What each Ray version's `ray start` accepts (option types) and opens on its own "
-                 "(random and head-only listeners, worker and Serve ports), measured by "
-                 "tests/runtime/matrix.sh; raygate reads it at build time.",
+                 "(random and head-only listeners, worker and Serve ports), and which options its "
+                 "`ray kuberay-autoscaler` takes, measured by "
+                 "tests/runtime/matrix.sh; raygate compiles it in.",
         "versions": out,
     }
 
@@ -259,8 +262,9 @@ def table(versions):
     ref = next((v for v in versions if v["version"] == REFERENCE), versions[-1])
     ref_opts = set(ref["options"])
     rows = ["| Ray | `ray start` options | worker ports | agent gRPC port | head-only listeners "
-            "| random listeners (pinned by) | Serve HTTP / gRPC | scenario 1 | scenario 3 |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "| random listeners (pinned by) | Serve HTTP / gRPC | autoscaler `--gcs-address` "
+            "| scenario 1 | scenario 3 |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for v in versions:
         opts = set(v["options"])
         added, gone = sorted(opts - ref_opts), sorted(ref_opts - opts)
@@ -283,6 +287,7 @@ def table(versions):
         rows.append(" | ".join([
             f"| {v['version']}", optcell, f"{wp['from']}-{wp['to']}", agent_cell, ho, rl or "none",
             f"{v['serveHttpPort']} / {v['serveGrpcPort']}",
+            "yes" if "--gcs-address" in v.get("kuberayAutoscalerOptions", []) else "no",
             scenario_cell(v, "1"), scenario_cell(v, "3")]) + " |")
     times = ", ".join(f"{v['version']} {v['seconds']} s" for v in versions if v.get("seconds"))
     dates = sorted({v["measured"]["date"] for v in versions})

@@ -3,14 +3,15 @@
 //! no way to add to it; Ray's `run_kuberay_autoscaler` then connects to GCS at
 //! `<node IP>:6379` unless `--gcs-address` says otherwise (ray-project/kuberay#1644,
 //! ray-project/ray#41072). With the GCS on another port the autoscaler retries forever.
-//! `--gcs-address` first exists in Ray 2.60.0: raygate appends it to the head Pod's autoscaler
+//! `--gcs-address` first exists in Ray 2.60.0 of the measured Rays (policies/ray-versions.json,
+//! `kuberayAutoscalerOptions`): raygate appends it to the head Pod's autoscaler
 //! container, and denies an autoscaler of an older Ray, whose GCS port cannot be told.
 
 use crate::rule_id::RuleId;
 use serde_json::Value;
 
 use crate::ray::{ClusterSpec, PodSpecRef, Role, child};
-use crate::ray_version::{RayVersion, image_version, parse_version};
+use crate::ray_version::{RayFacts, RayVersion, image_version, parse_version};
 use crate::rules::Findings;
 
 /// KubeRay's name for the autoscaler container (`common.AutoscalerContainerName`).
@@ -20,12 +21,28 @@ const AUTOSCALER_COMMAND: &str = "ray kuberay-autoscaler";
 const GCS_ADDRESS: &str = "--gcs-address";
 /// Where `ray kuberay-autoscaler` looks for GCS unless told (Ray 2.60.0, `run_autoscaler.py`).
 const AUTOSCALER_GCS_DEFAULT: u32 = 6379;
-/// The first Ray whose `ray kuberay-autoscaler` takes `--gcs-address`.
-const FIRST_TELLABLE: RayVersion = RayVersion(2, 60, 0);
+/// The first measured Ray whose `ray kuberay-autoscaler` takes `--gcs-address`
+/// (policies/ray-versions.json; 2.60.0 of those measured).
+fn first_tellable() -> RayVersion {
+    let facts = RayFacts::get();
+    facts
+        .first_autoscaler_with(GCS_ADDRESS)
+        .unwrap_or(facts.newest().version)
+}
+
+/// Whether the autoscaler of `version` can be told the GCS address, by its measured facts.
+fn tellable(version: RayVersion) -> bool {
+    let (facts, _) = RayFacts::get().for_version(version);
+    facts
+        .kuberay_autoscaler_options
+        .iter()
+        .any(|o| o == GCS_ADDRESS)
+}
 
 fn explain(port: u32) -> String {
+    let first = first_tellable();
     format!(
-        "KubeRay v1.5.0 starts the autoscaler as `{AUTOSCALER_COMMAND}`, which connects to GCS at {AUTOSCALER_GCS_DEFAULT}, but the head's GCS listens on {port}, and before Ray {FIRST_TELLABLE} the autoscaler cannot be told the GCS port (`{GCS_ADDRESS}`), so it never connects"
+        "KubeRay v1.5.0 starts the autoscaler as `{AUTOSCALER_COMMAND}`, which connects to GCS at {AUTOSCALER_GCS_DEFAULT}, but the head's GCS listens on {port}, and before Ray {first} the autoscaler cannot be told the GCS port (`{GCS_ADDRESS}`), so it never connects"
     )
 }
 
@@ -94,12 +111,13 @@ pub fn check_cluster(cluster: &ClusterSpec<'_>, head_gcs: Option<u32>, out: &mut
             )
         }
     };
-    if version >= FIRST_TELLABLE {
+    if tellable(version) {
         return;
     }
     out.report(RuleId::AutoscalerGcsPort, &path, || {
+        let first = first_tellable();
         format!(
-            "enableInTreeAutoscaling runs the autoscaler on Ray {version} ({source}): {}; in-tree autoscaling needs Ray {FIRST_TELLABLE} or later in the autoscaler image: set autoscalerOptions.image to one (e.g. rayproject/ray:{FIRST_TELLABLE})",
+            "enableInTreeAutoscaling runs the autoscaler on Ray {version} ({source}): {}; in-tree autoscaling needs Ray {first} or later in the autoscaler image: set autoscalerOptions.image to one (e.g. rayproject/ray:{first})",
             explain(port)
         )
     });
@@ -134,11 +152,12 @@ pub fn check_pod(pod: &PodSpecRef<'_>, role: Role, gcs: Option<u32>, out: &mut F
     let container_path = pod.container_path(&container);
     let image = container.value.get("image").and_then(Value::as_str);
     if let Some((image, version)) = image.and_then(|i| image_version(i).map(|v| (i, v)))
-        && version < FIRST_TELLABLE
+        && !tellable(version)
     {
         out.report(RuleId::AutoscalerGcsPort, &child(&container_path, "image"), || {
+            let first = first_tellable();
             format!(
-                "the autoscaler container runs {image} (Ray {version}): {}; in-tree autoscaling needs Ray {FIRST_TELLABLE} or later in the autoscaler image: set the RayCluster's autoscalerOptions.image to one (e.g. rayproject/ray:{FIRST_TELLABLE})",
+                "the autoscaler container runs {image} (Ray {version}): {}; in-tree autoscaling needs Ray {first} or later in the autoscaler image: set the RayCluster's autoscalerOptions.image to one (e.g. rayproject/ray:{first})",
                 explain(port)
             )
         });
@@ -148,7 +167,8 @@ pub fn check_pod(pod: &PodSpecRef<'_>, role: Role, gcs: Option<u32>, out: &mut F
     let args_path = child(&container_path, "args");
     out.report_fillable(RuleId::AutoscalerGcsPort, &child(&args_path, &i.to_string()), || {
         format!(
-            "the autoscaler container runs `{AUTOSCALER_COMMAND}` without {GCS_ADDRESS}, so it connects to GCS at <node IP>:{AUTOSCALER_GCS_DEFAULT} (KubeRay v1.5.0, Ray {FIRST_TELLABLE}), but the head's GCS listens on {port}; append `{}` to its args (Ray reads 127.0.0.1 as the node's address)",
+            "the autoscaler container runs `{AUTOSCALER_COMMAND}` without {GCS_ADDRESS}, so it connects to GCS at <node IP>:{AUTOSCALER_GCS_DEFAULT} (KubeRay v1.5.0, Ray {}), but the head's GCS listens on {port}; append `{}` to its args (Ray reads 127.0.0.1 as the node's address)",
+            first_tellable(),
             address.trim_start()
         )
     });
