@@ -334,7 +334,7 @@ impl Engine {
             rules::resources::check_autoscaler(options, &path, findings);
         }
         if cluster.source == crate::ray::ClusterSource::RayService {
-            rules::ports::check_serve_config(object.body, findings);
+            rules::ports::check_serve_config(cluster, findings);
         }
         if let Some(pod) = submitter_pod_spec(object.body, cluster.source) {
             let subject = "submitter pod template".to_owned();

@@ -277,13 +277,6 @@ pub struct HostExposure {
     pub allowed_namespaces: Vec<String>,
 }
 
-/// Ray's worker-process range when `min-worker-port`/`max-worker-port` are unset (measured
-/// on Ray 2.60.0 and 2.41.0: `'worker_ports': '9998 ports from 10002 to 19999'`).
-pub const RAY_DEFAULT_WORKER_PORTS: PortRange = PortRange {
-    from: 10002,
-    to: 19999,
-};
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortRange {

@@ -108,9 +108,16 @@ pub enum ValueType {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RandomListener {
     pub ray_start_param: String,
-    /// `head` or `every`.
-    pub node: String,
+    pub node: Nodes,
     pub what: String,
+}
+
+/// Which nodes open a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Nodes {
+    Head,
+    Every,
 }
 
 /// A fixed port only the head listens on, which no `ray start` option moves.
@@ -121,18 +128,32 @@ pub struct HeadOnlyListener {
     pub what: String,
 }
 
+/// A port range of the facts (`policy::PortRange` is the plan's).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Range {
-    pub from: u32,
-    pub to: u32,
+    pub from: u16,
+    pub to: u16,
 }
 
+/// How click types an option, as the facts file names it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 enum OptionType {
-    Named(String),
+    Named(NamedType),
     Choice { choice: Vec<String> },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum NamedType {
+    Flag,
+    Count,
+    Int,
+    Float,
+    Bool,
+    Json,
+    Text,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,15 +207,13 @@ impl VersionFacts {
         let (name, kind) = &self.options[i];
         let arity = match kind {
             OptionType::Choice { choice } => Arity::Value(ValueType::Choice(choice)),
-            OptionType::Named(kind) => match kind.as_str() {
-                "flag" => Arity::Flag,
-                "count" => Arity::Count,
-                "int" => Arity::Value(ValueType::Int),
-                "float" => Arity::Value(ValueType::Float),
-                "bool" => Arity::Value(ValueType::Bool),
-                "json" => Arity::Value(ValueType::Json),
-                _ => Arity::Value(ValueType::Text),
-            },
+            OptionType::Named(NamedType::Flag) => Arity::Flag,
+            OptionType::Named(NamedType::Count) => Arity::Count,
+            OptionType::Named(NamedType::Int) => Arity::Value(ValueType::Int),
+            OptionType::Named(NamedType::Float) => Arity::Value(ValueType::Float),
+            OptionType::Named(NamedType::Bool) => Arity::Value(ValueType::Bool),
+            OptionType::Named(NamedType::Json) => Arity::Value(ValueType::Json),
+            OptionType::Named(NamedType::Text) => Arity::Value(ValueType::Text),
         };
         Some((name.as_str(), arity))
     }
@@ -243,11 +262,11 @@ impl VersionFacts {
             };
         }
         let random_somewhere = facts
-            .versions()
-            .iter()
-            .any(|v| v.random_listener(param).is_some());
+            .random_somewhere
+            .binary_search_by(|p| p.as_str().cmp(param))
+            .is_ok();
         match self.random_listener(param) {
-            Some(l) if l.node == "head" && !head => Pin::NotOpened,
+            Some(l) if l.node == Nodes::Head && !head => Pin::NotOpened,
             Some(_) => Pin::Applies,
             None if random_somewhere => Pin::NotOpened,
             None => Pin::Applies,
@@ -258,6 +277,8 @@ impl VersionFacts {
 /// Every measured version, oldest first.
 pub struct RayFacts {
     versions: Vec<VersionFacts>,
+    /// The options that pin a random listener in some measured Ray, sorted.
+    random_somewhere: Vec<String>,
 }
 
 const FACTS_JSON: &str = include_str!("../policies/ray-versions.json");
@@ -274,35 +295,32 @@ impl RayFacts {
         let mut versions: Vec<VersionFacts> = file
             .versions
             .into_iter()
-            .map(|r| {
-                for (name, kind) in &r.start_options {
-                    if let OptionType::Named(kind) = kind
-                        && !matches!(
-                            kind.as_str(),
-                            "flag" | "count" | "int" | "float" | "bool" | "json" | "text"
-                        )
-                    {
-                        return Err(format!("{}: --{name} has type {kind:?}", r.version));
-                    }
-                }
-                Ok(VersionFacts {
-                    version: r.version,
-                    measured: r.measured,
-                    options: r.start_options.into_iter().collect(),
-                    worker_ports: r.worker_ports,
-                    serve_http_port: r.serve_http_port,
-                    serve_grpc_port: r.serve_grpc_port,
-                    random_listeners: r.random_listeners,
-                    head_only_listeners: r.head_only_listeners,
-                    kuberay_autoscaler_options: r.kuberay_autoscaler_options,
-                })
+            .map(|r| VersionFacts {
+                version: r.version,
+                measured: r.measured,
+                options: r.start_options.into_iter().collect(),
+                worker_ports: r.worker_ports,
+                serve_http_port: r.serve_http_port,
+                serve_grpc_port: r.serve_grpc_port,
+                random_listeners: r.random_listeners,
+                head_only_listeners: r.head_only_listeners,
+                kuberay_autoscaler_options: r.kuberay_autoscaler_options,
             })
-            .collect::<Result<_, _>>()?;
+            .collect();
         if versions.is_empty() {
             return Err("no versions".into());
         }
         versions.sort_by_key(|v| v.version);
-        Ok(RayFacts { versions })
+        let mut random_somewhere: Vec<String> = versions
+            .iter()
+            .flat_map(|v| v.random_listeners.iter().map(|l| l.ray_start_param.clone()))
+            .collect();
+        random_somewhere.sort();
+        random_somewhere.dedup();
+        Ok(RayFacts {
+            versions,
+            random_somewhere,
+        })
     }
 
     pub fn get() -> &'static RayFacts {
@@ -437,6 +455,14 @@ impl<'a> RayOf<'a> {
             .pointer("/template/spec/containers/0/image")
             .and_then(Value::as_str);
         RayOf::resolve(image, ray_version, default)
+    }
+
+    /// The Ray of a Pod's Ray container (container 0); a Pod carries no `rayVersion`.
+    pub fn of_pod(pod_spec: &'a Value, default: RayVersion) -> RayOf<'a> {
+        let image = pod_spec
+            .pointer("/containers/0/image")
+            .and_then(Value::as_str);
+        RayOf::resolve(image, None, default)
     }
 
     /// "Ray 2.9.3 (image tag)": the version, where it was read, and the measured release it

@@ -164,8 +164,8 @@ fn needed_for(
         rule: RuleId::BlockedPorts,
     });
     let workers = plan.worker_ports.unwrap_or(PortRange {
-        from: u16::try_from(ray.worker_ports.from).unwrap_or(u16::MAX),
-        to: u16::try_from(ray.worker_ports.to).unwrap_or(u16::MAX),
+        from: ray.worker_ports.from,
+        to: ray.worker_ports.to,
     });
     let workers = Needed {
         label: format!("{workers} (worker processes)"),
@@ -1008,11 +1008,7 @@ pub fn check_pod(
     let mut head = own.clone();
     head.insert(LABEL_NODE_TYPE, "head");
     head.insert(LABEL_GROUP, HEAD_GROUP_LABEL_VALUE);
-    let image = pod
-        .spec
-        .pointer("/containers/0/image")
-        .and_then(Value::as_str);
-    let ray = RayOf::resolve(image, None, out.policy().spec().default_ray_version);
+    let ray = RayOf::of_pod(pod.spec, out.policy().spec().default_ray_version);
     let needed = needed_for(
         pod.role,
         &declared_tcp_ports(Some(pod.spec)),

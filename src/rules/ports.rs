@@ -337,8 +337,7 @@ pub fn check_pod(
     if !out.enabled(RuleId::ProbePort) && !out.enabled(RuleId::AutoscalerGcsPort) {
         return;
     }
-    let image = ray.value.get("image").and_then(Value::as_str);
-    let ray_of = RayOf::resolve(image, None, out.policy().spec().default_ray_version);
+    let ray_of = RayOf::of_pod(pod.spec, out.policy().spec().default_ray_version);
     let Some(start) = pod_start(&ray, &ray_of) else {
         return;
     };
@@ -767,7 +766,7 @@ fn check_command_pins(line: &CommandLine<'_>, plan: &PortPolicy, out: &mut Findi
     }
     for node_port in &plan.node_ports {
         let key = &node_port.ray_start_param;
-        let when_unset = random_when_unset(line.ray, key).or_else(|| node_port.when_unset.clone());
+        let when_unset = node_port_when_unset(line.ray, key, node_port.when_unset.as_deref());
         line.check_pin(key, node_port.port.to_string(), when_unset, out);
     }
 }
@@ -1091,6 +1090,11 @@ impl<'a> StartParams<'a> {
         self.values.and_then(|p| p.get(key))
     }
 
+    /// Whether the plan's pin of `key` applies to this group's Ray.
+    fn applies(&self, key: &str, wanted: &str, rule: RuleId, out: &mut Findings<'_>) -> bool {
+        pin_applies(self.group, self.ray, key, wanted, (rule, &self.path), out)
+    }
+
     /// Adds the keys the fixes set, into the existing map or as a new one.
     fn fill(self, missing: Map<String, Value>, out: &mut Findings<'_>) {
         if missing.is_empty() {
@@ -1154,7 +1158,7 @@ impl WhenUnset<'_> {
             WhenUnset::Default(Some(d)) => {
                 format!(" (unset, KubeRay v1.5.0 and {} use {d})", ray.name())
             }
-            WhenUnset::Noted(note) => match random_when_unset(ray, key).as_deref().or(*note) {
+            WhenUnset::Noted(note) => match node_port_when_unset(ray, key, *note) {
                 Some(d) => format!(" (when unset, {d})"),
                 None => String::new(),
             },
@@ -1163,11 +1167,13 @@ impl WhenUnset<'_> {
     }
 }
 
-/// "Ray 2.9.3 picks a random port for ...", when the measured Ray does.
-fn random_when_unset(ray: &RayOf<'_>, key: &str) -> Option<String> {
-    ray.facts
-        .random_listener(key)
-        .map(|l| format!("{} picks a random port for {}", ray.name(), l.what))
+/// What a node port's Ray does when `key` is unset: "Ray 2.9.3 picks a random port for ...",
+/// when the measured Ray does, else the plan's own note.
+fn node_port_when_unset(ray: &RayOf<'_>, key: &str, note: Option<&str>) -> Option<String> {
+    match ray.facts.random_listener(key) {
+        Some(l) => Some(format!("{} picks a random port for {}", ray.name(), l.what)),
+        None => note.map(str::to_owned),
+    }
 }
 
 /// Single ports pinned by a key: the planned ports of this role, and the node ports.
@@ -1197,14 +1203,7 @@ fn check_pinned_param(
 ) {
     let key = pin.key;
     let wanted = pin.port.to_string();
-    if !pin_applies(
-        params.group,
-        params.ray,
-        key,
-        &wanted,
-        (RuleId::RayStartParam, &params.path),
-        out,
-    ) {
+    if !params.applies(key, &wanted, RuleId::RayStartParam, out) {
         return;
     }
     let named = || pin.name.map(|n| format!(" ({n})")).unwrap_or_default();
@@ -1247,14 +1246,7 @@ fn check_node_port_range(
 ) {
     let key = &range.ray_start_param;
     let wanted = format!("{}-{}", range.from, range.to);
-    if !pin_applies(
-        params.group,
-        params.ray,
-        key,
-        &wanted,
-        (RuleId::NodePortRange, &params.path),
-        out,
-    ) {
+    if !params.applies(key, &wanted, RuleId::NodePortRange, out) {
         return;
     }
     match params.get(key) {

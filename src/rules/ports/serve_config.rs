@@ -9,20 +9,13 @@ use serde_json::Value;
 
 use super::SERVE_PORT;
 use crate::policy::{NodePortRange, PortPolicy, PortRange};
-use crate::ray::as_port;
+use crate::ray::{ClusterSpec, as_port};
 use crate::ray_version::RayOf;
 use crate::rule_id::RuleId;
 use crate::rules::Findings;
 
-/// The Ray a RayService's head runs, whose Serve the config configures.
-fn serving_ray<'a>(object: &'a Value, out: &Findings<'_>) -> RayOf<'a> {
-    let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str);
-    let image = text("/spec/rayClusterConfig/headGroupSpec/template/spec/containers/0/image");
-    let ray_version = text("/spec/rayClusterConfig/rayVersion");
-    RayOf::resolve(image, ray_version, out.policy().spec().default_ray_version)
-}
-
-pub fn check_serve_config(object: &Value, out: &mut Findings<'_>) {
+/// A RayService's `serveConfigV2`, judged by the Ray its head runs.
+pub fn check_serve_config(cluster: &ClusterSpec<'_>, out: &mut Findings<'_>) {
     if !out.enabled(RuleId::ServeConfig) {
         return;
     }
@@ -30,7 +23,8 @@ pub fn check_serve_config(object: &Value, out: &mut Findings<'_>) {
     let Some(serve) = plan.planned.iter().find(|p| p.name == SERVE_PORT) else {
         return;
     };
-    let Some(text) = object
+    let Some(text) = cluster
+        .root
         .pointer("/spec/serveConfigV2")
         .and_then(Value::as_str)
     else {
@@ -46,7 +40,9 @@ pub fn check_serve_config(object: &Value, out: &mut Findings<'_>) {
             return;
         }
     };
-    let ray = serving_ray(object, out);
+    let head = cluster.spec.get("headGroupSpec").unwrap_or(&Value::Null);
+    let default = out.policy().spec().default_ray_version;
+    let ray = RayOf::of_group(head, cluster.ray_version(), default);
     check_http_port(&config, u32::from(serve.port), &ray, &path, out);
     check_grpc_port(&config, plan, &ray, &path, out);
 }

@@ -65,8 +65,8 @@ impl<'a> Bounds<'a> {
         Bounds {
             min_value,
             max_value,
-            min: min_value.map_or(Some(params.ray.facts.worker_ports.from), as_port),
-            max: max_value.map_or(Some(params.ray.facts.worker_ports.to), as_port),
+            min: min_value.map_or(Some(u32::from(params.ray.facts.worker_ports.from)), as_port),
+            max: max_value.map_or(Some(u32::from(params.ray.facts.worker_ports.to)), as_port),
         }
     }
 
