@@ -354,3 +354,20 @@ fn an_autoscaler_is_told_the_gcs_port_only_on_a_ray_whose_autoscaler_takes_it() 
         );
     }
 }
+
+/// A tenant's `rayVersion` cannot leave a Ray 2.9.3 head's random dashboard gRPC port unpinned:
+/// the image runs, so mutate fills the pin in, and the patched object then validates clean.
+#[test]
+fn a_ray_version_that_lies_about_the_image_does_not_unpin_the_head() {
+    let c = cluster_on("rayproject/ray:2.9.3", Some("2.60.0"));
+    let d = evaluate(&c);
+    assert!(!d.allowed_as_is(), "{:#?}", d.violations);
+    let patched = apply(&c, &d.patch);
+    assert_eq!(
+        patched["spec"]["headGroupSpec"]["rayStartParams"]["dashboard-grpc-port"],
+        "8602"
+    );
+    let again = evaluate(&patched);
+    assert!(again.violations.is_empty(), "{:#?}", again.violations);
+    assert!(again.patch.0.is_empty());
+}
