@@ -28,14 +28,22 @@ struct Args {
     listen: SocketAddr,
     tls_cert: PathBuf,
     tls_key: PathBuf,
+    /// Answer with the request's uid, as the API server requires (scripts/bench-apiserver);
+    /// off for oha, whose reviews all carry RESPONSE's uid.
+    echo_uid: bool,
 }
 
 fn args() -> Args {
     let mut listen: SocketAddr = "127.0.0.1:8444".parse().expect("an address");
     let mut tls_cert = PathBuf::from("certs/tls.crt");
     let mut tls_key = PathBuf::from("certs/tls.key");
+    let mut echo_uid = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--echo-uid" {
+            echo_uid = true;
+            continue;
+        }
         let value = args
             .next()
             .unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -50,7 +58,25 @@ fn args() -> Args {
         listen,
         tls_cert,
         tls_key,
+        echo_uid,
     }
+}
+
+/// The floor's answer with the review's own uid: the first `"uid":"…"` of the body, which is
+/// `request.uid` in the API server's AdmissionReview.
+async fn answer_with_uid(body: Bytes) -> impl IntoResponse {
+    const KEY: &[u8] = b"\"uid\":\"";
+    let uid = body
+        .windows(KEY.len())
+        .position(|w| w == KEY)
+        .map(|at| &body[at + KEY.len()..])
+        .and_then(|rest| rest.iter().position(|b| *b == b'"').map(|end| &rest[..end]))
+        .and_then(|uid| std::str::from_utf8(uid).ok())
+        .unwrap_or("");
+    let text = format!(
+        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{{"uid":"{uid}","allowed":true}}}}"#
+    );
+    ([(header::CONTENT_TYPE, "application/json")], text)
 }
 
 async fn answer(body: Bytes) -> impl IntoResponse {
@@ -66,9 +92,16 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let app = Router::new()
-            .route("/validate", post(answer))
-            .route("/mutate", post(answer))
+        let app = if args.echo_uid {
+            Router::new()
+                .route("/validate", post(answer_with_uid))
+                .route("/mutate", post(answer_with_uid))
+        } else {
+            Router::new()
+                .route("/validate", post(answer))
+                .route("/mutate", post(answer))
+        };
+        let app = app
             .layer(DefaultBodyLimit::max(raygate::server::MAX_BODY_BYTES));
         let config = RustlsConfig::from_config(loaded.config);
         let mut server = axum_server::bind(args.listen)
