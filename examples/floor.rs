@@ -101,8 +101,7 @@ fn main() -> anyhow::Result<()> {
                 .route("/validate", post(answer))
                 .route("/mutate", post(answer))
         };
-        let app = app
-            .layer(DefaultBodyLimit::max(raygate::server::MAX_BODY_BYTES));
+        let app = app.layer(DefaultBodyLimit::max(raygate::server::MAX_BODY_BYTES));
         let config = RustlsConfig::from_config(loaded.config);
         let mut server = axum_server::bind(args.listen)
             .acceptor(RustlsAcceptor::new(config).handshake_timeout(Duration::from_secs(5)));
