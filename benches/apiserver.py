@@ -202,6 +202,97 @@ class Floor(Raygate):
             raise SystemExit(f"the floor exited: {self.proc.returncode}")
 
 
+class Kyverno:
+    """Kyverno v1.19.1's admission controller out of cluster, as scripts/bench-kyverno runs it
+    (its own certificate, its own webhook registration; admission reports and policy events
+    off), with raygate's rules as a ClusterPolicy or as ValidatingPolicies
+    (benches/policies/kyverno/). Its webhooks see every namespace, so its runs come after the
+    others'."""
+
+    POLICIES = {"kyverno-cpol": "benches/policies/kyverno/raygate.yaml",
+                "kyverno-vpol": "benches/policies/kyverno/raygate.vpol.yaml"}
+
+    def __init__(self, binary, workdir, cluster_dir):
+        self.cluster_dir = cluster_dir
+        k = lambda *a, **kw: kubectl(cluster_dir, *a, **kw)
+        k("apply", "--server-side", "--force-conflicts", "-f", os.path.join(ROOT, ".cache/kyverno/crds"))
+        k("wait", "--for", "condition=established", "--timeout=120s",
+          "crd/clusterpolicies.kyverno.io", "crd/policies.kyverno.io")
+        k("create", "namespace", "kyverno")
+        # KubeRay v1.5.0 has no RayCronJob, which the policies match (see scripts/bench-kyverno).
+        k("apply", "-f", "-", input=yaml.safe_dump({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "raycronjobs.ray.io"},
+            "spec": {"group": "ray.io", "scope": "Namespaced",
+                     "names": {"kind": "RayCronJob", "listKind": "RayCronJobList",
+                               "plural": "raycronjobs", "singular": "raycronjob"},
+                     "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                         "openAPIV3Schema": {"type": "object",
+                                             "x-kubernetes-preserve-unknown-fields": True}}}]}}))
+        k("wait", "--for", "condition=established", "--timeout=60s", "crd/raycronjobs.ray.io")
+        import socket
+        ports = []
+        for _ in range(2):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                ports.append(sock.getsockname()[1])
+        port, metrics = ports
+        env = dict(os.environ, KYVERNO_NAMESPACE="kyverno", KYVERNO_POD_NAME="kyverno-bench",
+                   KYVERNO_SERVICEACCOUNT_NAME="kyverno", KYVERNO_DEPLOYMENT="kyverno",
+                   INIT_CONFIG="kyverno", METRICS_CONFIG="kyverno-metrics")
+        self.log = open(os.path.join(workdir, "kyverno.log"), "w")
+        self.proc = subprocess.Popen(
+            [binary, "--kubeconfig", os.path.join(cluster_dir, "kubeconfig"),
+             "--serverIP", f"127.0.0.1:{port}", "--webhookServerHost", "127.0.0.1",
+             "--webhookServerPort", str(port), "--tlsKeyAlgorithm", "ECDSA",
+             "--caSecretName", "kyverno-svc.kyverno.svc.kyverno-tls-ca",
+             "--tlsSecretName", "kyverno-svc.kyverno.svc.kyverno-tls-pair",
+             "--admissionReports=false",
+             "--omitEvents=PolicyViolation,PolicyApplied,PolicyError,PolicySkipped",
+             "--metricsHost", "127.0.0.1", "--metricsPort", str(metrics),
+             "--controllerRuntimeMetricsAddress", "0", "--autoMemLimitEnabled=false",
+             "--loggingFormat", "json"], env=env, stdout=self.log, stderr=self.log)
+        k("-n", "kyverno", "wait", "--for=create", "--timeout=180s",
+          "secret/kyverno-svc.kyverno.svc.kyverno-tls-ca")
+
+    def load(self, api, setup, ns):
+        """Loads the setup's policy alone and waits until Kyverno denies a RayCluster on the
+        master through the API server in `ns`."""
+        k = lambda *a, **kw: kubectl(self.cluster_dir, *a, **kw)
+        subprocess.run([os.path.join(ROOT, ".cache/e2e/bin/kubectl"), "--kubeconfig",
+                        os.path.join(self.cluster_dir, "kubeconfig"), "delete",
+                        "clusterpolicy,validatingpolicies.policies.kyverno.io", "--all"],
+                       capture_output=True)
+        deadline = time.time() + 180
+        while True:
+            try:
+                k("apply", "-f", os.path.join(ROOT, self.POLICIES[setup]))
+                break
+            except subprocess.CalledProcessError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(2)
+        probe = cluster_object("kyverno-probe")
+        probe["spec"]["headGroupSpec"]["template"]["spec"]["nodeName"] = "gpu-node"
+        while True:
+            status, body = api.request("POST", f"/apis/ray.io/v1/namespaces/{ns}/rayclusters", probe)
+            if status == 201:
+                api.request("DELETE", f"/apis/ray.io/v1/namespaces/{ns}/rayclusters/kyverno-probe")
+            elif status == 403 or b"admission webhook" in body:
+                log(f"{setup}: Kyverno denies the probe ({status})")
+                return
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise SystemExit(f"{setup}: Kyverno never denied the probe: {status} {body[:300]!r}")
+            time.sleep(1)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 def register(cluster_dir, setup, port, ca_bundle):
     """raygate's webhook configurations (deploy/base), pointed at 127.0.0.1:port and limited to
     the namespaces labelled for `setup`."""
@@ -297,8 +388,7 @@ def wait_pods(api, ns, want, timeout):
     return count
 
 
-def run_one(api, args, setup, run, apiserver_pid):
-    ns = f"bench-{setup}-{run}"
+def make_namespace(args, ns, setup):
     kubectl(args.cluster_dir, "apply", "-f", "-", input=yaml.safe_dump_all([
         {"apiVersion": "v1", "kind": "Namespace",
          "metadata": {"name": ns, "labels": {LABEL: setup}}},
@@ -308,6 +398,11 @@ def run_one(api, args, setup, run, apiserver_pid):
              {"key": "ray.io/cluster", "operator": "Exists"}]},
              "policyTypes": ["Ingress"],
              "ingress": [{"from": [{"podSelector": {}}]}]}}]))
+
+
+def run_one(api, args, setup, run, apiserver_pid):
+    ns = f"bench-{setup}-{run}"
+    make_namespace(args, ns, setup)
     # raygate's cluster view must hold the namespace's NetworkPolicy before its Pods come.
     time.sleep(2)
     before, cpu0 = scrape(api), cpu_seconds(apiserver_pid)
@@ -392,6 +487,7 @@ def main():
     ap.add_argument("--setups", default="none,floor,raygate,raygate-audit")
     ap.add_argument("--report", help="also write a Markdown table here")
     ap.add_argument("--floor", help="examples/floor (for the setup `floor`)")
+    ap.add_argument("--kyverno", help="Kyverno's admission controller (setups kyverno-cpol, kyverno-vpol)")
     ap.add_argument("--machine", default="", help="the conditions, for the report")
     args = ap.parse_args()
     api = Api(args.cluster_dir)
@@ -400,7 +496,9 @@ def main():
     raygates = {}
     results = []
     try:
-        for setup in args.setups.split(","):
+        setups = [s for s in args.setups.split(",") if not s.startswith("kyverno-")]
+        kyverno_setups = [s for s in args.setups.split(",") if s.startswith("kyverno-")]
+        for setup in setups:
             if setup in ("raygate", "raygate-audit"):
                 mode = "enforce" if setup == "raygate" else "audit"
                 raygates[setup] = Raygate(args.raygate, mode, args.workdir, args.cluster_dir)
@@ -410,15 +508,29 @@ def main():
                 raygates[setup].register(args.cluster_dir, setup)
             elif setup != "none":
                 raise SystemExit(f"unknown setup {setup}")
+        for setup in kyverno_setups:
+            if setup not in Kyverno.POLICIES:
+                raise SystemExit(f"unknown setup {setup}")
         time.sleep(3)
         # A warm-up run per setup (connections, caches), not reported.
-        for setup in args.setups.split(","):
+        for setup in setups:
             run_one(api, args, setup, "warmup", apiserver_pid)
         # Runs interleave the setups, so that drift (etcd growing, caches warming) spreads
         # over all of them.
         for run in range(args.runs):
-            for setup in args.setups.split(","):
+            for setup in setups:
                 results.append(run_one(api, args, setup, run, apiserver_pid))
+        if kyverno_setups:
+            for r in raygates.values():
+                r.stop()
+            raygates.clear()
+            raygates["kyverno"] = Kyverno(args.kyverno, args.workdir, args.cluster_dir)
+            for setup in kyverno_setups:
+                make_namespace(args, f"bench-{setup}-probe", setup)
+                raygates["kyverno"].load(api, setup, f"bench-{setup}-probe")
+                run_one(api, args, setup, "warmup", apiserver_pid)
+                for run in range(args.runs):
+                    results.append(run_one(api, args, setup, run, apiserver_pid))
     finally:
         for r in raygates.values():
             r.stop()
