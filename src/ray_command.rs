@@ -18,8 +18,6 @@ use crate::ray::{ClusterSpec, NodeGroup, Role};
 
 /// The variable in which KubeRay hands the generated `ray start` line to the container.
 pub const GENERATED_CMD_VAR: &str = "KUBERAY_GEN_RAY_START_CMD";
-/// KubeRay's own `ulimit` argument in the generated line.
-const ULIMIT_VAR: &str = "RAY_START_ULIMIT_OPEN_FILES";
 
 pub use crate::ray_version::{Arity, ValueType, VersionFacts};
 
@@ -150,15 +148,21 @@ pub fn param_value(value: &Value) -> Option<String> {
 /// sorted, `"true"` (any case) a bare flag, `"false"` dropped, except for the options that take
 /// a boolean value.
 pub fn render_params(params: &BTreeMap<String, String>) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(params.iter().map(|(k, v)| k.len() + v.len() + 5).sum());
     for (key, value) in params {
-        let lower = value.to_ascii_lowercase();
-        if (lower == "true" || lower == "false") && !KEEPS_BOOLEAN_TEXT.contains(&key.as_str()) {
-            if lower == "true" {
-                out.push_str(&format!(" --{key} "));
+        let is_true = value.eq_ignore_ascii_case("true");
+        if (is_true || value.eq_ignore_ascii_case("false"))
+            && !KEEPS_BOOLEAN_TEXT.contains(&key.as_str())
+        {
+            if is_true {
+                for part in [" --", key, " "] {
+                    out.push_str(part);
+                }
             }
         } else {
-            out.push_str(&format!(" --{key}={value} "));
+            for part in [" --", key, "=", value, " "] {
+                out.push_str(part);
+            }
         }
     }
     out
@@ -988,11 +992,12 @@ pub fn launch(
     };
     let (command, args) = (strings("command"), strings("args"));
     // `convertCmdToString`: every item as " item ".
-    let joined: String = command
-        .iter()
-        .chain(&args)
-        .map(|item| format!(" {item} "))
-        .collect();
+    let mut joined = String::new();
+    for item in command.iter().chain(&args) {
+        for part in [" ", item, " "] {
+            joined.push_str(part);
+        }
+    }
     if overwrite_annotation || joined.contains("ray start") {
         let argv = command.into_iter().chain(args).collect();
         return Launch {
@@ -1133,11 +1138,7 @@ fn the_one_ray_start(commands: Vec<Vec<String>>) -> Result<Vec<String>, Refusal>
 /// `;`, `&&` and newlines, `$KUBERAY_GEN_RAY_START_CMD` (`generated`) and KubeRay's own
 /// `${RAY_START_ULIMIT_OPEN_FILES:-65536}`. Anything else is refused.
 pub fn split_script(script: &str, generated: &str) -> Result<Vec<Vec<String>>, Refusal> {
-    let mut lexer = Lexer {
-        chars: script.chars().collect(),
-        at: 0,
-        generated,
-    };
+    let mut lexer = Lexer::new(script, generated);
     let mut commands = vec![Vec::new()];
     while let Some(token) = lexer.next_token()? {
         match token {
@@ -1174,43 +1175,64 @@ enum Token {
     Words(Vec<String>),
 }
 
+/// Reads a script byte by byte: every character bash treats specially is ASCII, and the bytes
+/// of any other character are copied through in order, so words stay valid UTF-8.
 struct Lexer<'s> {
-    chars: Vec<char>,
+    text: &'s str,
     at: usize,
     generated: &'s str,
 }
 
 /// Characters bash treats specially outside quotes that this subset does not follow.
-const UNSUPPORTED: &[(char, &str)] = &[
-    ('|', "a pipe or `||`"),
-    ('&', "a background job"),
-    ('(', "a subshell"),
-    (')', "a subshell"),
-    ('<', "a redirection"),
-    ('>', "a redirection"),
-    ('`', "command substitution"),
-    ('*', "a glob"),
-    ('?', "a glob"),
-    ('[', "a glob"),
-    ('{', "brace expansion"),
-    ('}', "brace expansion"),
-    ('~', "tilde expansion"),
-    ('!', "history or negation"),
-];
+fn unsupported(c: u8) -> Option<&'static str> {
+    Some(match c {
+        b'|' => "a pipe or `||`",
+        b'&' => "a background job",
+        b'(' | b')' => "a subshell",
+        b'<' | b'>' => "a redirection",
+        b'`' => "command substitution",
+        b'*' | b'?' | b'[' => "a glob",
+        b'{' | b'}' => "brace expansion",
+        b'~' => "tilde expansion",
+        b'!' => "history or negation",
+        _ => return None,
+    })
+}
 
-impl Lexer<'_> {
-    fn peek(&self, offset: usize) -> Option<char> {
-        self.chars.get(self.at + offset).copied()
+/// Bytes that are always literal in an unquoted word: copied in runs.
+fn is_plain(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'-' | b'_' | b'.' | b',' | b':' | b'/' | b'=' | b'@' | b'+' | b'%'
+        )
+}
+
+impl<'s> Lexer<'s> {
+    fn new(text: &'s str, generated: &'s str) -> Lexer<'s> {
+        Lexer {
+            text,
+            at: 0,
+            generated,
+        }
+    }
+
+    fn peek(&self, offset: usize) -> Option<u8> {
+        self.text.as_bytes().get(self.at + offset).copied()
+    }
+
+    fn at_end(&self) -> bool {
+        self.at >= self.text.len()
     }
 
     fn next_token(&mut self) -> Result<Option<Token>, Refusal> {
         // Blanks, comments and line continuations between words.
         loop {
             match self.peek(0) {
-                Some(' ' | '\t') => self.at += 1,
-                Some('\\') if self.peek(1) == Some('\n') => self.at += 2,
-                Some('#') => {
-                    while self.peek(0).is_some_and(|c| c != '\n') {
+                Some(b' ' | b'\t') => self.at += 1,
+                Some(b'\\') if self.peek(1) == Some(b'\n') => self.at += 2,
+                Some(b'#') => {
+                    while self.peek(0).is_some_and(|c| c != b'\n') {
                         self.at += 1;
                     }
                 }
@@ -1221,14 +1243,14 @@ impl Lexer<'_> {
             return Ok(None);
         };
         match c {
-            ';' | '\n' => {
+            b';' | b'\n' => {
                 self.at += 1;
-                if c == ';' && self.peek(0) == Some(';') {
+                if c == b';' && self.peek(0) == Some(b';') {
                     return refuse("the script has `;;`, which bash reads only in `case`");
                 }
-                Ok(Some(Token::Separator(if c == ';' { ";" } else { "\n" })))
+                Ok(Some(Token::Separator(if c == b';' { ";" } else { "\n" })))
             }
-            '&' if self.peek(1) == Some('&') => {
+            b'&' if self.peek(1) == Some(b'&') => {
                 self.at += 2;
                 Ok(Some(Token::Separator("&&")))
             }
@@ -1238,18 +1260,20 @@ impl Lexer<'_> {
 
     /// One word up to an unquoted blank or operator.
     fn word(&mut self) -> Result<Token, Refusal> {
-        let mut text = String::new();
+        let bytes = self.text.as_bytes();
+        let mut text: Vec<u8> = Vec::new();
         let mut quoted = false;
         // An unquoted `$KUBERAY_GEN_RAY_START_CMD` alone in its word is split into words.
         let mut split: Option<Vec<String>> = None;
         while let Some(c) = self.peek(0) {
             match c {
-                ' ' | '\t' | '\n' | ';' => break,
-                '&' if self.peek(1) == Some('&') => break,
-                '\\' => {
+                b' ' | b'\t' | b'\n' | b';' => break,
+                b'&' if self.peek(1) == Some(b'&') => break,
+                b'\\' => {
                     match self.peek(1) {
-                        Some('\n') => {}
+                        Some(b'\n') => {}
                         Some(next) => {
+                            // A character of several bytes: its other bytes are plain copies.
                             text.push(next);
                             quoted = true;
                         }
@@ -1257,94 +1281,96 @@ impl Lexer<'_> {
                     }
                     self.at += 2;
                 }
-                '\'' => {
+                b'\'' => {
                     self.at += 1;
-                    loop {
-                        match self.peek(0) {
-                            Some('\'') => break,
-                            Some(c) => text.push(c),
-                            None => return refuse("the script has an unclosed single quote"),
-                        }
-                        self.at += 1;
-                    }
-                    self.at += 1;
+                    let Some(len) = bytes[self.at..].iter().position(|&b| b == b'\'') else {
+                        return refuse("the script has an unclosed single quote");
+                    };
+                    text.extend_from_slice(&bytes[self.at..self.at + len]);
+                    self.at += len + 1;
                     quoted = true;
                 }
-                '"' => {
+                b'"' => {
                     self.at += 1;
                     self.double_quoted(&mut text)?;
                     quoted = true;
                 }
-                '$' => {
+                b'$' => {
                     let (value, end) = self.expansion(self.at, false)?;
                     self.at = end;
                     if text.is_empty() && !quoted && self.at_word_end() {
-                        split = Some(split_expansion(&value)?);
+                        split = Some(split_expansion(value)?);
                     } else {
                         return refuse(
                             "the script joins a variable with other text in one word; raygate follows $KUBERAY_GEN_RAY_START_CMD only as a word of its own",
                         );
                     }
                 }
-                '#' if text.is_empty() && !quoted => break,
+                b'#' if text.is_empty() && !quoted => break,
                 _ => {
-                    if let Some((_, what)) = UNSUPPORTED.iter().find(|(u, _)| *u == c) {
+                    if let Some(what) = unsupported(c) {
                         return refuse(format!(
-                            "the script uses {c:?} ({what}), which raygate does not follow; write plain words"
+                            "the script uses {:?} ({what}), which raygate does not follow; write plain words",
+                            c as char
                         ));
                     }
-                    text.push(c);
-                    self.at += 1;
+                    let run = bytes[self.at..]
+                        .iter()
+                        .position(|&b| !(is_plain(b) || b >= 0x80))
+                        .unwrap_or(bytes.len() - self.at)
+                        .max(1);
+                    text.extend_from_slice(&bytes[self.at..self.at + run]);
+                    self.at += run;
                 }
             }
         }
         match split {
             Some(words) => Ok(Token::Words(words)),
-            None => Ok(Token::Words(vec![text])),
+            None => Ok(Token::Words(vec![utf8(text)?])),
         }
     }
 
     fn at_word_end(&self) -> bool {
         self.peek(0)
-            .is_none_or(|c| matches!(c, ' ' | '\t' | '\n' | ';'))
-            || (self.peek(0) == Some('&') && self.peek(1) == Some('&'))
+            .is_none_or(|c| matches!(c, b' ' | b'\t' | b'\n' | b';'))
+            || (self.peek(0) == Some(b'&') && self.peek(1) == Some(b'&'))
     }
 
-    fn double_quoted(&mut self, text: &mut String) -> Result<(), Refusal> {
+    fn double_quoted(&mut self, text: &mut Vec<u8>) -> Result<(), Refusal> {
         loop {
             match self.peek(0) {
                 None => return refuse("the script has an unclosed double quote"),
-                Some('"') => {
+                Some(b'"') => {
                     self.at += 1;
                     return Ok(());
                 }
-                Some('\\') => {
+                Some(b'\\') => {
                     match self.peek(1) {
-                        Some(c @ ('$' | '`' | '"' | '\\')) => text.push(c),
-                        Some('\n') => {}
+                        Some(c @ (b'$' | b'`' | b'"' | b'\\')) => text.push(c),
+                        Some(b'\n') => {}
                         Some(c) => {
-                            text.push('\\');
+                            text.push(b'\\');
                             text.push(c);
                         }
                         None => return refuse("the script has an unclosed double quote"),
                     }
                     self.at += 2;
                 }
-                Some('$') => match self.quoted_variable() {
+                Some(b'$') => match self.quoted_variable() {
                     // Inside double quotes a variable stays one word whatever its value: it
                     // is kept as written (`$NAME`), which no number or JSON option accepts.
                     Some((name, end)) => {
-                        text.push('$');
-                        text.push_str(&name);
+                        text.push(b'$');
+                        text.extend_from_slice(name.as_bytes());
                         self.at = end;
                     }
                     None => {
                         let (value, end) = self.expansion(self.at, true)?;
-                        text.push_str(&value);
+                        text.extend_from_slice(value.as_bytes());
                         self.at = end;
                     }
                 },
-                Some('`') => {
+                Some(b'`') => {
                     return refuse(
                         "the script uses command substitution, which raygate does not follow",
                     );
@@ -1359,22 +1385,23 @@ impl Lexer<'_> {
 
     /// A plain `$NAME` or `${NAME}` at the cursor (not KubeRay's generated command), and where
     /// it ends.
-    fn quoted_variable(&self) -> Option<(String, usize)> {
-        let braced = self.peek(1) == Some('{');
+    fn quoted_variable(&self) -> Option<(&'s str, usize)> {
+        let braced = self.peek(1) == Some(b'{');
         let from = self.at + if braced { 2 } else { 1 };
-        let name: String = self.chars[from..]
+        let len = self.text.as_bytes()[from.min(self.text.len())..]
             .iter()
-            .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
-            .collect();
+            .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+            .count();
+        let name = &self.text[from..from + len];
         if name.is_empty()
             || name.starts_with(|c: char| c.is_ascii_digit())
             || name == GENERATED_CMD_VAR
         {
             return None;
         }
-        let mut end = from + name.chars().count();
+        let mut end = from + len;
         if braced {
-            if self.chars.get(end) != Some(&'}') {
+            if self.text.as_bytes().get(end) != Some(&b'}') {
                 return None;
             }
             end += 1;
@@ -1384,32 +1411,32 @@ impl Lexer<'_> {
 
     /// The value of the expansion at `start` and where it ends. Only KubeRay's two variables
     /// are known; `${RAY_START_ULIMIT_OPEN_FILES:-65536}` stands for its default.
-    fn expansion(&self, start: usize, in_quotes: bool) -> Result<(String, usize), Refusal> {
-        let rest: String = self.chars[start..].iter().collect();
+    fn expansion(&self, start: usize, in_quotes: bool) -> Result<(&'s str, usize), Refusal> {
+        const ULIMIT_FORM: &str = "${RAY_START_ULIMIT_OPEN_FILES:-65536}";
+        const GENERATED_BRACED: &str = "${KUBERAY_GEN_RAY_START_CMD}";
+        const GENERATED_PLAIN: &str = "$KUBERAY_GEN_RAY_START_CMD";
+        let rest = &self.text[start..];
         for (form, value) in [
-            (
-                format!("${{{ULIMIT_VAR}:-65536}}"),
-                "${RAY_START_ULIMIT_OPEN_FILES}",
-            ),
-            (format!("${{{GENERATED_CMD_VAR}}}"), self.generated),
-            (format!("${GENERATED_CMD_VAR}"), self.generated),
+            (ULIMIT_FORM, "${RAY_START_ULIMIT_OPEN_FILES}"),
+            (GENERATED_BRACED, self.generated),
+            (GENERATED_PLAIN, self.generated),
         ] {
-            if let Some(after) = rest.strip_prefix(form.as_str()) {
+            if let Some(after) = rest.strip_prefix(form) {
                 // `$KUBERAY_GEN_RAY_START_CMDX` names another variable.
                 if form.ends_with(GENERATED_CMD_VAR)
                     && after
-                        .chars()
+                        .bytes()
                         .next()
-                        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_')
                 {
                     break;
                 }
-                if in_quotes && value == self.generated {
+                if in_quotes && form != ULIMIT_FORM {
                     return refuse(
                         "the script quotes \"$KUBERAY_GEN_RAY_START_CMD\", so bash runs it as one word and Ray never starts; leave it unquoted",
                     );
                 }
-                return Ok((value.to_owned(), start + form.chars().count()));
+                return Ok((value, start + form.len()));
             }
         }
         let name: String = rest
@@ -1422,6 +1449,12 @@ impl Lexer<'_> {
             "the script expands ${name}, whose value raygate cannot know at admission; write the flags out, or run $KUBERAY_GEN_RAY_START_CMD"
         ))
     }
+}
+
+/// A word's bytes as text. Only whole characters are ever copied, so this holds; a refusal
+/// rather than a panic if it ever did not.
+fn utf8(bytes: Vec<u8>) -> Result<String, Refusal> {
+    String::from_utf8(bytes).or_else(|_| refuse("the script is not valid UTF-8"))
 }
 
 /// An unquoted expansion's words: split on blanks, quotes kept as they are (bash does not
@@ -1637,16 +1670,21 @@ pub fn param_word(key: &str, value: &str) -> Result<String, Refusal> {
             "rayStartParams key {key:?} is not a `ray start` option name (lowercase letters, digits and '-'); KubeRay writes it unquoted into bash"
         ));
     }
+    // Almost every value is plain text, which bash passes through as it is.
+    if value.bytes().all(is_plain) {
+        return Ok(value.to_owned());
+    }
+    lexed_param_word(key, value)
+}
+
+/// [`param_word`] for a value with quotes, blanks or other characters bash reads.
+fn lexed_param_word(key: &str, value: &str) -> Result<String, Refusal> {
     let rendered = format!("--{key}={value}");
-    let mut lexer = Lexer {
-        chars: rendered.chars().collect(),
-        at: 0,
-        generated: "",
-    };
+    let mut lexer = Lexer::new(&rendered, "");
     let first = lexer.next_token();
     // The whole value must be one word: a blank or a `#` after it would end the flag, and a
     // comment would swallow every flag KubeRay writes after it.
-    let whole = lexer.at == lexer.chars.len();
+    let whole = lexer.at_end();
     let second = lexer.next_token();
     let single = match (first, second) {
         (Ok(Some(Token::Words(words))), Ok(None)) if words.len() == 1 && whole => {
@@ -1691,6 +1729,38 @@ mod tests {
     fn ray(version: &str) -> &'static VersionFacts {
         let version = crate::ray_version::parse_version(version).unwrap();
         crate::ray_version::RayFacts::get().for_version(version).0
+    }
+
+    #[test]
+    fn plain_values_are_the_word_bash_reads() {
+        for value in [
+            "",
+            "6380",
+            "0.0.0.0",
+            "a-b_c.d,e:f/g=h@i+j%k",
+            "CPU=2,GPU=0",
+        ] {
+            assert_eq!(lexed_param_word("port", value).unwrap(), value);
+            assert_eq!(param_word("port", value).unwrap(), value);
+        }
+    }
+
+    #[test]
+    fn characters_of_several_bytes_are_copied_whole() {
+        let commands = split_script(
+            "echo 'é€' \\é \"ü\\ß\" x😀y; ray start --temp-dir=/tmp/é",
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            commands,
+            vec![
+                vec!["echo", "é€", "é", "ü\\ß", "x😀y"],
+                vec!["ray", "start", "--temp-dir=/tmp/é"],
+            ]
+        );
+        assert_eq!(param_word("temp-dir", "/tmp/é").unwrap(), "/tmp/é");
+        assert_eq!(param_word("temp-dir", "'/tmp/a b'").unwrap(), "/tmp/a b");
     }
 
     #[test]

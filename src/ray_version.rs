@@ -2,6 +2,7 @@
 //! `tests/runtime/matrix.sh` (each version's own `ray start` click command, its listeners and
 //! defaults), kept in `policies/ray-versions.json` and compiled in.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::LazyLock;
 
@@ -186,6 +187,8 @@ pub struct VersionFacts {
     pub measured: String,
     /// `ray start`'s long options, sorted by name.
     options: Vec<(String, OptionType)>,
+    /// Where each option is in `options`: looked up for every word of every `ray start`.
+    option_index: HashMap<String, usize, foldhash::fast::FixedState>,
     /// The worker-process range when min/max-worker-port are unset.
     pub worker_ports: Range,
     /// Serve's HTTP and gRPC ports when its config leaves them unset.
@@ -200,11 +203,7 @@ pub struct VersionFacts {
 impl VersionFacts {
     /// How click reads `--name` in this version; `None` when `ray start` has no such option.
     pub fn option(&'static self, name: &str) -> Option<(&'static str, Arity)> {
-        let i = self
-            .options
-            .binary_search_by(|(n, _)| n.as_str().cmp(name))
-            .ok()?;
-        let (name, kind) = &self.options[i];
+        let (name, kind) = &self.options[*self.option_index.get(name)?];
         let arity = match kind {
             OptionType::Choice { choice } => Arity::Value(ValueType::Choice(choice)),
             OptionType::Named(NamedType::Flag) => Arity::Flag,
@@ -219,9 +218,7 @@ impl VersionFacts {
     }
 
     pub fn has_option(&self, name: &str) -> bool {
-        self.options
-            .binary_search_by(|(n, _)| n.as_str().cmp(name))
-            .is_ok()
+        self.option_index.contains_key(name)
     }
 
     pub fn options(&self) -> impl Iterator<Item = &str> {
@@ -295,10 +292,21 @@ impl RayFacts {
         let mut versions: Vec<VersionFacts> = file
             .versions
             .into_iter()
-            .map(|r| VersionFacts {
+            .map(|mut r| {
+                let options: Vec<(String, OptionType)> =
+                    std::mem::take(&mut r.start_options).into_iter().collect();
+                let option_index = options
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, _))| (name.clone(), i))
+                    .collect();
+                (r, options, option_index)
+            })
+            .map(|(r, options, option_index)| VersionFacts {
                 version: r.version,
                 measured: r.measured,
-                options: r.start_options.into_iter().collect(),
+                options,
+                option_index,
                 worker_ports: r.worker_ports,
                 serve_http_port: r.serve_http_port,
                 serve_grpc_port: r.serve_grpc_port,
