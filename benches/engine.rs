@@ -148,33 +148,7 @@ fn engines(c: &mut Criterion) {
 /// largest cluster the built-in policy still judges (64 worker groups) beside the same 200.
 fn worst_case(c: &mut Criterion) {
     let engine = Engine::new(raygate::Policy::built_in());
-    let mut huge = peers::synthetic_cluster(1_500_000);
-    huge["spec"]["headGroupSpec"]["template"]["spec"]["nodeName"] = serde_json::json!("gpu-node");
-    huge["spec"]["headGroupSpec"]["rayStartParams"]["port"] = serde_json::json!("6379");
-    let mut largest_judged = huge.clone();
-    largest_judged["spec"]["workerGroupSpecs"]
-        .as_array_mut()
-        .expect("groups")
-        .truncate(64);
-    let policies: Vec<std::sync::Arc<k8s_openapi::api::networking::v1::NetworkPolicy>> = (0
-        ..200)
-        .map(|i| {
-            std::sync::Arc::new(
-                serde_json::from_value(serde_json::json!({
-                    "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                    "metadata": {"name": format!("np-{i}"), "namespace": "kuberay"},
-                    "spec": {
-                        "podSelector": {"matchLabels": {"ray.io/cluster": "synthetic-large"}},
-                        "policyTypes": ["Ingress", "Egress"],
-                        "ingress": [{"from": [{"podSelector": {"matchLabels": {"ray.io/group": format!("group-{i:04}")}}}],
-                                     "ports": [{"port": 8000 + i}]}],
-                        "egress": [{"to": [{"podSelector": {"matchLabels": {"ray.io/cluster": "synthetic-large"}}}]}]
-                    }
-                }))
-                .expect("a NetworkPolicy"),
-            )
-        })
-        .collect();
+    let (huge, largest_judged, policies) = peers::worst_case();
     let context = Context {
         at_admission: true,
         ..Context::complete(&policies)

@@ -717,3 +717,41 @@ fn quantity(value: &cel::Value) -> Option<f64> {
 pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
+
+/// The worst case a tenant can send: the largest object the API server stores (1.5 MiB of
+/// worker groups, a head on the master, GCS on 6379); the largest cluster the built-in policy
+/// still judges (the same, cut to 64 worker groups); and 200 NetworkPolicies in their
+/// namespace that all select them (each admits one group's port, egress kept to the cluster).
+pub fn worst_case() -> (
+    Value,
+    Value,
+    Vec<std::sync::Arc<k8s_openapi::api::networking::v1::NetworkPolicy>>,
+) {
+    let mut huge = synthetic_cluster(1_500_000);
+    huge["spec"]["headGroupSpec"]["template"]["spec"]["nodeName"] = json!("gpu-node");
+    huge["spec"]["headGroupSpec"]["rayStartParams"]["port"] = json!("6379");
+    let mut largest_judged = huge.clone();
+    largest_judged["spec"]["workerGroupSpecs"]
+        .as_array_mut()
+        .expect("groups")
+        .truncate(64);
+    let policies = (0..200)
+        .map(|i| {
+            std::sync::Arc::new(
+                serde_json::from_value(json!({
+                    "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                    "metadata": {"name": format!("np-{i}"), "namespace": "kuberay"},
+                    "spec": {
+                        "podSelector": {"matchLabels": {"ray.io/cluster": "synthetic-large"}},
+                        "policyTypes": ["Ingress", "Egress"],
+                        "ingress": [{"from": [{"podSelector": {"matchLabels": {"ray.io/group": format!("group-{i:04}")}}}],
+                                     "ports": [{"port": 8000 + i}]}],
+                        "egress": [{"to": [{"podSelector": {"matchLabels": {"ray.io/cluster": "synthetic-large"}}}]}]
+                    }
+                }))
+                .expect("a NetworkPolicy"),
+            )
+        })
+        .collect();
+    (huge, largest_judged, policies)
+}
