@@ -317,8 +317,10 @@ struct IncomingRequest<'a> {
     operation: Operation,
     #[serde(default)]
     user_info: IncomingUser,
-    #[serde(borrow, default)]
-    object: Option<&'a serde_json::value::RawValue>,
+    /// Parsed with the envelope, in one pass: only Ray's kinds, Pods and NetworkPolicies are
+    /// sent to raygate, and each of those is read.
+    #[serde(default)]
+    object: Option<serde_json::Value>,
     #[serde(borrow, default)]
     old_object: Option<&'a serde_json::value::RawValue>,
     #[serde(default)]
@@ -419,25 +421,26 @@ fn decide(
 }
 
 /// The objects of a CREATE or UPDATE of a kind that may be in scope, parsed.
-struct Objects {
-    new: Option<serde_json::Value>,
+struct Objects<'r> {
+    new: Option<&'r serde_json::Value>,
     /// An UPDATE's old object: it is judged against it (see `Engine::evaluate_update`).
     old: Option<serde_json::Value>,
 }
 
-impl Objects {
-    fn parse(request: &IncomingRequest<'_>) -> Result<Objects, Error> {
-        let parse = |raw: &serde_json::value::RawValue| {
-            serde_json::from_str(raw.get()).map_err(Error::Decode)
-        };
-        let new = match (&request.operation, request.object) {
-            (Operation::Create | Operation::Update, Some(raw)) if request.may_be_in_scope() => {
-                Some(parse(raw)?)
+impl<'r> Objects<'r> {
+    fn parse(request: &'r IncomingRequest<'_>) -> Result<Objects<'r>, Error> {
+        let new = match (&request.operation, &request.object) {
+            (Operation::Create | Operation::Update, Some(object))
+                if request.may_be_in_scope() && !object.is_null() =>
+            {
+                Some(object)
             }
             _ => None,
         };
         let old = match (&request.operation, request.old_object) {
-            (Operation::Update, Some(raw)) if new.is_some() => Some(parse(raw)?),
+            (Operation::Update, Some(raw)) if new.is_some() => {
+                Some(serde_json::from_str(raw.get()).map_err(Error::Decode)?)
+            }
             _ => None,
         };
         Ok(Objects { new, old })
@@ -468,7 +471,7 @@ impl Objects {
             && decision.mode == Mode::Enforce
             && decision.judged == Judged::Cluster
         {
-            mark_enforced(self.new.as_ref()?)
+            mark_enforced(self.new?)
         } else {
             None
         }
@@ -684,26 +687,26 @@ fn network_policy_change(
     if live.is_empty() {
         return None;
     }
-    let as_policy = |raw: &serde_json::value::RawValue| -> Option<Arc<NetworkPolicy>> {
-        let mut policy: NetworkPolicy = serde_json::from_str(raw.get()).ok()?;
+    let in_namespace = |mut policy: NetworkPolicy| {
         policy.metadata.namespace = Some(namespace.to_owned());
-        Some(Arc::new(policy))
+        Arc::new(policy)
     };
+    let old_policy = request
+        .old_object
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .map(in_namespace);
+    let new_policy = request
+        .object
+        .as_ref()
+        .and_then(|value| serde::Deserialize::deserialize(value).ok())
+        .map(in_namespace);
     let others = current
         .iter()
         .filter(|p| p.metadata.name.as_deref() != Some(request.name.as_str()));
-    let before: Vec<Arc<NetworkPolicy>> = others
-        .clone()
-        .cloned()
-        .chain(request.old_object.and_then(as_policy))
-        .collect();
+    let before: Vec<Arc<NetworkPolicy>> = others.clone().cloned().chain(old_policy).collect();
     let after: Vec<Arc<NetworkPolicy>> = others
         .cloned()
-        .chain(if deleting {
-            None
-        } else {
-            request.object.and_then(as_policy)
-        })
+        .chain(if deleting { None } else { new_policy })
         .collect();
     let clusters: Vec<ObjectRef<'_>> = live
         .iter()
