@@ -79,21 +79,35 @@ class Api:
 METRIC = re.compile(r'^([a-zA-Z_:]+)\{([^}]*)\} ([0-9.eE+-]+|\+Inf|NaN)$')
 
 
-def scrape(api):
-    status, body = api.request("GET", "/metrics")
-    assert status == 200, status
+def parse_metrics(text, prefixes):
     series = {}
-    for line in body.decode().splitlines():
+    for line in text.splitlines():
         m = METRIC.match(line)
         if not m:
             continue
         name, labels, value = m.groups()
-        if not (name.startswith("apiserver_admission_webhook_admission_duration_seconds")
-                or name.startswith("apiserver_request_duration_seconds")):
+        if not name.startswith(prefixes):
             continue
         lab = dict(re.findall(r'([a-zA-Z_]+)="([^"]*)"', labels))
         series[(name, tuple(sorted(lab.items())))] = float(value)
     return series
+
+
+def scrape(api):
+    status, body = api.request("GET", "/metrics")
+    assert status == 200, status
+    return parse_metrics(body.decode(), ("apiserver_admission_webhook_admission_duration_seconds",
+                                         "apiserver_request_duration_seconds"))
+
+
+def scrape_raygate(url):
+    """raygate's own admission_duration_seconds: its handler's time, in finer buckets (25 µs
+    and up) than the API server's webhook histogram (5 ms and up)."""
+    if not url:
+        return {}
+    import urllib.request
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return parse_metrics(response.read().decode(), ("raygate_admission_duration_seconds",))
 
 
 def histogram(before, after, name, match):
@@ -136,10 +150,18 @@ def cpu_seconds(pid):
 
 # --- setups ---------------------------------------------------------------------------------------
 
-def kubectl(cluster_dir, *args, input=None):
-    return subprocess.run([os.path.join(ROOT, ".cache/e2e/bin/kubectl"), "--kubeconfig",
-                           os.path.join(cluster_dir, "kubeconfig"), *args], input=input,
-                          text=True, capture_output=True, check=True).stdout
+def kubectl(cluster_dir, *args, input=None, attempts=1):
+    """kubectl against the bench's control plane; its stderr in the error when it fails."""
+    for attempt in range(attempts):
+        done = subprocess.run([os.path.join(ROOT, ".cache/e2e/bin/kubectl"), "--kubeconfig",
+                               os.path.join(cluster_dir, "kubeconfig"), *args], input=input,
+                              text=True, capture_output=True)
+        if done.returncode == 0:
+            return done.stdout
+        log(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
+        if attempt + 1 < attempts:
+            time.sleep(2)
+    raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr)
 
 
 class Raygate:
@@ -165,7 +187,9 @@ class Raygate:
                 raise SystemExit(f"raygate serve --mode {mode} exited: {self.proc.wait()}")
             self.log.write(line)
             if "raygate is serving" in line:
-                self.port = int(json.loads(line)["addr"].rsplit(":", 1)[1])
+                serving = json.loads(line)
+                self.port = int(serving["addr"].rsplit(":", 1)[1])
+                self.metrics_url = f"http://{serving['metrics']}/metrics"
         threading.Thread(target=lambda: [self.log.write(l) for l in self.proc.stdout],
                          daemon=True).start()
 
@@ -217,7 +241,7 @@ class Kyverno:
         k = lambda *a, **kw: kubectl(cluster_dir, *a, **kw)
         k("apply", "--server-side", "--force-conflicts", "-f", os.path.join(ROOT, ".cache/kyverno/crds"))
         k("wait", "--for", "condition=established", "--timeout=120s",
-          "crd/clusterpolicies.kyverno.io", "crd/policies.kyverno.io")
+          "crd/clusterpolicies.kyverno.io", "crd/policies.kyverno.io", attempts=5)
         k("create", "namespace", "kyverno")
         # KubeRay v1.5.0 has no RayCronJob, which the policies match (see scripts/bench-kyverno).
         k("apply", "-f", "-", input=yaml.safe_dump({
@@ -229,7 +253,8 @@ class Kyverno:
                      "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
                          "openAPIV3Schema": {"type": "object",
                                              "x-kubernetes-preserve-unknown-fields": True}}}]}}))
-        k("wait", "--for", "condition=established", "--timeout=60s", "crd/raycronjobs.ray.io")
+        k("wait", "--for", "condition=established", "--timeout=60s", "crd/raycronjobs.ray.io",
+          attempts=5)
         import socket
         ports = []
         for _ in range(2):
@@ -400,15 +425,15 @@ def make_namespace(args, ns, setup):
              "ingress": [{"from": [{"podSelector": {}}]}]}}]))
 
 
-def run_one(api, args, setup, run, apiserver_pid):
+def run_one(api, args, setup, run, apiserver_pid, metrics_url=None):
     ns = f"bench-{setup}-{run}"
     make_namespace(args, ns, setup)
     # raygate's cluster view must hold the namespace's NetworkPolicy before its Pods come.
     time.sleep(2)
-    before, cpu0 = scrape(api), cpu_seconds(apiserver_pid)
+    before, cpu0, own0 = scrape(api), cpu_seconds(apiserver_pid), scrape_raygate(metrics_url)
     seconds, statuses = create_all(api, ns, args.clusters, args.rate, args.concurrency)
     pods = wait_pods(api, ns, 2 * args.clusters, args.pod_timeout)
-    after, cpu1 = scrape(api), cpu_seconds(apiserver_pid)
+    after, cpu1, own1 = scrape(api), cpu_seconds(apiserver_pid), scrape_raygate(metrics_url)
     result = {"setup": setup, "run": run, "namespace": ns, "seconds": round(seconds, 3),
               "creates_per_second": round(args.clusters / seconds, 1), "statuses": statuses,
               "pods": pods, "apiserver_cpu_seconds": round(cpu1 - cpu0, 3)}
@@ -425,6 +450,10 @@ def run_one(api, args, setup, run, apiserver_pid):
     for q in (0.5, 0.99):
         v = quantile(hooks, q)
         result[f"webhook_p{int(q * 100)}_ms"] = round(v * 1000, 2) if v is not None else None
+    own = histogram(own0, own1, "raygate_admission_duration_seconds", {})
+    for q in (0.5, 0.99):
+        v = quantile(own, q)
+        result[f"raygate_p{int(q * 100)}_us"] = round(v * 1e6, 1) if v is not None else None
     log(json.dumps(result))
     return result
 
@@ -445,10 +474,11 @@ def report(results, args, machine):
             ("rayclusters_p99_ms", "RayCluster POST p99 ms"),
             ("pods_p50_ms", "Pod POST p50 ms"), ("pods_p99_ms", "Pod POST p99 ms"),
             ("webhook_p50_ms", "webhook p50 ms"), ("webhook_p99_ms", "webhook p99 ms"),
+            ("raygate_p50_us", "in raygate p50 µs"), ("raygate_p99_us", "in raygate p99 µs"),
             ("cpu_ms_per_object", "API server CPU ms per object")]
     for r in results:
         r["cpu_ms_per_object"] = round(1000 * r["apiserver_cpu_seconds"] / (3 * args.clusters), 3)
-    med = {s: {k: median(r[k] for r in results if r["setup"] == s) for k, _ in cols}
+    med = {s: {k: median(r.get(k) for r in results if r["setup"] == s) for k, _ in cols}
            for s in setups}
     mode = (f"open loop at {args.rate:g} creates/s" if args.rate
             else f"closed loop, {args.concurrency} connections")
@@ -513,13 +543,14 @@ def main():
                 raise SystemExit(f"unknown setup {setup}")
         time.sleep(3)
         # A warm-up run per setup (connections, caches), not reported.
+        own = {s: getattr(r, "metrics_url", None) for s, r in raygates.items()}
         for setup in setups:
-            run_one(api, args, setup, "warmup", apiserver_pid)
+            run_one(api, args, setup, "warmup", apiserver_pid, own.get(setup))
         # Runs interleave the setups, so that drift (etcd growing, caches warming) spreads
         # over all of them.
         for run in range(args.runs):
             for setup in setups:
-                results.append(run_one(api, args, setup, run, apiserver_pid))
+                results.append(run_one(api, args, setup, run, apiserver_pid, own.get(setup)))
         if kyverno_setups:
             for r in raygates.values():
                 r.stop()
