@@ -450,6 +450,19 @@ def run_one(api, args, setup, run, apiserver_pid, metrics_url=None):
     for q in (0.5, 0.99):
         v = quantile(hooks, q)
         result[f"webhook_p{int(q * 100)}_ms"] = round(v * 1000, 2) if v is not None else None
+    # Per webhook, the share of calls under each of the API server's first buckets.
+    names = sorted({dict(l)["name"] for (n, l) in after
+                    if n == "apiserver_admission_webhook_admission_duration_seconds_bucket"
+                    and dict(l).get("operation") == "CREATE"})
+    result["webhooks"] = {}
+    for name in names:
+        b = histogram(before, after, "apiserver_admission_webhook_admission_duration_seconds",
+                      {"operation": "CREATE", "name": name})
+        total = b[-1][1] if b else 0
+        if total:
+            result["webhooks"][name] = {"calls": int(total), **{
+                f"under_{le * 1000:g}ms": round(count / total, 3)
+                for le, count in b if le in (0.005, 0.025, 0.1)}}
     own = histogram(own0, own1, "raygate_admission_duration_seconds", {})
     for q in (0.5, 0.99):
         v = quantile(own, q)
