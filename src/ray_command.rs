@@ -1388,18 +1388,18 @@ impl<'s> Lexer<'s> {
     fn quoted_variable(&self) -> Option<(&'s str, usize)> {
         let braced = self.peek(1) == Some(b'{');
         let from = self.at + if braced { 2 } else { 1 };
-        let len = self.text.as_bytes()[from.min(self.text.len())..]
-            .iter()
-            .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
-            .count();
-        let name = &self.text[from..from + len];
+        let rest = self.text.get(from..)?;
+        let name = &rest[..rest
+            .bytes()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == b'_')
+            .count()];
         if name.is_empty()
             || name.starts_with(|c: char| c.is_ascii_digit())
             || name == GENERATED_CMD_VAR
         {
             return None;
         }
-        let mut end = from + len;
+        let mut end = from + name.len();
         if braced {
             if self.text.as_bytes().get(end) != Some(&b'}') {
                 return None;
