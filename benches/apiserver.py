@@ -164,14 +164,30 @@ def kubectl(cluster_dir, *args, input=None, attempts=1):
     raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr)
 
 
-class Raygate:
+class Served:
+    """A process the bench started and stops."""
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def make_certs(raygate, certs):
+    """A serving certificate for 127.0.0.1 under `certs`; returns the CA bundle."""
+    made = subprocess.run([raygate, "certs", "--host", "127.0.0.1", "--out-dir", certs],
+                          text=True, capture_output=True, check=True)
+    return made.stdout.strip()
+
+
+class Raygate(Served):
     """`raygate serve` on loopback with the cluster's view, registered for one setup's label."""
 
     def __init__(self, binary, mode, workdir, cluster_dir):
         certs = os.path.join(workdir, f"certs-{mode}")
-        made = subprocess.run([binary, "certs", "--host", "127.0.0.1", "--out-dir", certs],
-                              text=True, capture_output=True, check=True)
-        self.ca_bundle = made.stdout.strip()
+        self.ca_bundle = make_certs(binary, certs)
         self.log = open(os.path.join(workdir, f"raygate-{mode}.log"), "w")
         self.proc = subprocess.Popen(
             [binary, "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
@@ -196,13 +212,6 @@ class Raygate:
     def register(self, cluster_dir, setup):
         return register(cluster_dir, setup, self.port, self.ca_bundle)
 
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
 
 class Floor(Raygate):
     """examples/floor.rs with --echo-uid: raygate's TLS and HTTP stack answering "allowed" at
@@ -210,9 +219,7 @@ class Floor(Raygate):
 
     def __init__(self, binary, raygate, workdir):
         certs = os.path.join(workdir, "certs-floor")
-        made = subprocess.run([raygate, "certs", "--host", "127.0.0.1", "--out-dir", certs],
-                              text=True, capture_output=True, check=True)
-        self.ca_bundle = made.stdout.strip()
+        self.ca_bundle = make_certs(raygate, certs)
         import socket
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -226,7 +233,7 @@ class Floor(Raygate):
             raise SystemExit(f"the floor exited: {self.proc.returncode}")
 
 
-class Kyverno:
+class Kyverno(Served):
     """Kyverno v1.19.1's admission controller out of cluster, as scripts/bench-kyverno runs it
     (its own certificate, its own webhook registration; admission reports and policy events
     off), with raygate's rules as a ClusterPolicy or as ValidatingPolicies
@@ -284,19 +291,13 @@ class Kyverno:
         """Loads the setup's policy alone and waits until Kyverno denies a RayCluster on the
         master through the API server in `ns`."""
         k = lambda *a, **kw: kubectl(self.cluster_dir, *a, **kw)
-        subprocess.run([os.path.join(ROOT, ".cache/e2e/bin/kubectl"), "--kubeconfig",
-                        os.path.join(self.cluster_dir, "kubeconfig"), "delete",
-                        "clusterpolicy,validatingpolicies.policies.kyverno.io", "--all"],
-                       capture_output=True)
+        try:
+            k("delete", "clusterpolicy,validatingpolicies.policies.kyverno.io", "--all")
+        except subprocess.CalledProcessError:
+            pass  # nothing to delete yet
         deadline = time.time() + 180
-        while True:
-            try:
-                k("apply", "-f", os.path.join(ROOT, self.POLICIES[setup]))
-                break
-            except subprocess.CalledProcessError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(2)
+        # Kyverno's policy webhook refuses policies until its certificate is ready.
+        k("apply", "-f", os.path.join(ROOT, self.POLICIES[setup]), attempts=90)
         probe = cluster_object("kyverno-probe")
         probe["spec"]["headGroupSpec"]["template"]["spec"]["nodeName"] = "gpu-node"
         while True:
@@ -310,20 +311,11 @@ class Kyverno:
                 raise SystemExit(f"{setup}: Kyverno never denied the probe: {status} {body[:300]!r}")
             time.sleep(1)
 
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
 
 def register(cluster_dir, setup, port, ca_bundle):
     """raygate's webhook configurations (deploy/base), pointed at 127.0.0.1:port and limited to
     the namespaces labelled for `setup`."""
-    rendered = subprocess.run([os.path.join(ROOT, ".cache/e2e/bin/kubectl"), "kustomize",
-                               os.path.join(ROOT, "deploy/base")],
-                              text=True, capture_output=True, check=True).stdout
+    rendered = kubectl(cluster_dir, "kustomize", os.path.join(ROOT, "deploy/base"))
     docs = []
     for doc in yaml.safe_load_all(rendered):
         if doc["kind"] in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
