@@ -561,20 +561,66 @@ import_with_retries() {
 	return 1
 }
 
-# import_images NODE: imports the archives not imported since they last changed.
+# discard_unpacked_layers NODE: drops the layer blobs of every image whose snapshot
+# chain is committed; CRI makes containers from the snapshots and never reads them again.
+discard_unpacked_layers() {
+	local name="$1" committed layers
+	committed="$(ctr_node "$name" snapshots ls | awk '$NF == "Committed" { print $1 }')"
+	# `content ls` rows: digest, size, age, labels. A config's labels name its unpacked
+	# chain (gc.ref.snapshot.overlayfs); a manifest's name its config and layers.
+	layers="$(ctr_node "$name" content ls | awk -v committed="$committed" '
+		BEGIN { n = split(committed, c, "\n"); for (i = 1; i <= n; i++) done[c[i]] = 1 }
+		NR > 1 {
+			k = split($NF, labels, ",")
+			for (i = 1; i <= k; i++) {
+				split(labels[i], kv, "=")
+				if (kv[1] == "containerd.io/gc.ref.snapshot.overlayfs" && kv[2] in done) unpacked[$1] = 1
+				if (kv[1] == "containerd.io/gc.ref.content.config") config[$1] = kv[2]
+				if (kv[1] ~ /^containerd\.io\/gc\.ref\.content\.l\./) layer[$1] = layer[$1] " " kv[2]
+			}
+		}
+		END { for (m in layer) if (config[m] in unpacked) print layer[m] }')"
+	# shellcheck disable=SC2086 # one digest per word
+	[[ -z "${layers// /}" ]] || ctr_node "$name" content rm $layers >/dev/null
+}
+
+# share_layer_files NODE: hard-links the node's unpacked layer files to equal files in
+# the other nodes' stores, so that nodes sharing one disk hold about one copy of each
+# image. Only while no snapshot is active: committed layers are read-only lower
+# directories (overlayfs copies a file up before writing it), and kubelets start later.
+share_layer_files() {
+	local name="$1" other
+	for other in $(node_names); do
+		if ctr_node "$other" snapshots ls | awk '$NF == "Active" { found = 1 } END { exit !found }'; then
+			log "$other: active snapshots in its store; the layers of $name are not shared"
+			return 0
+		fi
+	done
+	hardlink -q -X -m "$DIR"/images/*/io.containerd.snapshotter.v1.overlayfs/snapshots
+}
+
+# import_images NODE: imports the archives not imported since they last changed. One
+# node imports at a time (the unpacks compete for the same disk anyway), so that an
+# archive's blobs and its unpacked copy exist on one node at a time before the blobs
+# are dropped and the files shared.
 import_images() {
-	local name="$1" f key list n=0 t0=$SECONDS
+	local name="$1" f key list lock n=0 t0=$SECONDS
 	list="$(image_store "$name")/.imported"
 	touch "$list"
+	exec {lock}>"$DIR/images/.import-lock"
+	flock "$lock"
 	while read -r f; do
 		key="$(stat -c '%s %Y' "$f") $f"
 		grep -qxF "$key" "$list" && continue
 		import_with_retries "$name" "$f" || return 1
+		discard_unpacked_layers "$name" || return 1
+		share_layer_files "$name" || return 1
 		{ grep -vF " $f" "$list" || true; } >"$list.new"
 		echo "$key" >>"$list.new"
 		mv "$list.new" "$list"
 		n=$((n + 1))
 	done < <(image_archives)
+	flock -u "$lock"
 	log "$name: $n image archives imported in $((SECONDS - t0))s"
 }
 
@@ -759,11 +805,6 @@ up() {
 	if ! [[ "$WORKERS" =~ ^[0-9]+$ ]] || ((WORKERS < 1 || WORKERS > 8)); then
 		die "CLUSTER_WORKERS must be 1..8"
 	fi
-	# Every node unpacks every image (the Ray image alone is about 1.4 GB unpacked).
-	local free_gb
-	free_gb="$(df -P -BG "$ROOT/.cache" | awk 'NR == 2 { sub("G", "", $4); print $4 }')"
-	log "free disk under $ROOT/.cache: ${free_gb} GB"
-	((free_gb >= 2 * (WORKERS + 1))) || die "needs about $((2 * (WORKERS + 1))) GB free under $ROOT/.cache for $((WORKERS + 1)) nodes' images; ${free_gb} GB free"
 	local b
 	for b in "$BIN"/{kubelet,kube-controller-manager,kube-scheduler,kube-proxy,kube-network-policies,coredns} \
 		"$E2E_BIN"/{etcd,kube-apiserver,kubectl} "$COMPONENT_IMAGES"/{coredns,kube-network-policies}.tar; do
@@ -779,8 +820,17 @@ up() {
 		log "no pause image in $IMAGES; running scripts/cluster-images.sh"
 		"$ROOT/scripts/cluster-images.sh" >/dev/null
 	fi
+	# Every node unpacks every image, but the nodes' stores share the unpacked files and
+	# drop the blobs (import_images): about one copy of each archive, a second while
+	# it is imported, and a gigabyte for containers, logs and etcd.
+	local free_mb archives_mb need_mb
+	free_mb="$(df -P -BM "$ROOT/.cache" | awk 'NR == 2 { sub("M", "", $4); print $4 }')"
+	archives_mb="$(image_archives | xargs -r du -cm | awk 'END { print $1 + 0 }')"
+	need_mb=$((2 * archives_mb + 1024))
+	log "free disk under $ROOT/.cache: ${free_mb} MB; the nodes' images need about ${need_mb} MB"
+	((free_mb >= need_mb)) || die "needs about ${need_mb} MB free under $ROOT/.cache for the nodes' images; ${free_mb} MB free"
 	local tool
-	for tool in containerd ctr runc iptables nft openssl python3; do
+	for tool in containerd ctr runc iptables nft openssl python3 hardlink flock; do
 		command -v "$tool" >/dev/null || die "$tool not found (run scripts/cluster-tools.sh)"
 	done
 	# Unix sockets live under DIR (kubelet's pod-resources socket is the deepest), and
@@ -889,6 +939,7 @@ EOF
 	start kube-proxy "$BIN/kube-proxy" --config="$DIR/kube-proxy.yaml" --v=1
 
 	for pid in "${pids[@]}"; do wait "$pid" || die "image import failed (see $DIR/logs/import-*.log)"; done
+	log "the nodes' image stores use $(du -sh "$DIR/images" | cut -f1) in all"
 	grep -qx "$PAUSE_IMAGE" <<<"$(ctr_node gpu-node images ls -q)" ||
 		die "no $PAUSE_IMAGE among the image archives; run scripts/cluster-images.sh (or set CLUSTER_EXTRA_IMAGES)"
 
