@@ -232,6 +232,12 @@ pub trait ClusterState: Send + Sync {
     fn network_policies(&self, namespace: &str) -> Option<Vec<Arc<NetworkPolicy>>>;
     /// The live RayClusters of a namespace; `None` while they cannot be known.
     fn ray_clusters(&self, namespace: &str) -> Option<Vec<Arc<DynamicObject>>>;
+    /// One live RayCluster; `None` while it cannot be known or when there is none.
+    fn ray_cluster(&self, namespace: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        self.ray_clusters(namespace)?
+            .into_iter()
+            .find(|c| c.metadata.name.as_deref() == Some(name))
+    }
     /// The labels of a namespace; `None` while they cannot be known.
     fn namespace_labels(
         &self,
@@ -650,11 +656,7 @@ fn owning_cluster(
         .and_then(serde_json::Value::as_str)
         .or(namespace)
         .unwrap_or("default");
-    cluster
-        .ray_clusters(namespace)?
-        .iter()
-        .find(|c| c.metadata.name.as_deref() == Some(name))
-        .cloned()
+    cluster.ray_cluster(namespace, name)
 }
 
 /// On CREATE the object may not carry its namespace or name yet: take the request's.

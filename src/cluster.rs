@@ -4,8 +4,9 @@
 //! Requests only read the in-memory stores; the watches run in the background, so an
 //! admission never waits on the API server.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -91,8 +92,8 @@ impl WatchHealth {
 /// Watch caches of the cluster objects admission decisions depend on.
 #[derive(Clone)]
 pub struct ClusterCache {
-    network_policies: Store<NetworkPolicy>,
-    ray_clusters: Store<DynamicObject>,
+    network_policies: Arc<NamespacedStore<NetworkPolicy>>,
+    ray_clusters: Arc<NamespacedStore<DynamicObject>>,
     namespaces: Store<Namespace>,
     network_policy_health: Arc<WatchHealth>,
     ray_cluster_health: Arc<WatchHealth>,
@@ -110,10 +111,10 @@ impl ClusterCache {
         sync_timeout: Duration,
     ) -> ClusterCache {
         let network_policy_health = Arc::new(WatchHealth::new("networkpolicies"));
-        let (network_policies, writer) = reflector::store();
+        let network_policies = Arc::new(NamespacedStore::default());
         spawn_watch(
             Api::<NetworkPolicy>::all(client.clone()),
-            writer,
+            NamespacedStore::writer(&network_policies),
             |p| p.managed_fields_mut().clear(),
             &network_policy_health,
             metrics,
@@ -121,10 +122,10 @@ impl ClusterCache {
 
         // NetworkPolicy namespaceSelectors match namespaces by their labels.
         let namespace_health = Arc::new(WatchHealth::new("namespaces"));
-        let (namespaces, writer) = reflector::store();
+        let (namespaces, mut writer) = reflector::store();
         spawn_watch(
             Api::<Namespace>::all(client.clone()),
-            writer,
+            move |event: &watcher::Event<Namespace>| writer.apply_watcher_event(event),
             trim_namespace,
             &namespace_health,
             metrics,
@@ -132,11 +133,10 @@ impl ClusterCache {
 
         let ray_cluster_health = Arc::new(WatchHealth::new("rayclusters"));
         let resource = ray_resource("RayCluster", "rayclusters");
-        let writer = reflector::store::Writer::new(resource.clone());
-        let ray_clusters = writer.as_reader();
+        let ray_clusters = Arc::new(NamespacedStore::default());
         spawn_watch(
             Api::<DynamicObject>::all_with(client, &resource),
-            writer,
+            NamespacedStore::writer(&ray_clusters),
             trim_ray_object,
             &ray_cluster_health,
             metrics,
@@ -207,11 +207,11 @@ fn spawn_synced_gauges(
     });
 }
 
-/// Watches `api` into `writer`'s store, with each object trimmed to what is read, and keeps
-/// `health` and the watch metrics up to date.
+/// Watches `api` into a store through `apply`, with each object trimmed to what is read, and
+/// keeps `health` and the watch metrics up to date.
 fn spawn_watch<K>(
     api: Api<K>,
-    writer: reflector::store::Writer<K>,
+    apply: impl FnMut(&watcher::Event<K>) + Send + 'static,
     trim: impl FnMut(&mut K) + Send + 'static,
     health: &Arc<WatchHealth>,
     metrics: &WatchMetrics,
@@ -222,7 +222,7 @@ fn spawn_watch<K>(
     spawn_watch_with(
         api,
         watcher::Config::default(),
-        writer,
+        apply,
         trim,
         health,
         metrics,
@@ -246,14 +246,23 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let health = Arc::new(WatchHealth::new(resource));
-    spawn_watch_with(api, config, writer, trim, &health, metrics, Some(changed));
+    let mut writer = writer;
+    spawn_watch_with(
+        api,
+        config,
+        move |event: &watcher::Event<K>| writer.apply_watcher_event(event),
+        trim,
+        &health,
+        metrics,
+        Some(changed),
+    );
     health
 }
 
 fn spawn_watch_with<K>(
     api: Api<K>,
     config: watcher::Config,
-    writer: reflector::store::Writer<K>,
+    mut apply: impl FnMut(&watcher::Event<K>) + Send + 'static,
     trim: impl FnMut(&mut K) + Send + 'static,
     health: &Arc<WatchHealth>,
     metrics: &WatchMetrics,
@@ -265,7 +274,11 @@ fn spawn_watch_with<K>(
     let stream = watcher(api, config)
         .default_backoff()
         .modify(trim)
-        .reflect(writer);
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                apply(event);
+            }
+        });
     tokio::spawn(follow(stream, health.clone(), metrics.clone(), changed));
 }
 
@@ -324,17 +337,20 @@ impl ClusterState for ClusterCache {
     fn network_policies(&self, namespace: &str) -> Option<Vec<Arc<NetworkPolicy>>> {
         self.network_policy_health
             .usable(self.stale_after)
-            .then(|| {
-                self.network_policies
-                    .state_filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
-            })
+            .then(|| self.network_policies.in_namespace(namespace))
     }
 
     fn ray_clusters(&self, namespace: &str) -> Option<Vec<Arc<DynamicObject>>> {
-        self.ray_cluster_health.usable(self.stale_after).then(|| {
-            self.ray_clusters
-                .state_filter(|c| c.metadata.namespace.as_deref() == Some(namespace))
-        })
+        self.ray_cluster_health
+            .usable(self.stale_after)
+            .then(|| self.ray_clusters.in_namespace(namespace))
+    }
+
+    fn ray_cluster(&self, namespace: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        if !self.ray_cluster_health.usable(self.stale_after) {
+            return None;
+        }
+        self.ray_clusters.get(namespace, name)
     }
 
     fn namespace_labels(
@@ -351,9 +367,171 @@ impl ClusterState for ClusterCache {
     }
 }
 
+/// A watch cache indexed by namespace, then name. Admission reads one namespace at a time
+/// (a Pod's policies, its RayCluster); a flat store would make each read scan every
+/// object in the cluster. Names are kept in order, so that what is read is deterministic.
+pub struct NamespacedStore<K> {
+    objects: RwLock<Namespaces<K>>,
+}
+
+type Namespaces<K> = HashMap<String, BTreeMap<String, Arc<K>>, foldhash::fast::RandomState>;
+
+impl<K> Default for NamespacedStore<K> {
+    fn default() -> Self {
+        NamespacedStore {
+            objects: RwLock::new(Namespaces::default()),
+        }
+    }
+}
+
+impl<K: Resource + Clone> NamespacedStore<K> {
+    /// The objects of a namespace, by name.
+    pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
+        let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
+        objects
+            .get(namespace)
+            .map(|named| named.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
+        objects.get(namespace)?.get(name).cloned()
+    }
+
+    /// Applies a watch's events: a relist (`Init` .. `InitDone`) replaces the whole store
+    /// at its end, as the reflector's store does, so reads never see half a list.
+    pub fn writer(store: &Arc<Self>) -> impl FnMut(&watcher::Event<K>) + Send + 'static
+    where
+        K: Send + Sync + 'static,
+    {
+        let store = store.clone();
+        let mut relisted: Option<Namespaces<K>> = None;
+        move |event| match event {
+            watcher::Event::Apply(object) => {
+                let mut objects = store
+                    .objects
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                insert(&mut objects, object);
+            }
+            watcher::Event::Delete(object) => {
+                let mut objects = store
+                    .objects
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let meta = object.meta();
+                let namespace = meta.namespace.as_deref().unwrap_or_default();
+                if let Some(named) = objects.get_mut(namespace) {
+                    named.remove(meta.name.as_deref().unwrap_or_default());
+                    if named.is_empty() {
+                        objects.remove(namespace);
+                    }
+                }
+            }
+            watcher::Event::Init => relisted = Some(Namespaces::default()),
+            watcher::Event::InitApply(object) => {
+                if let Some(relisted) = &mut relisted {
+                    insert(relisted, object);
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(relisted) = relisted.take() {
+                    *store
+                        .objects
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner) = relisted;
+                }
+            }
+        }
+    }
+}
+
+fn insert<K: Resource + Clone>(objects: &mut Namespaces<K>, object: &K) {
+    let meta = object.meta();
+    let (Some(name), namespace) = (meta.name.clone(), meta.namespace.clone()) else {
+        return;
+    };
+    objects
+        .entry(namespace.unwrap_or_default())
+        .or_default()
+        .insert(name, Arc::new(object.clone()));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn policy(namespace: &str, name: &str) -> NetworkPolicy {
+        let mut policy = NetworkPolicy::default();
+        policy.metadata.namespace = Some(namespace.to_owned());
+        policy.metadata.name = Some(name.to_owned());
+        policy
+    }
+
+    fn names(objects: &[Arc<NetworkPolicy>]) -> Vec<&str> {
+        objects
+            .iter()
+            .map(|p| p.metadata.name.as_deref().unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn the_namespaced_store_reads_one_namespace_in_name_order() {
+        let store = Arc::new(NamespacedStore::default());
+        let mut apply = NamespacedStore::writer(&store);
+        for (namespace, name) in [("a", "z"), ("b", "y"), ("a", "m"), ("a", "b")] {
+            apply(&watcher::Event::Apply(policy(namespace, name)));
+        }
+        assert_eq!(names(&store.in_namespace("a")), ["b", "m", "z"]);
+        assert_eq!(names(&store.in_namespace("b")), ["y"]);
+        assert!(store.in_namespace("c").is_empty());
+        assert_eq!(
+            names(&store.get("a", "m").into_iter().collect::<Vec<_>>()),
+            ["m"]
+        );
+        assert!(
+            store.get("b", "m").is_none(),
+            "a name is looked up in its namespace only"
+        );
+
+        let mut changed = policy("a", "m");
+        changed.metadata.labels = Some([("k".to_owned(), "v".to_owned())].into());
+        apply(&watcher::Event::Apply(changed));
+        assert!(store.get("a", "m").unwrap().metadata.labels.is_some());
+        assert_eq!(store.in_namespace("a").len(), 3, "an update replaces");
+
+        apply(&watcher::Event::Delete(policy("a", "m")));
+        apply(&watcher::Event::Delete(policy("b", "y")));
+        assert_eq!(names(&store.in_namespace("a")), ["b", "z"]);
+        assert!(store.in_namespace("b").is_empty());
+        assert!(
+            store.objects.read().unwrap().get("b").is_none(),
+            "an emptied namespace goes"
+        );
+    }
+
+    #[test]
+    fn a_relist_replaces_the_namespaced_store_only_when_done() {
+        let store = Arc::new(NamespacedStore::default());
+        let mut apply = NamespacedStore::writer(&store);
+        apply(&watcher::Event::Apply(policy("a", "gone")));
+        apply(&watcher::Event::Init);
+        apply(&watcher::Event::InitApply(policy("a", "kept")));
+        assert_eq!(
+            names(&store.in_namespace("a")),
+            ["gone"],
+            "half a list is not read"
+        );
+        apply(&watcher::Event::InitApply(policy("b", "new")));
+        apply(&watcher::Event::InitDone);
+        assert_eq!(names(&store.in_namespace("a")), ["kept"]);
+        assert_eq!(names(&store.in_namespace("b")), ["new"]);
+        // An InitApply without its Init (never sent by the watcher) changes nothing.
+        apply(&watcher::Event::InitApply(policy("c", "stray")));
+        apply(&watcher::Event::InitDone);
+        assert!(store.in_namespace("c").is_empty());
+    }
 
     #[test]
     fn a_watch_is_usable_only_once_synced_and_until_stale() {

@@ -332,14 +332,10 @@ impl Controller {
             return Ok(Outcome::Nothing);
         };
         let key = (namespace.clone(), generated.name.clone());
-        let in_namespace = self
+        let existing = self
             .caches
             .policies
-            .state_filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()));
-        let existing = in_namespace
-            .iter()
-            .find(|p| p.metadata.name.as_deref() == Some(generated.name.as_str()))
-            .cloned();
+            .get(&reflector::ObjectRef::new(&generated.name).within(&namespace));
         let desired = desired_object(&generated.object, source, cluster.name, &uid);
         let desired_spec = spec_of(&desired).map_err(|source| Error::Generated {
             name: generated.name.clone(),
@@ -373,6 +369,10 @@ impl Controller {
                 }) {
                     return Ok(Outcome::Nothing);
                 }
+                let in_namespace = self
+                    .caches
+                    .policies
+                    .state_filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()));
                 if network_policy::selected_by_any(&cluster, &namespace, &in_namespace) {
                     return Ok(Outcome::Nothing);
                 }
