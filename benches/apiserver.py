@@ -185,14 +185,16 @@ def make_certs(raygate, certs):
 class Raygate(Served):
     """`raygate serve` on loopback with the cluster's view, registered for one setup's label."""
 
-    def __init__(self, binary, mode, workdir, cluster_dir):
-        certs = os.path.join(workdir, f"certs-{mode}")
+    def __init__(self, binary, mode, workdir, cluster_dir, name=None):
+        """Without `cluster_dir`, raygate has no cluster view (its reviews run inline)."""
+        name = name or mode
+        certs = os.path.join(workdir, f"certs-{name}")
         self.ca_bundle = make_certs(binary, certs)
-        self.log = open(os.path.join(workdir, f"raygate-{mode}.log"), "w")
+        self.log = open(os.path.join(workdir, f"raygate-{name}.log"), "w")
+        view = ["--kubeconfig", os.path.join(cluster_dir, "kubeconfig")] if cluster_dir else []
         self.proc = subprocess.Popen(
             [binary, "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-             "--log-format", "json", "--shutdown-delay", "0", "--mode", mode,
-             "--kubeconfig", os.path.join(cluster_dir, "kubeconfig"),
+             "--log-format", "json", "--shutdown-delay", "0", "--mode", mode, *view,
              "--tls-cert", f"{certs}/tls.crt", "--tls-key", f"{certs}/tls.key"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 60
@@ -537,6 +539,9 @@ def main():
             if setup in ("raygate", "raygate-audit"):
                 mode = "enforce" if setup == "raygate" else "audit"
                 raygates[setup] = Raygate(args.raygate, mode, args.workdir, args.cluster_dir)
+                raygates[setup].register(args.cluster_dir, setup)
+            elif setup == "raygate-no-view":
+                raygates[setup] = Raygate(args.raygate, "enforce", args.workdir, None, setup)
                 raygates[setup].register(args.cluster_dir, setup)
             elif setup == "floor":
                 raygates[setup] = Floor(args.floor, args.raygate, args.workdir)
