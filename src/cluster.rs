@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -122,10 +122,10 @@ impl ClusterCache {
 
         // NetworkPolicy namespaceSelectors match namespaces by their labels.
         let namespace_health = Arc::new(WatchHealth::new("namespaces"));
-        let (namespaces, mut writer) = reflector::store();
+        let (namespaces, writer) = reflector::store();
         spawn_watch(
             Api::<Namespace>::all(client.clone()),
-            move |event: &watcher::Event<Namespace>| writer.apply_watcher_event(event),
+            into_reflector(writer),
             trim_namespace,
             &namespace_health,
             metrics,
@@ -246,17 +246,27 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let health = Arc::new(WatchHealth::new(resource));
-    let mut writer = writer;
     spawn_watch_with(
         api,
         config,
-        move |event: &watcher::Event<K>| writer.apply_watcher_event(event),
+        into_reflector(writer),
         trim,
         &health,
         metrics,
         Some(changed),
     );
     health
+}
+
+/// Applies a watch's events to a kube reflector store.
+fn into_reflector<K>(
+    mut writer: reflector::store::Writer<K>,
+) -> impl FnMut(&watcher::Event<K>) + Send + 'static
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    move |event| writer.apply_watcher_event(event)
 }
 
 fn spawn_watch_with<K>(
@@ -384,19 +394,29 @@ impl<K> Default for NamespacedStore<K> {
     }
 }
 
+impl<K> NamespacedStore<K> {
+    // Poisoning is ignored: each change under the lock is one map operation, and the maps
+    // stay whole if it panics.
+    fn read(&self) -> RwLockReadGuard<'_, Namespaces<K>> {
+        self.objects.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Namespaces<K>> {
+        self.objects.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 impl<K: Resource + Clone> NamespacedStore<K> {
     /// The objects of a namespace, by name.
     pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
-        let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
-        objects
+        self.read()
             .get(namespace)
             .map(|named| named.values().cloned().collect())
             .unwrap_or_default()
     }
 
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
-        let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
-        objects.get(namespace)?.get(name).cloned()
+        self.read().get(namespace)?.get(name).cloned()
     }
 
     /// Applies a watch's events: a relist (`Init` .. `InitDone`) replaces the whole store
@@ -408,18 +428,9 @@ impl<K: Resource + Clone> NamespacedStore<K> {
         let store = store.clone();
         let mut relisted: Option<Namespaces<K>> = None;
         move |event| match event {
-            watcher::Event::Apply(object) => {
-                let mut objects = store
-                    .objects
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner);
-                insert(&mut objects, object);
-            }
+            watcher::Event::Apply(object) => insert(&mut store.write(), object),
             watcher::Event::Delete(object) => {
-                let mut objects = store
-                    .objects
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner);
+                let mut objects = store.write();
                 let meta = object.meta();
                 let namespace = meta.namespace.as_deref().unwrap_or_default();
                 if let Some(named) = objects.get_mut(namespace) {
@@ -437,10 +448,7 @@ impl<K: Resource + Clone> NamespacedStore<K> {
             }
             watcher::Event::InitDone => {
                 if let Some(relisted) = relisted.take() {
-                    *store
-                        .objects
-                        .write()
-                        .unwrap_or_else(PoisonError::into_inner) = relisted;
+                    *store.write() = relisted;
                 }
             }
         }
@@ -505,10 +513,7 @@ mod tests {
         apply(&watcher::Event::Delete(policy("b", "y")));
         assert_eq!(names(&store.in_namespace("a")), ["b", "z"]);
         assert!(store.in_namespace("b").is_empty());
-        assert!(
-            store.objects.read().unwrap().get("b").is_none(),
-            "an emptied namespace goes"
-        );
+        assert!(store.read().get("b").is_none(), "an emptied namespace goes");
     }
 
     #[test]
