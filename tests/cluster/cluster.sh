@@ -600,9 +600,9 @@ share_layer_files() {
 }
 
 # import_images NODE: imports the archives not imported since they last changed. One
-# node imports at a time (the unpacks compete for the same disk anyway), so that an
-# archive's blobs and its unpacked copy exist on one node at a time before the blobs
-# are dropped and the files shared.
+# node imports at a time (the unpacks compete for the same disk anyway): an archive's
+# blobs exist on one node at a time, and one node's unpacked files until they are shared,
+# once per node (each sharing reads every store).
 import_images() {
 	local name="$1" f key list lock n=0 t0=$SECONDS
 	list="$(image_store "$name")/.imported"
@@ -614,12 +614,12 @@ import_images() {
 		grep -qxF "$key" "$list" && continue
 		import_with_retries "$name" "$f" || return 1
 		discard_unpacked_layers "$name" || return 1
-		share_layer_files "$name" || return 1
 		{ grep -vF " $f" "$list" || true; } >"$list.new"
 		echo "$key" >>"$list.new"
 		mv "$list.new" "$list"
 		n=$((n + 1))
 	done < <(image_archives)
+	if ((n > 0)); then share_layer_files "$name" || return 1; fi
 	flock -u "$lock"
 	log "$name: $n image archives imported in $((SECONDS - t0))s"
 }
@@ -821,8 +821,8 @@ up() {
 		"$ROOT/scripts/cluster-images.sh" >/dev/null
 	fi
 	# Every node unpacks every image, but the nodes' stores share the unpacked files and
-	# drop the blobs (import_images): about one copy of each archive, a second while
-	# it is imported, and a gigabyte for containers, logs and etcd.
+	# drop the blobs (import_images): about one copy of each archive, a second on the
+	# node importing them, and a gigabyte for an archive's blobs, containers and logs.
 	local free_mb archives_mb need_mb
 	free_mb="$(df -P -BM "$ROOT/.cache" | awk 'NR == 2 { sub("M", "", $4); print $4 }')"
 	archives_mb="$(image_archives | xargs -r du -cm | awk 'END { print $1 + 0 }')"
